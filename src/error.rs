@@ -1,0 +1,131 @@
+//! The crate's one error type.
+//!
+//! Every fallible public function returns [`Error`]. Each variant says when it happens, so that a
+//! caller can decide whether to retry, give up, or report a bug.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in actix-ws-manager.
+///
+/// The enum is `#[non_exhaustive]`: new failure modes may be added without a breaking release,
+/// so a `match` needs a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL given to `connect` (or to the CLI) cannot be used: it does not parse, has no host,
+    /// or its scheme is not `ws://` (or `wss://`, which needs a TLS-enabled build).
+    #[error("invalid WebSocket URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as the user gave it.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// The TCP connection or the HTTP upgrade request failed before the server answered
+    /// (connection refused, DNS failure, timeout while connecting).
+    #[error("connect to {url} failed: {reason}")]
+    ConnectFailed {
+        /// The URL that was dialled.
+        url: String,
+        /// The underlying I/O or HTTP error, as text.
+        reason: String,
+    },
+
+    /// The server answered the upgrade request with something other than
+    /// `101 Switching Protocols` (for example 401, 403, 404 or 503).
+    #[error("WebSocket handshake with {url} rejected with HTTP {status}")]
+    HandshakeRejected {
+        /// The URL that was dialled.
+        url: String,
+        /// The HTTP status code the server answered with.
+        status: u16,
+    },
+
+    /// The connection closed, with the close code and reason the peer sent (or 1006 when the
+    /// socket was lost without a close frame).
+    #[error("connection closed with code {code}: {reason}")]
+    Closed {
+        /// RFC 6455 close code; 1006 means "lost without a close frame".
+        code: u16,
+        /// The close reason text; empty when the peer gave none.
+        reason: String,
+    },
+
+    /// The connection was lost while the operation was pending (a request waiting for its
+    /// reply, for example). The client may reconnect; the operation itself is not retried.
+    #[error("connection lost while the operation was pending")]
+    ConnectionLost,
+
+    /// The client was closed by the user (or has given up reconnecting) and accepts no more work.
+    #[error("the client is closed")]
+    ClientClosed,
+
+    /// A message could not be queued: the connection is not writable and the outbox already holds
+    /// `capacity` messages, under [`OutboxPolicy`](crate::config::OutboxPolicy)'s default
+    /// `Reject` overflow behaviour.
+    #[error("outbox full ({capacity} messages waiting); message rejected")]
+    OutboxFull {
+        /// The configured outbox capacity.
+        capacity: usize,
+    },
+
+    /// A request got no reply carrying its `id` within the timeout.
+    #[error("request {id} timed out after {timeout:?}")]
+    RequestTimeout {
+        /// The envelope `id` the request was sent with.
+        id: u64,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
+
+    /// The peer answered a request with an `{"type":"error"}` envelope.
+    #[error("the peer answered with error {code}: {message}")]
+    Remote {
+        /// The error code from the reply's `data.code`.
+        code: String,
+        /// The human-readable message from the reply's `data.message`.
+        message: String,
+    },
+
+    /// A frame could not be decoded into an envelope or into the subscribed Rust type
+    /// (malformed JSON, missing `type`, wrong `data` shape, invalid UTF-8).
+    #[error("decode failed: {0}")]
+    Decode(String),
+
+    /// A value could not be encoded to JSON (a `Serialize` impl returned an error).
+    #[error("encode failed: {0}")]
+    Encode(String),
+
+    /// A message is larger than the configured maximum message size.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The size of the message in bytes.
+        size: usize,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+
+    /// A configuration value is out of range (for example a zero heartbeat interval or an outbox
+    /// capacity of zero with the `Reject` policy).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// An actor this handle talks to has stopped (the actix system is shutting down, or the
+    /// client's actors were stopped). Nothing more can be sent through this handle.
+    #[error("actor mailbox closed: {0}")]
+    Mailbox(String),
+
+    /// An I/O error outside a connection (binding a listener, raising a resource limit).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<actix::MailboxError> for Error {
+    fn from(e: actix::MailboxError) -> Self {
+        Error::Mailbox(e.to_string())
+    }
+}
+
+/// Shorthand for `Result<T, actix_ws_manager::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,157 @@
+//! The rooms protocol of `wsm serve` and the embeddable server, as typed messages.
+//!
+//! | client sends | server answers |
+//! | --- | --- |
+//! | [`Join`] with `room` | [`Joined`] with the same `room` and `id` |
+//! | [`Leave`] with `room` | [`Left`] with the same `room` and `id` |
+//! | [`Publish`] with `room` and `data` | every member gets [`RoomMessage`] (with `from` and `timestamp`); with an `id`, the sender also gets [`Ack`] |
+//! | [`Echo`] | [`Echo`] with the same `data` and `id` |
+//! | [`Ping`] | [`Pong`] |
+//! | anything malformed or unknown | [`ErrorReply`] (`type` `"error"`); the session stays open |
+//!
+//! On connect the server sends [`Welcome`]. Room names travel in the envelope's `room` field, not
+//! in `data`, so [`join`], [`leave`] and [`publish`] build the whole envelope.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::envelope::{Outgoing, WireMessage};
+use crate::error::Result;
+
+/// `{"type":"welcome","data":{"session":S}}`: the first message of every session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The session id the server gave this connection; it appears as `from` on its publishes.
+    pub session: String,
+}
+impl WireMessage for Welcome {
+    const TYPE: &'static str = "welcome";
+}
+
+/// `{"type":"join","room":R}`: become a member of room R.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join;
+impl WireMessage for Join {
+    const TYPE: &'static str = "join";
+}
+
+/// `{"type":"joined","room":R}`: the answer to [`Join`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Joined;
+impl WireMessage for Joined {
+    const TYPE: &'static str = "joined";
+}
+
+/// `{"type":"leave","room":R}`: stop being a member of room R.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leave;
+impl WireMessage for Leave {
+    const TYPE: &'static str = "leave";
+}
+
+/// `{"type":"left","room":R}`: the answer to [`Leave`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Left;
+impl WireMessage for Left {
+    const TYPE: &'static str = "left";
+}
+
+/// `{"type":"publish","room":R,"data":D}`: send D to every member of R.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Publish(pub Value);
+impl WireMessage for Publish {
+    const TYPE: &'static str = "publish";
+}
+
+/// `{"type":"message","room":R,"from":S,"data":D,"timestamp":T}`: a publish, as every member
+/// of the room receives it. Subscribe your own type with `TYPE = "message"` to decode `data` as
+/// something more specific than a JSON value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RoomMessage(pub Value);
+impl WireMessage for RoomMessage {
+    const TYPE: &'static str = "message";
+}
+
+/// `{"type":"ack","id":N}`: the server accepted the publish that carried `id` N.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack;
+impl WireMessage for Ack {
+    const TYPE: &'static str = "ack";
+}
+
+/// `{"type":"echo","data":D}`: the server sends D back to the sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Echo(pub Value);
+impl WireMessage for Echo {
+    const TYPE: &'static str = "echo";
+}
+
+/// `{"type":"ping"}`: an application-level heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ping;
+impl WireMessage for Ping {
+    const TYPE: &'static str = "ping";
+}
+
+/// `{"type":"pong"}`: the answer to [`Ping`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong;
+impl WireMessage for Pong {
+    const TYPE: &'static str = "pong";
+}
+
+/// `{"type":"error","id":N?,"data":{"code":C,"message":M}}`: the server could not act on a
+/// message. The session stays open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// A stable, machine-readable code; see [`codes`].
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}
+impl WireMessage for ErrorReply {
+    const TYPE: &'static str = "error";
+}
+
+/// The `code`s an [`ErrorReply`] carries.
+pub mod codes {
+    /// The frame is not a JSON object with a string `type`.
+    pub const MALFORMED: &str = "malformed";
+    /// The `type` is not part of the protocol.
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    /// The `room` is missing, empty, too long or has characters outside `[A-Za-z0-9_.:-]`.
+    pub const BAD_ROOM: &str = "bad_room";
+    /// `leave` or `publish` for a room the session is not a member of.
+    pub const NOT_JOINED: &str = "not_joined";
+    /// `join` would take the session over its room limit.
+    pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
+    /// A binary frame on the rooms endpoint, which speaks JSON text only.
+    pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+}
+
+/// `{"type":"join","room":room}`.
+pub fn join(room: &str) -> Result<Outgoing> {
+    Ok(Outgoing::new(&Join)?.room(room))
+}
+
+/// `{"type":"leave","room":room}`.
+pub fn leave(room: &str) -> Result<Outgoing> {
+    Ok(Outgoing::new(&Leave)?.room(room))
+}
+
+/// `{"type":"publish","room":room,"data":data}`.
+pub fn publish<T: Serialize>(room: &str, data: &T) -> Result<Outgoing> {
+    let value =
+        serde_json::to_value(data).map_err(|e| crate::error::Error::Encode(e.to_string()))?;
+    Ok(Outgoing::new(&Publish(value))?.room(room))
+}
+
+/// `{"type":"echo","data":data}`.
+pub fn echo<T: Serialize>(data: &T) -> Result<Outgoing> {
+    let value =
+        serde_json::to_value(data).map_err(|e| crate::error::Error::Encode(e.to_string()))?;
+    Outgoing::new(&Echo(value))
+}
