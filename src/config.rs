@@ -466,6 +466,12 @@ pub struct ServerConfig {
     /// Time a closing session gets to hand its close frame to the socket before the socket is
     /// cut, and time the server's graceful shutdown waits for sessions to go. Default: 2 s.
     pub close_timeout: Duration,
+    /// `SO_SNDBUF` for each accepted connection, set by the server's `on_connect` hook
+    /// ([`serve`](crate::server::serve) installs it). The kernel's send buffer is the one part
+    /// of a stuck client's cost that the session queue does not bound: by default Linux lets it
+    /// grow to `net.ipv4.tcp_wmem` (often 4 MiB). A cap also makes a stuck client show up
+    /// sooner. Default: none (the OS tunes it).
+    pub tcp_send_buffer: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -481,6 +487,7 @@ impl Default for ServerConfig {
             max_room_name_len: DEFAULT_MAX_ROOM_NAME_LEN,
             allowed_origins: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            tcp_send_buffer: None,
         }
     }
 }
@@ -536,6 +543,12 @@ impl ServerConfig {
         self
     }
 
+    /// Set [`tcp_send_buffer`](Self::tcp_send_buffer).
+    pub fn tcp_send_buffer(mut self, bytes: Option<usize>) -> Self {
+        self.tcp_send_buffer = bytes;
+        self
+    }
+
     /// Whether `room` follows the room name rules: 1 to
     /// [`max_room_name_len`](Self::max_room_name_len) bytes of `A-Z a-z 0-9 _ . : -`.
     pub fn is_valid_room(&self, room: &str) -> bool {
@@ -566,6 +579,9 @@ impl ServerConfig {
         }
         if self.max_room_name_len == 0 {
             return Err(Error::Config("max_room_name_len must be at least 1".into()));
+        }
+        if self.tcp_send_buffer == Some(0) {
+            return Err(Error::Config("tcp_send_buffer must be above zero".into()));
         }
         if self.close_timeout.is_zero() {
             return Err(Error::Config("close_timeout must be above zero".into()));

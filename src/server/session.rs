@@ -98,10 +98,29 @@ impl SocketCutter {
 
 /// Install this with `HttpServer::on_connect(actix_ws_manager::server::on_connect)` so that the
 /// server can cut the TCP socket of a client that stopped reading (see the module docs).
-/// [`serve`](super::serve) installs it for you.
+/// [`serve`](super::serve) installs it for you (through [`on_connect_with`], which also applies
+/// [`ServerConfig::tcp_send_buffer`](crate::config::ServerConfig::tcp_send_buffer)).
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
+    keep_cutter(conn, ext, None);
+}
+
+/// Like [`on_connect`], and also sets the accepted socket's `SO_SNDBUF` to `send_buffer` bytes
+/// when given.
+pub fn on_connect_with(
+    send_buffer: Option<usize>,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+    move |conn, ext| keep_cutter(conn, ext, send_buffer)
+}
+
+fn keep_cutter(conn: &dyn Any, ext: &mut Extensions, send_buffer: Option<usize>) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        match socket2::SockRef::from(tcp).try_clone() {
+        let sock = socket2::SockRef::from(tcp);
+        if let Some(bytes) = send_buffer {
+            if let Err(e) = sock.set_send_buffer_size(bytes) {
+                tracing::debug!("cannot set SO_SNDBUF: {e}");
+            }
+        }
+        match sock.try_clone() {
             Ok(sock) => {
                 ext.insert(SocketCutter(Arc::new(sock)));
             }

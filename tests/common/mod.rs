@@ -137,3 +137,15 @@ impl Peer {
 pub fn j(text: &str) -> serde_json::Value {
     serde_json::from_str(text).expect("valid JSON in test")
 }
+
+impl Peer {
+    /// Answer pings (and discard everything else) until the stream ends: run it next to a wait,
+    /// so that an idle test client is not taken for a dead one by the server's heartbeat.
+    pub async fn answer_pings(&mut self) {
+        while let Some(Ok(frame)) = self.framed.next().await {
+            if let awc::ws::Frame::Ping(p) = frame {
+                let _ = self.framed.send(awc::ws::Message::Pong(p)).await;
+            }
+        }
+    }
+}
