@@ -8,7 +8,11 @@ use std::time::Duration;
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Receive from `rx` within `within`, panicking with `what` on timeout or a closed channel.
-pub async fn recv_within<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, within: Duration, what: &str) -> T {
+pub async fn recv_within<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    within: Duration,
+    what: &str,
+) -> T {
     match tokio::time::timeout(within, rx.recv()).await {
         Ok(Some(v)) => v,
         Ok(None) => panic!("channel closed while waiting for {what}"),

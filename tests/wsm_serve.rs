@@ -1,0 +1,132 @@
+//! `wsm serve`, the built binary: prints its URL first, applies its flags, and exits cleanly on
+//! SIGTERM after closing sessions with 1001.
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{Peer, WAIT};
+
+/// Kills the child if the test fails half-way.
+struct Child(Option<std::process::Child>);
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
+    match req.connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => s.as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("upgrade was accepted"),
+    }
+}
+
+/// The first stdout line is the ws:// URL (port 0 resolved); the flags take effect (paths,
+/// message size, session limit, origin allow-list); SIGTERM closes the session with 1001 and the
+/// process exits with status 0.
+#[actix_rt::test]
+async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
+    let mut child = Child(Some(
+        Command::new(env!("CARGO_BIN_EXE_wsm"))
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--path",
+                "/rooms",
+                "--echo-path",
+                "/e",
+                "--max-message-size",
+                "100",
+                "--heartbeat-interval",
+                "200ms",
+                "--heartbeat-timeout",
+                "2s",
+                "--max-sessions",
+                "2",
+                "--session-queue",
+                "8",
+                "--allowed-origin",
+                "https://a.example",
+                "--allowed-origin",
+                "https://b.example",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wsm runs"),
+    ));
+    let stdout = child
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep reading so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let url = rx.recv_timeout(WAIT).expect("first stdout line");
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    assert!(url.ends_with("/rooms"), "{url}");
+    assert!(!url.contains(":0/"), "{url}");
+    let echo_url = url.replace("/rooms", "/e");
+
+    let client = awc::Client::new();
+    assert_eq!(
+        refused(client.ws(&url).origin("https://c.example")).await,
+        403
+    );
+    let (_, framed) = client
+        .ws(&url)
+        .origin("https://b.example")
+        .connect()
+        .await
+        .expect("allowed origin");
+    let mut rooms = Peer { framed };
+    assert_eq!(rooms.json().await["type"], "welcome");
+
+    let mut echo = Peer::connect(&echo_url).await;
+    assert_eq!(refused(client.ws(&url)).await, 503, "--max-sessions 2");
+    echo.text(&"a".repeat(101)).await;
+    assert_eq!(
+        echo.close_code().await,
+        Some(1009),
+        "--max-message-size 100"
+    );
+
+    let pid = child.0.as_ref().map(|c| c.id()).expect("child").to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(rooms.close_code().await, Some(1001));
+
+    // Wait for the exit on a thread (std has no async wait); kill -9 if it never comes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut process = child.0.take().expect("child");
+    std::thread::spawn(move || {
+        let _ = tx.send(process.wait());
+    });
+    let code = match rx.recv_timeout(WAIT) {
+        Ok(status) => status.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("wsm did not exit after SIGTERM");
+        }
+    };
+    assert!(code.success(), "{code:?}");
+}
