@@ -1,6 +1,6 @@
 //! Rooms sessions for actix-web: mount them into any `App`, or run them standalone with [`serve`].
 //!
-//! - [`Rooms`]: the shared handle. [`Rooms::start`] starts the one [`Hub`](hub::Hub) of a server;
+//! - [`Rooms`]: the shared handle. [`Rooms::start`] starts the one [`Hub`] of a server;
 //!   [`Rooms::mount`] and [`Rooms::mount_echo`] give `App::configure` functions for the rooms
 //!   route and the plain echo route; [`Rooms::publish`] publishes into a room from ordinary HTTP
 //!   handlers (the `Rooms` is also app data: extract `web::Data<Rooms>`); [`Rooms::shutdown`]

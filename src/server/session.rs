@@ -2,37 +2,40 @@
 //!
 //! # Why actix-ws and not actix-web-actors
 //!
-//! actix-web-actors' `WebsocketContext` writes every frame into an unbounded buffer inside the
-//! actor's context, and an actor whose writes stall stops running its timers (actix-web issue
-//! 2441). A client that stops reading would therefore grow server memory without bound, and the
-//! heartbeat that should notice it would never fire. Neither can be fixed from outside that
+//! actix-web-actors' `WebsocketContext` buffers outgoing frames without bound inside the actor's
+//! context, messages sent to it with `do_send` pile up in its mailbox, and an actor whose writes
+//! stall stops running its timers (actix-web issue 2441; `tests/server_actors_limit.rs` shows it
+//! on this stack). A client that stops reading would grow server memory without bound, and the
+//! heartbeat that should notice it would never fire; neither can be fixed from outside that
 //! context. So the transport is [`actix_ws`] (`actix_ws::handle` gives a writer `Session` and a
 //! reader `MessageStream`), and each client gets two pieces:
 //!
 //! - the **`Session` actor** (still one actix actor per client): it reads the `MessageStream`
-//!   (`add_stream`), speaks the rooms protocol (or echoes), owns the session's room membership, and
-//!   runs the heartbeat timer. It never awaits a socket write, so nothing a client does can stop
-//!   its timers;
+//!   (`add_stream`), speaks the rooms protocol (or echoes), owns the session's room membership,
+//!   and runs the heartbeat timer. It never awaits a socket write, so nothing a client does can
+//!   stop its timers;
 //! - a **writer task** that owns the actix-ws `Session`, fed by a *bounded* `tokio::sync::mpsc`
-//!   queue ([`ServerConfig::session_queue`](crate::config::ServerConfig::session_queue) frames). The actor and the [`Hub`](super::hub::Hub)
-//!   only ever `try_send` into it; a full queue applies [`ServerConfig::slow_consumer`](crate::config::ServerConfig::slow_consumer).
+//!   queue of [`session_queue`](crate::config::ServerConfig::session_queue) frames. The actor
+//!   and the [`Hub`] only ever `try_send` into it; a full queue applies
+//!   [`slow_consumer`](crate::config::ServerConfig::slow_consumer).
 //!
 //! # Cutting a stuck socket
 //!
 //! A close frame cannot be written to a socket whose peer stopped reading. When a session must go
 //! (heartbeat timeout, slow consumer) the writer is told to drop its backlog and try a close
-//! frame; after [`ServerConfig::close_timeout`](crate::config::ServerConfig::close_timeout) the writer task is aborted and, when the HTTP
-//! server was built with [`on_connect`] (as [`serve`](super::serve) does), the TCP socket is shut
-//! down with `SO_LINGER` 0, which wakes actix-http's stalled dispatcher with an error so it drops
-//! the connection. Without `on_connect` the session still leaves every room and frees its
-//! queue at once; the stalled connection then holds only actix-http's bounded write buffer until
-//! TCP gives up.
+//! frame; after [`close_timeout`](crate::config::ServerConfig::close_timeout) the writer task is
+//! aborted and, when the HTTP server was built with [`on_connect`] (as [`serve`](super::serve)
+//! does), the TCP socket is shut down with `SO_LINGER` 0, which wakes actix-http's stalled
+//! dispatcher with an error so it drops the connection. Without `on_connect` the session still
+//! leaves every room and frees its queue at once; the stalled connection then holds only
+//! actix-ws's 32-frame hand-off channel and actix-http's bounded write buffer until TCP gives up.
 //!
 //! # Inbound limits
 //!
-//! The codec's frame limit is [`ServerConfig::max_message_size`](crate::config::ServerConfig::max_message_size) (1009 past it). Fragmented
-//! messages are put together here, with the same cap (1009), answering pings in between; text is
-//! checked for UTF-8 as fragments arrive (1007), and actix-ws checks unfragmented text frames.
+//! The codec's frame limit is [`max_message_size`](crate::config::ServerConfig::max_message_size)
+//! (1009 past it). Fragmented messages are put together here, with the same cap (1009),
+//! answering pings in between; text is checked for UTF-8 as fragments arrive (1007), and actix-ws
+//! checks unfragmented text frames (1007 too).
 
 use std::any::Any;
 use std::collections::HashSet;
