@@ -193,3 +193,27 @@ async fn session_limit_refuses_with_503() {
     let (_c, _) = Peer::rooms(&server.url()).await;
     server.shutdown().await.expect("shutdown");
 }
+
+/// A client's close frame is answered with its code when that code may travel on the wire, with
+/// 1002 when it may not, and with 1000 when it carried none.
+#[actix_rt::test]
+async fn client_close_is_answered_with_a_sendable_code() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = start_server(test_config());
+    for (sent, answered) in [
+        (Some(1000), Some(1000)),
+        (Some(4321), Some(4321)),
+        (Some(1016), Some(1002)),
+        (Some(2999), Some(1002)),
+        (None, Some(1000)),
+    ] {
+        let mut ws = raw(&server.url()).await;
+        let frame = sent.map(|code: u16| CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        });
+        ws.send(TMessage::Close(frame)).await.expect("close");
+        assert_eq!(raw_close_code(&mut ws).await, answered, "sent {sent:?}");
+    }
+    server.shutdown().await.expect("shutdown");
+}

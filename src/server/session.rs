@@ -60,12 +60,12 @@ use crate::config::SlowConsumerPolicy;
 use crate::envelope::{encode_parts, Head, WireMessage};
 use crate::protocol::{self, codes};
 
-/// Close code: normal closure (echoed when the client closes without a usable code).
+/// Close code: normal closure (the answer to a client close frame without a code).
 const CLOSE_NORMAL: u16 = 1000;
 /// Close code: going away (server shutdown, heartbeat timeout).
 const CLOSE_AWAY: u16 = 1001;
 /// Close code: protocol error (a continuation without a start, a new message inside a
-/// fragmented one, a bad frame).
+/// fragmented one, a bad frame, a close frame with a code that may not be sent).
 const CLOSE_PROTOCOL: u16 = 1002;
 /// Close code: invalid payload data (text that is not UTF-8).
 const CLOSE_INVALID: u16 = 1007;
@@ -103,6 +103,10 @@ impl SocketCutter {
 /// server can cut the TCP socket of a client that stopped reading (see the module docs).
 /// [`serve`](super::serve) installs it for you (through [`on_connect_with`], which also applies
 /// [`ServerConfig::tcp_send_buffer`](crate::config::ServerConfig::tcp_send_buffer)).
+///
+/// Cost: it keeps a duplicate descriptor of every accepted connection (HTTP ones included) for
+/// the connection's life, so the process needs twice the file descriptors per connection; raise
+/// `ulimit -n` accordingly for many connections.
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     keep_cutter(conn, ext, None);
 }
@@ -670,14 +674,12 @@ impl StreamHandler<Result<Message, ProtocolError>> for Session {
             Message::Continuation(item) => self.on_fragment(item, ctx),
             Message::Ping(payload) => self.send(Outbound::Pong(payload), ctx),
             Message::Pong(_) | Message::Nop => {}
-            Message::Close(reason) => {
-                // Echo the client's code; codes that must not travel on the wire become 1000.
-                let code = reason
-                    .map(|r| u16::from(r.code))
-                    .filter(|c| (1000..5000).contains(c) && !matches!(c, 1004..=1006 | 1015))
-                    .unwrap_or(CLOSE_NORMAL);
-                self.close(code, "", ctx)
-            }
+            Message::Close(reason) => match reason.map(|r| u16::from(r.code)) {
+                // Answer with the client's code when it is one that may travel on the wire.
+                Some(code @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => self.close(code, "", ctx),
+                Some(_) => self.close(CLOSE_PROTOCOL, "invalid close code", ctx),
+                None => self.close(CLOSE_NORMAL, "", ctx),
+            },
         }
     }
 
