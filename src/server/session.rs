@@ -74,6 +74,10 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: try again later (slow consumer).
 const CLOSE_TRY_AGAIN: u16 = 1013;
 
+/// Most publishes one session may have in the hub's mailbox before it stops reading its socket
+/// until the hub catches up.
+const PUBLISH_WINDOW: usize = 64;
+
 /// Which endpoint a session serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -176,6 +180,7 @@ pub(crate) fn start(
             rooms: HashSet::new(),
             last_heard: Instant::now(),
             fragments: None,
+            publishing: 0,
             shared: params.shared,
             _slot: params.slot,
         }
@@ -292,6 +297,8 @@ pub struct Session {
     /// When anything last arrived from the client; the heartbeat compares it with the timeout.
     last_heard: Instant,
     fragments: Option<Fragments>,
+    /// Publishes handed to the hub and not yet handled by it.
+    publishing: usize,
     shared: Arc<Shared>,
     _slot: super::SessionSlot,
 }
@@ -527,11 +534,14 @@ impl Session {
                 let msg = format!("join room {room:?} before publishing to it");
                 return self.error(id, codes::NOT_JOINED, &msg, ctx);
             };
-            self.hub.do_send(Publish {
-                room,
-                from: Some(self.name.clone()),
-                data: head.data.map(ToOwned::to_owned),
-            });
+            self.publish(
+                Publish {
+                    room,
+                    from: Some(self.name.clone()),
+                    data: head.data.map(ToOwned::to_owned),
+                },
+                ctx,
+            );
             if id.is_some() {
                 self.reply(protocol::Ack::TYPE, id, None, None, ctx);
             }
@@ -543,6 +553,24 @@ impl Session {
         } else {
             let msg = format!("unknown message type {kind:?}");
             self.error(id, codes::UNKNOWN_TYPE, &msg, ctx);
+        }
+    }
+
+    /// Hand a publish to the hub. Up to [`PUBLISH_WINDOW`] may be in the hub's mailbox at once;
+    /// at the window the session waits for the hub before it reads the next frame, so a client
+    /// that publishes faster than the hub fans out is slowed by TCP instead of growing the hub's
+    /// mailbox without bound. The hub never waits on sockets, so the wait is short.
+    fn publish(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        self.publishing += 1;
+        let done = self
+            .hub
+            .send(msg)
+            .into_actor(self)
+            .map(|_, act, _| act.publishing -= 1);
+        if self.publishing >= PUBLISH_WINDOW {
+            ctx.wait(done);
+        } else {
+            ctx.spawn(done);
         }
     }
 
