@@ -603,3 +603,52 @@ pub enum SlowConsumerPolicy {
     /// Keep the client and drop the message that does not fit, counted in the hub's `dropped`.
     DropNewest,
 }
+
+#[cfg(test)]
+mod server_config_tests {
+    use super::*;
+
+    #[test]
+    fn server_defaults_are_valid_and_documented_values() {
+        let c = ServerConfig::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.max_message_size, 64 * 1024);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(30));
+        assert_eq!(c.session_queue, 256);
+        assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
+        assert_eq!(c.max_sessions, 10_000);
+        assert_eq!(c.max_rooms_per_session, 64);
+        assert_eq!(c.max_room_name_len, 64);
+        assert_eq!(c.allowed_origins, None);
+        assert_eq!(c.close_timeout, Duration::from_secs(2));
+        assert_eq!(c.tcp_send_buffer, None);
+    }
+
+    #[test]
+    fn bad_server_values_are_config_errors() {
+        let bad = [
+            ServerConfig::default().max_message_size(0),
+            ServerConfig::default().heartbeat(Duration::ZERO, Duration::from_secs(1)),
+            ServerConfig::default().session_queue(0),
+            ServerConfig::default().max_sessions(0),
+            ServerConfig::default().max_room_name_len(0),
+            ServerConfig::default().close_timeout(Duration::ZERO),
+            ServerConfig::default().tcp_send_buffer(Some(0)),
+        ];
+        for c in bad {
+            assert!(matches!(c.validate(), Err(Error::Config(_))), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn room_name_rules() {
+        let c = ServerConfig::default().max_room_name_len(8);
+        for ok in ["a", "lobby", "A-z_0.9:", "12345678"] {
+            assert!(c.is_valid_room(ok), "{ok}");
+        }
+        for bad in ["", "123456789", "two words", "é", "a/b", "a\"b", "a\nb"] {
+            assert!(!c.is_valid_room(bad), "{bad:?}");
+        }
+    }
+}

@@ -217,3 +217,25 @@ async fn client_close_is_answered_with_a_sendable_code() {
     }
     server.shutdown().await.expect("shutdown");
 }
+
+/// Broken fragmentation closes with 1002: a continuation without a first fragment, and a new
+/// message started inside a fragmented one.
+#[actix_rt::test]
+async fn broken_fragmentation_closes_with_1002() {
+    let server = start_server(test_config());
+    let mut ws = raw(&server.echo_url()).await;
+    ws.send(frame(OpCode::Data(Data::Continue), b"orphan", true))
+        .await
+        .expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1002));
+
+    let mut ws = raw(&server.echo_url()).await;
+    ws.send(frame(OpCode::Data(Data::Text), b"first", false))
+        .await
+        .expect("send");
+    ws.send(frame(OpCode::Data(Data::Binary), b"second", true))
+        .await
+        .expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1002));
+    server.shutdown().await.expect("shutdown");
+}
