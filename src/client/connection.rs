@@ -135,7 +135,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(url: String, config: ClientConfig, shared: Arc<Shared>, router: Addr<Router>) -> Self {
+    pub(crate) fn new(
+        url: String,
+        config: ClientConfig,
+        shared: Arc<Shared>,
+        router: Addr<Router>,
+    ) -> Self {
         Self {
             url,
             config,
@@ -155,7 +160,11 @@ impl Connection {
         }
     }
 
-    pub(crate) fn wire(&mut self, heartbeat: Option<Addr<Heartbeat>>, supervisor: Addr<ReconnectSupervisor>) {
+    pub(crate) fn wire(
+        &mut self,
+        heartbeat: Option<Addr<Heartbeat>>,
+        supervisor: Addr<ReconnectSupervisor>,
+    ) {
         self.heartbeat = heartbeat;
         self.supervisor = Some(supervisor);
     }
@@ -165,9 +174,10 @@ impl Connection {
     }
 
     fn set_outbox_len(&self) {
-        self.shared
-            .outbox_len
-            .store(self.outbox.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shared.outbox_len.store(
+            self.outbox.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Put a message in the outbox under the overflow policy.
@@ -257,7 +267,9 @@ impl Connection {
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
-        let mut req = AWC.with(|c| c.ws(self.url.as_str())).max_frame_size(self.config.max_message_size);
+        let mut req = AWC
+            .with(|c| c.ws(self.url.as_str()))
+            .max_frame_size(self.config.max_message_size);
         for (name, value) in &self.config.headers {
             req = req.header(name.as_str(), value.as_str());
         }
@@ -297,7 +309,10 @@ impl Connection {
         let (tx, rx) = mpsc::channel(self.config.write_queue);
         let writer = actix_rt::spawn(write_loop(sink, rx, ctx.address(), gen));
         let tagged = stream
-            .map(move |item| Tagged { gen, item: Some(item) })
+            .map(move |item| Tagged {
+                gen,
+                item: Some(item),
+            })
             .chain(stream::once(async move { Tagged { gen, item: None } }));
         let reader = ctx.add_stream(tagged);
         self.link = Some(Link {
@@ -388,13 +403,21 @@ impl Connection {
         match frame {
             Frame::Text(b) => {
                 if self.partial.is_some() {
-                    return self.protocol_failure(ctx, 1002, "text frame inside a fragmented message".into());
+                    return self.protocol_failure(
+                        ctx,
+                        1002,
+                        "text frame inside a fragmented message".into(),
+                    );
                 }
                 self.deliver(ctx, true, b);
             }
             Frame::Binary(b) => {
                 if self.partial.is_some() {
-                    return self.protocol_failure(ctx, 1002, "binary frame inside a fragmented message".into());
+                    return self.protocol_failure(
+                        ctx,
+                        1002,
+                        "binary frame inside a fragmented message".into(),
+                    );
                 }
                 self.deliver(ctx, false, b);
             }
@@ -420,10 +443,18 @@ impl Connection {
         };
         match (start, self.partial.is_some()) {
             (Some(_), true) => {
-                return self.protocol_failure(ctx, 1002, "new fragmented message before the last one ended".into())
+                return self.protocol_failure(
+                    ctx,
+                    1002,
+                    "new fragmented message before the last one ended".into(),
+                )
             }
             (None, false) => {
-                return self.protocol_failure(ctx, 1002, "continuation frame without a first fragment".into())
+                return self.protocol_failure(
+                    ctx,
+                    1002,
+                    "continuation frame without a first fragment".into(),
+                )
             }
             (Some(text), false) => {
                 self.partial = Some(Partial {
@@ -435,10 +466,16 @@ impl Connection {
             (None, true) => {}
         }
         let max = self.config.max_message_size;
-        let Some(p) = self.partial.as_mut() else { return };
+        let Some(p) = self.partial.as_mut() else {
+            return;
+        };
         if p.buf.len() + chunk.len() > max {
             let size = p.buf.len() + chunk.len();
-            return self.protocol_failure(ctx, 1009, format!("fragmented message of at least {size} bytes exceeds the limit of {max}"));
+            return self.protocol_failure(
+                ctx,
+                1009,
+                format!("fragmented message of at least {size} bytes exceeds the limit of {max}"),
+            );
         }
         p.buf.extend_from_slice(&chunk);
         if p.text {
@@ -448,7 +485,11 @@ impl Connection {
                 Ok(_) => p.utf8_ok = p.buf.len(),
                 Err(e) if e.error_len().is_none() && !last => p.utf8_ok += e.valid_up_to(),
                 Err(_) => {
-                    return self.protocol_failure(ctx, 1007, "invalid UTF-8 in a text message".into());
+                    return self.protocol_failure(
+                        ctx,
+                        1007,
+                        "invalid UTF-8 in a text message".into(),
+                    );
                 }
             }
         }
@@ -470,7 +511,11 @@ impl Connection {
         if bytes.len() > self.config.max_message_size {
             let size = bytes.len();
             let max = self.config.max_message_size;
-            return self.protocol_failure(ctx, 1009, format!("message of {size} bytes exceeds the limit of {max}"));
+            return self.protocol_failure(
+                ctx,
+                1009,
+                format!("message of {size} bytes exceeds the limit of {max}"),
+            );
         }
         if text {
             if std::str::from_utf8(&bytes).is_err() {
@@ -490,7 +535,9 @@ impl Connection {
         match ByteString::try_from(bytes) {
             Ok(text) => self.router.do_send(Incoming(text)),
             // Unreachable after validation, but never panic on network input.
-            Err(_) => tracing::error!(connection = %self.shared.name, "validated text was not UTF-8"),
+            Err(_) => {
+                tracing::error!(connection = %self.shared.name, "validated text was not UTF-8")
+            }
         }
     }
 
@@ -534,7 +581,12 @@ fn map_connect_error(url: String, e: awc::error::WsClientError) -> Error {
 
 /// Write frames from the queue to the socket, batching what is ready into one flush. Ends after
 /// writing a Close, when the queue closes, or on a write error (reported to the actor).
-async fn write_loop(mut sink: WsSink, mut rx: mpsc::Receiver<ws::Message>, addr: Addr<Connection>, gen: u64) {
+async fn write_loop(
+    mut sink: WsSink,
+    mut rx: mpsc::Receiver<ws::Message>,
+    addr: Addr<Connection>,
+    gen: u64,
+) {
     let result = async {
         while let Some(msg) = rx.recv().await {
             let mut closing = matches!(msg, ws::Message::Close(_));
@@ -604,7 +656,9 @@ impl StreamHandler<Tagged> for Connection {
                 let max = self.config.max_message_size;
                 self.protocol_failure(ctx, 1009, format!("frame exceeds the limit of {max} bytes"));
             }
-            Some(Err(ProtocolError::Io(e))) => self.lost(ctx, 1006, format!("read failed: {e}"), false),
+            Some(Err(ProtocolError::Io(e))) => {
+                self.lost(ctx, 1006, format!("read failed: {e}"), false)
+            }
             Some(Err(e)) => self.protocol_failure(ctx, 1002, e.to_string()),
             Some(Ok(frame)) => {
                 self.shared.touch_rx();
@@ -723,7 +777,9 @@ impl Handler<SendPing> for Connection {
         }
         let frame = match msg.mode {
             PingMode::Protocol => ws::Message::Ping(msg.payload),
-            PingMode::Application => ws::Message::Text(ByteString::from_static(r#"{"type":"ping"}"#)),
+            PingMode::Application => {
+                ws::Message::Text(ByteString::from_static(r#"{"type":"ping"}"#))
+            }
         };
         if !self.write_now(frame) {
             tracing::debug!(connection = %self.shared.name, "writer queue full; heartbeat ping skipped");
@@ -747,7 +803,12 @@ impl Handler<PeerDead> for Connection {
             return;
         }
         let ms = msg.silent_for.as_millis();
-        self.lost(ctx, 1006, format!("heartbeat timeout: nothing received for {ms} ms"), false);
+        self.lost(
+            ctx,
+            1006,
+            format!("heartbeat timeout: nothing received for {ms} ms"),
+            false,
+        );
     }
 }
 

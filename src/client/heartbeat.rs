@@ -34,7 +34,11 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(crate) fn new(config: HeartbeatConfig, shared: Arc<Shared>, connection: Addr<Connection>) -> Self {
+    pub(crate) fn new(
+        config: HeartbeatConfig,
+        shared: Arc<Shared>,
+        connection: Addr<Connection>,
+    ) -> Self {
         Self {
             config,
             shared,
@@ -55,7 +59,10 @@ impl Heartbeat {
                 "peer silent past the heartbeat timeout; declaring it dead"
             );
             self.watching = None;
-            self.connection.do_send(PeerDead { gen, silent_for: silent });
+            self.connection.do_send(PeerDead {
+                gen,
+                silent_for: silent,
+            });
             return;
         }
         let nonce = self.next_nonce;

@@ -51,7 +51,10 @@ use crate::error::{Error, Result};
 use connection::{Connection, OutFrame, SendFrame};
 use heartbeat::Heartbeat;
 use reconnect::{AddOnConnect, Close, ReconnectSupervisor};
-use router::{CancelRequest, RegisterRequest, Router, Sink, Subscribe, SubscribeBinary, SubscribeEvents, SubscribeRaw};
+use router::{
+    CancelRequest, RegisterRequest, Router, Sink, Subscribe, SubscribeBinary, SubscribeEvents,
+    SubscribeRaw,
+};
 use state::Shared;
 
 /// A cheap, cloneable handle to one self-healing connection.
@@ -87,16 +90,20 @@ pub fn validate_url(url: &str) -> Result<()> {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    let uri: awc::http::Uri = url.parse().map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: awc::http::Uri = url
+        .parse()
+        .map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("ws") => {}
         Some("wss") => {
-            return Err(bad("wss:// needs TLS, which this build of actix-ws-manager does not enable"))
+            return Err(bad(
+                "wss:// needs TLS, which this build of actix-ws-manager does not enable",
+            ))
         }
         Some(other) => return Err(bad(&format!("scheme {other:?} is not ws://"))),
         None => return Err(bad("no scheme; expected ws://host:port/path")),
     }
-    if uri.host().map_or(true, str::is_empty) {
+    if uri.host().is_none_or(str::is_empty) {
         return Err(bad("no host"));
     }
     Ok(())
@@ -128,7 +135,12 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
     });
 
     router_ctx.run(Router::new(shared.clone(), heartbeat.clone()));
-    let mut connection = Connection::new(url.to_owned(), config.clone(), shared.clone(), router_addr.clone());
+    let mut connection = Connection::new(
+        url.to_owned(),
+        config.clone(),
+        shared.clone(),
+        router_addr.clone(),
+    );
     connection.wire(heartbeat.clone(), sup_addr.clone());
     conn_ctx.run(connection);
     sup_ctx.run(ReconnectSupervisor::new(
@@ -251,7 +263,10 @@ impl Client {
     /// Deliver every message of type `T` to a bounded channel of `capacity` messages (at least
     /// 1). When it is full, messages are dropped, counted in [`Stats::dropped`] and reported as
     /// [`MessageErrorKind::SubscriberFull`]. Dropping the receiver unsubscribes.
-    pub fn subscribe_channel<T: WireMessage + Clone>(&self, capacity: usize) -> mpsc::Receiver<Inbound<T>> {
+    pub fn subscribe_channel<T: WireMessage + Clone>(
+        &self,
+        capacity: usize,
+    ) -> mpsc::Receiver<Inbound<T>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner.router.do_send(Subscribe(Sink::Channel(tx)));
         rx
@@ -268,20 +283,26 @@ impl Client {
     /// Deliver binary messages, as bytes.
     pub fn subscribe_binary(&self, capacity: usize) -> mpsc::Receiver<Inbound<Bytes>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.inner.router.do_send(SubscribeBinary(Sink::Channel(tx)));
+        self.inner
+            .router
+            .do_send(SubscribeBinary(Sink::Channel(tx)));
         rx
     }
 
     /// State changes and message errors, to a bounded channel of `capacity` events.
     pub fn events(&self, capacity: usize) -> mpsc::Receiver<Event> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.inner.router.do_send(SubscribeEvents(Sink::Channel(tx)));
+        self.inner
+            .router
+            .do_send(SubscribeEvents(Sink::Channel(tx)));
         rx
     }
 
     /// State changes and message errors, to an actor.
     pub fn subscribe_events(&self, recipient: Recipient<Event>) {
-        self.inner.router.do_send(SubscribeEvents(Sink::Actor(recipient)));
+        self.inner
+            .router
+            .do_send(SubscribeEvents(Sink::Actor(recipient)));
     }
 
     /// Wait until the state is `Connected`. Fails with [`Error::ClientClosed`] if the client
@@ -310,7 +331,10 @@ impl Client {
             Ok(r) => r,
             Err(_) => Err(Error::ConnectFailed {
                 url: self.inner.url.clone(),
-                reason: format!("not connected within {timeout:?} (state: {:?})", self.state()),
+                reason: format!(
+                    "not connected within {timeout:?} (state: {:?})",
+                    self.state()
+                ),
             }),
         }
     }

@@ -270,8 +270,9 @@ impl Handler<Lost> for ReconnectSupervisor {
                 reason: msg.reason.clone(),
             });
         }
-        let final_reason = (self.phase != Phase::Closing && self.policy.is_final_close_code(msg.code))
-            .then(|| format!("server closed with final code {}: {}", msg.code, msg.reason));
+        let final_reason = (self.phase != Phase::Closing
+            && self.policy.is_final_close_code(msg.code))
+        .then(|| format!("server closed with final code {}: {}", msg.code, msg.reason));
         self.after_failure(ctx, final_reason);
     }
 }
@@ -290,7 +291,9 @@ impl Handler<AddOnConnect> for ReconnectSupervisor {
         }
         self.on_connect.push(msg.0.clone());
         if self.phase == Phase::Connected {
-            let send = self.connection.send(SendFrame(connection::OutFrame::Text(msg.0)));
+            let send = self
+                .connection
+                .send(SendFrame(connection::OutFrame::Text(msg.0)));
             Box::pin(async move { send.await? })
         } else {
             Box::pin(async { Ok(()) })

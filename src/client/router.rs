@@ -78,7 +78,10 @@ impl<M: Message<Result = ()> + Send> Sink<M> {
 
 /// Deliver `make()` to every sink, dropping sinks whose receiver is gone and counting full ones.
 /// Returns how many sinks were full.
-fn fan_out<M: Message<Result = ()> + Send>(sinks: &mut Vec<Sink<M>>, mut make: impl FnMut() -> M) -> u64 {
+fn fan_out<M: Message<Result = ()> + Send>(
+    sinks: &mut Vec<Sink<M>>,
+    mut make: impl FnMut() -> M,
+) -> u64 {
     let mut full = 0;
     sinks.retain(|s| match s.deliver(make()) {
         Delivery::Delivered => true,
@@ -161,7 +164,12 @@ impl Router {
         }
     }
 
-    fn message_error(&mut self, kind: MessageErrorKind, message_type: Option<String>, detail: String) {
+    fn message_error(
+        &mut self,
+        kind: MessageErrorKind,
+        message_type: Option<String>,
+        detail: String,
+    ) {
         let counter = match kind {
             MessageErrorKind::Malformed | MessageErrorKind::BadData => &self.shared.decode_errors,
             MessageErrorKind::UnknownType => &self.shared.unknown_types,
@@ -320,7 +328,10 @@ impl Handler<IncomingBinary> for Router {
             self.message_error(
                 MessageErrorKind::UnknownType,
                 None,
-                format!("binary message of {} bytes and no binary subscriber", msg.0.len()),
+                format!(
+                    "binary message of {} bytes and no binary subscriber",
+                    msg.0.len()
+                ),
             );
             return;
         }
@@ -452,7 +463,9 @@ impl Handler<PublishState> for Router {
         let state = msg.0;
         tracing::debug!(connection = %self.shared.name, ?state, "state changed");
         match &state {
-            ConnectionState::Disconnected { .. } => self.fail_pending(ctx, || Error::ConnectionLost),
+            ConnectionState::Disconnected { .. } => {
+                self.fail_pending(ctx, || Error::ConnectionLost)
+            }
             ConnectionState::Failed { .. } | ConnectionState::Closed => {
                 self.fail_pending(ctx, || Error::ClientClosed)
             }

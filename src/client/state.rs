@@ -48,7 +48,10 @@ pub enum ConnectionState {
 impl ConnectionState {
     /// Whether the client will never connect again (`Failed` or `Closed`).
     pub fn is_terminal(&self) -> bool {
-        matches!(self, ConnectionState::Failed { .. } | ConnectionState::Closed)
+        matches!(
+            self,
+            ConnectionState::Failed { .. } | ConnectionState::Closed
+        )
     }
 }
 

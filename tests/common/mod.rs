@@ -2,13 +2,19 @@
 //! synchronise).
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::time::Duration;
 
 /// Default time a test waits for an event before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Receive from `rx` within `within`, panicking with `what` on timeout or a closed channel.
-pub async fn recv_within<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, within: Duration, what: &str) -> T {
+pub async fn recv_within<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    within: Duration,
+    what: &str,
+) -> T {
     match tokio::time::timeout(within, rx.recv()).await {
         Ok(Some(v)) => v,
         Ok(None) => panic!("channel closed while waiting for {what}"),
