@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix_ws::Item;
 use actix_ws_manager::client::{connect, ConnectionState, Event, MessageErrorKind};
 use actix_ws_manager::config::{
-    ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, ReconnectPolicy,
+    ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, PingMode, ReconnectPolicy,
 };
 use actix_ws_manager::{Error, Outgoing, WireMessage};
 use bytes::Bytes;
@@ -418,7 +418,7 @@ async fn silent_peer_is_declared_dead_and_reconnection_starts() {
     let mut peer = Peer::start(Behaviour {
         echo: false,
         answer_pings: false,
-        reply: false,
+        ..Behaviour::default()
     })
     .await;
     let interval = Duration::from_millis(100);
@@ -720,4 +720,102 @@ async fn bad_urls_and_configs_are_errors() {
         connect("ws://127.0.0.1:1/ws", bad),
         Err(Error::Config(_))
     ));
+}
+
+/// In application mode the heartbeat sends `{"type":"ping"}` text messages and measures the
+/// round-trip time from the `{"type":"pong"}` answers, which are not reported as unknown types.
+#[actix_rt::test]
+async fn application_level_heartbeat_measures_rtt() {
+    let mut peer = Peer::start(Behaviour {
+        echo: false,
+        app_pong: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let heartbeat = HeartbeatConfig::new(Duration::from_millis(50), Duration::from_secs(5))
+        .mode(PingMode::Application);
+    let client = connect(&peer.url, test_config().heartbeat(heartbeat)).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+    for _ in 0..3 {
+        assert_eq!(peer.next_text().await, r#"{"type":"ping"}"#);
+    }
+    let stats = client.stats();
+    assert!(stats.last_rtt.is_some(), "{stats:?}");
+    assert_eq!(stats.unknown_types, 0);
+    client.close().await;
+}
+
+/// A server that accepts and drops at once still sees growing delays: the attempt counter is
+/// reset only by a connection that stays up for `stable_after`.
+#[actix_rt::test]
+async fn attempts_reset_only_after_a_stable_connection() {
+    let peer = Peer::start(Behaviour {
+        drop_at_once: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(256);
+    let mut delays = Vec::new();
+    let mut connects = 0;
+    while delays.len() < 3 {
+        match recv_within(&mut events, WAIT, "state").await {
+            Event::State(ConnectionState::Connected) => connects += 1,
+            Event::State(ConnectionState::Reconnecting { delay, .. }) => delays.push(delay),
+            _ => {}
+        }
+    }
+    assert!(connects >= 2, "the peer accepted the connections");
+    assert_eq!(
+        delays,
+        vec![
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+            Duration::from_millis(200)
+        ]
+    );
+    client.close().await;
+
+    // A connection that stays up past `stable_after` resets the counter: the next delay is the
+    // initial one again. The peer's pings serve as the clock (no sleeping).
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let config = test_config()
+        .heartbeat(HeartbeatConfig::new(
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+        ))
+        .reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
+                .jitter(0.0, None)
+                .stable_after(Duration::from_millis(100)),
+        );
+    let client = connect(&peer.url, config).unwrap();
+    let mut events = client.events(256);
+    connected(&mut events).await;
+    for round in 0..2 {
+        let mut pings = 0;
+        while pings < 5 {
+            if let PeerEvent::Ping(..) = peer.next_within(WAIT).await {
+                pings += 1;
+            }
+        }
+        peer.send(PeerCmd::Abort);
+        let state = wait_state(&mut events, "Reconnecting", |s| {
+            matches!(s, ConnectionState::Reconnecting { .. })
+        })
+        .await;
+        assert_eq!(
+            state,
+            ConnectionState::Reconnecting {
+                attempt: 1,
+                delay: Duration::from_millis(50)
+            },
+            "round {round}"
+        );
+        connected(&mut events).await;
+    }
+    client.close().await;
 }

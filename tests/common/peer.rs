@@ -51,6 +51,10 @@ pub struct Behaviour {
     /// Answer `{"type":"ask","id":N,"data":D}` with `{"type":"answer","id":N,"data":D}` and
     /// `{"type":"fail","id":N}` with an error envelope; ignore `{"type":"slow"}`.
     pub reply: bool,
+    /// Answer the text `{"type":"ping"}` with `{"type":"pong"}` (application heartbeat).
+    pub app_pong: bool,
+    /// Drop every connection as soon as it is accepted.
+    pub drop_at_once: bool,
 }
 
 impl Default for Behaviour {
@@ -59,6 +63,8 @@ impl Default for Behaviour {
             echo: true,
             answer_pings: true,
             reply: false,
+            app_pong: false,
+            drop_at_once: false,
         }
     }
 }
@@ -183,13 +189,18 @@ async fn ws_route(
     let events = state.events.clone();
     let behaviour = state.behaviour.clone();
     let _ = events.send(PeerEvent::Connected(n));
+    if behaviour.drop_at_once {
+        return Ok(response);
+    }
     actix_rt::spawn(async move {
         loop {
             tokio::select! {
                 msg = stream.recv() => match msg {
                     Some(Ok(Message::Text(t))) => {
                         let _ = events.send(PeerEvent::Text(n, t.to_string()));
-                        if behaviour.reply {
+                        if behaviour.app_pong && &*t == r#"{"type":"ping"}"# {
+                            let _ = session.text(r#"{"type":"pong"}"#).await;
+                        } else if behaviour.reply {
                             if let Some(answer) = reply_to(&t) {
                                 let _ = session.text(answer).await;
                             }
