@@ -819,3 +819,52 @@ async fn attempts_reset_only_after_a_stable_connection() {
     }
     client.close().await;
 }
+
+/// A peer that stops reading: the client's memory stays bounded by the writer queue plus the
+/// outbox. Once both are full, `send` fails with `OutboxFull` (the default `Reject` policy)
+/// instead of buffering without end, and the connection is still up.
+#[actix_rt::test]
+async fn slow_peer_bounds_client_memory() {
+    let mut peer = Peer::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let config = ClientConfig {
+        write_queue: 4,
+        ..test_config().outbox(OutboxPolicy::new(8, Overflow::Reject))
+    };
+    let client = connect(&peer.url, config).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+    peer.send(PeerCmd::Stall);
+    assert_eq!(peer.next().await, PeerEvent::Stalled(0));
+
+    let payload = chat(&"x".repeat(64 * 1024));
+    // Bounded: at most 4000 x 64 KiB, far more than loopback socket buffers hold.
+    let mut accepted = 0;
+    let mut full = None;
+    for _ in 0..4000 {
+        match client.send(&payload).await {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+        if accepted % 16 == 0 {
+            // Let the writer task run so the socket buffers really fill.
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(
+        matches!(full, Some(Error::OutboxFull { capacity: 8 })),
+        "after {accepted} sends: {full:?}"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.outbox_len, 8);
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(client.state(), ConnectionState::Connected);
+    client.close().await;
+}

@@ -17,9 +17,9 @@
 //!   counted and traced. The outbox keeps its order across reconnects, after the on-connect
 //!   messages of the new socket.
 //!
-//! The Connection does not decide whether to reconnect: it reports
-//! [`Established`], [`ConnectFailed`] and [`Lost`] to the
-//! [`ReconnectSupervisor`](super::reconnect::ReconnectSupervisor), which sends [`Dial`].
+//! The Connection does not decide whether to reconnect: it reports `Established`,
+//! `ConnectFailed` and `Lost` to the
+//! [`ReconnectSupervisor`], which sends `Dial`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

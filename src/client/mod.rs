@@ -2,12 +2,12 @@
 //!
 //! [`connect`] starts four actors on the current arbiter and returns a [`Client`] handle:
 //!
-//! - [`Connection`](connection::Connection): owns the awc socket; frames to messages; bounded
+//! - [`Connection`]: owns the awc socket; frames to messages; bounded
 //!   outbox.
-//! - [`Heartbeat`](heartbeat::Heartbeat): pings, round-trip time, dead-peer detection.
-//! - [`ReconnectSupervisor`](reconnect::ReconnectSupervisor): backoff with jitter, give-up
+//! - [`Heartbeat`]: pings, round-trip time, dead-peer detection.
+//! - [`ReconnectSupervisor`]: backoff with jitter, give-up
 //!   policy, on-connect replay.
-//! - [`Router`](router::Router): typed subscriptions, request/reply, state events.
+//! - [`Router`]: typed subscriptions, request/reply, state events.
 //!
 //! ```no_run
 //! use std::time::Duration;

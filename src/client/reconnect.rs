@@ -20,7 +20,7 @@
 //!
 //! Not guaranteed: messages handed to a socket that is then lost may or may not have reached the
 //! peer (the outbox holds only what was never written); requests pending at the loss fail with
-//! [`Error::ConnectionLost`](crate::Error::ConnectionLost) rather than being resent.
+//! [`Error::ConnectionLost`] rather than being resent.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -27,6 +27,8 @@ pub enum PeerEvent {
     Closed(usize, Option<u16>),
     /// The client's stream ended or failed.
     Gone(usize),
+    /// The session stopped reading.
+    Stalled(usize),
 }
 
 /// What the test tells the newest session to do.
@@ -39,6 +41,8 @@ pub enum PeerCmd {
     Close(u16),
     /// Drop the socket without a close frame.
     Abort,
+    /// Stop reading from the socket (until the next command), so the client's writes back up.
+    Stall,
 }
 
 /// How sessions behave on their own.
@@ -263,6 +267,13 @@ async fn ws_route(
                         })
                         .await;
                         return;
+                    }
+                    Some(PeerCmd::Stall) => {
+                        let _ = events.send(PeerEvent::Stalled(n));
+                        // Read nothing until told otherwise; any command ends the stall.
+                        if cmd_rx.recv().await.is_none() {
+                            return;
+                        }
                     }
                     Some(PeerCmd::Abort) | None => return,
                 }
