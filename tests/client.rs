@@ -868,3 +868,29 @@ async fn slow_peer_bounds_client_memory() {
     assert_eq!(client.state(), ConnectionState::Connected);
     client.close().await;
 }
+
+/// Verbatim text: `send_text` goes out unwrapped, and a text subscriber gets every frame as sent,
+/// JSON or not, with no error events.
+#[actix_rt::test]
+async fn verbatim_text_passthrough() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    let mut text = client.subscribe_text(16);
+    connected(&mut events).await;
+    peer.next().await;
+    client.send_text("plain words, not JSON").await.unwrap();
+    assert_eq!(peer.next_text().await, "plain words, not JSON");
+    assert_eq!(
+        &*recv_within(&mut text, WAIT, "echoed text").await.data,
+        "plain words, not JSON"
+    );
+    peer.send(PeerCmd::Text(r#"{"type":"nobody-listens"}"#.into()));
+    assert_eq!(
+        &*recv_within(&mut text, WAIT, "envelope as text").await.data,
+        r#"{"type":"nobody-listens"}"#
+    );
+    let stats = client.stats();
+    assert_eq!((stats.decode_errors, stats.unknown_types), (0, 0));
+    client.close().await;
+}

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 pub use router::Inbound;
@@ -53,7 +54,7 @@ use heartbeat::Heartbeat;
 use reconnect::{AddOnConnect, Close, ReconnectSupervisor};
 use router::{
     CancelRequest, RegisterRequest, Router, Sink, Subscribe, SubscribeBinary, SubscribeEvents,
-    SubscribeRaw,
+    SubscribeRaw, SubscribeText,
 };
 use state::Shared;
 
@@ -278,6 +279,22 @@ impl Client {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner.router.do_send(SubscribeRaw(Sink::Channel(tx)));
         rx
+    }
+
+    /// Deliver every text frame verbatim, before (and whether or not) it parses as an envelope:
+    /// for tools and for peers that do not speak the envelope format. With a text subscriber,
+    /// malformed JSON and unknown types are not reported as errors, and when there is no other
+    /// subscriber, pending request or application heartbeat, frames are not parsed at all.
+    pub fn subscribe_text(&self, capacity: usize) -> mpsc::Receiver<Inbound<ByteString>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner.router.do_send(SubscribeText(Sink::Channel(tx)));
+        rx
+    }
+
+    /// Send a text frame verbatim, not wrapped in an envelope (for peers that do not speak the
+    /// envelope format, and for relaying what a person typed).
+    pub async fn send_text(&self, text: impl Into<ByteString>) -> Result<()> {
+        self.send_frame(OutFrame::Text(text.into())).await
     }
 
     /// Deliver binary messages, as bytes.

@@ -139,6 +139,7 @@ pub struct Router {
     typed: HashMap<&'static str, Vec<Box<dyn TypedGroup>>>,
     raw: Vec<Sink<Inbound<Envelope>>>,
     binary: Vec<Sink<Inbound<Bytes>>>,
+    text: Vec<Sink<Inbound<ByteString>>>,
     events: Vec<Sink<Event>>,
     pending: HashMap<u64, PendingRequest>,
     next_id: u64,
@@ -157,6 +158,7 @@ impl Router {
             typed: HashMap::new(),
             raw: Vec::new(),
             binary: Vec::new(),
+            text: Vec::new(),
             events: Vec::new(),
             pending: HashMap::new(),
             next_id: 1,
@@ -176,13 +178,19 @@ impl Router {
             MessageErrorKind::SubscriberFull => &self.shared.dropped,
         };
         Shared::add(counter, 1);
-        tracing::warn!(
-            connection = %self.shared.name,
-            ?kind,
-            message_type = message_type.as_deref().unwrap_or(""),
-            %detail,
-            "incoming message not delivered"
-        );
+        let message_type_str = message_type.as_deref().unwrap_or("");
+        if kind == MessageErrorKind::UnknownType {
+            // Peers often send types a client does not care about; counted, but quiet.
+            tracing::debug!(connection = %self.shared.name, message_type = message_type_str, %detail, "message of a type nobody subscribed to");
+        } else {
+            tracing::warn!(
+                connection = %self.shared.name,
+                ?kind,
+                message_type = message_type_str,
+                %detail,
+                "incoming message not delivered"
+            );
+        }
         let err = MessageError {
             kind,
             message_type,
@@ -203,15 +211,39 @@ impl Router {
         }
     }
 
-    fn route_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+    fn route_text(&mut self, text: &ByteString, ctx: &mut Context<Self>) {
+        // Verbatim text subscribers see every frame, envelope or not.
+        let mut handled = false;
+        if !self.text.is_empty() {
+            let name = self.shared.name.clone();
+            let full = fan_out(&mut self.text, || Inbound {
+                connection: name.clone(),
+                id: None,
+                room: None,
+                from: None,
+                timestamp: None,
+                data: text.clone(),
+            });
+            self.subscribers_full("<text>", full);
+            handled = true;
+            // Nobody needs the envelope decoded: skip the parse entirely.
+            if self.typed.is_empty()
+                && self.raw.is_empty()
+                && self.pending.is_empty()
+                && self.heartbeat.is_none()
+            {
+                return;
+            }
+        }
         let head = match Head::parse(text) {
             Ok(h) => h,
             Err(e) => {
-                self.message_error(MessageErrorKind::Malformed, None, e.to_string());
+                if !handled {
+                    self.message_error(MessageErrorKind::Malformed, None, e.to_string());
+                }
                 return;
             }
         };
-        let mut handled = false;
 
         // A reply to a pending request?
         if let Some(id) = head.id {
@@ -380,6 +412,19 @@ impl Handler<SubscribeRaw> for Router {
     type Result = ();
     fn handle(&mut self, msg: SubscribeRaw, _: &mut Context<Self>) {
         self.raw.push(msg.0);
+    }
+}
+
+/// Subscribe to every text frame, verbatim.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubscribeText(pub(crate) Sink<Inbound<ByteString>>);
+
+/// Handler for [`SubscribeText`].
+impl Handler<SubscribeText> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeText, _: &mut Context<Self>) {
+        self.text.push(msg.0);
     }
 }
 
