@@ -3,7 +3,7 @@
 //!
 //! Every struct has a `Default` that is safe for a long-running service, documented field by
 //! field, and builder-style setters. Values are checked by `validate()` when a client starts, so a
-//! bad value is an [`Error::Config`](crate::Error::Config), never a panic.
+//! bad value is an [`Error::Config`], never a panic.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;

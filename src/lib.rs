@@ -33,5 +33,7 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod server;
 
+pub use bytes::Bytes;
+pub use bytestring::ByteString;
 pub use envelope::{Envelope, Outgoing, WireMessage};
 pub use error::{Error, Result};

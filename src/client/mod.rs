@@ -1,1 +1,370 @@
-//! Client side (in progress).
+//! The self-healing WebSocket client.
+//!
+//! [`connect`] starts four actors on the current arbiter and returns a [`Client`] handle:
+//!
+//! - [`Connection`]: owns the awc socket; frames to messages; bounded
+//!   outbox.
+//! - [`Heartbeat`]: pings, round-trip time, dead-peer detection.
+//! - [`ReconnectSupervisor`]: backoff with jitter, give-up
+//!   policy, on-connect replay.
+//! - [`Router`]: typed subscriptions, request/reply, state events.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use actix_ws_manager::client::{connect, ConnectionState};
+//! use actix_ws_manager::config::ClientConfig;
+//! use actix_ws_manager::protocol::{self, RoomMessage};
+//!
+//! # async fn run() -> Result<(), actix_ws_manager::Error> {
+//! let client = connect("ws://127.0.0.1:8080/ws", ClientConfig::default())?;
+//! // Sent now and again after every reconnect.
+//! client.send_on_connect(protocol::join("lobby")?).await?;
+//! let mut messages = client.subscribe_channel::<RoomMessage>(256);
+//! client.wait_connected(Duration::from_secs(5)).await?;
+//! client.send_envelope(protocol::publish("lobby", &"hello")?).await?;
+//! while let Some(msg) = messages.recv().await {
+//!     println!("{:?} in {:?} from {:?}", msg.data, msg.room, msg.from);
+//! }
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+
+pub mod connection;
+pub mod heartbeat;
+pub mod reconnect;
+pub mod router;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use tokio::sync::mpsc;
+
+pub use router::Inbound;
+pub use state::{ConnectionState, Event, MessageError, MessageErrorKind, Stats};
+
+use crate::config::ClientConfig;
+use crate::envelope::{Envelope, Outgoing, WireMessage};
+use crate::error::{Error, Result};
+use connection::{Connection, OutFrame, SendFrame};
+use heartbeat::Heartbeat;
+use reconnect::{AddOnConnect, Close, ReconnectSupervisor};
+use router::{
+    CancelRequest, RegisterRequest, Router, Sink, Subscribe, SubscribeBinary, SubscribeEvents,
+    SubscribeRaw, SubscribeText,
+};
+use state::Shared;
+
+/// A cheap, cloneable handle to one self-healing connection.
+///
+/// Dropping every handle does not close the connection (its actors keep running); call
+/// [`close`](Self::close).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Handles>,
+}
+
+struct Handles {
+    url: String,
+    shared: Arc<Shared>,
+    connection: Addr<Connection>,
+    router: Addr<Router>,
+    supervisor: Addr<ReconnectSupervisor>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.inner.shared.name)
+            .field("url", &self.inner.url)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// Check a WebSocket URL without connecting: it must parse, have a host, and use `ws://`.
+pub fn validate_url(url: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: awc::http::Uri = url
+        .parse()
+        .map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err(bad(
+                "wss:// needs TLS, which this build of actix-ws-manager does not enable",
+            ))
+        }
+        Some(other) => return Err(bad(&format!("scheme {other:?} is not ws://"))),
+        None => return Err(bad("no scheme; expected ws://host:port/path")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(())
+}
+
+/// Start a client for `url` on the current arbiter and return its handle at once; the first
+/// connection is made in the background (watch [`Client::events`] or call
+/// [`Client::wait_connected`]).
+///
+/// Fails, without panicking, on a URL that is not `ws://host...` or an invalid config. Must be
+/// called from within a running actix system (an `#[actix_rt::main]`, `#[actix_web::main]` or
+/// `#[actix_rt::test]` function, or an actor).
+pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
+    validate_url(url)?;
+    config.validate()?;
+    let name: Arc<str> = Arc::from(config.name.clone().unwrap_or_else(|| url.to_owned()));
+    let shared = Arc::new(Shared::new(name));
+
+    // The four actors refer to one another, so their addresses are made before they start.
+    let conn_ctx = Context::<Connection>::new();
+    let router_ctx = Context::<Router>::new();
+    let sup_ctx = Context::<ReconnectSupervisor>::new();
+    let conn_addr = conn_ctx.address();
+    let router_addr = router_ctx.address();
+    let sup_addr = sup_ctx.address();
+
+    let heartbeat = config.heartbeat.enabled.then(|| {
+        Heartbeat::new(config.heartbeat.clone(), shared.clone(), conn_addr.clone()).start()
+    });
+
+    router_ctx.run(Router::new(shared.clone(), heartbeat.clone()));
+    let mut connection = Connection::new(
+        url.to_owned(),
+        config.clone(),
+        shared.clone(),
+        router_addr.clone(),
+    );
+    connection.wire(heartbeat.clone(), sup_addr.clone());
+    conn_ctx.run(connection);
+    sup_ctx.run(ReconnectSupervisor::new(
+        config.reconnect.clone(),
+        shared.clone(),
+        conn_addr.clone(),
+        router_addr.clone(),
+        heartbeat,
+    ));
+
+    Ok(Client {
+        inner: Arc::new(Handles {
+            url: url.to_owned(),
+            shared,
+            connection: conn_addr,
+            router: router_addr,
+            supervisor: sup_addr,
+        }),
+    })
+}
+
+fn closed_if_mailbox(e: MailboxError) -> Error {
+    match e {
+        MailboxError::Closed => Error::ClientClosed,
+        MailboxError::Timeout => Error::Mailbox(e.to_string()),
+    }
+}
+
+impl Client {
+    /// The connection's name (from the config, or its URL).
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// The URL this client connects to.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.shared.state()
+    }
+
+    /// A snapshot of the counters (read without messaging the actors).
+    pub fn stats(&self) -> Stats {
+        self.inner.shared.snapshot()
+    }
+
+    /// Send a typed message. Resolves once the message is handed to the socket or queued in the
+    /// outbox; fails with [`Error::OutboxFull`] under the `Reject` policy, or
+    /// [`Error::ClientClosed`].
+    pub async fn send<T: WireMessage>(&self, msg: &T) -> Result<()> {
+        self.send_envelope(Outgoing::new(msg)?).await
+    }
+
+    /// Send a prepared envelope (with a `room`, for example).
+    pub async fn send_envelope(&self, out: Outgoing) -> Result<()> {
+        self.send_frame(OutFrame::Text(out.encode())).await
+    }
+
+    /// Send a binary message; it travels as bytes, untouched.
+    pub async fn send_binary(&self, bytes: impl Into<Bytes>) -> Result<()> {
+        self.send_frame(OutFrame::Binary(bytes.into())).await
+    }
+
+    async fn send_frame(&self, frame: OutFrame) -> Result<()> {
+        self.inner
+            .connection
+            .send(SendFrame(frame))
+            .await
+            .map_err(closed_if_mailbox)?
+    }
+
+    /// Send `msg` as a request and wait for the envelope that carries the same `id`.
+    ///
+    /// Fails with [`Error::RequestTimeout`] when no reply comes within `timeout`,
+    /// [`Error::ConnectionLost`] when the connection drops first, [`Error::Remote`] when the
+    /// reply is an `{"type":"error"}` envelope.
+    pub async fn request<T: WireMessage>(&self, msg: &T, timeout: Duration) -> Result<Envelope> {
+        self.request_envelope(Outgoing::new(msg)?, timeout).await
+    }
+
+    /// [`request`](Self::request) with a prepared envelope; its `id` is replaced.
+    pub async fn request_envelope(&self, out: Outgoing, timeout: Duration) -> Result<Envelope> {
+        let (id, rx) = self
+            .inner
+            .router
+            .send(RegisterRequest { timeout })
+            .await
+            .map_err(closed_if_mailbox)?;
+        let text = out.id(id).encode();
+        if let Err(e) = self.send_frame(OutFrame::Text(text)).await {
+            self.inner.router.do_send(CancelRequest(id));
+            return Err(e);
+        }
+        match rx.await {
+            Ok(result) => result,
+            // The router stopped with the request still pending.
+            Err(_) => Err(Error::ClientClosed),
+        }
+    }
+
+    /// Register a message to send first on every connection: now if connected, and again after
+    /// every reconnect, before anything that waited in the outbox (subscriptions, room joins).
+    pub async fn send_on_connect(&self, out: Outgoing) -> Result<()> {
+        self.inner
+            .supervisor
+            .send(AddOnConnect(out.encode()))
+            .await
+            .map_err(closed_if_mailbox)?
+    }
+
+    /// Deliver every message of type `T` to an actor. The actor's mailbox is the buffer: keep
+    /// up, or use [`subscribe_channel`](Self::subscribe_channel) for a bounded one.
+    pub fn subscribe<T: WireMessage + Clone>(&self, recipient: Recipient<Inbound<T>>) {
+        self.inner.router.do_send(Subscribe(Sink::Actor(recipient)));
+    }
+
+    /// Deliver every message of type `T` to a bounded channel of `capacity` messages (at least
+    /// 1). When it is full, messages are dropped, counted in [`Stats::dropped`] and reported as
+    /// [`MessageErrorKind::SubscriberFull`]. Dropping the receiver unsubscribes.
+    pub fn subscribe_channel<T: WireMessage + Clone>(
+        &self,
+        capacity: usize,
+    ) -> mpsc::Receiver<Inbound<T>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner.router.do_send(Subscribe(Sink::Channel(tx)));
+        rx
+    }
+
+    /// Deliver every text message, whatever its type, as an undecoded [`Envelope`]. With a raw
+    /// subscriber, no type counts as unknown.
+    pub fn subscribe_raw(&self, capacity: usize) -> mpsc::Receiver<Inbound<Envelope>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner.router.do_send(SubscribeRaw(Sink::Channel(tx)));
+        rx
+    }
+
+    /// Deliver every text frame verbatim, before (and whether or not) it parses as an envelope:
+    /// for tools and for peers that do not speak the envelope format. With a text subscriber,
+    /// malformed JSON and unknown types are not reported as errors, and when there is no other
+    /// subscriber, pending request or application heartbeat, frames are not parsed at all.
+    pub fn subscribe_text(&self, capacity: usize) -> mpsc::Receiver<Inbound<ByteString>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner.router.do_send(SubscribeText(Sink::Channel(tx)));
+        rx
+    }
+
+    /// Send a text frame verbatim, not wrapped in an envelope (for peers that do not speak the
+    /// envelope format, and for relaying what a person typed).
+    pub async fn send_text(&self, text: impl Into<ByteString>) -> Result<()> {
+        self.send_frame(OutFrame::Text(text.into())).await
+    }
+
+    /// Deliver binary messages, as bytes.
+    pub fn subscribe_binary(&self, capacity: usize) -> mpsc::Receiver<Inbound<Bytes>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner
+            .router
+            .do_send(SubscribeBinary(Sink::Channel(tx)));
+        rx
+    }
+
+    /// State changes and message errors, to a bounded channel of `capacity` events.
+    pub fn events(&self, capacity: usize) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.inner
+            .router
+            .do_send(SubscribeEvents(Sink::Channel(tx)));
+        rx
+    }
+
+    /// State changes and message errors, to an actor.
+    pub fn subscribe_events(&self, recipient: Recipient<Event>) {
+        self.inner
+            .router
+            .do_send(SubscribeEvents(Sink::Actor(recipient)));
+    }
+
+    /// Wait until the state is `Connected`. Fails with [`Error::ClientClosed`] if the client
+    /// reaches `Failed` or `Closed` first, or [`Error::ConnectFailed`] after `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
+        let mut events = self.events(64);
+        let check = |state: &ConnectionState| match state {
+            ConnectionState::Connected => Some(Ok(())),
+            s if s.is_terminal() => Some(Err(Error::ClientClosed)),
+            _ => None,
+        };
+        let wait = async {
+            if let Some(r) = check(&self.state()) {
+                return r;
+            }
+            while let Some(ev) = events.recv().await {
+                if let Event::State(s) = ev {
+                    if let Some(r) = check(&s) {
+                        return r;
+                    }
+                }
+            }
+            Err(Error::ClientClosed)
+        };
+        match actix_rt::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConnectFailed {
+                url: self.inner.url.clone(),
+                reason: format!(
+                    "not connected within {timeout:?} (state: {:?})",
+                    self.state()
+                ),
+            }),
+        }
+    }
+
+    /// Close the connection with code 1000 and stop the client's actors; nothing reconnects.
+    /// Messages still in the outbox are dropped and counted. Resolves once the close has been
+    /// handed to the supervisor; watch for `Closed` to know the socket is gone.
+    pub async fn close(&self) {
+        let _ = self.inner.supervisor.send(Close).await;
+    }
+
+    /// Whether the client's actors are still running (false once `Closed` or `Failed`).
+    pub fn is_running(&self) -> bool {
+        self.inner.supervisor.connected()
+    }
+}

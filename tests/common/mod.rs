@@ -2,6 +2,8 @@
 //! synchronise).
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::time::Duration;
 
 /// Default time a test waits for an event before it fails.

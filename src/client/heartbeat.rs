@@ -1,0 +1,178 @@
+//! The Heartbeat actor: pings the peer, measures round-trip time from the answers, and declares
+//! the peer dead when nothing at all has arrived within the timeout.
+//!
+//! It lives in its own actor, beside the Connection, and reads "when did anything last arrive"
+//! from the client's shared counters. It never waits on the socket, so a socket whose writes
+//! have stalled cannot stop its timer (the actix-web #2441 trap): a silent peer is declared dead
+//! within `timeout + interval` whatever state the socket is in, and the Connection then cuts it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::connection::{Connection, PeerDead, SendPing};
+use super::state::Shared;
+use crate::config::{HeartbeatConfig, PingMode};
+
+/// Pings in flight that we remember for RTT; older ones are forgotten (their pongs then give
+/// no sample).
+const MAX_OUTSTANDING_PINGS: usize = 16;
+
+/// The Heartbeat actor of one client. See the [module docs](self).
+pub struct Heartbeat {
+    config: HeartbeatConfig,
+    shared: Arc<Shared>,
+    connection: Addr<Connection>,
+    /// The socket generation being watched; `None` while not connected (or after a death was
+    /// reported, until the next connection).
+    watching: Option<u64>,
+    next_nonce: u64,
+    outstanding: VecDeque<(u64, Instant)>,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(
+        config: HeartbeatConfig,
+        shared: Arc<Shared>,
+        connection: Addr<Connection>,
+    ) -> Self {
+        Self {
+            config,
+            shared,
+            connection,
+            watching: None,
+            next_nonce: 1,
+            outstanding: VecDeque::new(),
+        }
+    }
+
+    fn tick(&mut self) {
+        let Some(gen) = self.watching else { return };
+        let silent = self.shared.silent_for();
+        if silent >= self.config.timeout {
+            tracing::warn!(
+                connection = %self.shared.name,
+                silent_ms = silent.as_millis() as u64,
+                "peer silent past the heartbeat timeout; declaring it dead"
+            );
+            self.watching = None;
+            self.connection.do_send(PeerDead {
+                gen,
+                silent_for: silent,
+            });
+            return;
+        }
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        if self.outstanding.len() == MAX_OUTSTANDING_PINGS {
+            self.outstanding.pop_front();
+        }
+        self.outstanding.push_back((nonce, Instant::now()));
+        self.connection.do_send(SendPing {
+            gen,
+            mode: self.config.mode,
+            payload: Bytes::copy_from_slice(&nonce.to_be_bytes()),
+        });
+    }
+}
+
+impl Actor for Heartbeat {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.config.enabled {
+            ctx.run_interval(self.config.interval, |act, _| act.tick());
+        }
+    }
+}
+
+/// Start watching socket generation `gen` (sent by the Connection when a socket opens).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Watch {
+    pub(crate) gen: u64,
+}
+
+/// Handler for [`Watch`]: the silence clock starts now.
+impl Handler<Watch> for Heartbeat {
+    type Result = ();
+    fn handle(&mut self, msg: Watch, _: &mut Context<Self>) {
+        self.shared.touch_rx();
+        self.outstanding.clear();
+        self.watching = Some(msg.gen);
+    }
+}
+
+/// Stop watching (the socket closed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unwatch;
+
+/// Handler for [`Unwatch`].
+impl Handler<Unwatch> for Heartbeat {
+    type Result = ();
+    fn handle(&mut self, _: Unwatch, _: &mut Context<Self>) {
+        self.watching = None;
+        self.outstanding.clear();
+    }
+}
+
+/// A protocol Pong arrived with this payload.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PongReceived(pub(crate) Bytes);
+
+/// Handler for [`PongReceived`]: match the nonce, record the round-trip time.
+impl Handler<PongReceived> for Heartbeat {
+    type Result = ();
+    fn handle(&mut self, msg: PongReceived, _: &mut Context<Self>) {
+        let Ok(bytes) = <[u8; 8]>::try_from(msg.0.as_ref()) else {
+            return; // an unsolicited pong, or one from another pinger
+        };
+        let nonce = u64::from_be_bytes(bytes);
+        if let Some(pos) = self.outstanding.iter().position(|(n, _)| *n == nonce) {
+            let (_, sent) = self.outstanding[pos];
+            self.outstanding.drain(..=pos);
+            self.shared.record_rtt(sent.elapsed());
+        }
+    }
+}
+
+/// An application-level `{"type":"pong"}` arrived; it answers the oldest outstanding ping.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AppPong;
+
+/// Handler for [`AppPong`].
+impl Handler<AppPong> for Heartbeat {
+    type Result = ();
+    fn handle(&mut self, _: AppPong, _: &mut Context<Self>) {
+        if self.config.mode != PingMode::Application {
+            return;
+        }
+        if let Some((_, sent)) = self.outstanding.pop_front() {
+            self.shared.record_rtt(sent.elapsed());
+        }
+    }
+}
+
+/// Stop the actor (the client was closed or gave up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Terminate;
+
+/// Handler for [`Terminate`].
+impl Handler<Terminate> for Heartbeat {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// The longest a dead peer can go unnoticed with this configuration.
+pub fn detection_bound(config: &HeartbeatConfig) -> Duration {
+    config.timeout + config.interval
+}

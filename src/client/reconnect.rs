@@ -1,0 +1,322 @@
+//! The ReconnectSupervisor actor: decides what a lost connection means, waits with exponential
+//! backoff and jitter, reconnects, and replays the user's on-connect messages before the outbox.
+//!
+//! # Lifecycle and guarantees
+//!
+//! - The first connection starts as soon as the client is created (state `Connecting`).
+//! - After a loss the supervisor publishes `Disconnected { code, reason }`, then either gives up
+//!   (`Failed`) or publishes `Reconnecting { attempt, delay }` and dials again after `delay`.
+//! - It gives up when reconnection is disabled, when the server closed with a code in
+//!   [`final_close_codes`](crate::config::ReconnectPolicy::final_close_codes), when the upgrade
+//!   was refused with a status in
+//!   [`final_http_statuses`](crate::config::ReconnectPolicy::final_http_statuses), or after
+//!   [`max_attempts`](crate::config::ReconnectPolicy::max_attempts) failures in a row.
+//! - The attempt counter goes back to zero only once a connection has stayed up for
+//!   [`stable_after`](crate::config::ReconnectPolicy::stable_after), so a server that accepts
+//!   and drops at once still sees growing delays.
+//! - The user's [`close`](super::Client::close) never reconnects: state `Closed`.
+//! - On every connection, the on-connect messages go out first, in registration order, then the
+//!   messages that waited in the outbox, in their order.
+//!
+//! Not guaranteed: messages handed to a socket that is then lost may or may not have reached the
+//! peer (the outbox holds only what was never written); requests pending at the loss fail with
+//! [`Error::ConnectionLost`] rather than being resent.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use super::connection::{self, Connection, Dial, Prime, SendFrame, Shutdown};
+use super::heartbeat::{self, Heartbeat};
+use super::router::{PublishState, Router};
+use super::state::{ConnectionState, Shared};
+use crate::config::ReconnectPolicy;
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Connected,
+    Waiting,
+    Closing,
+    Done,
+}
+
+/// The ReconnectSupervisor actor of one client. See the [module docs](self).
+pub struct ReconnectSupervisor {
+    policy: ReconnectPolicy,
+    shared: Arc<Shared>,
+    connection: Addr<Connection>,
+    router: Addr<Router>,
+    heartbeat: Option<Addr<Heartbeat>>,
+    rng: fastrand::Rng,
+    /// Failed attempts since the last stable connection.
+    attempt: u32,
+    phase: Phase,
+    on_connect: Vec<ByteString>,
+    connected_once: bool,
+    /// Bumped on every connection, so a stale "stable" timer does nothing.
+    epoch: u64,
+    connected_at: Option<Instant>,
+    retry: Option<SpawnHandle>,
+}
+
+impl ReconnectSupervisor {
+    pub(crate) fn new(
+        policy: ReconnectPolicy,
+        shared: Arc<Shared>,
+        connection: Addr<Connection>,
+        router: Addr<Router>,
+        heartbeat: Option<Addr<Heartbeat>>,
+    ) -> Self {
+        let rng = match policy.jitter_seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        Self {
+            policy,
+            shared,
+            connection,
+            router,
+            heartbeat,
+            rng,
+            attempt: 0,
+            phase: Phase::Connecting,
+            on_connect: Vec::new(),
+            connected_once: false,
+            epoch: 0,
+            connected_at: None,
+            retry: None,
+        }
+    }
+
+    fn publish(&self, state: ConnectionState) {
+        self.shared.set_state(state.clone());
+        self.router.do_send(PublishState(state));
+    }
+
+    fn dial(&mut self) {
+        self.phase = Phase::Connecting;
+        self.publish(ConnectionState::Connecting {
+            attempt: self.attempt,
+        });
+        self.connection.do_send(Dial);
+    }
+
+    /// End for good: publish the terminal state and stop every actor of the client.
+    fn finish(&mut self, ctx: &mut Context<Self>, state: ConnectionState) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.phase = Phase::Done;
+        if let Some(h) = self.retry.take() {
+            ctx.cancel_future(h);
+        }
+        match &state {
+            ConnectionState::Failed { reason } => {
+                tracing::warn!(connection = %self.shared.name, %reason, "giving up on the connection")
+            }
+            _ => tracing::info!(connection = %self.shared.name, "client closed"),
+        }
+        self.publish(state);
+        self.connection.do_send(connection::Terminate);
+        if let Some(hb) = &self.heartbeat {
+            hb.do_send(heartbeat::Terminate);
+        }
+        ctx.stop();
+    }
+
+    /// Decide what to do after a failed attempt or a lost connection.
+    fn after_failure(&mut self, ctx: &mut Context<Self>, final_reason: Option<String>) {
+        if self.phase == Phase::Closing {
+            return self.finish(ctx, ConnectionState::Closed);
+        }
+        if let Some(reason) = final_reason {
+            return self.finish(ctx, ConnectionState::Failed { reason });
+        }
+        if !self.policy.enabled {
+            return self.finish(
+                ctx,
+                ConnectionState::Failed {
+                    reason: "connection lost and reconnection is disabled".into(),
+                },
+            );
+        }
+        if let Some(max) = self.policy.max_attempts {
+            if self.attempt >= max {
+                return self.finish(
+                    ctx,
+                    ConnectionState::Failed {
+                        reason: format!("gave up after {max} reconnect attempts"),
+                    },
+                );
+            }
+        }
+        let delay = self.policy.delay(self.attempt, &mut self.rng);
+        self.attempt = self.attempt.saturating_add(1);
+        self.phase = Phase::Waiting;
+        tracing::info!(connection = %self.shared.name, attempt = self.attempt, delay_ms = delay.as_millis() as u64, "reconnecting");
+        self.publish(ConnectionState::Reconnecting {
+            attempt: self.attempt,
+            delay,
+        });
+        self.retry = Some(ctx.run_later(delay, |act, _| {
+            act.retry = None;
+            if act.phase == Phase::Waiting {
+                act.dial();
+            }
+        }));
+    }
+}
+
+impl Actor for ReconnectSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.dial();
+    }
+}
+
+/// The Connection opened socket `gen`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Established {
+    pub(crate) gen: u64,
+}
+
+/// Handler for [`Established`]: publish `Connected`, prime the socket with the on-connect
+/// messages, and arm the timer that resets the attempt counter once the connection is stable.
+impl Handler<Established> for ReconnectSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Established, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.connection.do_send(Prime {
+            gen: msg.gen,
+            frames: self.on_connect.clone(),
+        });
+        if self.phase == Phase::Closing {
+            // close() arrived while dialling: the Connection closes the new socket.
+            self.connection.do_send(Shutdown);
+            return;
+        }
+        if self.connected_once {
+            Shared::add(&self.shared.reconnects, 1);
+        }
+        self.connected_once = true;
+        self.phase = Phase::Connected;
+        self.epoch += 1;
+        self.connected_at = Some(Instant::now());
+        let epoch = self.epoch;
+        ctx.run_later(self.policy.stable_after, move |act, _| {
+            if act.epoch == epoch && act.phase == Phase::Connected {
+                act.attempt = 0;
+            }
+        });
+        self.publish(ConnectionState::Connected);
+    }
+}
+
+/// A connect attempt failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ConnectFailed {
+    pub(crate) error: Error,
+}
+
+/// Handler for [`ConnectFailed`].
+impl Handler<ConnectFailed> for ReconnectSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectFailed, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let final_reason = match &msg.error {
+            Error::HandshakeRejected { status, .. }
+                if self.policy.final_http_statuses.contains(status) =>
+            {
+                Some(msg.error.to_string())
+            }
+            _ => None,
+        };
+        tracing::debug!(connection = %self.shared.name, error = %msg.error, "connect attempt failed");
+        self.after_failure(ctx, final_reason);
+    }
+}
+
+/// The open socket was lost or closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Lost {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
+/// Handler for [`Lost`].
+impl Handler<Lost> for ReconnectSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Lost, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let was_connected = matches!(self.phase, Phase::Connected | Phase::Closing);
+        self.connected_at = None;
+        if was_connected {
+            self.publish(ConnectionState::Disconnected {
+                code: msg.code,
+                reason: msg.reason.clone(),
+            });
+        }
+        let final_reason = (self.phase != Phase::Closing
+            && self.policy.is_final_close_code(msg.code))
+        .then(|| format!("server closed with final code {}: {}", msg.code, msg.reason));
+        self.after_failure(ctx, final_reason);
+    }
+}
+
+/// Register a message to send on every connection (now, too, if connected).
+#[derive(Message)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct AddOnConnect(pub(crate) ByteString);
+
+/// Handler for [`AddOnConnect`].
+impl Handler<AddOnConnect> for ReconnectSupervisor {
+    type Result = ResponseFuture<Result<(), Error>>;
+    fn handle(&mut self, msg: AddOnConnect, _: &mut Context<Self>) -> Self::Result {
+        if matches!(self.phase, Phase::Done | Phase::Closing) {
+            return Box::pin(async { Err(Error::ClientClosed) });
+        }
+        self.on_connect.push(msg.0.clone());
+        if self.phase == Phase::Connected {
+            let send = self
+                .connection
+                .send(SendFrame(connection::OutFrame::Text(msg.0)));
+            Box::pin(async move { send.await? })
+        } else {
+            Box::pin(async { Ok(()) })
+        }
+    }
+}
+
+/// The user closed the client.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Close;
+
+/// Handler for [`Close`]: close the socket with 1000, or stop waiting; then `Closed`.
+impl Handler<Close> for ReconnectSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        match self.phase {
+            Phase::Done | Phase::Closing => {}
+            Phase::Waiting => self.finish(ctx, ConnectionState::Closed),
+            Phase::Connecting | Phase::Connected => {
+                self.phase = Phase::Closing;
+                self.connection.do_send(Shutdown);
+            }
+        }
+    }
+}

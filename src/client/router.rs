@@ -1,0 +1,529 @@
+//! The Router actor: decodes the envelope head once, routes by `type` to subscribers of that Rust
+//! type, matches replies to pending requests by `id`, and publishes connection-state events.
+//!
+//! Unknown types and malformed payloads become counted, traced [`Event::MessageError`]s; they
+//! never close the connection.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use tokio::sync::{mpsc, oneshot};
+
+use super::heartbeat::{AppPong, Heartbeat};
+use super::state::{ConnectionState, Event, MessageError, MessageErrorKind, Shared};
+use crate::envelope::{Envelope, Head, WireMessage};
+use crate::error::Error;
+
+/// A message of type `T` delivered to a subscriber, with the envelope fields around it and the
+/// name of the connection it came from.
+#[derive(Debug, Clone)]
+pub struct Inbound<T> {
+    /// The name of the connection ([`ClientConfig::name`](crate::config::ClientConfig::name), or
+    /// its URL), so one subscriber can serve many connections.
+    pub connection: Arc<str>,
+    /// The envelope `id`, if any.
+    pub id: Option<u64>,
+    /// The envelope `room`, if any.
+    pub room: Option<String>,
+    /// The envelope `from`, if any.
+    pub from: Option<String>,
+    /// The envelope `timestamp`, if any.
+    pub timestamp: Option<String>,
+    /// The decoded payload.
+    pub data: T,
+}
+
+impl<T: 'static> Message for Inbound<T> {
+    type Result = ();
+}
+
+/// Where a subscription delivers: an actor's mailbox or a bounded channel.
+pub(crate) enum Sink<M: Message<Result = ()> + Send> {
+    /// `do_send` to an actor: the subscriber's own mailbox is the buffer.
+    Actor(Recipient<M>),
+    /// `try_send` on a bounded channel: when it is full the message is dropped and counted.
+    Channel(mpsc::Sender<M>),
+}
+
+enum Delivery {
+    Delivered,
+    Full,
+    Gone,
+}
+
+impl<M: Message<Result = ()> + Send> Sink<M> {
+    fn deliver(&self, msg: M) -> Delivery {
+        match self {
+            Sink::Actor(r) => {
+                if r.connected() {
+                    r.do_send(msg);
+                    Delivery::Delivered
+                } else {
+                    Delivery::Gone
+                }
+            }
+            Sink::Channel(tx) => match tx.try_send(msg) {
+                Ok(()) => Delivery::Delivered,
+                Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+                Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+            },
+        }
+    }
+}
+
+/// Deliver `make()` to every sink, dropping sinks whose receiver is gone and counting full ones.
+/// Returns how many sinks were full.
+fn fan_out<M: Message<Result = ()> + Send>(
+    sinks: &mut Vec<Sink<M>>,
+    mut make: impl FnMut() -> M,
+) -> u64 {
+    let mut full = 0;
+    sinks.retain(|s| match s.deliver(make()) {
+        Delivery::Delivered => true,
+        Delivery::Full => {
+            full += 1;
+            true
+        }
+        Delivery::Gone => false,
+    });
+    full
+}
+
+/// The subscribers of one Rust type: `data` is decoded once for all of them.
+trait TypedGroup {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn rust_type(&self) -> TypeId;
+    /// Decode and deliver; `Ok(n)` with the number of full subscribers.
+    fn dispatch(&mut self, head: &Head<'_>, connection: &Arc<str>) -> Result<u64, Error>;
+    fn is_empty(&self) -> bool;
+}
+
+struct Group<T: WireMessage + Clone> {
+    sinks: Vec<Sink<Inbound<T>>>,
+}
+
+impl<T: WireMessage + Clone> TypedGroup for Group<T> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn rust_type(&self) -> TypeId {
+        TypeId::of::<T>()
+    }
+    fn dispatch(&mut self, head: &Head<'_>, connection: &Arc<str>) -> Result<u64, Error> {
+        let data: T = head.data_as()?;
+        let room = head.room.as_deref().map(str::to_owned);
+        let from = head.from.as_deref().map(str::to_owned);
+        let timestamp = head.timestamp.as_deref().map(str::to_owned);
+        Ok(fan_out(&mut self.sinks, || Inbound {
+            connection: connection.clone(),
+            id: head.id,
+            room: room.clone(),
+            from: from.clone(),
+            timestamp: timestamp.clone(),
+            data: data.clone(),
+        }))
+    }
+    fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+}
+
+/// The Router actor of one client. See the [module docs](self).
+pub struct Router {
+    shared: Arc<Shared>,
+    typed: HashMap<&'static str, Vec<Box<dyn TypedGroup>>>,
+    raw: Vec<Sink<Inbound<Envelope>>>,
+    binary: Vec<Sink<Inbound<Bytes>>>,
+    text: Vec<Sink<Inbound<ByteString>>>,
+    events: Vec<Sink<Event>>,
+    pending: HashMap<u64, PendingRequest>,
+    next_id: u64,
+    heartbeat: Option<Addr<Heartbeat>>,
+}
+
+struct PendingRequest {
+    tx: oneshot::Sender<Result<Envelope, Error>>,
+    timer: SpawnHandle,
+}
+
+impl Router {
+    pub(crate) fn new(shared: Arc<Shared>, heartbeat: Option<Addr<Heartbeat>>) -> Self {
+        Self {
+            shared,
+            typed: HashMap::new(),
+            raw: Vec::new(),
+            binary: Vec::new(),
+            text: Vec::new(),
+            events: Vec::new(),
+            pending: HashMap::new(),
+            next_id: 1,
+            heartbeat,
+        }
+    }
+
+    fn message_error(
+        &mut self,
+        kind: MessageErrorKind,
+        message_type: Option<String>,
+        detail: String,
+    ) {
+        let counter = match kind {
+            MessageErrorKind::Malformed | MessageErrorKind::BadData => &self.shared.decode_errors,
+            MessageErrorKind::UnknownType => &self.shared.unknown_types,
+            MessageErrorKind::SubscriberFull => &self.shared.dropped,
+        };
+        Shared::add(counter, 1);
+        let message_type_str = message_type.as_deref().unwrap_or("");
+        if kind == MessageErrorKind::UnknownType {
+            // Peers often send types a client does not care about; counted, but quiet.
+            tracing::debug!(connection = %self.shared.name, message_type = message_type_str, %detail, "message of a type nobody subscribed to");
+        } else {
+            tracing::warn!(
+                connection = %self.shared.name,
+                ?kind,
+                message_type = message_type_str,
+                %detail,
+                "incoming message not delivered"
+            );
+        }
+        let err = MessageError {
+            kind,
+            message_type,
+            detail,
+        };
+        // Events about full subscribers are not themselves counted again when the event
+        // channel is full, to avoid a feedback loop.
+        let _ = fan_out(&mut self.events, || Event::MessageError(err.clone()));
+    }
+
+    fn subscribers_full(&mut self, kind: &str, n: u64) {
+        for _ in 0..n {
+            self.message_error(
+                MessageErrorKind::SubscriberFull,
+                Some(kind.to_owned()),
+                "subscriber channel full; message dropped".into(),
+            );
+        }
+    }
+
+    fn route_text(&mut self, text: &ByteString, ctx: &mut Context<Self>) {
+        // Verbatim text subscribers see every frame, envelope or not.
+        let mut handled = false;
+        if !self.text.is_empty() {
+            let name = self.shared.name.clone();
+            let full = fan_out(&mut self.text, || Inbound {
+                connection: name.clone(),
+                id: None,
+                room: None,
+                from: None,
+                timestamp: None,
+                data: text.clone(),
+            });
+            self.subscribers_full("<text>", full);
+            handled = true;
+            // Nobody needs the envelope decoded: skip the parse entirely.
+            if self.typed.is_empty()
+                && self.raw.is_empty()
+                && self.pending.is_empty()
+                && self.heartbeat.is_none()
+            {
+                return;
+            }
+        }
+        let head = match Head::parse(text) {
+            Ok(h) => h,
+            Err(e) => {
+                if !handled {
+                    self.message_error(MessageErrorKind::Malformed, None, e.to_string());
+                }
+                return;
+            }
+        };
+
+        // A reply to a pending request?
+        if let Some(id) = head.id {
+            if let Some(p) = self.pending.remove(&id) {
+                // The timer may already be gone if it fired; cancelling is harmless.
+                ctx.cancel_future(p.timer);
+                let _ = p.tx.send(reply_result(&head));
+                handled = true;
+            }
+        }
+
+        if head.kind == crate::protocol::Pong::TYPE {
+            if let Some(hb) = &self.heartbeat {
+                hb.do_send(AppPong);
+                handled = true;
+            }
+        }
+
+        if let Some(groups) = self.typed.get_mut(&*head.kind) {
+            let mut errors = Vec::new();
+            let mut full = 0;
+            for g in groups.iter_mut() {
+                match g.dispatch(&head, &self.shared.name) {
+                    Ok(n) => full += n,
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            groups.retain(|g| !g.is_empty());
+            if groups.is_empty() {
+                self.typed.remove(&*head.kind);
+            }
+            handled = true;
+            let kind = head.kind.to_string();
+            for e in errors {
+                self.message_error(MessageErrorKind::BadData, Some(kind.clone()), e);
+            }
+            self.subscribers_full(&kind, full);
+        }
+
+        if !self.raw.is_empty() {
+            let env = head.to_owned_envelope();
+            let name = self.shared.name.clone();
+            let full = fan_out(&mut self.raw, || Inbound {
+                connection: name.clone(),
+                id: env.id,
+                room: env.room.clone(),
+                from: env.from.clone(),
+                timestamp: env.timestamp.clone(),
+                data: env.clone(),
+            });
+            handled = true;
+            self.subscribers_full(&env.kind, full);
+        }
+
+        if !handled {
+            let kind = head.kind.to_string();
+            self.message_error(
+                MessageErrorKind::UnknownType,
+                Some(kind.clone()),
+                format!("no subscriber for type {kind:?}"),
+            );
+        }
+    }
+
+    fn fail_pending(&mut self, ctx: &mut Context<Self>, make: impl Fn() -> Error) {
+        for (_, p) in self.pending.drain() {
+            ctx.cancel_future(p.timer);
+            let _ = p.tx.send(Err(make()));
+        }
+    }
+}
+
+fn reply_result(head: &Head<'_>) -> Result<Envelope, Error> {
+    if head.kind == crate::protocol::ErrorReply::TYPE {
+        let (code, message) = match head.data_as::<crate::protocol::ErrorReply>() {
+            Ok(e) => (e.code, e.message),
+            Err(_) => (
+                "unknown".to_owned(),
+                head.data.map(|d| d.get().to_owned()).unwrap_or_default(),
+            ),
+        };
+        return Err(Error::Remote { code, message });
+    }
+    Ok(head.to_owned_envelope())
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+/// A text message from the Connection, already checked for size and UTF-8.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Incoming(pub(crate) ByteString);
+
+/// Handler for [`Incoming`]: decode the head and route.
+impl Handler<Incoming> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        self.route_text(&msg.0, ctx);
+    }
+}
+
+/// A binary message from the Connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct IncomingBinary(pub(crate) Bytes);
+
+/// Handler for [`IncomingBinary`]: hand the bytes to binary subscribers untouched.
+impl Handler<IncomingBinary> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: IncomingBinary, _: &mut Context<Self>) {
+        if self.binary.is_empty() {
+            self.message_error(
+                MessageErrorKind::UnknownType,
+                None,
+                format!(
+                    "binary message of {} bytes and no binary subscriber",
+                    msg.0.len()
+                ),
+            );
+            return;
+        }
+        let name = self.shared.name.clone();
+        let full = fan_out(&mut self.binary, || Inbound {
+            connection: name.clone(),
+            id: None,
+            room: None,
+            from: None,
+            timestamp: None,
+            data: msg.0.clone(),
+        });
+        self.subscribers_full("<binary>", full);
+    }
+}
+
+/// Subscribe to messages of Rust type `T` (wire type `T::TYPE`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Subscribe<T: WireMessage + Clone>(pub(crate) Sink<Inbound<T>>);
+
+/// Handler for [`Subscribe`]: add the sink to `T`'s group, creating it if needed.
+impl<T: WireMessage + Clone> Handler<Subscribe<T>> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe<T>, _: &mut Context<Self>) {
+        let groups = self.typed.entry(T::TYPE).or_default();
+        for g in groups.iter_mut() {
+            if g.rust_type() == TypeId::of::<T>() {
+                if let Some(g) = g.as_any_mut().downcast_mut::<Group<T>>() {
+                    g.sinks.push(msg.0);
+                    return;
+                }
+            }
+        }
+        groups.push(Box::new(Group::<T> { sinks: vec![msg.0] }));
+    }
+}
+
+/// Subscribe to every text message, undecoded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubscribeRaw(pub(crate) Sink<Inbound<Envelope>>);
+
+/// Handler for [`SubscribeRaw`].
+impl Handler<SubscribeRaw> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeRaw, _: &mut Context<Self>) {
+        self.raw.push(msg.0);
+    }
+}
+
+/// Subscribe to every text frame, verbatim.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubscribeText(pub(crate) Sink<Inbound<ByteString>>);
+
+/// Handler for [`SubscribeText`].
+impl Handler<SubscribeText> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeText, _: &mut Context<Self>) {
+        self.text.push(msg.0);
+    }
+}
+
+/// Subscribe to binary messages.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubscribeBinary(pub(crate) Sink<Inbound<Bytes>>);
+
+/// Handler for [`SubscribeBinary`].
+impl Handler<SubscribeBinary> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeBinary, _: &mut Context<Self>) {
+        self.binary.push(msg.0);
+    }
+}
+
+/// Subscribe to state changes and message errors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubscribeEvents(pub(crate) Sink<Event>);
+
+/// Handler for [`SubscribeEvents`].
+impl Handler<SubscribeEvents> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeEvents, _: &mut Context<Self>) {
+        self.events.push(msg.0);
+    }
+}
+
+/// Register a request: the Router picks its `id` and resolves the receiver with the reply that
+/// carries it, a timeout error, or a connection-lost error.
+#[derive(Message)]
+#[rtype(result = "(u64, oneshot::Receiver<Result<Envelope, Error>>)")]
+pub(crate) struct RegisterRequest {
+    pub(crate) timeout: Duration,
+}
+
+/// Handler for [`RegisterRequest`].
+impl Handler<RegisterRequest> for Router {
+    type Result = MessageResult<RegisterRequest>;
+    fn handle(&mut self, msg: RegisterRequest, ctx: &mut Context<Self>) -> Self::Result {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        let timeout = msg.timeout;
+        let timer = ctx.run_later(timeout, move |act, _| {
+            if let Some(p) = act.pending.remove(&id) {
+                let _ = p.tx.send(Err(Error::RequestTimeout { id, timeout }));
+            }
+        });
+        self.pending.insert(id, PendingRequest { tx, timer });
+        MessageResult((id, rx))
+    }
+}
+
+/// Forget a request whose message could not be sent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CancelRequest(pub(crate) u64);
+
+/// Handler for [`CancelRequest`].
+impl Handler<CancelRequest> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: CancelRequest, ctx: &mut Context<Self>) {
+        if let Some(p) = self.pending.remove(&msg.0) {
+            ctx.cancel_future(p.timer);
+        }
+    }
+}
+
+/// A state change from the supervisor, to publish. Pending requests fail when the connection is
+/// lost; the Router stops after publishing a terminal state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PublishState(pub(crate) ConnectionState);
+
+/// Handler for [`PublishState`].
+impl Handler<PublishState> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: PublishState, ctx: &mut Context<Self>) {
+        let state = msg.0;
+        tracing::debug!(connection = %self.shared.name, ?state, "state changed");
+        match &state {
+            ConnectionState::Disconnected { .. } => {
+                self.fail_pending(ctx, || Error::ConnectionLost)
+            }
+            ConnectionState::Failed { .. } | ConnectionState::Closed => {
+                self.fail_pending(ctx, || Error::ClientClosed)
+            }
+            _ => {}
+        }
+        let terminal = state.is_terminal();
+        let full = fan_out(&mut self.events, || Event::State(state.clone()));
+        if full > 0 {
+            Shared::add(&self.shared.dropped, full);
+            tracing::warn!(connection = %self.shared.name, full, "event subscriber full; state event dropped");
+        }
+        if terminal {
+            ctx.stop();
+        }
+    }
+}

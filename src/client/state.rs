@@ -1,0 +1,219 @@
+//! Connection state, client events, and the counters behind [`Stats`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Message;
+
+/// Where a client's connection is in its life. Published to event subscribers on every change
+/// (as [`Event::State`]) and readable at any time through [`Client::state`](super::Client::state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// A connect attempt (TCP + HTTP upgrade) is under way. `attempt` is 0 for the first
+    /// connection and counts up while reconnecting.
+    Connecting {
+        /// Attempts since the last stable connection.
+        attempt: u32,
+    },
+    /// The socket is open; on-connect messages have been queued ahead of the outbox.
+    Connected,
+    /// The socket closed or was lost. `code` is the close code the peer sent, 1006 when the
+    /// socket went away without a close frame (or the heartbeat declared the peer dead), 1005
+    /// when a close frame had no code.
+    Disconnected {
+        /// RFC 6455 close code (1006 = lost without a close frame).
+        code: u16,
+        /// The close reason text, or a description of why the socket was lost.
+        reason: String,
+    },
+    /// Waiting `delay` before reconnect attempt `attempt`.
+    Reconnecting {
+        /// The attempt number that will run after the delay (1 for the first retry).
+        attempt: u32,
+        /// How long the supervisor waits before it.
+        delay: Duration,
+    },
+    /// Reconnection has ended for good: a final close code or HTTP status, the attempt limit,
+    /// or reconnection disabled. The client's actors stop; sends fail with
+    /// [`Error::ClientClosed`](crate::Error::ClientClosed).
+    Failed {
+        /// Why the supervisor gave up.
+        reason: String,
+    },
+    /// The user called [`Client::close`](super::Client::close). Nothing reconnects.
+    Closed,
+}
+
+impl ConnectionState {
+    /// Whether the client will never connect again (`Failed` or `Closed`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            ConnectionState::Failed { .. } | ConnectionState::Closed
+        )
+    }
+}
+
+/// What went wrong with one incoming message. The connection stays up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageErrorKind {
+    /// The text frame is not a JSON object with a string `type` (or a valid `id`).
+    Malformed,
+    /// Nobody subscribed to the `type`, no request waits for the `id`, and there is no raw
+    /// subscriber.
+    UnknownType,
+    /// A subscriber's Rust type could not be decoded from `data`.
+    BadData,
+    /// A subscriber could not keep up (its channel was full) and the message was dropped.
+    SubscriberFull,
+}
+
+/// An incoming message that could not be delivered. Counted in [`Stats`] and traced at `warn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageError {
+    /// What went wrong.
+    pub kind: MessageErrorKind,
+    /// The envelope `type`, when the head could be read.
+    pub message_type: Option<String>,
+    /// A description (the decoder's error, for example).
+    pub detail: String,
+}
+
+/// Something that happened to a client: a state change or an undeliverable message.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub enum Event {
+    /// The connection state changed.
+    State(ConnectionState),
+    /// An incoming message could not be delivered; the connection stays up.
+    MessageError(MessageError),
+}
+
+/// A snapshot of a client's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages (text and binary) received.
+    pub messages_in: u64,
+    /// Messages (text and binary) handed to the socket.
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Payload bytes handed to the socket.
+    pub bytes_out: u64,
+    /// Successful reconnections (the first connection is not counted).
+    pub reconnects: u64,
+    /// Messages dropped: outbox overflow under a drop policy, or a full subscriber channel.
+    pub dropped: u64,
+    /// Incoming messages that could not be decoded (malformed JSON, bad `data`).
+    pub decode_errors: u64,
+    /// Incoming messages of a `type` nobody subscribed to.
+    pub unknown_types: u64,
+    /// Messages waiting in the outbox now.
+    pub outbox_len: u64,
+    /// The last heartbeat round-trip time.
+    pub last_rtt: Option<Duration>,
+    /// Smoothed round-trip time (exponentially weighted, 1/8 weight per sample as in TCP).
+    pub smoothed_rtt: Option<Duration>,
+}
+
+/// Counters shared by a client's actors and its handles. Atomics, so a handle can read them
+/// without messaging the actors, and a manager on another thread can add them up.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    epoch: Instant,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) unknown_types: AtomicU64,
+    pub(crate) outbox_len: AtomicU64,
+    /// Milliseconds since `epoch` when anything last arrived on the socket.
+    last_rx_ms: AtomicU64,
+    /// Microseconds; 0 means "no sample yet".
+    last_rtt_us: AtomicU64,
+    srtt_us: AtomicU64,
+    state: Mutex<ConnectionState>,
+}
+
+impl Shared {
+    pub(crate) fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            epoch: Instant::now(),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+            unknown_types: AtomicU64::new(0),
+            outbox_len: AtomicU64::new(0),
+            last_rx_ms: AtomicU64::new(0),
+            last_rtt_us: AtomicU64::new(0),
+            srtt_us: AtomicU64::new(0),
+            state: Mutex::new(ConnectionState::Connecting { attempt: 0 }),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Record that something arrived now.
+    pub(crate) fn touch_rx(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_rx_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since anything arrived.
+    pub(crate) fn silent_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_rx_ms.load(Ordering::Relaxed)))
+    }
+
+    pub(crate) fn record_rtt(&self, rtt: Duration) {
+        let us = (rtt.as_micros() as u64).max(1);
+        self.last_rtt_us.store(us, Ordering::Relaxed);
+        let old = self.srtt_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.srtt_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_state(&self, state: ConnectionState) {
+        match self.state.lock() {
+            Ok(mut s) => *s = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        match self.state.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let rtt = |us: u64| (us > 0).then(|| Duration::from_micros(us));
+        Stats {
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            reconnects: get(&self.reconnects),
+            dropped: get(&self.dropped),
+            decode_errors: get(&self.decode_errors),
+            unknown_types: get(&self.unknown_types),
+            outbox_len: get(&self.outbox_len),
+            last_rtt: rtt(get(&self.last_rtt_us)),
+            smoothed_rtt: rtt(get(&self.srtt_us)),
+        }
+    }
+}

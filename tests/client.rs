@@ -1,0 +1,896 @@
+//! The client against a real actix-web peer on 127.0.0.1: typed round trips, fragments and
+//! limits, reconnect with backoff and on-connect replay, outbox policies, dead-peer detection,
+//! request/reply, bad input, and closing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_ws::Item;
+use actix_ws_manager::client::{connect, ConnectionState, Event, MessageErrorKind};
+use actix_ws_manager::config::{
+    ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, PingMode, ReconnectPolicy,
+};
+use actix_ws_manager::{Error, Outgoing, WireMessage};
+use bytes::Bytes;
+use common::peer::{Behaviour, Peer, PeerCmd, PeerEvent};
+use common::{recv_until, recv_within, WAIT};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::Receiver;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Chat {
+    text: String,
+}
+impl WireMessage for Chat {
+    const TYPE: &'static str = "chat";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Quote {
+    symbol: String,
+    price: f64,
+}
+impl WireMessage for Quote {
+    const TYPE: &'static str = "quote";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Ask(u32);
+impl WireMessage for Ask {
+    const TYPE: &'static str = "ask";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Slow;
+impl WireMessage for Slow {
+    const TYPE: &'static str = "slow";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Fail;
+impl WireMessage for Fail {
+    const TYPE: &'static str = "fail";
+}
+
+fn chat(text: &str) -> Chat {
+    Chat { text: text.into() }
+}
+
+/// A config for tests: quiet heartbeat, fast deterministic reconnects.
+fn test_config() -> ClientConfig {
+    ClientConfig::default()
+        .heartbeat(HeartbeatConfig::disabled())
+        .reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
+                .jitter(0.0, None),
+        )
+}
+
+async fn wait_state(
+    events: &mut Receiver<Event>,
+    what: &str,
+    pred: impl Fn(&ConnectionState) -> bool,
+) -> ConnectionState {
+    match recv_until(
+        events,
+        WAIT,
+        what,
+        |e| matches!(e, Event::State(s) if pred(s)),
+    )
+    .await
+    {
+        Event::State(s) => s,
+        _ => unreachable!(),
+    }
+}
+
+async fn connected(events: &mut Receiver<Event>) {
+    wait_state(events, "Connected", |s| *s == ConnectionState::Connected).await;
+}
+
+/// Typed messages go out as `{"type":..,"data":..}` envelopes, come back decoded as the same Rust
+/// type with their envelope fields, and binary frames pass through byte for byte.
+#[actix_rt::test]
+async fn typed_round_trip_both_ways_and_binary_passthrough() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    let mut chats = client.subscribe_channel::<Chat>(16);
+    let mut quotes = client.subscribe_channel::<Quote>(16);
+    let mut binary = client.subscribe_binary(16);
+    connected(&mut events).await;
+    assert!(matches!(peer.next().await, PeerEvent::Connected(_)));
+
+    client.send(&chat("hi")).await.unwrap();
+    let wire: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
+    assert_eq!(
+        wire,
+        serde_json::json!({"type": "chat", "data": {"text": "hi"}})
+    );
+    let got = recv_within(&mut chats, WAIT, "echoed chat").await;
+    assert_eq!(got.data, chat("hi"));
+    assert_eq!(&*got.connection, peer.url.as_str());
+
+    peer.send(PeerCmd::Text(
+        r#"{"type":"quote","room":"fx","timestamp":"2026-11-24T18:00:00.000Z","data":{"symbol":"EURUSD","price":1.05}}"#.into(),
+    ));
+    let q = recv_within(&mut quotes, WAIT, "server quote").await;
+    assert_eq!(
+        q.data,
+        Quote {
+            symbol: "EURUSD".into(),
+            price: 1.05
+        }
+    );
+    assert_eq!(q.room.as_deref(), Some("fx"));
+    assert_eq!(q.timestamp.as_deref(), Some("2026-11-24T18:00:00.000Z"));
+    assert!(
+        chats.try_recv().is_err(),
+        "a quote must not reach chat subscribers"
+    );
+
+    let bytes = Bytes::from_static(&[0, 1, 2, 254, 255]);
+    client.send_binary(bytes.clone()).await.unwrap();
+    assert_eq!(peer.next().await, PeerEvent::Binary(0, bytes.clone()));
+    assert_eq!(
+        recv_within(&mut binary, WAIT, "echoed binary").await.data,
+        bytes
+    );
+
+    let stats = client.stats();
+    assert_eq!(stats.messages_out, 2);
+    assert_eq!(stats.messages_in, 3);
+    client.close().await;
+}
+
+/// A message split into continuation frames (with a UTF-8 character split across fragments and a
+/// ping in between) arrives whole, and the ping is answered.
+#[actix_rt::test]
+async fn fragmented_message_arrives_whole() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    let mut chats = client.subscribe_channel::<Chat>(16);
+    connected(&mut events).await;
+    peer.next().await;
+
+    let text = r#"{"type":"chat","data":{"text":"héllo wörld"}}"#.as_bytes();
+    let split_in_e_acute = text.iter().position(|b| *b == 0xC3).unwrap() + 1;
+    peer.send(PeerCmd::Fragment(Item::FirstText(Bytes::copy_from_slice(
+        &text[..split_in_e_acute],
+    ))));
+    peer.send(PeerCmd::Ping(Bytes::from_static(b"mid")));
+    let second = split_in_e_acute + 5;
+    peer.send(PeerCmd::Fragment(Item::Continue(Bytes::copy_from_slice(
+        &text[split_in_e_acute..second],
+    ))));
+    peer.send(PeerCmd::Fragment(Item::Last(Bytes::copy_from_slice(
+        &text[second..],
+    ))));
+    assert_eq!(
+        recv_within(&mut chats, WAIT, "reassembled chat").await.data,
+        chat("héllo wörld")
+    );
+    let pong = loop {
+        match peer.next_within(WAIT).await {
+            PeerEvent::Pong(_, p) => break p,
+            PeerEvent::Ping(..) => continue,
+            other => panic!("expected the pong, got {other:?}"),
+        }
+    };
+    assert_eq!(pong, Bytes::from_static(b"mid"));
+    assert_eq!(client.state(), ConnectionState::Connected);
+    client.close().await;
+}
+
+async fn expect_close(peer: &mut Peer, events: &mut Receiver<Event>, code: u16) {
+    loop {
+        match peer.next().await {
+            PeerEvent::Closed(_, got) => {
+                assert_eq!(got, Some(code));
+                break;
+            }
+            PeerEvent::Text(..) | PeerEvent::Binary(..) => continue,
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+    }
+    let state = wait_state(events, "Disconnected", |s| {
+        matches!(s, ConnectionState::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(state, ConnectionState::Disconnected { code: c, .. } if c == code),
+        "{state:?}"
+    );
+}
+
+/// A single frame over the size limit closes the connection with 1009, a fragmented message over
+/// the limit does too, and the client reconnects afterwards.
+#[actix_rt::test]
+async fn oversize_messages_close_with_1009() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config().max_message_size(1024)).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+
+    peer.send(PeerCmd::Text(format!(
+        r#"{{"type":"chat","data":{{"text":"{}"}}}}"#,
+        "x".repeat(2000)
+    )));
+    expect_close(&mut peer, &mut events, 1009).await;
+
+    connected(&mut events).await;
+    assert!(matches!(peer.next().await, PeerEvent::Connected(1)));
+    for item in [
+        Item::FirstText(Bytes::from(vec![b'a'; 600])),
+        Item::Continue(Bytes::from(vec![b'a'; 600])),
+        Item::Last(Bytes::from_static(b"a")),
+    ] {
+        peer.send(PeerCmd::Fragment(item));
+    }
+    expect_close(&mut peer, &mut events, 1009).await;
+    client.close().await;
+}
+
+/// Invalid UTF-8 in a text message closes with 1007, detected in the first fragment that holds
+/// it, not at the end of the message.
+#[actix_rt::test]
+async fn invalid_utf8_closes_with_1007() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+    // No Last fragment follows: the 1007 must come from the first one.
+    peer.send(PeerCmd::Fragment(Item::FirstText(Bytes::from_static(
+        b"{\"type\":\"chat\xff\xfe",
+    ))));
+    expect_close(&mut peer, &mut events, 1007).await;
+    client.close().await;
+}
+
+/// The server stops and restarts on the same port: the client reconnects with growing delays,
+/// replays its on-connect messages first, then delivers what was sent while offline, in order.
+#[actix_rt::test]
+async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let port = peer.port;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(256);
+    client
+        .send_on_connect(Outgoing::new(&chat("join lobby")).unwrap())
+        .await
+        .unwrap();
+    client
+        .send_on_connect(Outgoing::new(&chat("join news")).unwrap())
+        .await
+        .unwrap();
+    connected(&mut events).await;
+    assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
+    assert!(peer.next_text().await.contains("join lobby"));
+    assert!(peer.next_text().await.contains("join news"));
+
+    peer.stop().await;
+    wait_state(&mut events, "Disconnected", |s| {
+        matches!(s, ConnectionState::Disconnected { .. })
+    })
+    .await;
+    let mut delays = Vec::new();
+    while delays.len() < 3 {
+        if let ConnectionState::Reconnecting { attempt, delay } =
+            wait_state(&mut events, "Reconnecting", |s| {
+                matches!(s, ConnectionState::Reconnecting { .. })
+            })
+            .await
+        {
+            assert_eq!(attempt as usize, delays.len() + 1);
+            delays.push(delay);
+        }
+    }
+    assert_eq!(
+        delays,
+        vec![
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+            Duration::from_millis(200)
+        ]
+    );
+
+    for i in 0..5 {
+        client.send(&chat(&format!("offline {i}"))).await.unwrap();
+    }
+    assert_eq!(client.stats().outbox_len, 5);
+
+    let mut peer = Peer::start_on(
+        port,
+        Behaviour {
+            echo: false,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    connected(&mut events).await;
+    assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
+    let mut got = Vec::new();
+    for _ in 0..7 {
+        let v: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
+        got.push(v["data"]["text"].as_str().unwrap().to_owned());
+    }
+    let want: Vec<String> = ["join lobby", "join news"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..5).map(|i| format!("offline {i}")))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(client.stats().reconnects, 1);
+    assert_eq!(client.stats().outbox_len, 0);
+    client.close().await;
+}
+
+/// Fill the outbox of a client that is waiting to reconnect, then let it connect: returns what
+/// the peer received and the client's drop count.
+async fn overflow_outbox(overflow: Overflow) -> (Vec<String>, Vec<Result<(), Error>>, u64) {
+    // Reserve a port with nothing listening on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let config = test_config()
+        .outbox(OutboxPolicy::new(3, overflow))
+        .reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_secs(2), 2.0, Duration::from_secs(2))
+                .jitter(0.0, None),
+        );
+    let client = connect(&url, config).unwrap();
+    let mut events = client.events(64);
+    // The first attempt fails; the next is two seconds away.
+    wait_state(&mut events, "Reconnecting", |s| {
+        matches!(s, ConnectionState::Reconnecting { .. })
+    })
+    .await;
+    let mut results = Vec::new();
+    for i in 0..5 {
+        results.push(client.send(&chat(&format!("m{i}"))).await);
+    }
+    let dropped = client.stats().dropped;
+    let mut peer = Peer::start_on(
+        port,
+        Behaviour {
+            echo: false,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    connected(&mut events).await;
+    peer.next().await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let v: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
+        got.push(v["data"]["text"].as_str().unwrap().to_owned());
+    }
+    client.close().await;
+    (got, results, dropped)
+}
+
+/// Under `Reject` the fourth and fifth sends fail with `OutboxFull` and nothing queued is lost.
+#[actix_rt::test]
+async fn outbox_reject_policy_errors_and_keeps_queued_messages() {
+    let (got, results, dropped) = overflow_outbox(Overflow::Reject).await;
+    assert!(results[..3].iter().all(Result::is_ok));
+    assert!(
+        results[3..]
+            .iter()
+            .all(|r| matches!(r, Err(Error::OutboxFull { capacity: 3 }))),
+        "{results:?}"
+    );
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    assert_eq!(dropped, 0);
+}
+
+/// Under `DropOldest` every send succeeds, the two oldest are dropped and counted.
+#[actix_rt::test]
+async fn outbox_drop_oldest_policy_drops_and_counts() {
+    let (got, results, dropped) = overflow_outbox(Overflow::DropOldest).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(got, ["m2", "m3", "m4"]);
+    assert_eq!(dropped, 2);
+}
+
+/// Under `DropNewest` every send succeeds, the two newest are dropped and counted.
+#[actix_rt::test]
+async fn outbox_drop_newest_policy_drops_and_counts() {
+    let (got, results, dropped) = overflow_outbox(Overflow::DropNewest).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    assert_eq!(dropped, 2);
+}
+
+/// A peer that swallows pings and sends nothing is declared dead within timeout + one interval,
+/// and reconnection starts.
+#[actix_rt::test]
+async fn silent_peer_is_declared_dead_and_reconnection_starts() {
+    let mut peer = Peer::start(Behaviour {
+        echo: false,
+        answer_pings: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let interval = Duration::from_millis(100);
+    let timeout = Duration::from_millis(400);
+    let client = connect(
+        &peer.url,
+        test_config().heartbeat(HeartbeatConfig::new(interval, timeout)),
+    )
+    .unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    let since = Instant::now();
+    assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
+    // The peer really receives pings and ignores them.
+    assert!(matches!(
+        peer.next_within(WAIT).await,
+        PeerEvent::Ping(0, _)
+    ));
+
+    let state = wait_state(&mut events, "Disconnected", |s| {
+        matches!(s, ConnectionState::Disconnected { .. })
+    })
+    .await;
+    let took = since.elapsed();
+    assert!(
+        matches!(&state, ConnectionState::Disconnected { code: 1006, reason } if reason.contains("heartbeat")),
+        "{state:?}"
+    );
+    // The silence clock starts when the socket opens, a moment before `Connected` is seen here.
+    assert!(
+        took >= timeout - interval,
+        "declared dead after {took:?}, before the timeout"
+    );
+    // Bound from the issue: timeout + one interval, plus scheduling slack on a loaded machine.
+    assert!(
+        took <= timeout + interval + Duration::from_millis(400),
+        "declared dead only after {took:?}"
+    );
+    wait_state(&mut events, "Reconnecting", |s| {
+        matches!(s, ConnectionState::Reconnecting { .. })
+    })
+    .await;
+    connected(&mut events).await;
+    client.close().await;
+}
+
+/// With a peer that answers pings, the heartbeat measures a round-trip time.
+#[actix_rt::test]
+async fn heartbeat_measures_round_trip_time() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let config = test_config().heartbeat(HeartbeatConfig::new(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    ));
+    let client = connect(&peer.url, config).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    // By the third ping the first pong has long been processed.
+    let mut pings = 0;
+    while pings < 3 {
+        if let PeerEvent::Ping(..) = peer.next_within(WAIT).await {
+            pings += 1;
+        }
+    }
+    let stats = client.stats();
+    assert!(
+        stats.last_rtt.is_some() && stats.smoothed_rtt.is_some(),
+        "{stats:?}"
+    );
+    assert!(stats.last_rtt.unwrap() < Duration::from_secs(5));
+    client.close().await;
+}
+
+/// Replies are matched by id (several requests in flight), a request with no reply times out, an
+/// error reply becomes `Error::Remote`, and a pending request fails promptly when the connection
+/// is lost.
+#[actix_rt::test]
+async fn request_reply_timeout_remote_error_and_failure_on_disconnect() {
+    let mut peer = Peer::start(Behaviour {
+        reply: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+
+    let (a, b, c) = tokio::join!(
+        client.request(&Ask(1), WAIT),
+        client.request(&Ask(2), WAIT),
+        client.request(&Ask(3), WAIT)
+    );
+    for (reply, n) in [(a, 1), (b, 2), (c, 3)] {
+        let reply = reply.unwrap();
+        assert_eq!(reply.kind, "answer");
+        assert!(reply.id.is_some());
+        assert_eq!(reply.data_as::<Ask>().unwrap(), Ask(n));
+    }
+
+    let timeout = Duration::from_millis(200);
+    match client.request(&Slow, timeout).await {
+        Err(Error::RequestTimeout { timeout: t, .. }) => assert_eq!(t, timeout),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    match client.request(&Fail, WAIT).await {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, "nope"),
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+
+    let pending = {
+        let client = client.clone();
+        actix_rt::spawn(async move { client.request(&Slow, Duration::from_secs(60)).await })
+    };
+    loop {
+        if let PeerEvent::Text(_, t) = peer.next().await {
+            if t.contains("\"slow\"") && !t.contains(&format!("\"id\":{}", 4)) {
+                break;
+            }
+        }
+    }
+    let since = Instant::now();
+    peer.send(PeerCmd::Abort);
+    let result = tokio::time::timeout(WAIT, pending)
+        .await
+        .expect("pending request not failed")
+        .unwrap();
+    assert!(matches!(result, Err(Error::ConnectionLost)), "{result:?}");
+    assert!(since.elapsed() < Duration::from_secs(5));
+    client.close().await;
+}
+
+/// Malformed JSON, an unknown type and a payload of the wrong shape each produce a counted error
+/// event, and the connection stays usable in both directions.
+#[actix_rt::test]
+async fn bad_input_produces_error_events_and_the_connection_stays_up() {
+    let mut peer = Peer::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    let mut chats = client.subscribe_channel::<Chat>(16);
+    connected(&mut events).await;
+    peer.next().await;
+
+    peer.send(PeerCmd::Text("this is not json".into()));
+    peer.send(PeerCmd::Text(r#"{"type":"mystery","data":1}"#.into()));
+    peer.send(PeerCmd::Text(r#"{"type":"chat","data":{"txt":5}}"#.into()));
+    peer.send(PeerCmd::Text(
+        r#"{"type":"chat","data":{"text":"still here"}}"#.into(),
+    ));
+
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        if let Event::MessageError(e) = recv_within(&mut events, WAIT, "message error").await {
+            kinds.push((e.kind, e.message_type));
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (MessageErrorKind::Malformed, None),
+            (MessageErrorKind::UnknownType, Some("mystery".into())),
+            (MessageErrorKind::BadData, Some("chat".into())),
+        ]
+    );
+    assert_eq!(
+        recv_within(&mut chats, WAIT, "valid chat").await.data,
+        chat("still here")
+    );
+    client.send(&chat("me too")).await.unwrap();
+    assert!(peer.next_text().await.contains("me too"));
+    let stats = client.stats();
+    assert_eq!((stats.decode_errors, stats.unknown_types), (2, 1));
+    assert_eq!(client.state(), ConnectionState::Connected);
+    client.close().await;
+}
+
+/// The user's close sends 1000, ends in `Closed`, and nothing reconnects; sends then fail.
+#[actix_rt::test]
+async fn user_close_never_reconnects() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+    client.close().await;
+    assert_eq!(peer.next().await, PeerEvent::Closed(0, Some(1000)));
+    wait_state(&mut events, "Closed", |s| *s == ConnectionState::Closed).await;
+    // The router stops after `Closed`: no later state can be published.
+    assert!(tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(client.state(), ConnectionState::Closed);
+    assert!(matches!(
+        client.send(&chat("late")).await,
+        Err(Error::ClientClosed)
+    ));
+}
+
+/// A close code configured as final (1008 by default, 4xxx when added) ends in `Failed`, with no
+/// reconnect; so does a handshake refused with 403.
+#[actix_rt::test]
+async fn final_close_codes_and_statuses_end_in_failed() {
+    for code in [1008u16, 4001] {
+        let mut peer = Peer::start(Behaviour::default()).await;
+        let config = test_config().reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_millis(10), 2.0, Duration::from_millis(100))
+                .final_close_codes(4000..=4999),
+        );
+        let client = connect(&peer.url, config).unwrap();
+        let mut events = client.events(64);
+        connected(&mut events).await;
+        peer.next().await;
+        peer.send(PeerCmd::Close(code));
+        let state = wait_state(&mut events, "Failed", |s| s.is_terminal()).await;
+        assert!(
+            matches!(&state, ConnectionState::Failed { reason } if reason.contains(&code.to_string())),
+            "{state:?}"
+        );
+        assert!(tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .is_none());
+        // The client echoes the code; actix-ws may already have shut the TCP connection after its
+        // own close frame, in which case the peer sees the stream end instead.
+        let answer = peer.next().await;
+        assert!(
+            matches!(answer, PeerEvent::Closed(0, Some(c)) if c == code)
+                || answer == PeerEvent::Gone(0),
+            "{answer:?}"
+        );
+    }
+
+    let peer = Peer::start(Behaviour::default()).await;
+    let url = format!("ws://127.0.0.1:{}/forbidden", peer.port);
+    let client = connect(&url, test_config()).unwrap();
+    let mut events = client.events(64);
+    let state = wait_state(&mut events, "Failed", |s| s.is_terminal()).await;
+    assert!(
+        matches!(&state, ConnectionState::Failed { reason } if reason.contains("403")),
+        "{state:?}"
+    );
+}
+
+/// A non-final close code (1001 going away) and a 503 refusal are retried.
+#[actix_rt::test]
+async fn non_final_close_and_503_are_retried() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+    peer.send(PeerCmd::Close(1001));
+    wait_state(&mut events, "Reconnecting", |s| {
+        matches!(s, ConnectionState::Reconnecting { .. })
+    })
+    .await;
+    connected(&mut events).await;
+    client.close().await;
+
+    let url = format!("ws://127.0.0.1:{}/unavailable", peer.port);
+    let client = connect(&url, test_config()).unwrap();
+    let mut events = client.events(64);
+    wait_state(&mut events, "Reconnecting", |s| {
+        matches!(s, ConnectionState::Reconnecting { .. })
+    })
+    .await;
+    client.close().await;
+    wait_state(&mut events, "Closed", |s| *s == ConnectionState::Closed).await;
+}
+
+/// Bad URLs and bad configs are errors from `connect`, never panics.
+#[actix_rt::test]
+async fn bad_urls_and_configs_are_errors() {
+    for url in [
+        "",
+        "not a url",
+        "http://127.0.0.1/ws",
+        "ws://",
+        "wss://example.invalid/ws",
+        "ws:///path",
+    ] {
+        assert!(
+            matches!(
+                connect(url, ClientConfig::default()),
+                Err(Error::InvalidUrl { .. })
+            ),
+            "{url:?}"
+        );
+    }
+    let bad =
+        ClientConfig::default().heartbeat(HeartbeatConfig::new(Duration::ZERO, Duration::ZERO));
+    assert!(matches!(
+        connect("ws://127.0.0.1:1/ws", bad),
+        Err(Error::Config(_))
+    ));
+}
+
+/// In application mode the heartbeat sends `{"type":"ping"}` text messages and measures the
+/// round-trip time from the `{"type":"pong"}` answers, which are not reported as unknown types.
+#[actix_rt::test]
+async fn application_level_heartbeat_measures_rtt() {
+    let mut peer = Peer::start(Behaviour {
+        echo: false,
+        app_pong: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let heartbeat = HeartbeatConfig::new(Duration::from_millis(50), Duration::from_secs(5))
+        .mode(PingMode::Application);
+    let client = connect(&peer.url, test_config().heartbeat(heartbeat)).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+    for _ in 0..3 {
+        assert_eq!(peer.next_text().await, r#"{"type":"ping"}"#);
+    }
+    let stats = client.stats();
+    assert!(stats.last_rtt.is_some(), "{stats:?}");
+    assert_eq!(stats.unknown_types, 0);
+    client.close().await;
+}
+
+/// A server that accepts and drops at once still sees growing delays: the attempt counter is
+/// reset only by a connection that stays up for `stable_after`.
+#[actix_rt::test]
+async fn attempts_reset_only_after_a_stable_connection() {
+    let peer = Peer::start(Behaviour {
+        drop_at_once: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(256);
+    let mut delays = Vec::new();
+    let mut connects = 0;
+    while delays.len() < 3 {
+        match recv_within(&mut events, WAIT, "state").await {
+            Event::State(ConnectionState::Connected) => connects += 1,
+            Event::State(ConnectionState::Reconnecting { delay, .. }) => delays.push(delay),
+            _ => {}
+        }
+    }
+    assert!(connects >= 2, "the peer accepted the connections");
+    assert_eq!(
+        delays,
+        vec![
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+            Duration::from_millis(200)
+        ]
+    );
+    client.close().await;
+
+    // A connection that stays up past `stable_after` resets the counter: the next delay is the
+    // initial one again. The peer's pings serve as the clock (no sleeping).
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let config = test_config()
+        .heartbeat(HeartbeatConfig::new(
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+        ))
+        .reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
+                .jitter(0.0, None)
+                .stable_after(Duration::from_millis(100)),
+        );
+    let client = connect(&peer.url, config).unwrap();
+    let mut events = client.events(256);
+    connected(&mut events).await;
+    for round in 0..2 {
+        let mut pings = 0;
+        while pings < 5 {
+            if let PeerEvent::Ping(..) = peer.next_within(WAIT).await {
+                pings += 1;
+            }
+        }
+        peer.send(PeerCmd::Abort);
+        let state = wait_state(&mut events, "Reconnecting", |s| {
+            matches!(s, ConnectionState::Reconnecting { .. })
+        })
+        .await;
+        assert_eq!(
+            state,
+            ConnectionState::Reconnecting {
+                attempt: 1,
+                delay: Duration::from_millis(50)
+            },
+            "round {round}"
+        );
+        connected(&mut events).await;
+    }
+    client.close().await;
+}
+
+/// A peer that stops reading: the client's memory stays bounded by the writer queue plus the
+/// outbox. Once both are full, `send` fails with `OutboxFull` (the default `Reject` policy)
+/// instead of buffering without end, and the connection is still up.
+#[actix_rt::test]
+async fn slow_peer_bounds_client_memory() {
+    let mut peer = Peer::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let config = ClientConfig {
+        write_queue: 4,
+        ..test_config().outbox(OutboxPolicy::new(8, Overflow::Reject))
+    };
+    let client = connect(&peer.url, config).unwrap();
+    let mut events = client.events(64);
+    connected(&mut events).await;
+    peer.next().await;
+    peer.send(PeerCmd::Stall);
+    assert_eq!(peer.next().await, PeerEvent::Stalled(0));
+
+    let payload = chat(&"x".repeat(64 * 1024));
+    // Bounded: at most 4000 x 64 KiB, far more than loopback socket buffers hold.
+    let mut accepted = 0;
+    let mut full = None;
+    for _ in 0..4000 {
+        match client.send(&payload).await {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+        if accepted % 16 == 0 {
+            // Let the writer task run so the socket buffers really fill.
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(
+        matches!(full, Some(Error::OutboxFull { capacity: 8 })),
+        "after {accepted} sends: {full:?}"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.outbox_len, 8);
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(client.state(), ConnectionState::Connected);
+    client.close().await;
+}
+
+/// Verbatim text: `send_text` goes out unwrapped, and a text subscriber gets every frame as sent,
+/// JSON or not, with no error events.
+#[actix_rt::test]
+async fn verbatim_text_passthrough() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    let mut text = client.subscribe_text(16);
+    connected(&mut events).await;
+    peer.next().await;
+    client.send_text("plain words, not JSON").await.unwrap();
+    assert_eq!(peer.next_text().await, "plain words, not JSON");
+    assert_eq!(
+        &*recv_within(&mut text, WAIT, "echoed text").await.data,
+        "plain words, not JSON"
+    );
+    peer.send(PeerCmd::Text(r#"{"type":"nobody-listens"}"#.into()));
+    assert_eq!(
+        &*recv_within(&mut text, WAIT, "envelope as text").await.data,
+        r#"{"type":"nobody-listens"}"#
+    );
+    let stats = client.stats();
+    assert_eq!((stats.decode_errors, stats.unknown_types), (0, 0));
+    client.close().await;
+}
