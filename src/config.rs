@@ -1,5 +1,6 @@
 //! Configuration: [`ClientConfig`] and the policies it is made of ([`HeartbeatConfig`],
-//! [`ReconnectPolicy`], [`OutboxPolicy`]).
+//! [`ReconnectPolicy`], [`OutboxPolicy`]), and [`ServerConfig`] (with [`SlowConsumerPolicy`]) for
+//! the rooms server.
 //!
 //! Every struct has a `Default` that is safe for a long-running service, documented field by
 //! field, and builder-style setters. Values are checked by `validate()` when a client starts, so a

@@ -14,12 +14,17 @@
 //!   awc socket, frames to envelopes, bounded outbox), the *Heartbeat* (pings, round-trip time,
 //!   dead-peer detection), the *ReconnectSupervisor* (backoff with jitter, give-up policy,
 //!   on-connect replay) and the *Router* (typed subscriptions, request/reply, state events).
-//! - `server` (feature `server`): rooms sessions for actix-web.
+//! - `server` (feature `server`): rooms sessions for actix-web. [`server::Rooms`] mounts the
+//!   rooms and echo routes into any `App` and publishes from HTTP handlers; [`server::serve`]
+//!   runs them standalone. One *Session* actor per client (protocol, membership, heartbeat; the
+//!   only code on the actix-ws transport) writes through a bounded queue; the *Hub* actor holds
+//!   rooms and broadcasts each message encoded once.
 //!
 //! # Feature flags
 //!
 //! - `client` (default): the awc-based client.
-//! - `server` (default): the actix-web server side.
+//! - `server` (default): the actix-web server side (actix-ws).
+//! - `cli` (default): the `wsm` binary (clap, tracing-subscriber).
 #![warn(missing_docs)]
 
 pub mod config;
