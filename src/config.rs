@@ -406,3 +406,184 @@ mod tests {
         assert!(ClientConfig::default().validate().is_ok());
     }
 }
+
+/// Default largest message a server session accepts, after fragments are put together: 64 KiB
+/// (the frame limit actix-http uses by default, so nothing changes for peers that never see it).
+pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Default time between the server's protocol pings: 10 s.
+pub const DEFAULT_SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default time a client may stay completely silent before the server disconnects it: 30 s.
+pub const DEFAULT_SERVER_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound of each session's outbound queue, in messages: 256.
+pub const DEFAULT_SESSION_QUEUE: usize = 256;
+/// Default most concurrent sessions per server: 10 000.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default most rooms one session may be a member of: 64.
+pub const DEFAULT_MAX_ROOMS_PER_SESSION: usize = 64;
+/// Default longest room name, in bytes: 64.
+pub const DEFAULT_MAX_ROOM_NAME_LEN: usize = 64;
+/// Default time a closing session gets to write its close frame before its socket is cut: 2 s.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the rooms server (and its echo endpoint) treats each session: limits, heartbeat, the
+/// outbound queue bound and what happens when a client cannot keep up.
+///
+/// Every field has a default chosen for a long-running public service; see each field. Values are
+/// checked by [`validate`](Self::validate) when the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Largest message accepted, after continuation frames are put together; also the codec's
+    /// frame limit. A bigger message closes the session with 1009. Default: 64 KiB.
+    pub max_message_size: usize,
+    /// Time between protocol Ping frames to each client. Default: 10 s.
+    pub heartbeat_interval: Duration,
+    /// A client from which *nothing* (no message, no pong) has arrived for this long is
+    /// disconnected (close 1001 "heartbeat timeout" when the socket still takes it, then the socket
+    /// is cut). Detection takes at most `heartbeat_timeout + heartbeat_interval`, and works when
+    /// the client has stopped reading: the timer never waits on a socket write. Default: 30 s.
+    pub heartbeat_timeout: Duration,
+    /// Bound of each session's outbound queue, in messages. This is what a client that stops
+    /// reading can cost the server (plus the fixed write buffers of one connection): the queue
+    /// holds shared, already-encoded frames. Default: 256.
+    pub session_queue: usize,
+    /// What happens when a session's outbound queue is full. Default:
+    /// [`SlowConsumerPolicy::Disconnect`].
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Most concurrent sessions (rooms and echo together); one more upgrade request is refused
+    /// with HTTP 503. Default: 10 000.
+    pub max_sessions: usize,
+    /// Most rooms one session may be a member of; one more `join` is answered with the error
+    /// `too_many_rooms`. Default: 64.
+    pub max_rooms_per_session: usize,
+    /// Longest room name in bytes. Names must also be non-empty and use only `A-Z a-z 0-9 _ . : -`.
+    /// Default: 64.
+    pub max_room_name_len: usize,
+    /// When set, an upgrade request whose `Origin` header is not in this list (exact match, for
+    /// example `https://app.example.com`) is refused with HTTP 403. Requests without an `Origin`
+    /// header (non-browser clients, which could forge it anyway) are let through. Default: none
+    /// (every origin is accepted).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Time a closing session gets to hand its close frame to the socket before the socket is
+    /// cut, and time the server's graceful shutdown waits for sessions to go. Default: 2 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_SERVER_MAX_MESSAGE_SIZE,
+            heartbeat_interval: DEFAULT_SERVER_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_SERVER_HEARTBEAT_TIMEOUT,
+            session_queue: DEFAULT_SESSION_QUEUE,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_rooms_per_session: DEFAULT_MAX_ROOMS_PER_SESSION,
+            max_room_name_len: DEFAULT_MAX_ROOM_NAME_LEN,
+            allowed_origins: None,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Set [`max_message_size`](Self::max_message_size).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+    /// Set [`heartbeat_interval`](Self::heartbeat_interval) and
+    /// [`heartbeat_timeout`](Self::heartbeat_timeout).
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Set [`session_queue`](Self::session_queue).
+    pub fn session_queue(mut self, messages: usize) -> Self {
+        self.session_queue = messages;
+        self
+    }
+    /// Set [`slow_consumer`](Self::slow_consumer).
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.slow_consumer = policy;
+        self
+    }
+    /// Set [`max_sessions`](Self::max_sessions).
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        self.max_sessions = sessions;
+        self
+    }
+    /// Set [`max_rooms_per_session`](Self::max_rooms_per_session).
+    pub fn max_rooms_per_session(mut self, rooms: usize) -> Self {
+        self.max_rooms_per_session = rooms;
+        self
+    }
+    /// Set [`max_room_name_len`](Self::max_room_name_len).
+    pub fn max_room_name_len(mut self, bytes: usize) -> Self {
+        self.max_room_name_len = bytes;
+        self
+    }
+    /// Add an origin to [`allowed_origins`](Self::allowed_origins) (turning the allow-list on).
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.allowed_origins
+            .get_or_insert_with(Vec::new)
+            .push(origin.into());
+        self
+    }
+    /// Set [`close_timeout`](Self::close_timeout).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Whether `room` follows the room name rules: 1 to
+    /// [`max_room_name_len`](Self::max_room_name_len) bytes of `A-Z a-z 0-9 _ . : -`.
+    pub fn is_valid_room(&self, room: &str) -> bool {
+        !room.is_empty()
+            && room.len() <= self.max_room_name_len
+            && room
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    }
+
+    /// Check every value; the server calls this before it starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_message_size == 0 {
+            return Err(Error::Config(
+                "max_message_size must be at least 1 byte".into(),
+            ));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_timeout.is_zero() {
+            return Err(Error::Config(
+                "heartbeat interval and timeout must be above zero".into(),
+            ));
+        }
+        if self.session_queue == 0 {
+            return Err(Error::Config("session_queue must be at least 1".into()));
+        }
+        if self.max_sessions == 0 {
+            return Err(Error::Config("max_sessions must be at least 1".into()));
+        }
+        if self.max_room_name_len == 0 {
+            return Err(Error::Config("max_room_name_len must be at least 1".into()));
+        }
+        if self.close_timeout.is_zero() {
+            return Err(Error::Config("close_timeout must be above zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What a server session does when its bounded outbound queue is full (the client reads slower
+/// than messages arrive for it). Either way the other members of its rooms are not slowed: the
+/// hub never waits for a session's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Disconnect the client: its queued messages are discarded, a close frame 1013 ("try again
+    /// later") is attempted, and the socket is cut when the close cannot be written. Counted in
+    /// the hub's `slow_consumer_disconnects`. A 1013 lets a well-behaved client reconnect (unlike
+    /// 1008, which this crate's client treats as final).
+    Disconnect,
+    /// Keep the client and drop the message that does not fit, counted in the hub's `dropped`.
+    DropNewest,
+}

@@ -116,6 +116,12 @@ pub enum Error {
     #[error("actor mailbox closed: {0}")]
     Mailbox(String),
 
+    /// A room name given to the server's HTTP-side publish breaks the room name rules of
+    /// [`ServerConfig`](crate::config::ServerConfig) (empty, too long, or characters outside
+    /// `A-Z a-z 0-9 _ . : -`).
+    #[error("invalid room name {0:?}")]
+    BadRoom(String),
+
     /// An I/O error outside a connection (binding a listener, raising a resource limit).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
