@@ -281,18 +281,29 @@ impl Rooms {
         self.shared.closing.store(true, Ordering::Release);
         let told = self.hub.send(CloseAll).await?;
         tracing::info!(sessions = told, "closing every session with 1001");
-        let deadline = tokio::time::Instant::now() + self.shared.config.close_timeout * 2;
+        let grace = self.shared.config.close_timeout * 2;
+        if !self.wait_sessions(0, grace).await {
+            tracing::warn!(
+                sessions = self.sessions(),
+                "sessions still open after the shutdown grace"
+            );
+        }
+        Ok(self.sessions())
+    }
+
+    /// Wait until at most `at_most` sessions remain, for at most `within`; answers whether that
+    /// happened. A session counts until its actor is gone, after it has left every room.
+    pub async fn wait_sessions(&self, at_most: usize, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let released = self.shared.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            let left = self.sessions();
-            if left == 0 {
-                return Ok(0);
+            if self.sessions() <= at_most {
+                return true;
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
-                tracing::warn!(sessions = left, "sessions still open after the shutdown grace");
-                return Ok(self.sessions());
+                return self.sessions() <= at_most;
             }
         }
     }

@@ -315,7 +315,10 @@ impl Actor for Session {
         let grace = self.shared.config.close_timeout;
         let ending = self.ending;
         let name = self.name.clone();
+        // The writer reads a dropped kill sender as "kill": keep it alive until the writer is done.
+        let kill = self.kill.take();
         actix_rt::spawn(async move {
+            let _kill = kill;
             let Some(mut writer) = writer else { return };
             let finished = match ending {
                 Ending::Polite => tokio::time::timeout(grace, &mut writer).await.is_ok(),

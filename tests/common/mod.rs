@@ -38,3 +38,108 @@ pub async fn recv_until<T: std::fmt::Debug>(
         }
     }
 }
+
+// ---- server-side helpers (tests/server_*.rs) ----
+
+use actix_ws_manager::config::ServerConfig;
+use actix_ws_manager::server::{self, Server};
+use futures_util::{SinkExt, StreamExt};
+
+/// A server configuration for tests: heartbeat long enough not to interfere (tests of the
+/// heartbeat set their own), short close timeout so cut sockets go quickly.
+pub fn test_config() -> ServerConfig {
+    ServerConfig::default()
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(30))
+        .close_timeout(Duration::from_millis(300))
+}
+
+/// Start a standalone server on 127.0.0.1:0 with the rooms route at `/ws` and echo at `/echo`.
+pub fn start_server(config: ServerConfig) -> Server {
+    server::serve("127.0.0.1:0", "/ws", "/echo", config).expect("server starts")
+}
+
+/// A raw awc WebSocket client that answers pings and parses text frames as JSON.
+pub struct Peer {
+    pub framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+}
+
+impl Peer {
+    /// Connect to `url` (frames up to 16 MiB accepted).
+    pub async fn connect(url: &str) -> Peer {
+        let (_resp, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(16 * 1024 * 1024)
+            .connect()
+            .await
+            .expect("websocket connects");
+        Peer { framed }
+    }
+
+    /// Connect to the rooms endpoint and swallow the welcome; returns the session name too.
+    pub async fn rooms(url: &str) -> (Peer, String) {
+        let mut peer = Peer::connect(url).await;
+        let welcome = peer.json().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let session = welcome["data"]["session"]
+            .as_str()
+            .expect("session name")
+            .to_owned();
+        (peer, session)
+    }
+
+    /// Send a text frame.
+    pub async fn text(&mut self, text: &str) {
+        self.framed
+            .send(awc::ws::Message::Text(text.to_owned().into()))
+            .await
+            .expect("send text");
+    }
+
+    /// Send any message.
+    pub async fn send(&mut self, msg: awc::ws::Message) {
+        self.framed.send(msg).await.expect("send");
+    }
+
+    /// The next data or close frame within [`WAIT`], answering pings; `None` on end of stream.
+    pub async fn frame(&mut self) -> Option<awc::ws::Frame> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match next {
+                Some(Ok(awc::ws::Frame::Ping(p))) => {
+                    let _ = self.framed.send(awc::ws::Message::Pong(p)).await;
+                }
+                Some(Ok(awc::ws::Frame::Pong(_))) => {}
+                Some(Ok(frame)) => return Some(frame),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next text frame, parsed as JSON.
+    pub async fn json(&mut self) -> serde_json::Value {
+        match self.frame().await {
+            Some(awc::ws::Frame::Text(t)) => serde_json::from_slice(&t).expect("JSON text"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Read until the server's close frame; its code, or `None` when the stream ended without.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        for _ in 0..100_000 {
+            match self.frame().await {
+                Some(awc::ws::Frame::Close(reason)) => return reason.map(|r| u16::from(r.code)),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+        panic!("no close frame within 100000 frames");
+    }
+}
+
+/// Parse a JSON literal (test shorthand).
+pub fn j(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("valid JSON in test")
+}

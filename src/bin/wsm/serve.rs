@@ -1,0 +1,91 @@
+//! `wsm serve`: run the rooms server and the echo endpoint until SIGINT or SIGTERM, then close
+//! every session with 1001 and exit 0.
+
+use std::io::Write;
+use std::time::Duration;
+
+use actix_ws_manager::config::{self, ServerConfig};
+use actix_ws_manager::server;
+use clap::Args;
+
+/// Flags of `wsm serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the URL printed first says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Path of the rooms endpoint.
+    #[arg(long, default_value = "/ws")]
+    path: String,
+    /// Path of the plain echo endpoint.
+    #[arg(long, default_value = "/echo")]
+    echo_path: String,
+    /// Largest message accepted, in bytes (bigger: close 1009).
+    #[arg(long, default_value_t = config::DEFAULT_SERVER_MAX_MESSAGE_SIZE)]
+    max_message_size: usize,
+    /// Time between protocol pings, such as `10s` or `500ms`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// A client silent for this long is disconnected, such as `30s`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+    /// Most concurrent sessions; more upgrades get HTTP 503.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_SESSIONS)]
+    max_sessions: usize,
+    /// Bound of each session's outbound queue, in messages (full: the client is disconnected
+    /// with 1013).
+    #[arg(long, default_value_t = config::DEFAULT_SESSION_QUEUE)]
+    session_queue: usize,
+    /// Allowed `Origin` (repeatable); when given, other origins get HTTP 403.
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        let mut config = ServerConfig::default()
+            .max_message_size(self.max_message_size)
+            .heartbeat(self.heartbeat_interval, self.heartbeat_timeout)
+            .max_sessions(self.max_sessions)
+            .session_queue(self.session_queue);
+        for origin in &self.allowed_origins {
+            config = config.allow_origin(origin.clone());
+        }
+        config
+    }
+}
+
+/// Run until a signal, then shut down gracefully.
+pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
+    let config = args.config();
+    config.validate()?;
+    actix_rt::System::new().block_on(async move {
+        let server = server::serve(args.bind.as_str(), &args.path, &args.echo_path, config)?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", server.url())?;
+            writeln!(out, "{}", server.echo_url())?;
+            out.flush()?;
+        }
+        wait_for_signal().await?;
+        tracing::info!("signal received; closing sessions with 1001");
+        server.shutdown().await
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    actix_rt::signal::ctrl_c().await
+}

@@ -1,0 +1,182 @@
+//! Limits and safety: message size, UTF-8, Origin allow-list, authentication hook, session
+//! limit. Each test starts its own server on 127.0.0.1:0.
+
+mod common;
+
+use actix_ws_manager::server::{self, AuthRejection, Rooms};
+use common::{start_server, test_config, Peer, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message as TMessage;
+
+type Raw = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn raw(url: &str) -> Raw {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake")
+        .0
+}
+
+/// The close code the server sends next, skipping data frames.
+async fn raw_close_code(ws: &mut Raw) -> Option<u16> {
+    for _ in 0..1000 {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("no close") {
+            Some(Ok(TMessage::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+    panic!("no close frame");
+}
+
+fn frame(op: OpCode, data: &[u8], fin: bool) -> TMessage {
+    TMessage::Frame(Frame::message(data.to_vec(), op, fin))
+}
+
+/// The upgrade's HTTP status when the server refuses it.
+async fn refused_status(req: awc::ws::WebsocketsRequest) -> u16 {
+    match req.connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => s.as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("upgrade was accepted"),
+    }
+}
+
+/// A message bigger than `max_message_size` closes with 1009, whether it comes in one frame or
+/// in fragments; a message at the limit passes.
+#[actix_rt::test]
+async fn oversize_messages_close_with_1009() {
+    let server = start_server(test_config().max_message_size(1024));
+
+    let mut ws = raw(&server.echo_url()).await;
+    ws.send(TMessage::text("a".repeat(1024))).await.expect("send");
+    let back = tokio::time::timeout(WAIT, ws.next()).await.expect("echo");
+    assert_eq!(back.expect("frame").expect("ok").len(), 1024);
+    ws.send(TMessage::text("a".repeat(1025))).await.expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1009));
+
+    // Fragments of 600 bytes each: fine one by one, too big together.
+    let mut ws = raw(&server.echo_url()).await;
+    ws.send(frame(OpCode::Data(Data::Text), &[b'a'; 600], false))
+        .await
+        .expect("send");
+    ws.send(frame(OpCode::Data(Data::Continue), &[b'a'; 600], true))
+        .await
+        .expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1009));
+
+    // Same on the rooms endpoint, with an awc client.
+    let (mut c, _) = Peer::rooms(&server.url()).await;
+    c.text(&format!(r#"{{"type":"echo","data":"{}"}}"#, "a".repeat(2000)))
+        .await;
+    assert_eq!(c.close_code().await, Some(1009));
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Text that is not UTF-8 closes with 1007: in one frame, and split across fragments (checked
+/// as they arrive).
+#[actix_rt::test]
+async fn invalid_utf8_closes_with_1007() {
+    let server = start_server(test_config());
+    let mut ws = raw(&server.url()).await;
+    ws.send(frame(OpCode::Data(Data::Text), b"{\"type\":\"\xff\"}", true))
+        .await
+        .expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1007));
+
+    // "é" is C3 A9: the first fragment ends inside it (fine so far), the next one breaks it.
+    let mut ws = raw(&server.echo_url()).await;
+    ws.send(frame(OpCode::Data(Data::Text), b"caf\xc3", false))
+        .await
+        .expect("send");
+    ws.send(frame(OpCode::Data(Data::Continue), b"\x28 and more", false))
+        .await
+        .expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1007));
+
+    // A message that ends inside a character is invalid too.
+    let mut ws = raw(&server.echo_url()).await;
+    ws.send(frame(OpCode::Data(Data::Text), b"ok", false))
+        .await
+        .expect("send");
+    ws.send(frame(OpCode::Data(Data::Continue), b"\xe2\x82", true))
+        .await
+        .expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1007));
+    server.shutdown().await.expect("shutdown");
+}
+
+/// With an Origin allow-list, other origins get 403; listed origins and requests without an
+/// Origin header get through.
+#[actix_rt::test]
+async fn origin_allow_list_refuses_other_origins() {
+    let server = start_server(test_config().allow_origin("https://good.example"));
+    let client = awc::Client::new();
+    let status = refused_status(client.ws(server.url()).origin("https://evil.example")).await;
+    assert_eq!(status, 403);
+    let (_, mut ok) = client
+        .ws(server.url())
+        .origin("https://good.example")
+        .connect()
+        .await
+        .expect("allowed origin");
+    assert!(ok.next().await.is_some(), "welcome");
+    let (_welcome, _) = Peer::rooms(&server.url()).await;
+    server.shutdown().await.expect("shutdown");
+}
+
+/// The authentication hook sees the upgrade request: no credentials give 401, bad ones 403,
+/// good ones a session whose welcome carries the identity the hook attached.
+#[actix_rt::test]
+async fn auth_hook_refuses_or_attaches_identity() {
+    let rooms = Rooms::start(test_config())
+        .expect("config")
+        .with_auth(|req| {
+            match req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+            {
+                None => Err(AuthRejection::Unauthorized("token required".into())),
+                Some("Bearer alice-token") => Ok(Some("alice".into())),
+                Some(_) => Err(AuthRejection::Forbidden("bad token".into())),
+            }
+        });
+    let server = server::serve_with("127.0.0.1:0", "/ws", "/echo", rooms).expect("serve");
+    let client = awc::Client::new();
+    assert_eq!(refused_status(client.ws(server.url())).await, 401);
+    assert_eq!(
+        refused_status(client.ws(server.url()).bearer_auth("mallory")).await,
+        403
+    );
+    let (_, framed) = client
+        .ws(server.url())
+        .bearer_auth("alice-token")
+        .connect()
+        .await
+        .expect("authorised");
+    let mut peer = Peer { framed };
+    let welcome = peer.json().await;
+    assert_eq!(welcome["data"]["identity"], "alice", "{welcome}");
+    assert_eq!(server.rooms().sessions(), 1);
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Past `max_sessions` the upgrade is refused with 503; a freed slot can be used again.
+#[actix_rt::test]
+async fn session_limit_refuses_with_503() {
+    let server = start_server(test_config().max_sessions(2));
+    let (a, _) = Peer::rooms(&server.url()).await;
+    let (_b, _) = Peer::rooms(&server.url()).await;
+    let client = awc::Client::new();
+    assert_eq!(refused_status(client.ws(server.url())).await, 503);
+    assert_eq!(refused_status(client.ws(server.echo_url())).await, 503);
+    drop(a);
+    assert!(server.rooms().wait_sessions(1, WAIT).await);
+    let (_c, _) = Peer::rooms(&server.url()).await;
+    server.shutdown().await.expect("shutdown");
+}

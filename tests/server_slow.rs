@@ -1,0 +1,235 @@
+//! Heartbeat and slow consumers: silent clients are disconnected in time, a client that stops
+//! reading costs at most its bounded queue and is handled per policy, and nobody else waits for
+//! it. Each test starts its own server on 127.0.0.1:0.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_ws_manager::config::SlowConsumerPolicy;
+use common::{start_server, test_config, Peer, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::Message as TMessage;
+use tokio_tungstenite::WebSocketStream;
+
+type Raw = WebSocketStream<tokio::net::TcpStream>;
+
+/// A tungstenite peer with a tiny TCP receive buffer, so that once it stops reading the server's
+/// writes to it stall quickly. It joins `room`, then the caller simply never reads again.
+async fn stuck_peer(url: &str, addr: std::net::SocketAddr, room: &str) -> Raw {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let tcp = sock.connect(addr).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("handshake");
+    let welcome = next_text(&mut ws).await;
+    assert!(welcome.contains("welcome"), "{welcome}");
+    ws.send(TMessage::text(format!(r#"{{"type":"join","room":"{room}"}}"#)))
+        .await
+        .expect("join");
+    let joined = next_text(&mut ws).await;
+    assert!(joined.contains("joined"), "{joined}");
+    ws
+}
+
+async fn next_text(ws: &mut Raw) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(TMessage::Text(t)))) => return t.to_string(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Read whatever the server still sends until the connection ends; panics if it does not end
+/// within [`WAIT`]. Answers the close code if a close frame made it through.
+async fn drain_until_closed(ws: &mut Raw) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for _ in 0..1_000_000 {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("connection of the stuck client was never closed"),
+            Ok(Some(Ok(TMessage::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return None,
+        }
+    }
+    panic!("more than a million frames from a bounded queue");
+}
+
+/// Two healthy members: `publisher` publishes `count` numbered messages of `pad` bytes in batches
+/// of `batch`; both must receive each one, in order, before the next batch. Stops early when
+/// `stop` says so after a batch. Answers how many were published.
+async fn flood(
+    publisher: &mut Peer,
+    receiver: &mut Peer,
+    count: usize,
+    batch: usize,
+    pad: usize,
+    mut stop: impl AsyncFnMut() -> bool,
+) -> usize {
+    let padding = "x".repeat(pad);
+    let mut seq = 0;
+    while seq < count {
+        for k in 0..batch {
+            publisher
+                .text(&format!(
+                    r#"{{"type":"publish","room":"flood","data":{{"seq":{},"pad":"{padding}"}}}}"#,
+                    seq + k
+                ))
+                .await;
+        }
+        for peer in [&mut *publisher, &mut *receiver] {
+            for k in 0..batch {
+                let m = peer.json().await;
+                assert_eq!(m["data"]["seq"], seq + k, "every message, in order");
+            }
+        }
+        seq += batch;
+        if stop().await {
+            break;
+        }
+    }
+    seq
+}
+
+/// A client that never answers pings (it reads, so it is not stalled) is disconnected within
+/// the timeout plus one interval, with close 1001 on the wire; a client that answers stays.
+#[actix_rt::test]
+async fn silent_client_is_disconnected_within_timeout_plus_interval() {
+    let interval = Duration::from_millis(100);
+    let timeout = Duration::from_millis(300);
+    let server = start_server(test_config().heartbeat(interval, timeout));
+
+    let tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("tcp");
+    let (ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
+        .await
+        .expect("handshake");
+    let start = Instant::now();
+    // From here on, raw bytes: read everything, answer nothing.
+    let mut tcp = ws.into_inner();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("silent client never disconnected"),
+        }
+    }
+    let elapsed = start.elapsed();
+    let close_timeout = server.rooms().config().close_timeout;
+    assert!(elapsed >= timeout, "disconnected too early: {elapsed:?}");
+    assert!(
+        elapsed <= timeout + interval + close_timeout,
+        "disconnected late: {elapsed:?}"
+    );
+    // Pings were sent (0x89) and the close frame carries 1001 (0x03E9).
+    assert!(seen.windows(2).any(|w| w == [0x89, 0x00]), "no ping seen");
+    assert!(
+        seen.windows(4).any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xE9]),
+        "no close 1001 in {seen:x?}"
+    );
+    assert_eq!(server.rooms().stats().await.expect("stats").heartbeat_timeouts, 1);
+
+    // A client that answers pings (awc, while it reads) outlives two timeouts.
+    let (mut polite, _) = Peer::rooms(&server.url()).await;
+    let quiet = tokio::time::timeout(timeout * 2, polite.frame()).await;
+    assert!(quiet.is_err(), "polite client got {quiet:?}");
+    polite.text(r#"{"type":"ping"}"#).await;
+    assert_eq!(polite.json().await["type"], "pong");
+    server.shutdown().await.expect("shutdown");
+}
+
+/// A member that stops reading while others publish ~8 MB: its queue never exceeds the bound,
+/// it is disconnected (policy `Disconnect`, counted, socket closed), and the other members get
+/// every message in order.
+#[actix_rt::test]
+async fn stuck_reader_is_disconnected_and_others_get_everything() {
+    let queue = 16;
+    let server = start_server(test_config().session_queue(queue));
+    let rooms = server.rooms().clone();
+    let mut stuck = stuck_peer(&server.url(), server.local_addr(), "flood").await;
+    let (mut publisher, _) = Peer::rooms(&server.url()).await;
+    let (mut receiver, _) = Peer::rooms(&server.url()).await;
+    for p in [&mut publisher, &mut receiver] {
+        p.text(r#"{"type":"join","room":"flood"}"#).await;
+        assert_eq!(p.json().await["type"], "joined");
+    }
+
+    let sent = flood(&mut publisher, &mut receiver, 2000, 8, 4096, async || false).await;
+    assert_eq!(sent, 2000);
+
+    assert!(rooms.wait_sessions(2, WAIT).await, "stuck client still there");
+    let stats = rooms.stats().await.expect("stats");
+    assert_eq!(stats.slow_consumer_disconnects, 1, "{stats:?}");
+    assert!(stats.queue_high_water <= queue as u64, "{stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    assert_eq!(stats.published, 2000, "{stats:?}");
+    // The stuck client's connection is closed by the server (1013 if the close frame got
+    // through, otherwise the socket was cut).
+    let code = drain_until_closed(&mut stuck).await;
+    assert!(matches!(code, None | Some(1013)), "{code:?}");
+    // The healthy members are still connected.
+    publisher.text(r#"{"type":"ping"}"#).await;
+    assert_eq!(publisher.json().await["type"], "pong");
+    server.shutdown().await.expect("shutdown");
+}
+
+/// With policy `DropNewest`, a stuck reader keeps its session but only up to the queue bound
+/// (the rest is dropped and counted), and the heartbeat still disconnects it although every
+/// write to it is stalled (actix-web issue 2441): the timer does not wait on the socket.
+#[actix_rt::test]
+async fn heartbeat_fires_while_writes_are_stalled() {
+    let queue = 16;
+    let interval = Duration::from_millis(250);
+    let timeout = Duration::from_millis(1500);
+    let server = start_server(
+        test_config()
+            .session_queue(queue)
+            .slow_consumer(SlowConsumerPolicy::DropNewest)
+            .heartbeat(interval, timeout),
+    );
+    let rooms = server.rooms().clone();
+    let mut stuck = stuck_peer(&server.url(), server.local_addr(), "flood").await;
+    let silent_since = Instant::now();
+    let (mut publisher, _) = Peer::rooms(&server.url()).await;
+    let (mut receiver, _) = Peer::rooms(&server.url()).await;
+    for p in [&mut publisher, &mut receiver] {
+        p.text(r#"{"type":"join","room":"flood"}"#).await;
+        assert_eq!(p.json().await["type"], "joined");
+    }
+
+    let mut stalled_in_time = false;
+    let stop = async || {
+        let stats = rooms.stats().await.expect("stats");
+        if stats.dropped > 0 {
+            stalled_in_time = stats.sessions == 3;
+            return true;
+        }
+        false
+    };
+    flood(&mut publisher, &mut receiver, 4000, 8, 4096, stop).await;
+    assert!(stalled_in_time, "writes never stalled before the heartbeat fired");
+
+    assert!(
+        rooms.wait_sessions(2, timeout + interval + WAIT).await,
+        "stalled client never disconnected"
+    );
+    let elapsed = silent_since.elapsed();
+    assert!(
+        elapsed <= timeout + interval + Duration::from_millis(500),
+        "heartbeat late: {elapsed:?}"
+    );
+    let stats = rooms.stats().await.expect("stats");
+    assert_eq!(stats.heartbeat_timeouts, 1, "{stats:?}");
+    assert_eq!(stats.slow_consumer_disconnects, 0, "{stats:?}");
+    assert!(stats.queue_high_water <= queue as u64, "{stats:?}");
+    let code = drain_until_closed(&mut stuck).await;
+    assert!(matches!(code, None | Some(1001)), "{code:?}");
+    server.shutdown().await.expect("shutdown");
+}
