@@ -10,9 +10,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message as TMessage;
 
-type Raw = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Raw =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(url: &str) -> Raw {
     tokio_tungstenite::connect_async(url)
@@ -24,7 +23,10 @@ async fn raw(url: &str) -> Raw {
 /// The close code the server sends next, skipping data frames.
 async fn raw_close_code(ws: &mut Raw) -> Option<u16> {
     for _ in 0..1000 {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("no close") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no close")
+        {
             Some(Ok(TMessage::Close(f))) => return f.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             _ => return None,
@@ -53,10 +55,14 @@ async fn oversize_messages_close_with_1009() {
     let server = start_server(test_config().max_message_size(1024));
 
     let mut ws = raw(&server.echo_url()).await;
-    ws.send(TMessage::text("a".repeat(1024))).await.expect("send");
+    ws.send(TMessage::text("a".repeat(1024)))
+        .await
+        .expect("send");
     let back = tokio::time::timeout(WAIT, ws.next()).await.expect("echo");
     assert_eq!(back.expect("frame").expect("ok").len(), 1024);
-    ws.send(TMessage::text("a".repeat(1025))).await.expect("send");
+    ws.send(TMessage::text("a".repeat(1025)))
+        .await
+        .expect("send");
     assert_eq!(raw_close_code(&mut ws).await, Some(1009));
 
     // Fragments of 600 bytes each: fine one by one, too big together.
@@ -71,8 +77,11 @@ async fn oversize_messages_close_with_1009() {
 
     // Same on the rooms endpoint, with an awc client.
     let (mut c, _) = Peer::rooms(&server.url()).await;
-    c.text(&format!(r#"{{"type":"echo","data":"{}"}}"#, "a".repeat(2000)))
-        .await;
+    c.text(&format!(
+        r#"{{"type":"echo","data":"{}"}}"#,
+        "a".repeat(2000)
+    ))
+    .await;
     assert_eq!(c.close_code().await, Some(1009));
     server.shutdown().await.expect("shutdown");
 }
@@ -83,9 +92,13 @@ async fn oversize_messages_close_with_1009() {
 async fn invalid_utf8_closes_with_1007() {
     let server = start_server(test_config());
     let mut ws = raw(&server.url()).await;
-    ws.send(frame(OpCode::Data(Data::Text), b"{\"type\":\"\xff\"}", true))
-        .await
-        .expect("send");
+    ws.send(frame(
+        OpCode::Data(Data::Text),
+        b"{\"type\":\"\xff\"}",
+        true,
+    ))
+    .await
+    .expect("send");
     assert_eq!(raw_close_code(&mut ws).await, Some(1007));
 
     // "é" is C3 A9: the first fragment ends inside it (fine so far), the next one breaks it.

@@ -16,11 +16,17 @@ async fn protocol_table_message_by_message() {
     assert!(me.starts_with("s-"), "{me}");
 
     c.text(r#"{"type":"join","room":"lobby","id":1}"#).await;
-    assert_eq!(c.json().await, j(r#"{"type":"joined","id":1,"room":"lobby"}"#));
+    assert_eq!(
+        c.json().await,
+        j(r#"{"type":"joined","id":1,"room":"lobby"}"#)
+    );
 
     // Joining again is idempotent.
     c.text(r#"{"type":"join","room":"lobby","id":2}"#).await;
-    assert_eq!(c.json().await, j(r#"{"type":"joined","id":2,"room":"lobby"}"#));
+    assert_eq!(
+        c.json().await,
+        j(r#"{"type":"joined","id":2,"room":"lobby"}"#)
+    );
 
     // publish with an id: the message (sender included) and an ack, in either order.
     c.text(r#"{"type":"publish","room":"lobby","data":{"text":"hi"},"id":3}"#)
@@ -37,9 +43,13 @@ async fn protocol_table_message_by_message() {
     humantime::parse_rfc3339(ts).expect("RFC 3339 timestamp");
 
     // publish without an id: the message only (the pong proves no ack came before it).
-    c.text(r#"{"type":"publish","room":"lobby","data":5}"#).await;
+    c.text(r#"{"type":"publish","room":"lobby","data":5}"#)
+        .await;
     let msg = c.json().await;
-    assert_eq!((msg["type"].as_str(), &msg["data"]), (Some("message"), &j("5")));
+    assert_eq!(
+        (msg["type"].as_str(), &msg["data"]),
+        (Some("message"), &j("5"))
+    );
     c.text(r#"{"type":"ping"}"#).await;
     assert_eq!(c.json().await, j(r#"{"type":"pong"}"#));
 
@@ -51,18 +61,25 @@ async fn protocol_table_message_by_message() {
     );
 
     c.text(r#"{"type":"leave","room":"lobby","id":5}"#).await;
-    assert_eq!(c.json().await, j(r#"{"type":"left","id":5,"room":"lobby"}"#));
+    assert_eq!(
+        c.json().await,
+        j(r#"{"type":"left","id":5,"room":"lobby"}"#)
+    );
 
     // Errors: code, message, id when there was one; the session stays open.
     let error = |v: &serde_json::Value, code: &str, id: Option<u64>| {
         assert_eq!(v["type"], "error", "{v}");
         assert_eq!(v["data"]["code"], code, "{v}");
-        assert!(v["data"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert!(
+            v["data"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
         assert_eq!(v["id"].as_u64(), id, "{v}");
     };
     c.text(r#"{"type":"leave","room":"lobby","id":6}"#).await;
     error(&c.json().await, "not_joined", Some(6));
-    c.text(r#"{"type":"publish","room":"lobby","data":1,"id":7}"#).await;
+    c.text(r#"{"type":"publish","room":"lobby","data":1,"id":7}"#)
+        .await;
     error(&c.json().await, "not_joined", Some(7));
     c.text("{").await;
     error(&c.json().await, "malformed", None);
@@ -86,7 +103,8 @@ async fn protocol_table_message_by_message() {
     .enumerate()
     {
         let id = 100 + i as u64;
-        c.text(&format!(r#"{{"type":"join",{bad},"id":{id}}}"#)).await;
+        c.text(&format!(r#"{{"type":"join",{bad},"id":{id}}}"#))
+            .await;
         error(&c.json().await, "bad_room", Some(id));
     }
     c.text(r#"{"type":"publish","room":"a b","id":9}"#).await;
@@ -100,8 +118,10 @@ async fn protocol_table_message_by_message() {
     assert_eq!(c.json().await["type"], "joined");
     c.text(r#"{"type":"join","room":"third","id":12}"#).await;
     error(&c.json().await, "too_many_rooms", Some(12));
-    c.send(awc::ws::Message::Binary(bytes::Bytes::from_static(b"\x00\x01")))
-        .await;
+    c.send(awc::ws::Message::Binary(bytes::Bytes::from_static(
+        b"\x00\x01",
+    )))
+    .await;
     error(&c.json().await, "binary_unsupported", None);
 
     // Still open, still answering.
@@ -135,7 +155,10 @@ async fn broadcast_reaches_every_member_once_and_nobody_else() {
         let mut seen = Vec::new();
         for _ in 0..3 {
             let m = p.json().await;
-            assert_eq!((m["type"].as_str(), m["room"].as_str()), (Some("message"), Some("r")));
+            assert_eq!(
+                (m["type"].as_str(), m["room"].as_str()),
+                (Some("message"), Some("r"))
+            );
             let i = m["data"].as_u64().expect("data") as usize;
             assert_eq!(m["from"], names[i].as_str(), "from is the publisher");
             seen.push(i);
@@ -158,7 +181,10 @@ async fn broadcast_reaches_every_member_once_and_nobody_else() {
         .text(r#"{"type":"publish","room":"other","data":"mine"}"#)
         .await;
     let m = outsider.json().await;
-    assert_eq!((m["room"].as_str(), m["data"].as_str()), (Some("other"), Some("mine")));
+    assert_eq!(
+        (m["room"].as_str(), m["data"].as_str()),
+        (Some("other"), Some("mine"))
+    );
 
     let stats = server.rooms().stats().await.expect("stats");
     assert_eq!(stats.sessions, 4);
@@ -199,11 +225,13 @@ async fn abrupt_disconnect_leaves_every_room() {
     // Reset the connection: linger 0 makes close() send RST, no close frame.
     let tcp = ws.into_inner();
     #[allow(deprecated)] // blocking on drop is what we want: an immediate RST
-    tcp.set_linger(Some(Duration::ZERO))
-        .expect("linger");
+    tcp.set_linger(Some(Duration::ZERO)).expect("linger");
     drop(tcp);
 
-    assert!(rooms.wait_sessions(1, WAIT).await, "session still registered");
+    assert!(
+        rooms.wait_sessions(1, WAIT).await,
+        "session still registered"
+    );
     let stats = rooms.stats().await.expect("stats");
     assert_eq!((stats.sessions, stats.rooms), (1, 1), "{stats:?}");
     assert_eq!(rooms.publish("b", &"x").await.expect("publish"), 0);

@@ -26,9 +26,11 @@ async fn stuck_peer(url: &str, addr: std::net::SocketAddr, room: &str) -> Raw {
         .expect("handshake");
     let welcome = next_text(&mut ws).await;
     assert!(welcome.contains("welcome"), "{welcome}");
-    ws.send(TMessage::text(format!(r#"{{"type":"join","room":"{room}"}}"#)))
-        .await
-        .expect("join");
+    ws.send(TMessage::text(format!(
+        r#"{{"type":"join","room":"{room}"}}"#
+    )))
+    .await
+    .expect("join");
     let joined = next_text(&mut ws).await;
     assert!(joined.contains("joined"), "{joined}");
     ws
@@ -131,10 +133,19 @@ async fn silent_client_is_disconnected_within_timeout_plus_interval() {
     // Pings were sent (0x89) and the close frame carries 1001 (0x03E9).
     assert!(seen.windows(2).any(|w| w == [0x89, 0x00]), "no ping seen");
     assert!(
-        seen.windows(4).any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xE9]),
+        seen.windows(4)
+            .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xE9]),
         "no close 1001 in {seen:x?}"
     );
-    assert_eq!(server.rooms().stats().await.expect("stats").heartbeat_timeouts, 1);
+    assert_eq!(
+        server
+            .rooms()
+            .stats()
+            .await
+            .expect("stats")
+            .heartbeat_timeouts,
+        1
+    );
 
     // A client that answers pings (awc, while it reads) outlives two timeouts.
     let (mut polite, _) = Peer::rooms(&server.url()).await;
@@ -164,7 +175,10 @@ async fn stuck_reader_is_disconnected_and_others_get_everything() {
     let sent = flood(&mut publisher, &mut receiver, 2000, 8, 4096, async || false).await;
     assert_eq!(sent, 2000);
 
-    assert!(rooms.wait_sessions(2, WAIT).await, "stuck client still there");
+    assert!(
+        rooms.wait_sessions(2, WAIT).await,
+        "stuck client still there"
+    );
     let stats = rooms.stats().await.expect("stats");
     assert_eq!(stats.slow_consumer_disconnects, 1, "{stats:?}");
     assert!(stats.queue_high_water <= queue as u64, "{stats:?}");
@@ -214,7 +228,10 @@ async fn heartbeat_fires_while_writes_are_stalled() {
         false
     };
     flood(&mut publisher, &mut receiver, 4000, 8, 4096, stop).await;
-    assert!(stalled_in_time, "writes never stalled before the heartbeat fired");
+    assert!(
+        stalled_in_time,
+        "writes never stalled before the heartbeat fired"
+    );
 
     assert!(
         rooms.wait_sessions(2, timeout + interval + WAIT).await,

@@ -216,7 +216,9 @@ impl Rooms {
                 Err(AuthRejection::Unauthorized(why)) => {
                     return Ok(HttpResponse::Unauthorized().body(why))
                 }
-                Err(AuthRejection::Forbidden(why)) => return Ok(HttpResponse::Forbidden().body(why)),
+                Err(AuthRejection::Forbidden(why)) => {
+                    return Ok(HttpResponse::Forbidden().body(why))
+                }
             },
         };
         if self.shared.closing.load(Ordering::Acquire) {
@@ -243,7 +245,8 @@ impl Rooms {
         if !self.shared.config.is_valid_room(room) {
             return Err(Error::BadRoom(room.to_owned()));
         }
-        let raw = serde_json::value::to_raw_value(data).map_err(|e| Error::Encode(e.to_string()))?;
+        let raw =
+            serde_json::value::to_raw_value(data).map_err(|e| Error::Encode(e.to_string()))?;
         Ok(self
             .hub
             .send(Publish {

@@ -627,13 +627,21 @@ impl StreamHandler<Result<Message, ProtocolError>> for Session {
         match msg {
             Message::Text(text) => {
                 if self.fragments.is_some() {
-                    return self.close(CLOSE_PROTOCOL, "a new message inside a fragmented one", ctx);
+                    return self.close(
+                        CLOSE_PROTOCOL,
+                        "a new message inside a fragmented one",
+                        ctx,
+                    );
                 }
                 self.on_text(text, ctx)
             }
             Message::Binary(bytes) => {
                 if self.fragments.is_some() {
-                    return self.close(CLOSE_PROTOCOL, "a new message inside a fragmented one", ctx);
+                    return self.close(
+                        CLOSE_PROTOCOL,
+                        "a new message inside a fragmented one",
+                        ctx,
+                    );
                 }
                 self.on_binary(bytes, ctx)
             }
