@@ -306,14 +306,20 @@ impl Manager {
         }
         let client = rx.await.map_err(|_| stopped())??;
 
-        let mut clients = self.lock_clients();
-        if clients.contains_key(&name) {
+        let inserted = {
+            let mut clients = self.lock_clients();
+            if clients.contains_key(&name) {
+                false
+            } else {
+                clients.insert(name.clone(), client.clone());
+                true
+            }
+        };
+        if !inserted {
             // Another task took the name while this one waited for its turn.
-            drop(clients);
             client.close().await;
             return Err(Error::NameTaken(name));
         }
-        clients.insert(name.clone(), client.clone());
         tracing::trace!(name, arbiter = i, "connection started");
         Ok(client)
     }
