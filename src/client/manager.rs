@@ -175,7 +175,8 @@ pub struct Manager {
     config: ManagerConfig,
     arbiters: Vec<Arbiter>,
     next_arbiter: AtomicUsize,
-    clients: Mutex<HashMap<String, Client>>,
+    /// Every tracked connection, with the index of the arbiter its actors run on.
+    clients: Mutex<HashMap<String, (Client, usize)>>,
     /// The earliest instant the next connection may start (the pacer of the rate limit).
     next_slot: Mutex<Instant>,
 }
@@ -239,7 +240,7 @@ impl Manager {
         &self.config
     }
 
-    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Client, usize)>> {
         match self.clients.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -311,7 +312,7 @@ impl Manager {
             if clients.contains_key(&name) {
                 false
             } else {
-                clients.insert(name.clone(), client.clone());
+                clients.insert(name.clone(), (client.clone(), i));
                 true
             }
         };
@@ -326,7 +327,7 @@ impl Manager {
 
     /// The handle of the connection named `name`.
     pub fn get(&self, name: &str) -> Option<Client> {
-        self.lock_clients().get(name).cloned()
+        self.lock_clients().get(name).map(|(c, _)| c.clone())
     }
 
     /// The names of every tracked connection, in no particular order.
@@ -336,7 +337,24 @@ impl Manager {
 
     /// Every tracked connection's handle, in no particular order.
     pub fn clients(&self) -> Vec<Client> {
-        self.lock_clients().values().cloned().collect()
+        self.lock_clients()
+            .values()
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
+    /// Run `task` on the arbiter (thread) of the connection named `name`, next to its actors,
+    /// so that a task driving one connection never hops threads. Returns `false` when no
+    /// connection has that name or its arbiter has stopped.
+    pub fn spawn_on<F>(&self, name: &str, task: F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let i = match self.lock_clients().get(name) {
+            Some((_, i)) => *i,
+            None => return false,
+        };
+        self.arbiters[i].spawn(task)
     }
 
     /// The number of tracked connections (every state).
@@ -353,7 +371,7 @@ impl Manager {
     /// only; no actor is messaged.
     pub fn stats(&self) -> ManagerStats {
         let mut total = ManagerStats::default();
-        for c in self.lock_clients().values() {
+        for (c, _) in self.lock_clients().values() {
             total.add(&c.state(), &c.stats());
         }
         total
@@ -365,7 +383,7 @@ impl Manager {
     pub async fn close(&self, name: &str) -> bool {
         let client = self.lock_clients().remove(name);
         match client {
-            Some(c) => {
+            Some((c, _)) => {
                 close_and_wait(&c, self.config.close_timeout).await;
                 true
             }
@@ -377,7 +395,7 @@ impl Manager {
     /// [`ManagerConfig::close_timeout`] for each to finish, and stop tracking them. Returns how
     /// many were closed.
     pub async fn close_all(&self) -> usize {
-        let clients: Vec<Client> = self.lock_clients().drain().map(|(_, c)| c).collect();
+        let clients: Vec<Client> = self.lock_clients().drain().map(|(_, (c, _))| c).collect();
         let timeout = self.config.close_timeout;
         let mut closing: FuturesUnordered<_> =
             clients.iter().map(|c| close_and_wait(c, timeout)).collect();
