@@ -269,7 +269,12 @@ async fn preflight(url: &str, connect_timeout: Duration) -> Result<()> {
             .await
             .map_err(|e| Error::ConnectFailed {
                 url: url.to_owned(),
-                reason: format!("connected, but an echo round trip failed: {e}"),
+                reason: match c.state() {
+                    ConnectionState::Failed { reason } => {
+                        format!("connected, but the connection ended before an echo came back: {reason}")
+                    }
+                    _ => format!("connected, but an echo round trip failed: {e}"),
+                },
             })?;
         Ok(())
     }

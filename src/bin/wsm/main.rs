@@ -31,9 +31,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // `load` opens thousands of connections: per-connection log lines would drown the figures.
+    // `load` opens thousands of connections: per-connection log lines would drown the figures
+    // (its errors reach stderr as one `wsm: ...` line; `RUST_LOG` turns logs back on).
     init_tracing(match cli.command {
-        Command::Load(_) => "error",
+        Command::Load(_) => "off",
         _ => "info",
     });
     let result = match cli.command {
