@@ -239,10 +239,11 @@ pub fn run(args: LoadArgs) -> Result<()> {
 /// one clear error before any load is started.
 async fn preflight(url: &str, connect_timeout: Duration) -> Result<()> {
     let addr = loopback_addr(url)?;
-    let tcp =
-        actix_rt::task::spawn_blocking(move || TcpStream::connect_timeout(&addr, connect_timeout))
-            .await
-            .map_err(|e| bad(e.to_string()))?;
+    let tcp = actix_rt::task::spawn_blocking(move || {
+        TcpStream::connect_timeout(&addr, connect_timeout).map(drop)
+    })
+    .await
+    .map_err(|e| bad(e.to_string()))?;
     if let Err(e) = tcp {
         return Err(Error::ConnectFailed {
             url: url.to_owned(),
