@@ -168,3 +168,25 @@ fn bad_flags_fail_cleanly() {
     let out = wsm(&["load", "--url", "ws://192.0.2.1/ws"]);
     assert_one_line_error(&out, "only targets loopback");
 }
+
+/// The idle scenario: 50 connections stay up for the whole run, nothing is lost, and the report
+/// includes the memory per connection.
+#[test]
+fn idle_scenario_reports_memory() {
+    let out = wsm(&[
+        "load",
+        "--scenario",
+        "idle",
+        "--connections",
+        "50",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    let r = report(&out);
+    assert_eq!(r["scenario"], "idle");
+    assert_eq!(r["connections_connected"], 50);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["reconnects"], 0, "{r}");
+    assert!(r["rss_per_connection_bytes"].is_u64(), "{r}");
+}

@@ -38,6 +38,8 @@ pub enum Scenario {
     Echo,
     /// Every connection joins a room; `--senders` per room publish; every receipt is timed.
     Broadcast,
+    /// Every connection connects and stays idle (heartbeats only): memory per connection.
+    Idle,
 }
 
 impl Scenario {
@@ -45,6 +47,7 @@ impl Scenario {
         match self {
             Scenario::Echo => "echo",
             Scenario::Broadcast => "broadcast",
+            Scenario::Idle => "idle",
         }
     }
 }
@@ -429,6 +432,23 @@ async fn one_echo(client: &Client, seq: u64, pad: &str, timeout: Duration) -> Ec
     }
 }
 
+async fn idle_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
+    let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
+    let up = wait_up(&client, ctx.args.connect_timeout).await;
+    let ok = up.is_ok();
+    let _ = ctx.ready.send((idx, up));
+    if !ok || wait_start(&ctx).await.is_none() {
+        return;
+    }
+    let mut stop = ctx.stop.clone();
+    let _ = stop.wait_for(|s| *s).await;
+    let mut res = ConnResult::new();
+    while errors_rx.try_recv().is_ok() {
+        res.errors += 1;
+    }
+    let _ = ctx.results.send(res);
+}
+
 async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
     let rooms = ctx.args.rooms;
     let room_idx = idx % rooms;
@@ -557,6 +577,9 @@ struct Report {
     reconnects: u64,
     dropped: u64,
     client_rss_bytes: Option<u64>,
+    /// Growth of this process's RSS from before the first connection to the end of the run,
+    /// divided by the connections that came up (client and, when embedded, server side).
+    rss_per_connection_bytes: Option<u64>,
     server_rss_bytes: Option<u64>,
     rss_note: &'static str,
     first_connect_error: Option<String>,
@@ -612,6 +635,13 @@ impl Report {
             ("reconnects", self.reconnects.to_string()),
             ("dropped", self.dropped.to_string()),
             ("client RSS", rss(self.client_rss_bytes)),
+            (
+                "RSS/connection",
+                match self.rss_per_connection_bytes {
+                    Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
+                    None => "unknown".into(),
+                },
+            ),
             ("server RSS", rss(self.server_rss_bytes)),
         ];
         for (k, v) in rows {
@@ -636,6 +666,7 @@ fn progress(len: u64, msg: &'static str) -> ProgressBar {
 async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     preflight(url, args.connect_timeout).await?;
 
+    let rss_before = process_rss_bytes();
     let manager = Arc::new(Manager::new(
         ManagerConfig::default()
             .arbiters(args.arbiters)
@@ -682,6 +713,7 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
                             Scenario::Broadcast => {
                                 manager.spawn_on(&name, broadcast_driver(c, i, ctx2))
                             }
+                            Scenario::Idle => manager.spawn_on(&name, idle_driver(c, i, ctx2)),
                         };
                         if !spawned {
                             let _ = ctx.ready.send((i, Err("arbiter stopped".into())));
@@ -802,6 +834,10 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     }
     let stats = manager.stats();
     let rss = process_rss_bytes();
+    let rss_per_connection_bytes = match (rss_before, rss) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) / connected as u64),
+        _ => None,
+    };
     finish(manager).await;
 
     let q = |p: f64| {
@@ -838,6 +874,7 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
         reconnects: stats.reconnects,
         dropped: stats.dropped,
         client_rss_bytes: rss,
+        rss_per_connection_bytes,
         server_rss_bytes: None,
         rss_note: if embedded {
             "the embedded server shares this process: client_rss_bytes is the whole process (client and server)"
