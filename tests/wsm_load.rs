@@ -190,3 +190,29 @@ fn idle_scenario_reports_memory() {
     assert_eq!(r["reconnects"], 0, "{r}");
     assert!(r["rss_per_connection_bytes"].is_u64(), "{r}");
 }
+
+/// The churn scenario: connections are closed and reopened during the run; every reopen
+/// reaches `Connected` (received == sent > 0, missing 0, errors 0).
+#[test]
+fn churn_scenario_reopens_connections() {
+    let out = wsm(&[
+        "load",
+        "--scenario",
+        "churn",
+        "--connections",
+        "50",
+        "--window",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    let r = report(&out);
+    assert_eq!(r["scenario"], "churn");
+    assert_eq!(r["connections_connected"], 50);
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{r}");
+    assert_eq!(r["received"].as_u64().unwrap(), sent, "{r}");
+    assert_eq!(r["missing"], 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+}

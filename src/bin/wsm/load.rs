@@ -40,6 +40,9 @@ pub enum Scenario {
     Broadcast,
     /// Every connection connects and stays idle (heartbeats only): memory per connection.
     Idle,
+    /// Connections stay idle while `--window` at a time are closed and reopened (paced by
+    /// `--rate`); the latency is the time to reconnect.
+    Churn,
 }
 
 impl Scenario {
@@ -48,6 +51,7 @@ impl Scenario {
             Scenario::Echo => "echo",
             Scenario::Broadcast => "broadcast",
             Scenario::Idle => "idle",
+            Scenario::Churn => "churn",
         }
     }
 }
@@ -713,7 +717,9 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
                             Scenario::Broadcast => {
                                 manager.spawn_on(&name, broadcast_driver(c, i, ctx2))
                             }
-                            Scenario::Idle => manager.spawn_on(&name, idle_driver(c, i, ctx2)),
+                            Scenario::Idle | Scenario::Churn => {
+                                manager.spawn_on(&name, idle_driver(c, i, ctx2))
+                            }
                         };
                         if !spawned {
                             let _ = ctx.ready.send((i, Err("arbiter stopped".into())));
@@ -777,6 +783,10 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     let deadline = started + args.duration;
     let _ = start_tx.send(Some(deadline));
     let bar = progress(args.duration.as_secs().max(1), "measure");
+    let mut churned = ConnResult::new();
+    if args.scenario == Scenario::Churn {
+        churned = churn(&manager, args, url, deadline, &bar, started).await;
+    }
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;
         bar.set_position(started.elapsed().as_secs());
@@ -804,7 +814,15 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
 
     // Collect: one result per connected driver, bounded by --timeout past the deadline.
     let mut hist: Histogram<u64> = ConnResult::new().hist;
-    let (mut sent, mut received, mut missing, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let (mut sent, mut received, mut missing, mut errors) = (
+        churned.sent,
+        churned.received,
+        churned.missing,
+        churned.errors,
+    );
+    if let Err(e) = hist.add(&churned.hist) {
+        tracing::warn!(error = %e, "histogram merge");
+    }
     let collect_deadline = Instant::now() + args.timeout + Duration::from_secs(1);
     let mut collected = 0;
     while collected < connected {
@@ -883,6 +901,54 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
         },
         first_connect_error: first_error,
     })
+}
+
+/// The churn loop: until `deadline`, close a connection and open it again under the same name,
+/// `--window` at a time, paced by the manager's rate limit. Each reopen is one message: sent when
+/// started, received when `Connected` (latency: from the connect call, including any wait for
+/// the rate limit), missing when not connected within `--connect-timeout`.
+async fn churn(
+    manager: &Manager,
+    args: &LoadArgs,
+    url: &str,
+    deadline: Instant,
+    bar: &ProgressBar,
+    started: Instant,
+) -> ConnResult {
+    let mut res = ConnResult::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0usize;
+    let one = |name: String| async move {
+        manager.close(&name).await;
+        let t = Instant::now();
+        match manager.connect(name, url).await {
+            Ok(c) => match c.wait_connected(args.connect_timeout).await {
+                Ok(()) => Ok(Some(t.elapsed().as_micros() as u64)),
+                Err(_) => Ok(None),
+            },
+            Err(e) => Err(e),
+        }
+    };
+    loop {
+        while inflight.len() < args.window && Instant::now() < deadline {
+            // Connection 0 is left alone so that at least one stays up throughout.
+            let i = 1 + next % args.connections.saturating_sub(1).max(1);
+            next += 1;
+            res.sent += 1;
+            inflight.push(one(format!("load-{i}")));
+        }
+        match inflight.next().await {
+            None => break,
+            Some(Ok(Some(us))) => res.record(us),
+            Some(Ok(None)) => res.missing += 1,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "churn reconnect failed");
+                res.errors += 1;
+            }
+        }
+        bar.set_position(started.elapsed().as_secs());
+    }
+    res
 }
 
 /// Close every connection (bounded by the manager's close timeout) and stop the arbiters.
