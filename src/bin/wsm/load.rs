@@ -852,11 +852,13 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     }
     let stats = manager.stats();
     let rss = process_rss_bytes();
+    finish(manager).await;
+    // At the file-descriptor limit /proc cannot be opened; it can once the sockets are closed.
+    let rss = rss.or_else(process_rss_bytes);
     let rss_per_connection_bytes = match (rss_before, rss) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) / connected as u64),
         _ => None,
     };
-    finish(manager).await;
 
     let q = |p: f64| {
         if hist.is_empty() {
