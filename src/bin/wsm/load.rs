@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_ws_manager::client::{self, Client, ConnectionState, Manager, ManagerConfig};
-use actix_ws_manager::config::{ClientConfig, ReconnectPolicy, ServerConfig};
+use actix_ws_manager::client::{self, Client, ConnectionState, Event, Manager, ManagerConfig};
+use actix_ws_manager::config::{self, ClientConfig, ReconnectPolicy, ServerConfig};
 use actix_ws_manager::protocol::{self, ErrorReply, Joined, RoomMessage};
 use actix_ws_manager::{server, Error, Result};
 use clap::{Args, ValueEnum};
@@ -121,6 +121,9 @@ fn process_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Room for the envelope around `--size` bytes of padding.
+const MESSAGE_OVERHEAD: usize = 4096;
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::Config(msg.into())
 }
@@ -143,6 +146,12 @@ impl LoadArgs {
             return Err(bad(
                 "--duration, --timeout and --connect-timeout must be above zero",
             ));
+        }
+        if self.size + MESSAGE_OVERHEAD > config::DEFAULT_MAX_MESSAGE_SIZE {
+            return Err(bad(format!(
+                "--size must be at most {} bytes (the client's message size limit)",
+                config::DEFAULT_MAX_MESSAGE_SIZE - MESSAGE_OVERHEAD
+            )));
         }
         if self.scenario == Scenario::Broadcast && self.protocol == Protocol::Echo {
             return Err(bad(
@@ -204,6 +213,9 @@ pub fn run(args: LoadArgs) -> Result<()> {
             None => {
                 let config = ServerConfig::default()
                     .max_sessions(args.connections.max(1) + 64)
+                    .max_message_size(
+                        config::DEFAULT_SERVER_MAX_MESSAGE_SIZE.max(args.size + MESSAGE_OVERHEAD),
+                    )
                     .session_queue(4096);
                 Some(server::serve("127.0.0.1:0", "/ws", "/echo", config)?)
             }
@@ -232,8 +244,9 @@ pub fn run(args: LoadArgs) -> Result<()> {
             return Err(Error::ConnectFailed {
                 url,
                 reason: format!(
-                    "{} messages sent and none came back (missing {})",
-                    report.sent, report.missing
+                    "connections came up, but none of the {} messages sent came back (missing {}, \
+                     reconnects {})",
+                    report.sent, report.missing, report.reconnects
                 ),
             });
         }
@@ -244,7 +257,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
 /// One connection, no retries: TCP, the upgrade, then one echo round trip. Turns the usual
 /// bad inputs (nothing listening, not a WebSocket endpoint, a server that closes at once) into
 /// one clear error before any load is started.
-async fn preflight(url: &str, connect_timeout: Duration) -> Result<()> {
+async fn preflight(url: &str, connect_timeout: Duration, pad: &str) -> Result<()> {
     let addr = loopback_addr(url)?;
     let tcp = actix_rt::task::spawn_blocking(move || {
         TcpStream::connect_timeout(&addr, connect_timeout).map(drop)
@@ -262,6 +275,7 @@ async fn preflight(url: &str, connect_timeout: Duration) -> Result<()> {
         .connect_timeout(connect_timeout)
         .reconnect(ReconnectPolicy::never());
     let c = client::connect(url, config)?;
+    let mut events = c.events(64);
     let result = async {
         if let Err(e) = c.wait_connected(connect_timeout).await {
             return Err(match c.state() {
@@ -272,18 +286,29 @@ async fn preflight(url: &str, connect_timeout: Duration) -> Result<()> {
                 _ => e,
             });
         }
-        let probe = protocol::echo(&EchoData { seq: 0, pad: "" })?;
-        c.request_envelope(probe, connect_timeout)
-            .await
-            .map_err(|e| Error::ConnectFailed {
+        // A message of the size the run will send, so that a server's size limit shows here.
+        let probe = protocol::echo(&EchoData { seq: 0, pad })?;
+        if let Err(e) = c.request_envelope(probe, connect_timeout).await {
+            // The close code and reason, when the server sent them, say the most.
+            let mut closed = None;
+            while let Ok(ev) = events.try_recv() {
+                if let Event::State(ConnectionState::Disconnected { code, reason }) = ev {
+                    closed = Some(format!("the server closed it with {code} {reason:?}"));
+                }
+            }
+            let why = match (closed, c.state()) {
+                (Some(closed), _) => closed,
+                (None, ConnectionState::Failed { reason }) => reason,
+                (None, _) => e.to_string(),
+            };
+            return Err(Error::ConnectFailed {
                 url: url.to_owned(),
-                reason: match c.state() {
-                    ConnectionState::Failed { reason } => {
-                        format!("connected, but the connection ended before an echo came back: {reason}")
-                    }
-                    _ => format!("connected, but an echo round trip failed: {e}"),
-                },
-            })?;
+                reason: format!(
+                    "connected, but a {}-byte echo round trip failed: {why}",
+                    pad.len()
+                ),
+            });
+        }
         Ok(())
     }
     .await;
@@ -668,7 +693,7 @@ fn progress(len: u64, msg: &'static str) -> ProgressBar {
 }
 
 async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
-    preflight(url, args.connect_timeout).await?;
+    preflight(url, args.connect_timeout, &"x".repeat(args.size)).await?;
 
     let rss_before = process_rss_bytes();
     let manager = Arc::new(Manager::new(
