@@ -216,3 +216,14 @@ fn churn_scenario_reopens_connections() {
     assert_eq!(r["missing"], 0, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
 }
+
+/// Messages over the target's size limit: the probe reports the server's 1009 close in one line
+/// instead of a run full of missing replies.
+#[actix_rt::test]
+async fn oversized_messages_fail_cleanly_with_the_close_code() {
+    let server = server::serve("127.0.0.1:0", "/ws", "/echo", ServerConfig::default()).unwrap();
+    let url = server.url();
+    let out = wsm_async(&["load", "--url", &url, "--size", "100000"]).await;
+    assert_one_line_error(&out, "closed it with 1009");
+    server.shutdown().await.unwrap();
+}
