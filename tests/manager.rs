@@ -139,3 +139,56 @@ async fn bad_input_is_an_error_not_a_panic() {
     manager.shutdown().await;
     server.shutdown().await.unwrap();
 }
+
+/// Connections go round-robin over the arbiters (c0 and c2 share a thread, c0 and c1 do not,
+/// none is the caller's), `spawn_on` runs a task on a connection's arbiter, and `stats()` sums
+/// the per-connection counters.
+#[actix_rt::test]
+async fn spreads_over_arbiters_and_sums_stats() {
+    use actix_ws_manager::protocol;
+    let server = start_server();
+    let manager = Manager::new(
+        ManagerConfig::default()
+            .arbiters(Some(2))
+            .connect_rate(None),
+    )
+    .unwrap();
+    for i in 0..4 {
+        let c = manager
+            .connect(format!("c{i}"), &server.url())
+            .await
+            .unwrap();
+        c.wait_connected(WAIT).await.unwrap();
+    }
+    let mut threads = Vec::new();
+    for i in 0..4 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(manager.spawn_on(&format!("c{i}"), async move {
+            let _ = tx.send(std::thread::current().id());
+        }));
+        threads.push(actix_rt::time::timeout(WAIT, rx).await.unwrap().unwrap());
+    }
+    let me = std::thread::current().id();
+    assert!(threads.iter().all(|t| *t != me));
+    assert_eq!(threads[0], threads[2]);
+    assert_eq!(threads[1], threads[3]);
+    assert_ne!(threads[0], threads[1]);
+    assert!(!manager.spawn_on("nobody", async {}));
+
+    let before = manager.stats();
+    for name in manager.names() {
+        let c = manager.get(&name).unwrap();
+        let reply = c
+            .request_envelope(protocol::echo(&"hi").unwrap(), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(reply.data_as::<String>().unwrap(), "hi");
+    }
+    let after = manager.stats();
+    assert!(after.messages_out >= before.messages_out + 4, "{after:?}");
+    assert!(after.messages_in >= before.messages_in + 4, "{after:?}");
+    assert!(after.bytes_out > before.bytes_out);
+    assert_eq!(after.states.connected, 4);
+    manager.shutdown().await;
+    server.shutdown().await.unwrap();
+}
