@@ -13,13 +13,16 @@ const BOUND: Duration = Duration::from_secs(30);
 
 /// Run `wsm` with `args` on a thread, and give up after `BOUND`.
 fn wsm(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsm"));
+    cmd.args(args);
+    run_bounded(cmd)
+}
+
+/// Run `cmd` on a thread, and give up after `BOUND`.
+fn run_bounded(mut cmd: Command) -> Output {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_wsm"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output();
+        let out = cmd.env_remove("RUST_LOG").output();
         let _ = tx.send(out);
     });
     rx.recv_timeout(BOUND)
@@ -226,4 +229,36 @@ async fn oversized_messages_fail_cleanly_with_the_close_code() {
     let out = wsm_async(&["load", "--url", &url, "--size", "100000"]).await;
     assert_one_line_error(&out, "closed it with 1009");
     server.shutdown().await.unwrap();
+}
+
+/// Under an open-file limit too small for the run, `wsm load` says so on stderr, measures with
+/// the connections that came up, and its totals cover exactly those (sent == received).
+#[test]
+fn fd_limit_is_reported_and_the_run_still_completes() {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"ulimit -Sn 200 && ulimit -Hn 200 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_wsm"),
+        "load",
+        "--connections",
+        "150",
+        "--duration",
+        "1s",
+        "--connect-timeout",
+        "2s",
+        "--json",
+    ]);
+    let out = run_bounded(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the open-file limit is 200"), "{stderr}");
+    let r = report(&out);
+    let up = r["connections_connected"].as_u64().unwrap();
+    assert!(up > 0 && up < 150, "{r}");
+    assert!(
+        stderr.contains(&format!("{up} of 150 connections came up")),
+        "{stderr}"
+    );
+    assert_eq!(r["sent"], r["received"], "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
 }

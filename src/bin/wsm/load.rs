@@ -367,7 +367,7 @@ struct Ctx {
     ready: mpsc::UnboundedSender<(usize, std::result::Result<(), String>)>,
     results: mpsc::UnboundedSender<ConnResult>,
     /// The measurement deadline, once every connection is up (a dropped sender aborts).
-    start: watch::Receiver<Option<Instant>>,
+    start: watch::Receiver<Option<Arc<Plan>>>,
     /// Broadcast receivers stop when this turns true.
     stop: watch::Receiver<bool>,
     /// Broadcast: receipts so far, all connections.
@@ -388,10 +388,25 @@ async fn wait_up(client: &Client, timeout: Duration) -> std::result::Result<(), 
         })
 }
 
-async fn wait_start(ctx: &Ctx) -> Option<Instant> {
+/// What the coordinator tells the drivers when the measurement starts.
+struct Plan {
+    /// When to stop sending.
+    deadline: Instant,
+    /// The connections that were counted as up when the connect phase ended; a driver that
+    /// came up later stays out, so the totals only cover the connections reported.
+    admitted: Vec<bool>,
+}
+
+/// Wait for the measurement to start; `None` when it never will, or this connection `idx` is
+/// not part of it.
+async fn wait_start(ctx: &Ctx, idx: usize) -> Option<Instant> {
     let mut start = ctx.start.clone();
-    let r = start.wait_for(Option::is_some).await;
-    r.ok().and_then(|v| *v)
+    let plan = start.wait_for(Option::is_some).await.ok()?.clone()?;
+    plan.admitted
+        .get(idx)
+        .copied()
+        .unwrap_or(false)
+        .then_some(plan.deadline)
 }
 
 async fn echo_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
@@ -402,7 +417,7 @@ async fn echo_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
     if !ok {
         return;
     }
-    let Some(deadline) = wait_start(&ctx).await else {
+    let Some(deadline) = wait_start(&ctx, idx).await else {
         return;
     };
     let mut res = ConnResult::new();
@@ -466,7 +481,7 @@ async fn idle_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
     let up = wait_up(&client, ctx.args.connect_timeout).await;
     let ok = up.is_ok();
     let _ = ctx.ready.send((idx, up));
-    if !ok || wait_start(&ctx).await.is_none() {
+    if !ok || wait_start(&ctx, idx).await.is_none() {
         return;
     }
     let mut stop = ctx.stop.clone();
@@ -506,7 +521,7 @@ async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
     if !ok {
         return;
     }
-    let Some(deadline) = wait_start(&ctx).await else {
+    let Some(deadline) = wait_start(&ctx, idx).await else {
         return;
     };
     let mut res = ConnResult::new();
@@ -759,6 +774,7 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     }
     let bar = progress(n as u64, "connect");
     let mut up_rooms = vec![0u64; args.rooms];
+    let mut admitted = vec![false; n];
     let (mut connected, mut reported) = (0usize, 0usize);
     let mut first_error: Option<String> = None;
     let mut connect_seconds = 0.0;
@@ -770,6 +786,9 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
                     Ok(()) => {
                         connected += 1;
                         up_rooms[i % args.rooms] += 1;
+                        if let Some(a) = admitted.get_mut(i) {
+                            *a = true;
+                        }
                         connect_seconds = t0.elapsed().as_secs_f64();
                         bar.inc(1);
                     }
@@ -806,7 +825,7 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     // Measurement phase.
     let started = Instant::now();
     let deadline = started + args.duration;
-    let _ = start_tx.send(Some(deadline));
+    let _ = start_tx.send(Some(Arc::new(Plan { deadline, admitted })));
     let bar = progress(args.duration.as_secs().max(1), "measure");
     let mut churned = ConnResult::new();
     if args.scenario == Scenario::Churn {
