@@ -122,6 +122,11 @@ pub enum Error {
     #[error("invalid room name {0:?}")]
     BadRoom(String),
 
+    /// A client `Manager` already tracks a connection with this
+    /// name; names are unique within a manager.
+    #[error("a connection named {0:?} already exists")]
+    NameTaken(String),
+
     /// An I/O error outside a connection (binding a listener, raising a resource limit).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -31,6 +31,7 @@
 
 pub mod connection;
 pub mod heartbeat;
+pub mod manager;
 pub mod reconnect;
 pub mod router;
 pub mod state;
@@ -43,6 +44,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::sync::mpsc;
 
+pub use manager::{Manager, ManagerConfig, ManagerStats};
 pub use router::Inbound;
 pub use state::{ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 

@@ -1,12 +1,14 @@
 //! `wsm`: the actix-ws-manager command-line tool.
 //!
 //! - `wsm serve`: the rooms server (and an echo endpoint), see `serve.rs`.
+//! - `wsm load`: open many connections and measure echo or broadcast latency, see `load.rs`.
 //!
 //! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`);
 //! stdout carries only what scripts read (for `serve`, the URL it listens on, first line).
 
 use clap::{Parser, Subcommand};
 
+mod load;
 mod serve;
 
 /// Manage, serve and measure WebSocket connections.
@@ -22,13 +24,22 @@ struct Cli {
 enum Command {
     /// Run the rooms server (and a plain echo endpoint) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Open many connections (to an embedded rooms server by default) and measure echo round
+    /// trips or room broadcasts.
+    Load(load::LoadArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // `load` opens thousands of connections: per-connection log lines would drown the figures
+    // (its errors reach stderr as one `wsm: ...` line; `RUST_LOG` turns logs back on).
+    init_tracing(match cli.command {
+        Command::Load(_) => "off",
+        _ => "info",
+    });
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Load(args) => load::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -40,10 +51,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `default_filter`).
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,0 +1,1008 @@
+//! `wsm load`: open many connections through the client [`Manager`] and measure echo round
+//! trips or room broadcasts (the hashrocket websocket-shootout method), against an embedded
+//! rooms server (the default) or a server on the loopback interface.
+//!
+//! Every wait is bounded: the connect phase by `--connect-timeout` (plus the time the rate
+//! limit needs), the measurement by `--duration`, and the drain by `--timeout`.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix_ws_manager::client::{self, Client, ConnectionState, Event, Manager, ManagerConfig};
+use actix_ws_manager::config::{self, ClientConfig, ReconnectPolicy, ServerConfig};
+use actix_ws_manager::protocol::{self, ErrorReply, Joined, RoomMessage};
+use actix_ws_manager::{server, Error, Result};
+use clap::{Args, ValueEnum};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+/// The protocol the target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The rooms protocol of `wsm serve` (join, publish, echo).
+    Rooms,
+    /// A plain echo server: every text frame comes back verbatim.
+    Echo,
+}
+
+/// What the connections do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Every connection sends echo messages (`--window` in flight) and times each reply.
+    Echo,
+    /// Every connection joins a room; `--senders` per room publish; every receipt is timed.
+    Broadcast,
+    /// Every connection connects and stays idle (heartbeats only): memory per connection.
+    Idle,
+    /// Connections stay idle while `--window` at a time are closed and reopened (paced by
+    /// `--rate`); the latency is the time to reconnect.
+    Churn,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Echo => "echo",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Idle => "idle",
+            Scenario::Churn => "churn",
+        }
+    }
+}
+
+/// Flags of `wsm load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Target WebSocket URL (loopback hosts only). Default: an embedded rooms server on
+    /// 127.0.0.1:0, in this process.
+    #[arg(long)]
+    url: Option<String>,
+    /// The protocol the target speaks (with the embedded server, `echo` uses its /echo path).
+    #[arg(long, value_enum, default_value_t = Protocol::Rooms)]
+    protocol: Protocol,
+    /// What the connections do.
+    #[arg(long, value_enum, default_value_t = Scenario::Echo)]
+    scenario: Scenario,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// How long to measure, after every connection is up (such as `10s`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Echo messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Payload bytes per message (a padding string inside `data`).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// New connections per second.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Rooms the connections are spread over (broadcast).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishing connections per room (broadcast).
+    #[arg(long, default_value_t = 2)]
+    senders: usize,
+    /// Publishes per second, per sender (broadcast).
+    #[arg(long, default_value_t = 10.0)]
+    publish_rate: f64,
+    /// How long each connection may take to connect (and join).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// How long a reply or a receipt may take before it counts as missing.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Client arbiters (threads); default one per core.
+    #[arg(long)]
+    arbiters: Option<usize>,
+    /// Print exactly one JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Microseconds since the process started measuring; one clock for every thread.
+fn now_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// The resident set size of this process, from `/proc/self/status` (Linux only).
+fn process_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Room for the envelope around `--size` bytes of padding.
+const MESSAGE_OVERHEAD: usize = 4096;
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+impl LoadArgs {
+    fn check(&self) -> Result<()> {
+        if self.connections == 0 {
+            return Err(bad("--connections must be at least 1"));
+        }
+        if self.window == 0 {
+            return Err(bad("--window must be at least 1"));
+        }
+        if self.rooms == 0 || self.senders == 0 {
+            return Err(bad("--rooms and --senders must be at least 1"));
+        }
+        if !(self.publish_rate.is_finite() && self.publish_rate > 0.0) {
+            return Err(bad("--publish-rate must be a positive number"));
+        }
+        if self.duration.is_zero() || self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(bad(
+                "--duration, --timeout and --connect-timeout must be above zero",
+            ));
+        }
+        if self.size + MESSAGE_OVERHEAD > config::DEFAULT_MAX_MESSAGE_SIZE {
+            return Err(bad(format!(
+                "--size must be at most {} bytes (the client's message size limit)",
+                config::DEFAULT_MAX_MESSAGE_SIZE - MESSAGE_OVERHEAD
+            )));
+        }
+        if self.scenario == Scenario::Broadcast && self.protocol == Protocol::Echo {
+            return Err(bad(
+                "the broadcast scenario needs the rooms protocol (--protocol rooms)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The loopback address of `url`, or an error: `wsm load` only targets this machine.
+fn loopback_addr(url: &str) -> Result<SocketAddr> {
+    client::validate_url(url)?;
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: awc::http::Uri = url.parse().map_err(|_| invalid("does not parse"))?;
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(80);
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(invalid(
+            "wsm load only targets loopback hosts (127.0.0.1, ::1, localhost)",
+        ));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| invalid(&e.to_string()))?
+        .next()
+        .ok_or_else(|| invalid("the host resolves to no address"))
+}
+
+/// Raise the open-file limit to its hard limit and say on stderr if it still caps the run.
+fn raise_fd_limit(connections: usize, embedded: bool) {
+    let per_connection = if embedded { 2 } else { 1 };
+    let needed = (connections * per_connection + 128) as u64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => eprintln!(
+            "wsm load: the open-file limit is {limit}; {connections} connections need about \
+             {needed} (raise the hard limit with `ulimit -Hn`)"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("wsm load: could not raise the open-file limit: {e}"),
+    }
+}
+
+/// Run `wsm load`.
+pub fn run(args: LoadArgs) -> Result<()> {
+    args.check()?;
+    if let Some(url) = &args.url {
+        loopback_addr(url)?;
+    }
+    raise_fd_limit(args.connections, args.url.is_none());
+    now_us();
+    actix_rt::System::new().block_on(async move {
+        let embedded = match &args.url {
+            Some(_) => None,
+            None => {
+                let config = ServerConfig::default()
+                    .max_sessions(args.connections.max(1) + 64)
+                    .max_message_size(
+                        config::DEFAULT_SERVER_MAX_MESSAGE_SIZE.max(args.size + MESSAGE_OVERHEAD),
+                    )
+                    .session_queue(4096);
+                Some(server::serve("127.0.0.1:0", "/ws", "/echo", config)?)
+            }
+        };
+        let url = match (&args.url, &embedded) {
+            (Some(u), _) => u.clone(),
+            (None, Some(s)) if args.protocol == Protocol::Echo => s.echo_url(),
+            (None, Some(s)) => s.url(),
+            (None, None) => return Err(bad("no target")),
+        };
+        let result = drive(&args, &url, embedded.is_some()).await;
+        if let Some(server) = embedded {
+            if let Err(e) = server.shutdown().await {
+                tracing::warn!(error = %e, "embedded server shutdown");
+            }
+        }
+        let report = result?;
+        report.print(args.json)?;
+        if report.connections_connected == 0 {
+            return Err(Error::ConnectFailed {
+                url,
+                reason: "no connection succeeded".into(),
+            });
+        }
+        if report.sent > 0 && report.received == 0 {
+            return Err(Error::ConnectFailed {
+                url,
+                reason: format!(
+                    "connections came up, but none of the {} messages sent came back (missing {}, \
+                     reconnects {})",
+                    report.sent, report.missing, report.reconnects
+                ),
+            });
+        }
+        Ok(())
+    })
+}
+
+/// One connection, no retries: TCP, the upgrade, then one echo round trip. Turns the usual
+/// bad inputs (nothing listening, not a WebSocket endpoint, a server that closes at once) into
+/// one clear error before any load is started.
+async fn preflight(url: &str, connect_timeout: Duration, pad: &str) -> Result<()> {
+    let addr = loopback_addr(url)?;
+    let tcp = actix_rt::task::spawn_blocking(move || {
+        TcpStream::connect_timeout(&addr, connect_timeout).map(drop)
+    })
+    .await
+    .map_err(|e| bad(e.to_string()))?;
+    if let Err(e) = tcp {
+        return Err(Error::ConnectFailed {
+            url: url.to_owned(),
+            reason: format!("nothing accepts TCP connections on {addr}: {e}"),
+        });
+    }
+    let config = ClientConfig::default()
+        .name("preflight")
+        .connect_timeout(connect_timeout)
+        .reconnect(ReconnectPolicy::never());
+    let c = client::connect(url, config)?;
+    let mut events = c.events(64);
+    let result = async {
+        if let Err(e) = c.wait_connected(connect_timeout).await {
+            return Err(match c.state() {
+                ConnectionState::Failed { reason } => Error::ConnectFailed {
+                    url: url.to_owned(),
+                    reason,
+                },
+                _ => e,
+            });
+        }
+        // A message of the size the run will send, so that a server's size limit shows here.
+        let probe = protocol::echo(&EchoData { seq: 0, pad })?;
+        if let Err(e) = c.request_envelope(probe, connect_timeout).await {
+            // The close code and reason, when the server sent them, say the most.
+            let mut closed = None;
+            while let Ok(ev) = events.try_recv() {
+                if let Event::State(ConnectionState::Disconnected { code, reason }) = ev {
+                    closed = Some(format!("the server closed it with {code} {reason:?}"));
+                }
+            }
+            let why = match (closed, c.state()) {
+                (Some(closed), _) => closed,
+                (None, ConnectionState::Failed { reason }) => reason,
+                (None, _) => e.to_string(),
+            };
+            return Err(Error::ConnectFailed {
+                url: url.to_owned(),
+                reason: format!(
+                    "connected, but a {}-byte echo round trip failed: {why}",
+                    pad.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+    .await;
+    c.close().await;
+    result
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EchoData<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    pad: &'a str,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Tick<'a> {
+    seq: u64,
+    sent_at_us: u64,
+    #[serde(borrow)]
+    pad: &'a str,
+}
+
+/// What one connection measured.
+struct ConnResult {
+    hist: Histogram<u64>,
+    sent: u64,
+    received: u64,
+    missing: u64,
+    errors: u64,
+}
+
+impl ConnResult {
+    fn new() -> Self {
+        Self {
+            // 1 µs to 10 minutes, 3 significant digits. The bounds are constants, not input,
+            // and valid, so this cannot fail.
+            hist: Histogram::new_with_bounds(1, 600_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            sent: 0,
+            received: 0,
+            missing: 0,
+            errors: 0,
+        }
+    }
+
+    fn record(&mut self, us: u64) {
+        self.hist.saturating_record(us.max(1));
+        self.received += 1;
+    }
+}
+
+/// Shared by the driver tasks and the coordinator.
+struct Ctx {
+    args: LoadArgs,
+    pad: String,
+    ready: mpsc::UnboundedSender<(usize, std::result::Result<(), String>)>,
+    results: mpsc::UnboundedSender<ConnResult>,
+    /// The measurement deadline, once every connection is up (a dropped sender aborts).
+    start: watch::Receiver<Option<Arc<Plan>>>,
+    /// Broadcast receivers stop when this turns true.
+    stop: watch::Receiver<bool>,
+    /// Broadcast: receipts so far, all connections.
+    receipts: AtomicU64,
+    /// Broadcast: publishes sent per room.
+    published: Vec<AtomicU64>,
+    /// Echo: replies so far (for the progress bar).
+    replies: AtomicU64,
+}
+
+async fn wait_up(client: &Client, timeout: Duration) -> std::result::Result<(), String> {
+    client
+        .wait_connected(timeout)
+        .await
+        .map_err(|e| match client.state() {
+            ConnectionState::Failed { reason } => reason,
+            _ => e.to_string(),
+        })
+}
+
+/// What the coordinator tells the drivers when the measurement starts.
+struct Plan {
+    /// When to stop sending.
+    deadline: Instant,
+    /// The connections that were counted as up when the connect phase ended; a driver that
+    /// came up later stays out, so the totals only cover the connections reported.
+    admitted: Vec<bool>,
+}
+
+/// Wait for the measurement to start; `None` when it never will, or this connection `idx` is
+/// not part of it.
+async fn wait_start(ctx: &Ctx, idx: usize) -> Option<Instant> {
+    let mut start = ctx.start.clone();
+    let plan = start.wait_for(Option::is_some).await.ok()?.clone()?;
+    plan.admitted
+        .get(idx)
+        .copied()
+        .unwrap_or(false)
+        .then_some(plan.deadline)
+}
+
+async fn echo_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
+    let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
+    let up = wait_up(&client, ctx.args.connect_timeout).await;
+    let ok = up.is_ok();
+    let _ = ctx.ready.send((idx, up));
+    if !ok {
+        return;
+    }
+    let Some(deadline) = wait_start(&ctx, idx).await else {
+        return;
+    };
+    let mut res = ConnResult::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut seq = 0u64;
+    loop {
+        while inflight.len() < ctx.args.window && Instant::now() < deadline {
+            seq += 1;
+            res.sent += 1;
+            inflight.push(one_echo(&client, seq, &ctx.pad, ctx.args.timeout));
+        }
+        match inflight.next().await {
+            None => break,
+            Some(EchoOutcome::Reply(us)) => {
+                res.record(us);
+                ctx.replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(EchoOutcome::Missing) => res.missing += 1,
+            Some(EchoOutcome::Error(e)) => {
+                tracing::debug!(connection = idx, error = %e, "echo failed");
+                res.errors += 1;
+            }
+        }
+    }
+    while errors_rx.try_recv().is_ok() {
+        res.errors += 1;
+    }
+    let _ = ctx.results.send(res);
+}
+
+enum EchoOutcome {
+    Reply(u64),
+    Missing,
+    Error(String),
+}
+
+async fn one_echo(client: &Client, seq: u64, pad: &str, timeout: Duration) -> EchoOutcome {
+    let out = match protocol::echo(&EchoData { seq, pad }) {
+        Ok(o) => o,
+        Err(e) => return EchoOutcome::Error(e.to_string()),
+    };
+    let started = Instant::now();
+    match client.request_envelope(out, timeout).await {
+        Ok(env) => {
+            let us = started.elapsed().as_micros() as u64;
+            match env.data_as::<serde_json::Value>() {
+                Ok(v) if v.get("seq").and_then(|s| s.as_u64()) == Some(seq) => {
+                    EchoOutcome::Reply(us)
+                }
+                Ok(v) => EchoOutcome::Error(format!("reply does not match seq {seq}: {v}")),
+                Err(e) => EchoOutcome::Error(e.to_string()),
+            }
+        }
+        Err(Error::RequestTimeout { .. } | Error::ConnectionLost) => EchoOutcome::Missing,
+        Err(e) => EchoOutcome::Error(e.to_string()),
+    }
+}
+
+async fn idle_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
+    let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
+    let up = wait_up(&client, ctx.args.connect_timeout).await;
+    let ok = up.is_ok();
+    let _ = ctx.ready.send((idx, up));
+    if !ok || wait_start(&ctx, idx).await.is_none() {
+        return;
+    }
+    let mut stop = ctx.stop.clone();
+    let _ = stop.wait_for(|s| *s).await;
+    let mut res = ConnResult::new();
+    while errors_rx.try_recv().is_ok() {
+        res.errors += 1;
+    }
+    let _ = ctx.results.send(res);
+}
+
+async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
+    let rooms = ctx.args.rooms;
+    let room_idx = idx % rooms;
+    let room = format!("load-{room_idx}");
+    let is_sender = idx < ctx.args.senders * rooms;
+    // Subscribe before the join is registered: the router sees the subscription first.
+    let mut joined = client.subscribe_channel::<Joined>(4);
+    let mut msgs = client.subscribe_channel::<RoomMessage>(8192);
+    let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
+    let up = async {
+        let join = protocol::join(&room).map_err(|e| e.to_string())?;
+        client
+            .send_on_connect(join)
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_up(&client, ctx.args.connect_timeout).await?;
+        match tokio::time::timeout(ctx.args.connect_timeout, joined.recv()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("the client closed before joining".to_owned()),
+            Err(_) => Err(format!("no `joined` for {room} in time")),
+        }
+    }
+    .await;
+    let ok = up.is_ok();
+    let _ = ctx.ready.send((idx, up));
+    if !ok {
+        return;
+    }
+    let Some(deadline) = wait_start(&ctx, idx).await else {
+        return;
+    };
+    let mut res = ConnResult::new();
+    let sending = async {
+        let mut errors = 0u64;
+        let mut sent = 0u64;
+        if !is_sender {
+            return (sent, errors);
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / ctx.args.publish_rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0u64;
+        loop {
+            tick.tick().await;
+            if Instant::now() >= deadline {
+                break;
+            }
+            seq += 1;
+            let data = Tick {
+                seq,
+                sent_at_us: now_us(),
+                pad: &ctx.pad,
+            };
+            let sent_ok = match protocol::publish(&room, &data) {
+                Ok(out) => client.send_envelope(out).await.is_ok(),
+                Err(_) => false,
+            };
+            if sent_ok {
+                sent += 1;
+                ctx.published[room_idx].fetch_add(1, Ordering::Relaxed);
+            } else {
+                errors += 1;
+            }
+        }
+        (sent, errors)
+    };
+    let receiving = async {
+        let mut stop = ctx.stop.clone();
+        let mut received: Vec<u64> = Vec::new();
+        let mut bad = 0u64;
+        let mut take = |m: client::Inbound<RoomMessage>, received: &mut Vec<u64>| match m
+            .data
+            .0
+            .get("sent_at_us")
+            .and_then(|v| v.as_u64())
+        {
+            Some(at) => {
+                received.push(now_us().saturating_sub(at));
+                ctx.receipts.fetch_add(1, Ordering::Relaxed);
+            }
+            None => bad += 1,
+        };
+        loop {
+            tokio::select! {
+                r = stop.wait_for(|s| *s) => { let _ = r; break; }
+                m = msgs.recv() => match m {
+                    Some(m) => take(m, &mut received),
+                    None => break,
+                },
+            }
+        }
+        while let Ok(m) = msgs.try_recv() {
+            take(m, &mut received);
+        }
+        (received, bad)
+    };
+    let ((sent, send_errors), (latencies, bad)) =
+        futures_util::future::join(sending, receiving).await;
+    for us in latencies {
+        res.record(us);
+    }
+    res.sent = sent;
+    res.errors = send_errors + bad;
+    while errors_rx.try_recv().is_ok() {
+        res.errors += 1;
+    }
+    let _ = ctx.results.send(res);
+}
+
+/// The figures `wsm load` reports.
+#[derive(Debug, Serialize)]
+struct Report {
+    scenario: &'static str,
+    protocol: &'static str,
+    url: String,
+    embedded_server: bool,
+    connections_requested: usize,
+    connections_connected: usize,
+    connect_seconds: f64,
+    duration_seconds: f64,
+    sent: u64,
+    received: u64,
+    messages_per_second: f64,
+    latency_us: Latency,
+    missing: u64,
+    errors: u64,
+    reconnects: u64,
+    dropped: u64,
+    client_rss_bytes: Option<u64>,
+    /// Growth of this process's RSS from before the first connection to the end of the run,
+    /// divided by the connections that came up (client and, when embedded, server side).
+    rss_per_connection_bytes: Option<u64>,
+    server_rss_bytes: Option<u64>,
+    rss_note: &'static str,
+    first_connect_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+}
+
+impl Report {
+    fn print(&self, json: bool) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        if json {
+            let text = serde_json::to_string(self).map_err(|e| Error::Encode(e.to_string()))?;
+            writeln!(out, "{text}")?;
+            return Ok(());
+        }
+        let l = &self.latency_us;
+        let rss = |b: Option<u64>| match b {
+            Some(b) => format!("{:.1} MiB", b as f64 / 1048576.0),
+            None => "unknown".into(),
+        };
+        let rows: Vec<(&str, String)> = vec![
+            ("scenario", format!("{} ({})", self.scenario, self.protocol)),
+            ("url", self.url.clone()),
+            (
+                "connections",
+                format!(
+                    "{} of {} in {:.2} s",
+                    self.connections_connected, self.connections_requested, self.connect_seconds
+                ),
+            ),
+            ("measured", format!("{:.2} s", self.duration_seconds)),
+            (
+                "sent / received",
+                format!("{} / {}", self.sent, self.received),
+            ),
+            ("messages/s", format!("{:.0}", self.messages_per_second)),
+            (
+                "latency µs",
+                format!(
+                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                    l.p50, l.p90, l.p99, l.p999, l.max
+                ),
+            ),
+            ("missing", self.missing.to_string()),
+            ("errors", self.errors.to_string()),
+            ("reconnects", self.reconnects.to_string()),
+            ("dropped", self.dropped.to_string()),
+            ("client RSS", rss(self.client_rss_bytes)),
+            (
+                "RSS/connection",
+                match self.rss_per_connection_bytes {
+                    Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
+                    None => "unknown".into(),
+                },
+            ),
+            ("server RSS", rss(self.server_rss_bytes)),
+        ];
+        for (k, v) in rows {
+            writeln!(out, "{k:>16}  {v}")?;
+        }
+        if self.embedded_server {
+            writeln!(out, "{:>16}  {}", "", self.rss_note)?;
+        }
+        Ok(())
+    }
+}
+
+fn progress(len: u64, msg: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(msg);
+    bar
+}
+
+async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
+    preflight(url, args.connect_timeout, &"x".repeat(args.size)).await?;
+
+    let rss_before = process_rss_bytes();
+    let manager = Arc::new(Manager::new(
+        ManagerConfig::default()
+            .arbiters(args.arbiters)
+            .connect_rate(Some(args.rate))
+            .client(ClientConfig::default().connect_timeout(args.connect_timeout)),
+    )?);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+    let (start_tx, start_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Arc::new(Ctx {
+        args: args.clone(),
+        pad: "x".repeat(args.size),
+        ready: ready_tx,
+        results: results_tx,
+        start: start_rx,
+        stop: stop_rx,
+        receipts: AtomicU64::new(0),
+        published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
+        replies: AtomicU64::new(0),
+    });
+
+    // Connect phase: the manager paces the connects; each connection's driver runs on the
+    // connection's arbiter.
+    let n = args.connections;
+    let abort = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let connect_deadline =
+        t0 + args.connect_timeout * 2 + Duration::from_secs_f64(n as f64 / args.rate);
+    {
+        let (manager, ctx, abort, url) =
+            (manager.clone(), ctx.clone(), abort.clone(), url.to_owned());
+        actix_rt::spawn(async move {
+            for i in 0..n {
+                if abort.load(Ordering::Relaxed) {
+                    break;
+                }
+                let name = format!("load-{i}");
+                match manager.connect(name.clone(), &url).await {
+                    Ok(c) => {
+                        let ctx2 = ctx.clone();
+                        let spawned = match ctx.args.scenario {
+                            Scenario::Echo => manager.spawn_on(&name, echo_driver(c, i, ctx2)),
+                            Scenario::Broadcast => {
+                                manager.spawn_on(&name, broadcast_driver(c, i, ctx2))
+                            }
+                            Scenario::Idle | Scenario::Churn => {
+                                manager.spawn_on(&name, idle_driver(c, i, ctx2))
+                            }
+                        };
+                        if !spawned {
+                            let _ = ctx.ready.send((i, Err("arbiter stopped".into())));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ctx.ready.send((i, Err(e.to_string())));
+                    }
+                }
+            }
+        });
+    }
+    let bar = progress(n as u64, "connect");
+    let mut up_rooms = vec![0u64; args.rooms];
+    let mut admitted = vec![false; n];
+    let (mut connected, mut reported) = (0usize, 0usize);
+    let mut first_error: Option<String> = None;
+    let mut connect_seconds = 0.0;
+    while reported < n {
+        match tokio::time::timeout_at(connect_deadline.into(), ready_rx.recv()).await {
+            Ok(Some((i, r))) => {
+                reported += 1;
+                match r {
+                    Ok(()) => {
+                        connected += 1;
+                        up_rooms[i % args.rooms] += 1;
+                        if let Some(a) = admitted.get_mut(i) {
+                            *a = true;
+                        }
+                        connect_seconds = t0.elapsed().as_secs_f64();
+                        bar.inc(1);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    abort.store(true, Ordering::Relaxed);
+    bar.finish_and_clear();
+    if connected == 0 {
+        drop(start_tx);
+        finish(manager).await;
+        return Err(Error::ConnectFailed {
+            url: url.to_owned(),
+            reason: format!(
+                "none of {n} connections came up within {:?}: {}",
+                args.connect_timeout,
+                first_error.as_deref().unwrap_or("no answer")
+            ),
+        });
+    }
+    if connected < n {
+        eprintln!(
+            "wsm load: {connected} of {n} connections came up; measuring with those (first \
+             error: {})",
+            first_error.as_deref().unwrap_or("timed out")
+        );
+    }
+
+    // Measurement phase.
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let _ = start_tx.send(Some(Arc::new(Plan { deadline, admitted })));
+    let bar = progress(args.duration.as_secs().max(1), "measure");
+    let mut churned = ConnResult::new();
+    if args.scenario == Scenario::Churn {
+        churned = churn(&manager, args, url, deadline, &bar, started).await;
+    }
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;
+        bar.set_position(started.elapsed().as_secs());
+    }
+    bar.finish_and_clear();
+    // Broadcast: wait (bounded by --timeout) until every expected receipt has arrived.
+    let expected = |ctx: &Ctx| -> u64 {
+        ctx.published
+            .iter()
+            .zip(&up_rooms)
+            .map(|(p, m)| p.load(Ordering::Relaxed) * m)
+            .sum()
+    };
+    if args.scenario == Scenario::Broadcast {
+        // Senders stop at the deadline; give their last publish a moment to be counted.
+        let drain_deadline = Instant::now() + args.timeout;
+        while Instant::now() < drain_deadline
+            && ctx.receipts.load(Ordering::Relaxed) < expected(&ctx)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let measured = started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+
+    // Collect: one result per connected driver, bounded by --timeout past the deadline.
+    let mut hist: Histogram<u64> = ConnResult::new().hist;
+    let (mut sent, mut received, mut missing, mut errors) = (
+        churned.sent,
+        churned.received,
+        churned.missing,
+        churned.errors,
+    );
+    if let Err(e) = hist.add(&churned.hist) {
+        tracing::warn!(error = %e, "histogram merge");
+    }
+    let collect_deadline = Instant::now() + args.timeout + Duration::from_secs(1);
+    let mut collected = 0;
+    while collected < connected {
+        match tokio::time::timeout_at(collect_deadline.into(), results_rx.recv()).await {
+            Ok(Some(r)) => {
+                collected += 1;
+                if let Err(e) = hist.add(&r.hist) {
+                    tracing::warn!(error = %e, "histogram merge");
+                }
+                sent += r.sent;
+                received += r.received;
+                missing += r.missing;
+                errors += r.errors;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if collected < connected {
+        eprintln!(
+            "wsm load: {} connection drivers did not report in time",
+            connected - collected
+        );
+        errors += (connected - collected) as u64;
+    }
+    if args.scenario == Scenario::Broadcast {
+        missing = expected(&ctx).saturating_sub(received);
+    }
+    let stats = manager.stats();
+    let rss = process_rss_bytes();
+    finish(manager).await;
+    // At the file-descriptor limit /proc cannot be opened; it can once the sockets are closed.
+    let rss = rss.or_else(process_rss_bytes);
+    let rss_per_connection_bytes = match (rss_before, rss) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) / connected as u64),
+        _ => None,
+    };
+
+    let q = |p: f64| {
+        if hist.is_empty() {
+            0
+        } else {
+            hist.value_at_quantile(p)
+        }
+    };
+    Ok(Report {
+        scenario: args.scenario.name(),
+        protocol: match args.protocol {
+            Protocol::Rooms => "rooms",
+            Protocol::Echo => "echo",
+        },
+        url: url.to_owned(),
+        embedded_server: embedded,
+        connections_requested: n,
+        connections_connected: connected,
+        connect_seconds,
+        duration_seconds: measured,
+        sent,
+        received,
+        messages_per_second: received as f64 / measured.max(1e-9),
+        latency_us: Latency {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: hist.max(),
+        },
+        missing,
+        errors,
+        reconnects: stats.reconnects,
+        dropped: stats.dropped,
+        client_rss_bytes: rss,
+        rss_per_connection_bytes,
+        server_rss_bytes: None,
+        rss_note: if embedded {
+            "the embedded server shares this process: client_rss_bytes is the whole process (client and server)"
+        } else {
+            "client_rss_bytes is this process; the server's RSS is not measured"
+        },
+        first_connect_error: first_error,
+    })
+}
+
+/// The churn loop: until `deadline`, close a connection and open it again under the same name,
+/// `--window` at a time, paced by the manager's rate limit. Each reopen is one message: sent when
+/// started, received when `Connected` (latency: from the connect call, including any wait for
+/// the rate limit), missing when not connected within `--connect-timeout`.
+async fn churn(
+    manager: &Manager,
+    args: &LoadArgs,
+    url: &str,
+    deadline: Instant,
+    bar: &ProgressBar,
+    started: Instant,
+) -> ConnResult {
+    let mut res = ConnResult::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0usize;
+    let one = |name: String| async move {
+        manager.close(&name).await;
+        let t = Instant::now();
+        match manager.connect(name, url).await {
+            Ok(c) => match c.wait_connected(args.connect_timeout).await {
+                Ok(()) => Ok(Some(t.elapsed().as_micros() as u64)),
+                Err(_) => Ok(None),
+            },
+            Err(e) => Err(e),
+        }
+    };
+    loop {
+        while inflight.len() < args.window && Instant::now() < deadline {
+            // Connection 0 is left alone so that at least one stays up throughout.
+            let i = 1 + next % args.connections.saturating_sub(1).max(1);
+            next += 1;
+            res.sent += 1;
+            inflight.push(one(format!("load-{i}")));
+        }
+        match inflight.next().await {
+            None => break,
+            Some(Ok(Some(us))) => res.record(us),
+            Some(Ok(None)) => res.missing += 1,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "churn reconnect failed");
+                res.errors += 1;
+            }
+        }
+        bar.set_position(started.elapsed().as_secs());
+    }
+    res
+}
+
+/// Close every connection (bounded by the manager's close timeout) and stop the arbiters.
+async fn finish(manager: Arc<Manager>) {
+    manager.close_all().await;
+    // If a task still holds a reference (the connect loop, about to see `abort`), the last
+    // reference stops the arbiters when it is dropped.
+    if let Ok(m) = Arc::try_unwrap(manager) {
+        m.shutdown().await;
+    }
+}

@@ -1,0 +1,453 @@
+//! [`Manager`]: open, name and track many client connections, spread over several arbiters.
+//!
+//! Each connection's four actors live on one arbiter (a thread with a current-thread runtime),
+//! chosen round-robin, so a connection never hops between threads and the load of thousands of
+//! connections is shared by every core. New connections are paced at
+//! [`ManagerConfig::connect_rate`] per second so that thousands do not reach a server as one
+//! burst of upgrades.
+//!
+//! ```no_run
+//! use actix_ws_manager::client::manager::{Manager, ManagerConfig};
+//!
+//! # async fn run() -> Result<(), actix_ws_manager::Error> {
+//! let manager = Manager::new(ManagerConfig::default().connect_rate(Some(500.0)))?;
+//! for i in 0..1000 {
+//!     manager.connect(format!("c{i}"), "ws://127.0.0.1:8080/ws").await?;
+//! }
+//! let stats = manager.stats();
+//! tracing::info!(connected = stats.states.connected, "all started");
+//! manager.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_rt::Arbiter;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::oneshot;
+
+use super::{connect, validate_url, Client, ConnectionState, Stats};
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+
+/// How a [`Manager`] runs its connections.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Number of arbiters (threads) the connections are spread over. `None` (the default): one
+    /// per core, from [`std::thread::available_parallelism`].
+    pub arbiters: Option<usize>,
+    /// New connections started per second, at most; `None` means no limit. Default: 1000.
+    pub connect_rate: Option<f64>,
+    /// The configuration every connection starts from; [`Manager::connect`] sets its `name`.
+    pub client: ClientConfig,
+    /// How long [`Manager::close_all`] waits for each connection to reach `Closed`.
+    /// Default: 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            arbiters: None,
+            connect_rate: Some(1000.0),
+            client: ClientConfig::default(),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ManagerConfig {
+    /// Set [`arbiters`](Self::arbiters).
+    pub fn arbiters(mut self, arbiters: Option<usize>) -> Self {
+        self.arbiters = arbiters;
+        self
+    }
+
+    /// Set [`connect_rate`](Self::connect_rate) (connections per second).
+    pub fn connect_rate(mut self, per_second: Option<f64>) -> Self {
+        self.connect_rate = per_second;
+        self
+    }
+
+    /// Set [`client`](Self::client).
+    pub fn client(mut self, client: ClientConfig) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// Set [`close_timeout`](Self::close_timeout).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Check the values: at least one arbiter, a positive finite rate, a valid client config.
+    pub fn validate(&self) -> Result<()> {
+        if self.arbiters == Some(0) {
+            return Err(Error::Config("arbiters must be at least 1".into()));
+        }
+        if let Some(rate) = self.connect_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(Error::Config(format!(
+                    "connect_rate must be a positive number of connections per second, not {rate}"
+                )));
+            }
+        }
+        self.client.validate()
+    }
+}
+
+/// How many of a manager's connections are in each [`ConnectionState`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// `Connecting`.
+    pub connecting: usize,
+    /// `Connected`.
+    pub connected: usize,
+    /// `Disconnected`.
+    pub disconnected: usize,
+    /// `Reconnecting`.
+    pub reconnecting: usize,
+    /// `Failed`.
+    pub failed: usize,
+    /// `Closed`.
+    pub closed: usize,
+}
+
+impl StateCounts {
+    fn add(&mut self, state: &ConnectionState) {
+        match state {
+            ConnectionState::Connecting { .. } => self.connecting += 1,
+            ConnectionState::Connected => self.connected += 1,
+            ConnectionState::Disconnected { .. } => self.disconnected += 1,
+            ConnectionState::Reconnecting { .. } => self.reconnecting += 1,
+            ConnectionState::Failed { .. } => self.failed += 1,
+            ConnectionState::Closed => self.closed += 1,
+        }
+    }
+}
+
+/// The sum of every tracked connection's [`Stats`], with connections counted by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagerStats {
+    /// Connections tracked (every state, including `Failed` and `Closed`).
+    pub connections: usize,
+    /// Connections by state.
+    pub states: StateCounts,
+    /// Messages received, all connections.
+    pub messages_in: u64,
+    /// Messages handed to sockets, all connections.
+    pub messages_out: u64,
+    /// Payload bytes received, all connections.
+    pub bytes_in: u64,
+    /// Payload bytes handed to sockets, all connections.
+    pub bytes_out: u64,
+    /// Successful reconnections, all connections.
+    pub reconnects: u64,
+    /// Messages dropped (outbox overflow, full subscriber channels), all connections.
+    pub dropped: u64,
+}
+
+impl ManagerStats {
+    fn add(&mut self, state: &ConnectionState, s: &Stats) {
+        self.connections += 1;
+        self.states.add(state);
+        self.messages_in += s.messages_in;
+        self.messages_out += s.messages_out;
+        self.bytes_in += s.bytes_in;
+        self.bytes_out += s.bytes_out;
+        self.reconnects += s.reconnects;
+        self.dropped += s.dropped;
+    }
+}
+
+/// Opens, names and tracks many [`Client`] connections, spread across arbiters, with a
+/// connect-rate limit.
+///
+/// Methods take `&self`, so a manager can be shared (in an `Arc`, or by reference) by tasks
+/// that open connections concurrently; the rate limit holds across all of them. Dropping the
+/// manager stops its arbiters, which stops every connection's actors without a close
+/// handshake; call [`shutdown`](Self::shutdown) to close them cleanly first.
+pub struct Manager {
+    config: ManagerConfig,
+    arbiters: Vec<Arbiter>,
+    next_arbiter: AtomicUsize,
+    /// Every tracked connection, with the index of the arbiter its actors run on.
+    clients: Mutex<HashMap<String, (Client, usize)>>,
+    /// The earliest instant the next connection may start (the pacer of the rate limit).
+    next_slot: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("arbiters", &self.arbiters.len())
+            .field("connections", &self.len())
+            .field("connect_rate", &self.config.connect_rate)
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Start the manager's arbiters. Must be called inside a running actix system (an
+    /// `#[actix_rt::main]` or `#[actix_rt::test]` function); fails with [`Error::Config`]
+    /// otherwise, with [`Error::Config`] on a bad config, and with [`Error::Io`] when a thread
+    /// cannot be started.
+    pub fn new(config: ManagerConfig) -> Result<Self> {
+        config.validate()?;
+        if !actix_rt::System::is_registered() {
+            return Err(Error::Config(
+                "Manager::new must be called inside a running actix system".into(),
+            ));
+        }
+        let n = config.arbiters.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let mut arbiters = Vec::with_capacity(n);
+        for _ in 0..n {
+            match Arbiter::try_new() {
+                Ok(a) => arbiters.push(a),
+                Err(e) => {
+                    for a in &arbiters {
+                        a.stop();
+                    }
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        tracing::debug!(arbiters = n, rate = ?config.connect_rate, "manager started");
+        Ok(Self {
+            config,
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            clients: Mutex::new(HashMap::new()),
+            next_slot: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The number of arbiters connections are spread over.
+    pub fn arbiter_count(&self) -> usize {
+        self.arbiters.len()
+    }
+
+    /// The configuration the manager runs with.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Client, usize)>> {
+        match self.clients.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Wait for this connection's turn under the rate limit.
+    async fn pace(&self) {
+        let Some(rate) = self.config.connect_rate else {
+            return;
+        };
+        let gap = Duration::from_secs_f64(1.0 / rate);
+        let slot = {
+            let mut next = match self.next_slot.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let slot = (*next).max(Instant::now());
+            *next = slot + gap;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+
+    /// Open a connection named `name` to `url` with the manager's client config, once the rate
+    /// limit allows, on the next arbiter. Returns the handle at once after starting it (the
+    /// connection is made in the background; see [`Client::wait_connected`]).
+    ///
+    /// Fails with [`Error::InvalidUrl`] before waiting for the rate limit, [`Error::NameTaken`]
+    /// when a tracked connection already has `name`, and [`Error::Mailbox`] when the arbiters
+    /// have stopped.
+    pub async fn connect(&self, name: impl Into<String>, url: &str) -> Result<Client> {
+        self.connect_with(name, url, self.config.client.clone())
+            .await
+    }
+
+    /// [`connect`](Self::connect) with a config of its own (its `name` is replaced by `name`).
+    pub async fn connect_with(
+        &self,
+        name: impl Into<String>,
+        url: &str,
+        config: ClientConfig,
+    ) -> Result<Client> {
+        let name = name.into();
+        validate_url(url)?;
+        config.validate()?;
+        if self.lock_clients().contains_key(&name) {
+            return Err(Error::NameTaken(name));
+        }
+        self.pace().await;
+
+        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        let (tx, rx) = oneshot::channel();
+        let config = config.name(name.clone());
+        let url_owned = url.to_owned();
+        let spawned = self.arbiters[i].spawn_fn(move || {
+            // The receiver may be gone if the caller gave up; the client then runs untracked
+            // until its arbiter stops.
+            let _ = tx.send(connect(&url_owned, config));
+        });
+        let stopped = || Error::Mailbox("the manager's arbiter has stopped".into());
+        if !spawned {
+            return Err(stopped());
+        }
+        let client = rx.await.map_err(|_| stopped())??;
+
+        let inserted = {
+            let mut clients = self.lock_clients();
+            if clients.contains_key(&name) {
+                false
+            } else {
+                clients.insert(name.clone(), (client.clone(), i));
+                true
+            }
+        };
+        if !inserted {
+            // Another task took the name while this one waited for its turn.
+            client.close().await;
+            return Err(Error::NameTaken(name));
+        }
+        tracing::trace!(name, arbiter = i, "connection started");
+        Ok(client)
+    }
+
+    /// The handle of the connection named `name`.
+    pub fn get(&self, name: &str) -> Option<Client> {
+        self.lock_clients().get(name).map(|(c, _)| c.clone())
+    }
+
+    /// The names of every tracked connection, in no particular order.
+    pub fn names(&self) -> Vec<String> {
+        self.lock_clients().keys().cloned().collect()
+    }
+
+    /// Every tracked connection's handle, in no particular order.
+    pub fn clients(&self) -> Vec<Client> {
+        self.lock_clients()
+            .values()
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
+    /// Run `task` on the arbiter (thread) of the connection named `name`, next to its actors,
+    /// so that a task driving one connection never hops threads. Returns `false` when no
+    /// connection has that name or its arbiter has stopped.
+    pub fn spawn_on<F>(&self, name: &str, task: F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let i = match self.lock_clients().get(name) {
+            Some((_, i)) => *i,
+            None => return false,
+        };
+        self.arbiters[i].spawn(task)
+    }
+
+    /// The number of tracked connections (every state).
+    pub fn len(&self) -> usize {
+        self.lock_clients().len()
+    }
+
+    /// Whether no connection is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.lock_clients().is_empty()
+    }
+
+    /// Counters summed over every tracked connection, and connections by state. Reads atomics
+    /// only; no actor is messaged.
+    pub fn stats(&self) -> ManagerStats {
+        let mut total = ManagerStats::default();
+        for (c, _) in self.lock_clients().values() {
+            total.add(&c.state(), &c.stats());
+        }
+        total
+    }
+
+    /// Close the connection named `name` (code 1000), wait up to
+    /// [`ManagerConfig::close_timeout`] for it to reach `Closed`, and stop tracking it. Returns
+    /// `false` when no connection has that name.
+    pub async fn close(&self, name: &str) -> bool {
+        let client = self.lock_clients().remove(name);
+        match client {
+            Some((c, _)) => {
+                close_and_wait(&c, self.config.close_timeout).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Close every tracked connection concurrently, wait up to
+    /// [`ManagerConfig::close_timeout`] for each to finish, and stop tracking them. Returns how
+    /// many were closed.
+    pub async fn close_all(&self) -> usize {
+        let clients: Vec<Client> = self.lock_clients().drain().map(|(_, (c, _))| c).collect();
+        let timeout = self.config.close_timeout;
+        let mut closing: FuturesUnordered<_> =
+            clients.iter().map(|c| close_and_wait(c, timeout)).collect();
+        while closing.next().await.is_some() {}
+        tracing::debug!(closed = clients.len(), "manager closed all connections");
+        clients.len()
+    }
+
+    /// [`close_all`](Self::close_all), then stop the arbiters.
+    pub async fn shutdown(self) -> usize {
+        let closed = self.close_all().await;
+        for a in &self.arbiters {
+            a.stop();
+        }
+        closed
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        for a in &self.arbiters {
+            a.stop();
+        }
+    }
+}
+
+/// Close `client` and wait, up to `timeout`, until it is `Closed` or `Failed`.
+async fn close_and_wait(client: &Client, timeout: Duration) {
+    if client.state().is_terminal() {
+        return;
+    }
+    let mut events = client.events(16);
+    client.close().await;
+    let wait = async {
+        loop {
+            if client.state().is_terminal() || !client.is_running() {
+                return;
+            }
+            // The state is re-read at least every 50 ms: an event sent before the subscription
+            // was registered would otherwise be missed.
+            match tokio::time::timeout(Duration::from_millis(50), events.recv()).await {
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => {
+                    if client.state().is_terminal() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(timeout, wait).await.is_err() {
+        tracing::warn!(name = client.name(), state = ?client.state(), "close timed out");
+    }
+}

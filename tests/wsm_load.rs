@@ -1,0 +1,264 @@
+//! `wsm load`, run as the built binary: its JSON report for the echo and broadcast scenarios
+//! against the embedded server, and one clear error line plus a non-zero exit on bad targets.
+
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use actix_ws_manager::config::ServerConfig;
+use actix_ws_manager::server;
+
+/// Every run must end well within this; a hang fails the test instead of blocking it.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Run `wsm` with `args` on a thread, and give up after `BOUND`.
+fn wsm(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsm"));
+    cmd.args(args);
+    run_bounded(cmd)
+}
+
+/// Run `cmd` on a thread, and give up after `BOUND`.
+fn run_bounded(mut cmd: Command) -> Output {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let out = cmd.env_remove("RUST_LOG").output();
+        let _ = tx.send(out);
+    });
+    rx.recv_timeout(BOUND)
+        .expect("wsm load finished within the bound")
+        .expect("wsm runs")
+}
+
+/// [`wsm`] from an async test, without blocking the actix system that serves the target.
+async fn wsm_async(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    actix_rt::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        wsm(&refs)
+    })
+    .await
+    .expect("runner thread")
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one JSON object on stdout: {stdout}"
+    );
+    serde_json::from_str(lines[0]).expect("stdout is JSON")
+}
+
+fn check_common(r: &serde_json::Value, scenario: &str) {
+    assert_eq!(r["scenario"], scenario);
+    assert_eq!(r["connections_requested"], 50);
+    assert_eq!(r["connections_connected"], 50);
+    assert_eq!(r["missing"], 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["connect_seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["messages_per_second"].as_f64().unwrap() > 0.0, "{r}");
+    let l = &r["latency_us"];
+    let p = |k: &str| {
+        l[k].as_u64()
+            .unwrap_or_else(|| panic!("latency_us.{k} in {r}"))
+    };
+    assert!(
+        p("p50") > 0 && p("p50") <= p("p90") && p("p90") <= p("p99"),
+        "{r}"
+    );
+    assert!(p("p99") <= p("p999") && p("p999") <= p("max"), "{r}");
+    assert!(r["reconnects"].is_u64());
+    assert!(r["client_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(r["server_rss_bytes"].is_null());
+}
+
+/// The echo scenario against the embedded server: 50 connections all connect, every echo
+/// comes back (missing 0, errors 0), and the JSON report carries every field.
+#[test]
+fn echo_scenario_reports_json() {
+    let out = wsm(&["load", "--connections", "50", "--duration", "2s", "--json"]);
+    let r = report(&out);
+    check_common(&r, "echo");
+    assert_eq!(r["sent"], r["received"]);
+}
+
+/// The broadcast scenario: every receipt of every publish reaches every member
+/// (received == publishes × 50, missing 0).
+#[test]
+fn broadcast_scenario_reports_json() {
+    let out = wsm(&[
+        "load",
+        "--scenario",
+        "broadcast",
+        "--connections",
+        "50",
+        "--duration",
+        "2s",
+        "--json",
+    ]);
+    let r = report(&out);
+    check_common(&r, "broadcast");
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{r}");
+    assert_eq!(r["received"].as_u64().unwrap(), sent * 50, "{r}");
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(needle), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout on failure");
+}
+
+/// Nothing listening: one clear line on stderr and a non-zero exit, within the bound.
+#[test]
+fn unreachable_url_fails_cleanly() {
+    let out = wsm(&[
+        "load",
+        "--url",
+        "ws://127.0.0.1:1/ws",
+        "--connect-timeout",
+        "2s",
+        "--json",
+    ]);
+    assert_one_line_error(&out, "nothing accepts TCP connections on 127.0.0.1:1");
+}
+
+/// An HTTP server that answers 404 instead of upgrading: the status is in the one-line error.
+#[actix_rt::test]
+async fn non_websocket_url_fails_cleanly() {
+    let server = server::serve("127.0.0.1:0", "/ws", "/echo", ServerConfig::default()).unwrap();
+    let url = format!("ws://{}/not-here", server.local_addr());
+    let out = wsm_async(&["load", "--url", &url, "--connect-timeout", "2s"]).await;
+    assert_one_line_error(&out, "rejected with HTTP 404");
+    server.shutdown().await.unwrap();
+}
+
+/// A server that completes the upgrade and closes at once: one-line error, non-zero exit.
+#[actix_rt::test]
+async fn server_closing_at_once_fails_cleanly() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_rt::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            // Upgrade, then drop the socket without a close frame.
+            actix_rt::spawn(async move {
+                let _ = tokio_tungstenite::accept_async(stream).await;
+            });
+        }
+    });
+    let url = format!("ws://{addr}/ws");
+    let out = wsm_async(&["load", "--url", &url, "--connect-timeout", "2s"]).await;
+    assert_one_line_error(&out, "connected, but");
+}
+
+/// Flags that cannot work are refused before anything connects.
+#[test]
+fn bad_flags_fail_cleanly() {
+    let out = wsm(&["load", "--scenario", "broadcast", "--protocol", "echo"]);
+    assert_one_line_error(&out, "broadcast scenario needs the rooms protocol");
+    let out = wsm(&["load", "--url", "ws://192.0.2.1/ws"]);
+    assert_one_line_error(&out, "only targets loopback");
+}
+
+/// The idle scenario: 50 connections stay up for the whole run, nothing is lost, and the report
+/// includes the memory per connection.
+#[test]
+fn idle_scenario_reports_memory() {
+    let out = wsm(&[
+        "load",
+        "--scenario",
+        "idle",
+        "--connections",
+        "50",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    let r = report(&out);
+    assert_eq!(r["scenario"], "idle");
+    assert_eq!(r["connections_connected"], 50);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["reconnects"], 0, "{r}");
+    assert!(r["rss_per_connection_bytes"].is_u64(), "{r}");
+}
+
+/// The churn scenario: connections are closed and reopened during the run; every reopen
+/// reaches `Connected` (received == sent > 0, missing 0, errors 0).
+#[test]
+fn churn_scenario_reopens_connections() {
+    let out = wsm(&[
+        "load",
+        "--scenario",
+        "churn",
+        "--connections",
+        "50",
+        "--window",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    let r = report(&out);
+    assert_eq!(r["scenario"], "churn");
+    assert_eq!(r["connections_connected"], 50);
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{r}");
+    assert_eq!(r["received"].as_u64().unwrap(), sent, "{r}");
+    assert_eq!(r["missing"], 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+}
+
+/// Messages over the target's size limit: the probe reports the server's 1009 close in one line
+/// instead of a run full of missing replies.
+#[actix_rt::test]
+async fn oversized_messages_fail_cleanly_with_the_close_code() {
+    let server = server::serve("127.0.0.1:0", "/ws", "/echo", ServerConfig::default()).unwrap();
+    let url = server.url();
+    let out = wsm_async(&["load", "--url", &url, "--size", "100000"]).await;
+    assert_one_line_error(&out, "closed it with 1009");
+    server.shutdown().await.unwrap();
+}
+
+/// Under an open-file limit too small for the run, `wsm load` says so on stderr, measures with
+/// the connections that came up, and its totals cover exactly those (sent == received).
+#[test]
+fn fd_limit_is_reported_and_the_run_still_completes() {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"ulimit -Sn 200 && ulimit -Hn 200 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_wsm"),
+        "load",
+        "--connections",
+        "150",
+        "--duration",
+        "1s",
+        "--connect-timeout",
+        "2s",
+        "--json",
+    ]);
+    let out = run_bounded(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the open-file limit is 200"), "{stderr}");
+    let r = report(&out);
+    let up = r["connections_connected"].as_u64().unwrap();
+    assert!(up > 0 && up < 150, "{r}");
+    assert!(
+        stderr.contains(&format!("{up} of 150 connections came up")),
+        "{stderr}"
+    );
+    assert_eq!(r["sent"], r["received"], "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+}
