@@ -42,20 +42,17 @@ pub enum Error {
         status: u16,
     },
 
-    /// The connection closed, with the close code and reason the peer sent (or 1006 when the
-    /// socket was lost without a close frame).
-    #[error("connection closed with code {code}: {reason}")]
-    Closed {
+    /// The connection was lost while the operation was pending (a request waiting for its
+    /// reply, for example): the peer closed it with `code`, or it went away without a close
+    /// frame (1006, which also covers a heartbeat timeout). The client may reconnect; the
+    /// operation itself is not retried.
+    #[error("connection lost while the operation was pending (code {code}: {reason})")]
+    ConnectionLost {
         /// RFC 6455 close code; 1006 means "lost without a close frame".
         code: u16,
-        /// The close reason text; empty when the peer gave none.
+        /// The close reason text, or a description of why the socket was lost.
         reason: String,
     },
-
-    /// The connection was lost while the operation was pending (a request waiting for its
-    /// reply, for example). The client may reconnect; the operation itself is not retried.
-    #[error("connection lost while the operation was pending")]
-    ConnectionLost,
 
     /// The client was closed by the user (or has given up reconnecting) and accepts no more work.
     #[error("the client is closed")]

@@ -508,8 +508,12 @@ impl Handler<PublishState> for Router {
         let state = msg.0;
         tracing::debug!(connection = %self.shared.name, ?state, "state changed");
         match &state {
-            ConnectionState::Disconnected { .. } => {
-                self.fail_pending(ctx, || Error::ConnectionLost)
+            ConnectionState::Disconnected { code, reason } => {
+                let code = *code;
+                self.fail_pending(ctx, || Error::ConnectionLost {
+                    code,
+                    reason: reason.clone(),
+                })
             }
             ConnectionState::Failed { .. } | ConnectionState::Closed => {
                 self.fail_pending(ctx, || Error::ClientClosed)

@@ -471,7 +471,7 @@ async fn one_echo(client: &Client, seq: u64, pad: &str, timeout: Duration) -> Ec
                 Err(e) => EchoOutcome::Error(e.to_string()),
             }
         }
-        Err(Error::RequestTimeout { .. } | Error::ConnectionLost) => EchoOutcome::Missing,
+        Err(Error::RequestTimeout { .. } | Error::ConnectionLost { .. }) => EchoOutcome::Missing,
         Err(e) => EchoOutcome::Error(e.to_string()),
     }
 }
