@@ -473,6 +473,18 @@ pub struct ServerConfig {
     /// grow to `net.ipv4.tcp_wmem` (often 4 MiB). A cap also makes a stuck client show up
     /// sooner. Default: none (the OS tunes it).
     pub tcp_send_buffer: Option<usize>,
+    /// Keep a duplicate descriptor of every accepted socket so that the server can cut the
+    /// connection of a client that stopped reading at once (`on_connect` hook; see
+    /// `server::session`). It costs one file descriptor per connection: turn it off to serve
+    /// twice as many connections under the same `ulimit -n`, and set
+    /// [`tcp_user_timeout`](Self::tcp_user_timeout) so the kernel still ends stuck connections.
+    /// Either way the session leaves its rooms and frees its queue at once. Default: true.
+    pub keep_socket_handle: bool,
+    /// `TCP_USER_TIMEOUT` for each accepted connection (Linux): the kernel aborts a connection
+    /// whose sent data (or zero-window probes, for a peer that stopped reading) stays unanswered
+    /// this long. Needs no extra descriptor. Default: none (the kernel's retransmission limits,
+    /// often 15 minutes).
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -489,6 +501,8 @@ impl Default for ServerConfig {
             allowed_origins: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             tcp_send_buffer: None,
+            keep_socket_handle: true,
+            tcp_user_timeout: None,
         }
     }
 }
@@ -544,6 +558,16 @@ impl ServerConfig {
         self
     }
 
+    /// Set [`keep_socket_handle`](Self::keep_socket_handle).
+    pub fn keep_socket_handle(mut self, keep: bool) -> Self {
+        self.keep_socket_handle = keep;
+        self
+    }
+    /// Set [`tcp_user_timeout`](Self::tcp_user_timeout).
+    pub fn tcp_user_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.tcp_user_timeout = timeout;
+        self
+    }
     /// Set [`tcp_send_buffer`](Self::tcp_send_buffer).
     pub fn tcp_send_buffer(mut self, bytes: Option<usize>) -> Self {
         self.tcp_send_buffer = bytes;

@@ -56,7 +56,7 @@ use tokio::sync::Notify;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use hub::{CloseAll, Counters, GetStats, Hub, HubStats, Publish};
-pub use session::{on_connect, on_connect_with};
+pub use session::{on_connect, on_connect_for, on_connect_with};
 use session::{Mode, SessionParams};
 
 /// Why the authentication hook refused an upgrade request.
@@ -387,7 +387,7 @@ pub fn serve_with(
             .configure(factory_rooms.mount(&p))
             .configure(factory_rooms.mount_echo(&e))
     })
-    .on_connect(on_connect_with(rooms.config().tcp_send_buffer))
+    .on_connect(on_connect_for(rooms.config()))
     .disable_signals()
     .shutdown_timeout(grace.as_secs())
     .bind(bind)?;

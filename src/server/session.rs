@@ -56,7 +56,7 @@ use super::hub::{
     Connect, Disconnect, Evict, EvictReason, Hub, Join, Leave, Outbound, Publish, SessionId,
 };
 use super::Shared;
-use crate::config::SlowConsumerPolicy;
+use crate::config::{ServerConfig, SlowConsumerPolicy};
 use crate::envelope::{encode_parts, Head, WireMessage};
 use crate::protocol::{self, codes};
 
@@ -112,7 +112,7 @@ impl SocketCutter {
 /// the connection's life, so the process needs twice the file descriptors per connection; raise
 /// `ulimit -n` accordingly for many connections.
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
-    keep_cutter(conn, ext, None);
+    configure_socket(conn, ext, None, None, true);
 }
 
 /// Like [`on_connect`], and also sets the accepted socket's `SO_SNDBUF` to `send_buffer` bytes
@@ -120,16 +120,49 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
 pub fn on_connect_with(
     send_buffer: Option<usize>,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
-    move |conn, ext| keep_cutter(conn, ext, send_buffer)
+    move |conn, ext| configure_socket(conn, ext, send_buffer, None, true)
 }
 
-fn keep_cutter(conn: &dyn Any, ext: &mut Extensions, send_buffer: Option<usize>) {
+/// The `on_connect` hook for a [`ServerConfig`]: applies
+/// [`tcp_send_buffer`](ServerConfig::tcp_send_buffer) and
+/// [`tcp_user_timeout`](ServerConfig::tcp_user_timeout), and keeps a socket handle only when
+/// [`keep_socket_handle`](ServerConfig::keep_socket_handle) is on.
+/// [`serve`](super::serve) installs this one.
+pub fn on_connect_for(
+    config: &ServerConfig,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+    let (send_buffer, user_timeout, keep) = (
+        config.tcp_send_buffer,
+        config.tcp_user_timeout,
+        config.keep_socket_handle,
+    );
+    move |conn, ext| configure_socket(conn, ext, send_buffer, user_timeout, keep)
+}
+
+fn configure_socket(
+    conn: &dyn Any,
+    ext: &mut Extensions,
+    send_buffer: Option<usize>,
+    user_timeout: Option<Duration>,
+    keep_handle: bool,
+) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let sock = socket2::SockRef::from(tcp);
         if let Some(bytes) = send_buffer {
             if let Err(e) = sock.set_send_buffer_size(bytes) {
                 tracing::debug!("cannot set SO_SNDBUF: {e}");
             }
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(timeout) = user_timeout {
+            if let Err(e) = sock.set_tcp_user_timeout(Some(timeout)) {
+                tracing::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = user_timeout;
+        if !keep_handle {
+            return;
         }
         match sock.try_clone() {
             Ok(sock) => {

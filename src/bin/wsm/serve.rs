@@ -39,6 +39,15 @@ pub struct ServeArgs {
     /// Allowed `Origin` (repeatable); when given, other origins get HTTP 403.
     #[arg(long = "allowed-origin")]
     allowed_origins: Vec<String>,
+    /// Do not keep a duplicate descriptor per connection (saves one file descriptor per
+    /// connection; a stuck client's socket is then ended by the kernel, see
+    /// --tcp-user-timeout).
+    #[arg(long)]
+    no_socket_handle: bool,
+    /// TCP_USER_TIMEOUT for accepted connections, such as `30s` (Linux): the kernel aborts a
+    /// connection whose data stays unacknowledged this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    tcp_user_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -47,7 +56,9 @@ impl ServeArgs {
             .max_message_size(self.max_message_size)
             .heartbeat(self.heartbeat_interval, self.heartbeat_timeout)
             .max_sessions(self.max_sessions)
-            .session_queue(self.session_queue);
+            .session_queue(self.session_queue)
+            .keep_socket_handle(!self.no_socket_handle)
+            .tcp_user_timeout(self.tcp_user_timeout);
         for origin in &self.allowed_origins {
             config = config.allow_origin(origin.clone());
         }
