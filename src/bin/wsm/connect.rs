@@ -121,8 +121,13 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
                 }
                 None => break,
             },
-            Some(msg) = text.recv() => println!("{}", msg.data),
-            Some(msg) = binary.recv() => println!("[binary {} bytes]", msg.data.len()),
+            // A closed stdout (`wsm connect URL | head -1`) ends the session like a closed stdin.
+            Some(msg) = text.recv() => if print_line(&msg.data).is_err() { break },
+            Some(msg) = binary.recv() => {
+                if print_line(&format!("[binary {} bytes]", msg.data.len())).is_err() {
+                    break;
+                }
+            }
             Some(event) = events.recv() => {
                 if let Some(reason) = report(&event) {
                     return Err(Error::ConnectFailed { url: args.url.clone(), reason });
@@ -136,8 +141,10 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
     let drain = async {
         loop {
             tokio::select! {
-                Some(msg) = text.recv() => println!("{}", msg.data),
-                Some(msg) = binary.recv() => println!("[binary {} bytes]", msg.data.len()),
+                Some(msg) = text.recv() => { let _ = print_line(&msg.data); }
+                Some(msg) = binary.recv() => {
+                    let _ = print_line(&format!("[binary {} bytes]", msg.data.len()));
+                }
                 event = events.recv() => match event {
                     Some(event) => {
                         let _ = report(&event);
@@ -154,9 +161,15 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
     };
     let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
     while let Ok(msg) = text.try_recv() {
-        println!("{}", msg.data);
+        let _ = print_line(&msg.data);
     }
     Ok(())
+}
+
+/// One line on stdout; an error (stdout closed) instead of `println!`'s panic.
+fn print_line(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}")
 }
 
 /// Wait for the first `Connected`. On a first failure, say why in one line: the state's
