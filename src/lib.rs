@@ -2,6 +2,42 @@
 //! clients that reconnect, heartbeat, resubscribe and route typed messages, and rooms sessions
 //! that mount into any actix-web app.
 //!
+//! A rooms server and a client in one program (this example runs as a doctest):
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_ws_manager::config::{ClientConfig, ServerConfig};
+//! use actix_ws_manager::protocol::{self, RoomMessage};
+//! use actix_ws_manager::{client, server};
+//!
+//! fn main() -> Result<(), actix_ws_manager::Error> {
+//!     actix_rt::System::new().block_on(async {
+//!         // A rooms server on a free port (or mount `Rooms` into your own actix-web App).
+//!         let server = server::serve("127.0.0.1:0", "/ws", "/echo", ServerConfig::default())?;
+//!
+//!         // A self-healing client: it reconnects, and rejoins "lobby" after every reconnect.
+//!         let client = client::connect(&server.url(), ClientConfig::default())?;
+//!         client.send_on_connect(protocol::join("lobby")?).await?;
+//!         let mut messages = client.subscribe_channel::<RoomMessage>(16);
+//!         client.wait_connected(Duration::from_secs(5)).await?;
+//!
+//!         // A request waits for the reply with the same id (here the server's `ack`).
+//!         let wait = Duration::from_secs(5);
+//!         client.request_envelope(protocol::publish("lobby", &"hello")?, wait).await?;
+//!         let msg = actix_rt::time::timeout(wait, messages.recv()).await;
+//!         let msg = msg.ok().flatten().ok_or(actix_ws_manager::Error::ClientClosed)?;
+//!         assert_eq!(msg.room.as_deref(), Some("lobby"));
+//!         assert_eq!(msg.data, RoomMessage("hello".into()));
+//!
+//!         client.close().await;
+//!         server.shutdown().await
+//!     })
+//! }
+//! ```
+//!
+//! More in `examples/` (`multi_room_client`, `embed_in_actix_web`, `feed_follower`) and in the
+//! `wsm` tool (`wsm serve`, `wsm connect`, `wsm load`).
+//!
 //! # Layout
 //!
 //! - [`error`]: the one [`Error`] enum; each variant says when it happens.
@@ -42,3 +78,9 @@ pub use bytes::Bytes;
 pub use bytestring::ByteString;
 pub use envelope::{Envelope, Outgoing, WireMessage};
 pub use error::{Error, Result};
+
+// Compiles (and runs) the README's Rust code blocks as doctests, so they stay in sync with the
+// crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -129,7 +129,14 @@ impl ReconnectSupervisor {
     }
 
     /// Decide what to do after a failed attempt or a lost connection.
-    fn after_failure(&mut self, ctx: &mut Context<Self>, final_reason: Option<String>) {
+    /// `cause` says what failed (the connect error, or the close code and reason); it ends up in
+    /// the `Failed` reason when reconnection is disabled.
+    fn after_failure(
+        &mut self,
+        ctx: &mut Context<Self>,
+        final_reason: Option<String>,
+        cause: String,
+    ) {
         if self.phase == Phase::Closing {
             return self.finish(ctx, ConnectionState::Closed);
         }
@@ -140,7 +147,7 @@ impl ReconnectSupervisor {
             return self.finish(
                 ctx,
                 ConnectionState::Failed {
-                    reason: "connection lost and reconnection is disabled".into(),
+                    reason: format!("{cause} (reconnection is disabled)"),
                 },
             );
         }
@@ -243,7 +250,7 @@ impl Handler<ConnectFailed> for ReconnectSupervisor {
             _ => None,
         };
         tracing::debug!(connection = %self.shared.name, error = %msg.error, "connect attempt failed");
-        self.after_failure(ctx, final_reason);
+        self.after_failure(ctx, final_reason, msg.error.to_string());
     }
 }
 
@@ -273,7 +280,8 @@ impl Handler<Lost> for ReconnectSupervisor {
         let final_reason = (self.phase != Phase::Closing
             && self.policy.is_final_close_code(msg.code))
         .then(|| format!("server closed with final code {}: {}", msg.code, msg.reason));
-        self.after_failure(ctx, final_reason);
+        let cause = format!("connection lost with code {}: {}", msg.code, msg.reason);
+        self.after_failure(ctx, final_reason, cause);
     }
 }
 

@@ -1,6 +1,8 @@
 //! `wsm`: the actix-ws-manager command-line tool.
 //!
 //! - `wsm serve`: the rooms server (and an echo endpoint), see `serve.rs`.
+//! - `wsm connect`: an interactive client (stdin to the socket, messages to stdout), see
+//!   `connect.rs`.
 //! - `wsm load`: open many connections and measure echo or broadcast latency, see `load.rs`.
 //!
 //! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`);
@@ -8,6 +10,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod connect;
 mod load;
 mod serve;
 
@@ -24,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run the rooms server (and a plain echo endpoint) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Connect to a WebSocket URL: stdin lines are sent, incoming messages go to stdout, state
+    /// changes to stderr; reconnects after a loss; exits 0 when stdin closes.
+    Connect(connect::ConnectArgs),
     /// Open many connections (to an embedded rooms server by default) and measure echo round
     /// trips or room broadcasts.
     Load(load::LoadArgs),
@@ -35,11 +41,14 @@ fn main() -> std::process::ExitCode {
     // (its errors reach stderr as one `wsm: ...` line; `RUST_LOG` turns logs back on).
     init_tracing(match cli.command {
         Command::Load(_) => "off",
+        // stderr carries the state lines; library logs would repeat them.
+        Command::Connect(_) => "off",
         _ => "info",
     });
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Load(args) => load::run(args),
+        Command::Connect(args) => connect::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,218 @@
+//! A chat client in several rooms at once, which survives server restarts on its own.
+//!
+//! It joins every room named on the command line, prints each message with its room and sender,
+//! prints connection-state changes, publishes the lines typed on stdin (`room: text`), and exits
+//! cleanly when stdin closes (Ctrl-D). Joins are registered with `Client::send_on_connect`, so
+//! after a server restart the client reconnects (backoff with jitter) and rejoins every room by
+//! itself.
+//!
+//! Run it alone (it starts an embedded rooms server on a free port):
+//!
+//! ```sh
+//! cargo run --example multi_room_client -- lobby news
+//! ```
+//!
+//! or against a running server (`cargo run --bin wsm -- serve` in another terminal):
+//!
+//! ```sh
+//! cargo run --example multi_room_client -- --url ws://127.0.0.1:8080/ws lobby news
+//! ```
+//!
+//! then type `lobby: hello` or `news: {"headline": "json works too"}`. Stop and restart the
+//! server to watch it reconnect and rejoin. `tests/example_multi_room.rs` drives [`run`] through
+//! a server restart.
+
+use std::time::Duration;
+
+use actix_ws_manager::client::{connect, ConnectionState, Event};
+use actix_ws_manager::config::{ClientConfig, ServerConfig};
+use actix_ws_manager::protocol::{self, ErrorReply, Joined, RoomMessage, Welcome};
+use actix_ws_manager::{server, Error};
+use tokio::sync::mpsc;
+
+/// How long [`run`] waits for the first connection before it gives up.
+pub const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client: connect to `url`, join `rooms` (again after every reconnect), publish each
+/// `room: text` line from `lines`, and write what happens to `out` (one line per message,
+/// `[room] sender: data`, and `* ...` lines for joins, state changes and problems).
+///
+/// Returns `Ok` once `lines` ends and the client is closed; fails when the first connection
+/// does not come up within [`FIRST_CONNECT_TIMEOUT`], or when the server refuses the client for
+/// good (`Failed`).
+pub async fn run(
+    url: &str,
+    rooms: &[String],
+    config: ClientConfig,
+    mut lines: mpsc::Receiver<String>,
+    out: mpsc::Sender<String>,
+) -> Result<(), Error> {
+    let client = connect(url, config)?;
+    // Subscribed before the first connection, so nothing is missed.
+    let mut events = client.events(64);
+    let mut messages = client.subscribe_channel::<RoomMessage>(256);
+    let mut joined = client.subscribe_channel::<Joined>(64);
+    let mut welcomes = client.subscribe_channel::<Welcome>(4);
+    let mut errors = client.subscribe_channel::<ErrorReply>(16);
+    for room in rooms {
+        // Sent now and, first of all, after every reconnect: the rejoin needs no code of ours.
+        client.send_on_connect(protocol::join(room)?).await?;
+    }
+    if let Err(e) = client.wait_connected(FIRST_CONNECT_TIMEOUT).await {
+        client.close().await;
+        return Err(e);
+    }
+
+    let result = loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break Ok(()) }; // stdin closed
+                let note = match parse_line(&line) {
+                    Some((room, data)) => match protocol::publish(room, &data) {
+                        Ok(msg) => client.send_envelope(msg).await.err().map(|e| format!("* not sent: {e}")),
+                        Err(e) => Some(format!("* not sent: {e}")),
+                    },
+                    None if line.trim().is_empty() => None,
+                    None => Some("* type `room: text`".to_owned()),
+                };
+                if let Some(note) = note {
+                    let _ = out.send(note).await;
+                }
+            }
+            Some(msg) = messages.recv() => {
+                let room = msg.room.as_deref().unwrap_or("?");
+                let from = msg.from.as_deref().unwrap_or("server");
+                let text = match &msg.data.0 {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let _ = out.send(format!("[{room}] {from}: {text}")).await;
+            }
+            Some(j) = joined.recv() => {
+                let _ = out.send(format!("* joined {}", j.room.as_deref().unwrap_or("?"))).await;
+            }
+            Some(w) = welcomes.recv() => {
+                let _ = out.send(format!("* welcome, you are {}", w.data.session)).await;
+            }
+            Some(e) = errors.recv() => {
+                let _ = out.send(format!("* server error {}: {}", e.data.code, e.data.message)).await;
+            }
+            Some(event) = events.recv() => match event {
+                Event::State(state) => {
+                    let _ = out.send(format!("* {}", describe(&state))).await;
+                    if let ConnectionState::Failed { reason } = state {
+                        break Err(Error::ConnectFailed { url: url.to_owned(), reason });
+                    }
+                }
+                Event::MessageError(e) => {
+                    let _ = out.send(format!("* bad message ({:?}): {}", e.kind, e.detail)).await;
+                }
+            },
+        }
+    };
+    client.close().await;
+    result
+}
+
+/// `"room: text"` → `("room", data)`, where data is the text parsed as JSON when it is JSON,
+/// else the text as a JSON string.
+pub fn parse_line(line: &str) -> Option<(&str, serde_json::Value)> {
+    let (room, text) = line.split_once(':')?;
+    let (room, text) = (room.trim(), text.trim());
+    if room.is_empty() || text.is_empty() {
+        return None;
+    }
+    let data = serde_json::from_str(text).unwrap_or_else(|_| text.into());
+    Some((room, data))
+}
+
+/// One human-readable line per state.
+pub fn describe(state: &ConnectionState) -> String {
+    match state {
+        ConnectionState::Connecting { attempt: 0 } => "connecting".into(),
+        ConnectionState::Connecting { attempt } => format!("connecting (attempt {attempt})"),
+        ConnectionState::Connected => "connected".into(),
+        ConnectionState::Disconnected { code, reason } => {
+            format!("disconnected ({code} {reason})")
+        }
+        ConnectionState::Reconnecting { attempt, delay } => {
+            format!("reconnecting in {delay:?} (attempt {attempt})")
+        }
+        ConnectionState::Failed { reason } => format!("failed: {reason}"),
+        ConnectionState::Closed => "closed".into(),
+    }
+}
+
+/// `[--url URL] ROOM...`: the URL (if any) and the rooms.
+#[allow(dead_code)] // used by `main` only
+fn parse_args() -> Result<(Option<String>, Vec<String>), String> {
+    let mut url = None;
+    let mut rooms = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--url" => url = Some(args.next().ok_or("--url needs a value")?),
+            "-h" | "--help" => {
+                return Err("usage: multi_room_client [--url ws://HOST:PORT/ws] ROOM...".into())
+            }
+            _ => rooms.push(arg),
+        }
+    }
+    if rooms.is_empty() {
+        rooms.push("lobby".to_owned());
+    }
+    Ok((url, rooms))
+}
+
+#[allow(dead_code)] // tests/example_multi_room.rs compiles this file as a module and uses `run`
+#[actix_rt::main]
+async fn main() -> std::process::ExitCode {
+    let (url, rooms) = match parse_args() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // Without --url, an embedded rooms server on a free port makes the example run alone.
+    let (url, embedded) = match url {
+        Some(url) => (url, None),
+        None => match server::serve("127.0.0.1:0", "/ws", "/echo", ServerConfig::default()) {
+            Ok(s) => (s.url(), Some(s)),
+            Err(e) => {
+                eprintln!("cannot start the embedded server: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    println!("* {url}, rooms {rooms:?}; type `room: text`, Ctrl-D to quit");
+
+    // stdin is blocking: read it on its own thread. The channel closes when stdin does.
+    let (line_tx, line_rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            if line_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+    let printer = actix_rt::spawn(async move {
+        while let Some(line) = out_rx.recv().await {
+            println!("{line}");
+        }
+    });
+
+    let result = run(&url, &rooms, ClientConfig::default(), line_rx, out_tx).await;
+    let _ = printer.await; // `run` dropped the sender: everything has been printed
+    if let Some(server) = embedded {
+        let _ = server.shutdown().await;
+    }
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("multi_room_client: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `wsm connect URL`: an interactive client on the crate's self-healing `Client`.
+//!
+//! - stdin: each line is one text message, sent verbatim; with `--json`, wrapped in an envelope
+//!   `{"type":T,"room":R?,"data":D}` where D is the line parsed as JSON, or the line as a JSON
+//!   string when it is not JSON.
+//! - stdout: every incoming text message, verbatim, one per line; binary messages as a one-line
+//!   summary (`[binary N bytes]`).
+//! - stderr: state changes (`wsm: connected`, `wsm: reconnecting in 500ms (attempt 1)`, ...).
+//!
+//! The first connection must succeed within `--connect-timeout`, else `wsm` exits 1 with one
+//! line saying why (refused, HTTP status, timeout). Later losses reconnect with backoff. When
+//! stdin closes, the connection is closed with 1000 (replies already on the way are printed)
+//! and `wsm` exits 0.
+
+use std::time::Duration;
+
+use actix_ws_manager::client::{self, Client, ConnectionState, Event};
+use actix_ws_manager::config::{ClientConfig, ReconnectPolicy};
+use actix_ws_manager::{protocol, Error, Outgoing, Result};
+use clap::Args;
+use tokio::sync::mpsc;
+
+/// Flags of `wsm connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The WebSocket URL, such as `ws://127.0.0.1:8080/ws`.
+    url: String,
+    /// Wrap each stdin line in a JSON envelope (`type`, `room`, `data`) instead of sending it
+    /// verbatim. The line becomes `data`: parsed as JSON if it is JSON, else as a string.
+    #[arg(long)]
+    json: bool,
+    /// The envelope `type` for `--json`. Default: `publish` when `--room` is given (the rooms
+    /// protocol), else `message`.
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// The envelope `room` for `--json`.
+    #[arg(long)]
+    room: Option<String>,
+    /// Join this room on connect and again after every reconnect (rooms protocol;
+    /// repeatable).
+    #[arg(long = "join", value_name = "ROOM")]
+    joins: Vec<String>,
+    /// Time the first connection may take (TCP, upgrade), such as `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Do not reconnect after a loss: exit 1 instead.
+    #[arg(long)]
+    no_reconnect: bool,
+}
+
+impl ConnectArgs {
+    /// The envelope for one stdin line under `--json`.
+    fn envelope(&self, line: &str) -> Result<Outgoing> {
+        let data = serde_json::from_str(line).unwrap_or_else(|_| line.into());
+        let kind = match (&self.kind, &self.room) {
+            (Some(kind), _) => kind.as_str(),
+            (None, Some(_)) => "publish",
+            (None, None) => "message",
+        };
+        let out = Outgoing::dynamic(kind, Some(&data))?;
+        Ok(match &self.room {
+            Some(room) => out.room(room.as_str()),
+            None => out,
+        })
+    }
+}
+
+/// Run until stdin closes (Ok) or the connection fails for good (Err).
+pub fn run(args: ConnectArgs) -> Result<()> {
+    client::validate_url(&args.url)?;
+    let policy = if args.no_reconnect {
+        ReconnectPolicy::never()
+    } else {
+        ReconnectPolicy::default()
+    };
+    let config = ClientConfig::default()
+        .connect_timeout(args.connect_timeout)
+        .reconnect(policy);
+    config.validate()?;
+    actix_rt::System::new().block_on(session(args, config))
+}
+
+async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
+    let client = client::connect(&args.url, config.clone())?;
+    let mut events = client.events(256);
+    let mut text = client.subscribe_text(1024);
+    let mut binary = client.subscribe_binary(64);
+    for room in &args.joins {
+        client.send_on_connect(protocol::join(room)?).await?;
+    }
+    if let Err(e) = first_connection(&client, &mut events, &args, &config).await {
+        client.close().await;
+        return Err(e);
+    }
+
+    // stdin is blocking: read it on its own thread; the channel closes when stdin does.
+    let (line_tx, mut lines) = mpsc::channel::<String>(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(std::result::Result::ok) {
+            if line_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => {
+                    let sent = if args.json {
+                        match args.envelope(&line) {
+                            Ok(out) => client.send_envelope(out).await,
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        client.send_text(line).await
+                    };
+                    if let Err(e) = sent {
+                        eprintln!("wsm: not sent: {e}");
+                    }
+                }
+                None => break,
+            },
+            // A closed stdout (`wsm connect URL | head -1`) ends the session like a closed stdin.
+            Some(msg) = text.recv() => if print_line(&msg.data).is_err() { break },
+            Some(msg) = binary.recv() => {
+                if print_line(&format!("[binary {} bytes]", msg.data.len())).is_err() {
+                    break;
+                }
+            }
+            Some(event) = events.recv() => {
+                if let Some(reason) = report(&event) {
+                    return Err(Error::ConnectFailed { url: args.url.clone(), reason });
+                }
+            }
+        }
+    }
+
+    // stdin closed: close with 1000, print what still arrives until the socket is gone.
+    client.close().await;
+    let drain = async {
+        loop {
+            tokio::select! {
+                Some(msg) = text.recv() => { let _ = print_line(&msg.data); }
+                Some(msg) = binary.recv() => {
+                    let _ = print_line(&format!("[binary {} bytes]", msg.data.len()));
+                }
+                event = events.recv() => match event {
+                    Some(event) => {
+                        let _ = report(&event);
+                        if let Event::State(s) = event {
+                            if s.is_terminal() {
+                                break;
+                            }
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+    while let Ok(msg) = text.try_recv() {
+        let _ = print_line(&msg.data);
+    }
+    Ok(())
+}
+
+/// One line on stdout; an error (stdout closed) instead of `println!`'s panic.
+fn print_line(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}")
+}
+
+/// Wait for the first `Connected`. On a first failure, say why in one line: the state's
+/// reason when the client gave up, else a diagnosis from one connection without retries.
+async fn first_connection(
+    client: &Client,
+    events: &mut mpsc::Receiver<Event>,
+    args: &ConnectArgs,
+    config: &ClientConfig,
+) -> Result<()> {
+    let failed = |reason: String| Error::ConnectFailed {
+        url: args.url.clone(),
+        reason,
+    };
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::State(ConnectionState::Connected) => {
+                    let _ = report(&Event::State(ConnectionState::Connected));
+                    return Ok(true);
+                }
+                Event::State(ConnectionState::Failed { reason }) => return Err(failed(reason)),
+                Event::State(ConnectionState::Reconnecting { .. }) => return Ok(false),
+                other => {
+                    let _ = report(&other);
+                }
+            }
+        }
+        Err(Error::ClientClosed)
+    };
+    // The connect timeout bounds the attempt itself; the margin covers starting the actors.
+    let within = args.connect_timeout + Duration::from_secs(1);
+    match tokio::time::timeout(within, wait).await {
+        Ok(Ok(true)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(false)) | Err(_) => {}
+    }
+    // The first attempt failed in a way the client would retry (refused, 5xx, timeout). Stop
+    // it and find out why with one attempt that is not retried.
+    client.close().await;
+    let probe = client::connect(
+        &args.url,
+        config.clone().reconnect(ReconnectPolicy::never()),
+    )?;
+    let outcome = probe.wait_connected(within).await;
+    let state = probe.state();
+    probe.close().await;
+    Err(match (outcome, state) {
+        (Ok(()), _) => failed("the first attempt failed, the second one worked; try again".into()),
+        (Err(_), ConnectionState::Failed { reason }) => {
+            // The probe's reason repeats the URL and says it does not retry: keep the cause.
+            let prefix = format!("connect to {} failed: ", args.url);
+            let reason = reason
+                .strip_suffix(" (reconnection is disabled)")
+                .unwrap_or(&reason);
+            failed(reason.strip_prefix(&prefix).unwrap_or(reason).to_owned())
+        }
+        (Err(e), _) => e,
+    })
+}
+
+/// Print an event on stderr; answers the reason when the client has given up.
+fn report(event: &Event) -> Option<String> {
+    match event {
+        Event::State(state) => {
+            let line = match state {
+                ConnectionState::Connecting { attempt: 0 } => "connecting".to_owned(),
+                ConnectionState::Connecting { attempt } => {
+                    format!("connecting (attempt {attempt})")
+                }
+                ConnectionState::Connected => "connected".to_owned(),
+                ConnectionState::Disconnected { code, reason } => {
+                    format!("disconnected ({code} {reason})")
+                }
+                ConnectionState::Reconnecting { attempt, delay } => {
+                    format!("reconnecting in {delay:?} (attempt {attempt})")
+                }
+                ConnectionState::Failed { reason } => return Some(reason.clone()),
+                ConnectionState::Closed => "closed".to_owned(),
+            };
+            eprintln!("wsm: {line}");
+            None
+        }
+        Event::MessageError(e) => {
+            eprintln!("wsm: incoming message problem ({:?}): {}", e.kind, e.detail);
+            None
+        }
+    }
+}
