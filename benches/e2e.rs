@@ -76,9 +76,11 @@ fn rss_of(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
@@ -302,8 +304,7 @@ fn client_idle_child(args: &[String]) {
     let (per_conn, up) = if kind == "ours" {
         let sys = actix_rt::System::new();
         sys.block_on(async move {
-            let manager = match Manager::new(ManagerConfig::default().connect_rate(Some(5000.0)))
-            {
+            let manager = match Manager::new(ManagerConfig::default().connect_rate(Some(5000.0))) {
                 Ok(m) => m,
                 Err(e) => panic!("manager: {e}"),
             };
@@ -349,9 +350,8 @@ fn client_idle_child(args: &[String]) {
 // A pool of bare tokio-tungstenite client connections, one current-thread runtime per core
 // ---------------------------------------------------------------------------------------------
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Shared by the pool's tasks: how many are up, and when the measurement ends.
 struct Phase {
@@ -419,7 +419,9 @@ impl Pool {
                             handles.push(tokio::task::spawn_local(async move {
                                 let ws = tokio::time::timeout(CONNECT_TIMEOUT, async {
                                     let (mut ws, _) =
-                                        tokio_tungstenite::connect_async(url.as_str()).await.ok()?;
+                                        tokio_tungstenite::connect_async(url.as_str())
+                                            .await
+                                            .ok()?;
                                     if welcome {
                                         ws.next().await?.ok()?;
                                     }
@@ -594,7 +596,10 @@ fn manager_echo(url: String, conns: usize, secs: u64) -> f64 {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut up = 0;
         for c in &clients {
-            if c.wait_connected(deadline.saturating_duration_since(Instant::now())).await.is_ok() {
+            if c.wait_connected(deadline.saturating_duration_since(Instant::now()))
+                .await
+                .is_ok()
+            {
                 up += 1;
             }
         }
@@ -641,8 +646,10 @@ fn server_idle_rss(srv: &ServerProc, url: String, welcome: bool, n: usize) -> u6
     let pool = Pool::start(n, url, welcome, |_, ws, phase| async move {
         let end = phase.wait_go().await;
         let (_tx, mut rx) = ws.split();
-        let _ = tokio::time::timeout_at(end.into(), async { while let Some(Ok(_)) = rx.next().await {} })
-            .await;
+        let _ = tokio::time::timeout_at(end.into(), async {
+            while let Some(Ok(_)) = rx.next().await {}
+        })
+        .await;
     });
     let up = pool.wait_connected();
     std::thread::sleep(Duration::from_secs(1));
@@ -694,9 +701,7 @@ fn broadcast(url: String, ours: bool, members: usize, rate: u64, secs: u64) -> (
                 // Wait for `joined` before the measurement starts.
                 loop {
                     match tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await {
-                        Ok(Some(Ok(m))) if m.to_text().is_ok_and(|t| t.contains("joined")) => {
-                            break
-                        }
+                        Ok(Some(Ok(m))) if m.to_text().is_ok_and(|t| t.contains("joined")) => break,
                         Ok(Some(Ok(_))) => continue,
                         _ => return,
                     }
@@ -821,7 +826,8 @@ fn parent(quick: bool) {
     let bsecs = env_usize("E2E_BCAST_SECS", d_bsecs) as u64;
     let rate = env_usize("E2E_RATE", 20).max(1) as u64;
     let runs = env_usize("E2E_RUNS", 1).max(1);
-    let only = std::env::var("E2E_ONLY").unwrap_or_else(|_| "client,server,memory,broadcast".into());
+    let only =
+        std::env::var("E2E_ONLY").unwrap_or_else(|_| "client,server,memory,broadcast".into());
     let want = |p: &str| only.split(',').any(|o| o.trim() == p);
     println!(
         "e2e: {} cores, echo {conns} conns x {secs}s, idle {idle}, broadcast {members} members x {bsecs}s at {rate}/s, {runs} run(s)",
@@ -904,10 +910,17 @@ fn parent(quick: bool) {
                 println!("  server idle RSS/conn {kind}: {per} B");
                 server_mem.push(per as f64);
             }
-            let bare_best = server_mem[1..].iter().copied().fold(f64::INFINITY, f64::min);
-            for (i, name) in ["tt default (128 KiB read buf)", "tt 4 KiB read buf", "actix-web-actors"]
+            let bare_best = server_mem[1..]
                 .iter()
-                .enumerate()
+                .copied()
+                .fold(f64::INFINITY, f64::min);
+            for (i, name) in [
+                "tt default (128 KiB read buf)",
+                "tt 4 KiB read buf",
+                "actix-web-actors",
+            ]
+            .iter()
+            .enumerate()
             {
                 rows.push(Row {
                     point: format!("server RSS/idle conn ({idle}), bare = {name}"),
@@ -972,7 +985,11 @@ fn parent(quick: bool) {
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let points = runs_rows.first().map(|r| r.len()).unwrap_or(0);
     for p in 0..points {
-        let ratios: Vec<f64> = runs_rows.iter().filter_map(|r| r.get(p)).map(Row::ratio).collect();
+        let ratios: Vec<f64> = runs_rows
+            .iter()
+            .filter_map(|r| r.get(p))
+            .map(Row::ratio)
+            .collect();
         let med = median(ratios.clone());
         let Some(row) = runs_rows
             .iter()
@@ -989,7 +1006,11 @@ fn parent(quick: bool) {
         let all = if ratios.len() > 1 {
             format!(
                 " (ratios: {})",
-                ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
             String::new()

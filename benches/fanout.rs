@@ -34,7 +34,11 @@ fn fan_out(c: &mut Criterion) {
     let mut g = c.benchmark_group("hub_fan_out");
     for members in [10usize, 100, 1000, 10_000] {
         let (hub, mut queues) = sys.block_on(async {
-            let hub = Hub::new(SlowConsumerPolicy::Disconnect, Arc::new(Counters::default())).start();
+            let hub = Hub::new(
+                SlowConsumerPolicy::Disconnect,
+                Arc::new(Counters::default()),
+            )
+            .start();
             let evict = Evictee.start().recipient();
             let room: Arc<str> = Arc::from("lobby");
             let mut queues = Vec::with_capacity(members);

@@ -62,9 +62,10 @@ fn dispatch(c: &mut Criterion) {
             .map(|_| client.subscribe_channel::<Tick>(BATCH as usize))
             .collect();
         g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("typed_channel_subscribers", subscribers), |b| {
-            b.iter_custom(|iters| sys.block_on(route_batches(&client, &text, &mut rxs, iters)))
-        });
+        g.bench_function(
+            BenchmarkId::new("typed_channel_subscribers", subscribers),
+            |b| b.iter_custom(|iters| sys.block_on(route_batches(&client, &text, &mut rxs, iters))),
+        );
         // Dropping the receivers unsubscribes them (at the next message of that type).
         drop(rxs);
         sys.block_on(route_batches(&client, &text, &mut Vec::new(), 1));
