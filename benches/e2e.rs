@@ -86,6 +86,28 @@ fn rss_of(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used, in µs, from `/proc/<pid>/stat` (assumes the
+/// usual 100 clock ticks per second, so the resolution is 10 ms).
+fn cpu_us(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = f.get(11)?.parse().ok()?;
+            let stime: u64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) * 10_000)
+        })
+        .unwrap_or(0)
+}
+
+/// One echo measurement: replies per second, and CPU µs per reply of the process watched.
+#[derive(Clone, Copy)]
+struct Echo {
+    rate: f64,
+    cpu_us: f64,
+}
+
 fn raise_nofile() {
     if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
         let _ = rlimit::Resource::NOFILE.set(hard, hard);
@@ -527,6 +549,10 @@ impl ServerProc {
         format!("ws://127.0.0.1:{}{path}", self.port)
     }
 
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
     fn rss(&self) -> u64 {
         rss_of(&self.child.id().to_string())
     }
@@ -544,7 +570,7 @@ impl Drop for ServerProc {
 // ---------------------------------------------------------------------------------------------
 
 /// Closed-loop echo with the bare client: replies per second.
-fn bare_echo(url: String, welcome: bool, conns: usize, secs: u64) -> f64 {
+fn bare_echo(url: String, welcome: bool, conns: usize, secs: u64, cpu_pid: &str) -> Echo {
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     let pool = Pool::start(conns, url, welcome, move |i, ws, phase| {
@@ -575,12 +601,18 @@ fn bare_echo(url: String, welcome: bool, conns: usize, secs: u64) -> f64 {
         eprintln!("  bare echo: only {up} of {conns} connected");
     }
     let start = Instant::now();
+    let cpu0 = cpu_us(cpu_pid);
     pool.run_until(start + Duration::from_secs(secs));
-    count.load(Ordering::Relaxed) as f64 / secs as f64
+    let cpu = cpu_us(cpu_pid).saturating_sub(cpu0) as f64;
+    let n = count.load(Ordering::Relaxed) as f64;
+    Echo {
+        rate: n / secs as f64,
+        cpu_us: cpu / n.max(1.0),
+    }
 }
 
 /// Closed-loop echo with our Manager (verbatim text frames): replies per second.
-fn manager_echo(url: String, conns: usize, secs: u64) -> f64 {
+fn manager_echo(url: String, conns: usize, secs: u64) -> Echo {
     let sys = actix_rt::System::new();
     sys.block_on(async move {
         let manager = match Manager::new(ManagerConfig::default().connect_rate(Some(5000.0))) {
@@ -609,6 +641,7 @@ fn manager_echo(url: String, conns: usize, secs: u64) -> f64 {
         let count = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicUsize::new(0));
         let end = Instant::now() + Duration::from_secs(secs);
+        let cpu0 = cpu_us("self");
         for (i, client) in clients.iter().enumerate() {
             let (c, d, client) = (count.clone(), done.clone(), client.clone());
             let mut rx = client.subscribe_text(16);
@@ -634,9 +667,13 @@ fn manager_echo(url: String, conns: usize, secs: u64) -> f64 {
         while done.load(Ordering::Relaxed) < clients.len() && Instant::now() < bound {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
-        let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
+        let cpu = cpu_us("self").saturating_sub(cpu0) as f64;
+        let n = count.load(Ordering::Relaxed) as f64;
         manager.shutdown().await;
-        rate
+        Echo {
+            rate: n / secs as f64,
+            cpu_us: cpu / n.max(1.0),
+        }
     })
 }
 
@@ -842,42 +879,72 @@ fn parent(quick: bool) {
         if want("client") {
             let tt = ServerProc::start("tt", "echo");
             let ours = manager_echo(tt.url("/"), conns, secs);
-            let bare = bare_echo(tt.url("/"), false, conns, secs);
-            println!("  client echo: manager {ours:.0}/s, bare tt client {bare:.0}/s");
+            let bare = bare_echo(tt.url("/"), false, conns, secs, "self");
+            println!(
+                "  client echo: manager {:.0}/s ({:.2} CPU us/msg), bare tt client {:.0}/s ({:.2} CPU us/msg)",
+                ours.rate, ours.cpu_us, bare.rate, bare.cpu_us
+            );
             rows.push(Row {
                 point: format!("client echo msg/s ({conns} conns, vs tt server)"),
-                ours,
-                bare,
+                ours: ours.rate,
+                bare: bare.rate,
                 unit: "msg/s",
                 goal: Some(0.8),
                 higher_is_better: true,
                 note: "Manager vs tokio-tungstenite client".into(),
             });
+            rows.push(Row {
+                point: "client CPU us per echo".into(),
+                ours: ours.cpu_us,
+                bare: bare.cpu_us,
+                unit: "us",
+                goal: None,
+                higher_is_better: false,
+                note: "client process CPU / replies (10 ms tick resolution)".into(),
+            });
         }
         if want("server") {
             let (ours_ws, ours_echo) = {
                 let s = ServerProc::start("ours", "echo");
+                let pid = s.pid();
                 (
-                    bare_echo(s.url("/ws"), true, conns, secs),
-                    bare_echo(s.url("/echo"), false, conns, secs),
+                    bare_echo(s.url("/ws"), true, conns, secs, &pid),
+                    bare_echo(s.url("/echo"), false, conns, secs, &pid),
                 )
             };
             let tt = {
                 let s = ServerProc::start("tt", "echo");
-                bare_echo(s.url("/"), false, conns, secs)
+                bare_echo(s.url("/"), false, conns, secs, &s.pid())
             };
             let actors = {
                 let s = ServerProc::start("actors", "echo");
-                bare_echo(s.url("/"), false, conns, secs)
+                bare_echo(s.url("/"), false, conns, secs, &s.pid())
             };
             println!(
-                "  server echo: ours /ws {ours_ws:.0}/s, ours /echo {ours_echo:.0}/s, tt {tt:.0}/s, actix-web-actors {actors:.0}/s"
+                "  server echo msg/s (CPU us/msg): ours /ws {:.0} ({:.2}), ours /echo {:.0} ({:.2}), tt {:.0} ({:.2}), actix-web-actors {:.0} ({:.2})",
+                ours_ws.rate, ours_ws.cpu_us, ours_echo.rate, ours_echo.cpu_us, tt.rate, tt.cpu_us, actors.rate, actors.cpu_us
             );
-            let (bare, which) = if tt >= actors {
-                (tt, "tt")
+            let (bare, which) = if tt.rate >= actors.rate {
+                (tt.rate, "tt")
             } else {
-                (actors, "actix-web-actors")
+                (actors.rate, "actix-web-actors")
             };
+            let (bare_cpu, which_cpu) = if tt.cpu_us <= actors.cpu_us {
+                (tt.cpu_us, "tt")
+            } else {
+                (actors.cpu_us, "actix-web-actors")
+            };
+            let (tt, actors) = (tt.rate, actors.rate);
+            rows.push(Row {
+                point: "server CPU us per echo, rooms /ws".into(),
+                ours: ours_ws.cpu_us,
+                bare: bare_cpu,
+                unit: "us",
+                goal: None,
+                higher_is_better: false,
+                note: format!("server process CPU / replies; bare = {which_cpu}"),
+            });
+            let (ours_ws, ours_echo) = (ours_ws.rate, ours_echo.rate);
             rows.push(Row {
                 point: format!("server echo msg/s, rooms /ws ({conns} conns)"),
                 ours: ours_ws,
@@ -1016,7 +1083,7 @@ fn parent(quick: bool) {
             String::new()
         };
         println!(
-            "| {} | {:.0} {} | {:.0} {} | {:.2} | {} | {} | {}{} |",
+            "| {} | {:.prec$} {} | {:.prec$} {} | {:.2} | {} | {} | {}{} |",
             row.point,
             row.ours,
             row.unit,
@@ -1026,7 +1093,8 @@ fn parent(quick: bool) {
             goal,
             row.met(),
             row.note,
-            all
+            all,
+            prec = if row.bare.abs() < 100.0 { 2 } else { 0 }
         );
     }
 }
