@@ -323,6 +323,9 @@ fn client_idle_child(args: &[String]) {
     let url = args.get(1).cloned().unwrap_or_default();
     let n: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(100);
     let pid = std::process::id().to_string();
+    if kind == "bare4k" {
+        let _ = BARE_CLIENT_CONFIG.set(WebSocketConfig::default().read_buffer_size(4096));
+    }
     let (per_conn, up) = if kind == "ours" {
         let sys = actix_rt::System::new();
         sys.block_on(async move {
@@ -374,6 +377,10 @@ fn client_idle_child(args: &[String]) {
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The bare client's `WebSocketConfig` (default when unset); `__client-idle bare4k` sets a
+/// 4 KiB read buffer.
+static BARE_CLIENT_CONFIG: OnceLock<WebSocketConfig> = OnceLock::new();
 
 /// Shared by the pool's tasks: how many are up, and when the measurement ends.
 struct Phase {
@@ -440,10 +447,13 @@ impl Pool {
                             let (phase, task, url) = (phase.clone(), task.clone(), url.clone());
                             handles.push(tokio::task::spawn_local(async move {
                                 let ws = tokio::time::timeout(CONNECT_TIMEOUT, async {
-                                    let (mut ws, _) =
-                                        tokio_tungstenite::connect_async(url.as_str())
-                                            .await
-                                            .ok()?;
+                                    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+                                        url.as_str(),
+                                        BARE_CLIENT_CONFIG.get().copied(),
+                                        false,
+                                    )
+                                    .await
+                                    .ok()?;
                                     if welcome {
                                         ws.next().await?.ok()?;
                                     }
@@ -1002,7 +1012,17 @@ fn parent(quick: bool) {
             let tt = ServerProc::start("tt4k", "echo");
             let ours = client_idle_rss("ours", &tt.url("/"), idle);
             let bare = client_idle_rss("bare", &tt.url("/"), idle);
-            println!("  client idle RSS/conn: manager {ours} B, bare tt client {bare} B");
+            let bare4k = client_idle_rss("bare4k", &tt.url("/"), idle);
+            println!("  client idle RSS/conn: manager {ours} B, bare tt client {bare} B, with 4 KiB read buffer {bare4k} B");
+            rows.push(Row {
+                point: format!("client RSS/idle conn ({idle}), bare = tt 4 KiB read buf"),
+                ours: ours as f64,
+                bare: bare4k as f64,
+                unit: "B",
+                goal: None,
+                higher_is_better: false,
+                note: "Manager vs tt client, read_buffer_size 4096".into(),
+            });
             rows.push(Row {
                 point: format!("client RSS/idle conn ({idle})"),
                 ours: ours as f64,
