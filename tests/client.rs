@@ -897,3 +897,22 @@ async fn verbatim_text_passthrough() {
     assert_eq!((stats.decode_errors, stats.unknown_types), (0, 0));
     client.close().await;
 }
+
+/// `inject_text` routes a text frame through the Router as if the peer had sent it: typed
+/// subscribers get it decoded, the peer sees nothing, and the receive counters do not move.
+#[actix_rt::test]
+async fn injected_text_is_routed_like_a_received_frame() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let client = connect(&peer.url, test_config()).unwrap();
+    let mut events = client.events(64);
+    let mut quotes = client.subscribe_channel::<Quote>(16);
+    connected(&mut events).await;
+    assert!(matches!(peer.next().await, PeerEvent::Connected(_)));
+
+    client.inject_text(r#"{"type":"quote","room":"fx","data":{"symbol":"EURUSD","price":1.05}}"#);
+    let q = recv_within(&mut quotes, WAIT, "injected quote").await;
+    assert_eq!(q.data.symbol, "EURUSD");
+    assert_eq!(q.room.as_deref(), Some("fx"));
+    assert_eq!(client.stats().messages_in, 0);
+    client.close().await;
+}

@@ -369,4 +369,15 @@ impl Client {
     pub fn is_running(&self) -> bool {
         self.inner.supervisor.connected()
     }
+
+    /// Route `text` through this client's Router as though the peer had sent it as a text frame:
+    /// typed, raw and text subscribers, pending requests and the application heartbeat see it
+    /// exactly as they would see a received frame (it is queued behind frames already received).
+    ///
+    /// For testing subscribers without a server, and for measuring dispatch cost
+    /// (`benches/router.rs`). It skips the Connection, so the size and UTF-8 checks and the
+    /// `messages_in`/`bytes_in` counters do not apply. Does nothing once the client is closed.
+    pub fn inject_text(&self, text: impl Into<ByteString>) {
+        self.inner.router.do_send(router::Incoming(text.into()));
+    }
 }

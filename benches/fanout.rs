@@ -1,0 +1,95 @@
+//! Hub fan-out by number of room members, in process (no sockets).
+//!
+//! The [`Hub`] only ever sees each session's bounded outbound queue, so members here are plain
+//! `mpsc` queues registered with the public [`Connect`] message, exactly as sessions register.
+//! Each iteration sends one [`Publish`] to a room of `n` members (the hub encodes the envelope
+//! once and `try_send`s the shared bytes to every queue) and then empties every queue, as the
+//! sessions' writers would.
+//!
+//! Run: `cargo bench --bench fanout`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_ws_manager::config::SlowConsumerPolicy;
+use actix_ws_manager::server::hub::{Connect, Counters, Evict, Hub, Join, Outbound, Publish};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+/// Stands in for a session's actor: only receives [`Evict`], which never happens here (queues
+/// are drained after every publish).
+struct Evictee;
+impl Actor for Evictee {
+    type Context = Context<Self>;
+}
+impl Handler<Evict> for Evictee {
+    type Result = ();
+    fn handle(&mut self, _: Evict, _: &mut Context<Self>) {}
+}
+
+fn fan_out(c: &mut Criterion) {
+    let sys = actix_rt::System::new();
+    let mut g = c.benchmark_group("hub_fan_out");
+    for members in [10usize, 100, 1000, 10_000] {
+        let (hub, mut queues) = sys.block_on(async {
+            let hub = Hub::new(
+                SlowConsumerPolicy::Disconnect,
+                Arc::new(Counters::default()),
+            )
+            .start();
+            let evict = Evictee.start().recipient();
+            let room: Arc<str> = Arc::from("lobby");
+            let mut queues = Vec::with_capacity(members);
+            for id in 0..members as u64 {
+                let (tx, rx) = mpsc::channel::<Outbound>(64);
+                hub.do_send(Connect {
+                    id,
+                    queue: tx,
+                    evict: evict.clone(),
+                });
+                hub.do_send(Join {
+                    id,
+                    room: room.clone(),
+                });
+                queues.push(rx);
+            }
+            (hub, queues)
+        });
+        g.throughput(Throughput::Elements(members as u64));
+        g.bench_function(BenchmarkId::new("publish_and_drain", members), |b| {
+            b.iter_custom(|iters| sys.block_on(publish(&hub, &mut queues, members, iters)))
+        });
+    }
+    g.finish();
+}
+
+async fn publish(
+    hub: &Addr<Hub>,
+    queues: &mut [mpsc::Receiver<Outbound>],
+    members: usize,
+    iters: u64,
+) -> Duration {
+    let data = RawValue::from_string(r#"{"text":"hello, room","seq":1}"#.to_owned()).ok();
+    let room: Arc<str> = Arc::from("lobby");
+    let from: Arc<str> = Arc::from("s-0");
+    let start = Instant::now();
+    for _ in 0..iters {
+        let reached = hub
+            .send(Publish {
+                room: room.clone(),
+                from: Some(from.clone()),
+                data: data.clone(),
+            })
+            .await;
+        assert_eq!(reached.ok(), Some(members), "every member reached");
+        for q in queues.iter_mut() {
+            while q.try_recv().is_ok() {}
+        }
+    }
+    start.elapsed()
+}
+
+criterion_group!(benches, fan_out);
+criterion_main!(benches);
