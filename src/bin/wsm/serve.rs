@@ -70,6 +70,11 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
     let config = args.config();
     config.validate()?;
+    // Each session needs one descriptor (two with the socket handle): use the hard limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit raised"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     actix_rt::System::new().block_on(async move {
         let server = server::serve(args.bind.as_str(), &args.path, &args.echo_path, config)?;
         {
