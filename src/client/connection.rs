@@ -497,12 +497,7 @@ impl Connection {
             if let Some(p) = self.partial.take() {
                 let text = p.text;
                 let bytes = p.buf.freeze();
-                if text {
-                    // Already validated fragment by fragment.
-                    self.deliver_checked_text(bytes);
-                } else {
-                    self.deliver(ctx, false, bytes);
-                }
+                self.deliver(ctx, text, bytes);
             }
         }
     }
@@ -518,10 +513,7 @@ impl Connection {
             );
         }
         if text {
-            if std::str::from_utf8(&bytes).is_err() {
-                return self.protocol_failure(ctx, 1007, "invalid UTF-8 in a text message".into());
-            }
-            self.deliver_checked_text(bytes);
+            self.deliver_text(ctx, bytes);
         } else {
             Shared::add(&self.shared.messages_in, 1);
             Shared::add(&self.shared.bytes_in, bytes.len() as u64);
@@ -529,15 +521,17 @@ impl Connection {
         }
     }
 
-    fn deliver_checked_text(&mut self, bytes: Bytes) {
-        Shared::add(&self.shared.messages_in, 1);
-        Shared::add(&self.shared.bytes_in, bytes.len() as u64);
+    /// Hand a text message to the Router; the one UTF-8 check of a whole message is the
+    /// conversion to `ByteString` (fragments were also checked as they arrived).
+    fn deliver_text(&mut self, ctx: &mut Context<Self>, bytes: Bytes) {
+        let len = bytes.len() as u64;
         match ByteString::try_from(bytes) {
-            Ok(text) => self.router.do_send(Incoming(text)),
-            // Unreachable after validation, but never panic on network input.
-            Err(_) => {
-                tracing::error!(connection = %self.shared.name, "validated text was not UTF-8")
+            Ok(text) => {
+                Shared::add(&self.shared.messages_in, 1);
+                Shared::add(&self.shared.bytes_in, len);
+                self.router.do_send(Incoming(text));
             }
+            Err(_) => self.protocol_failure(ctx, 1007, "invalid UTF-8 in a text message".into()),
         }
     }
 

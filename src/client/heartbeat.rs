@@ -8,14 +8,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
 
 use super::connection::{Connection, PeerDead, SendPing};
 use super::state::Shared;
-use crate::config::{HeartbeatConfig, PingMode};
+use crate::config::HeartbeatConfig;
 
 /// Pings in flight that we remember for RTT; older ones are forgotten (their pongs then give
 /// no sample).
@@ -150,9 +150,7 @@ pub(crate) struct AppPong;
 impl Handler<AppPong> for Heartbeat {
     type Result = ();
     fn handle(&mut self, _: AppPong, _: &mut Context<Self>) {
-        if self.config.mode != PingMode::Application {
-            return;
-        }
+        // The Router only sends this in application mode.
         if let Some((_, sent)) = self.outstanding.pop_front() {
             self.shared.record_rtt(sent.elapsed());
         }
@@ -170,9 +168,4 @@ impl Handler<Terminate> for Heartbeat {
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
         ctx.stop();
     }
-}
-
-/// The longest a dead peer can go unnoticed with this configuration.
-pub fn detection_bound(config: &HeartbeatConfig) -> Duration {
-    config.timeout + config.interval
 }

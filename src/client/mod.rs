@@ -23,7 +23,7 @@
 //! client.wait_connected(Duration::from_secs(5)).await?;
 //! client.send_envelope(protocol::publish("lobby", &"hello")?).await?;
 //! while let Some(msg) = messages.recv().await {
-//!     println!("{:?} in {:?} from {:?}", msg.data, msg.room, msg.from);
+//!     tracing::info!("{:?} in {:?} from {:?}", msg.data, msg.room, msg.from);
 //! }
 //! client.close().await;
 //! # Ok(()) }
@@ -137,7 +137,10 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         Heartbeat::new(config.heartbeat.clone(), shared.clone(), conn_addr.clone()).start()
     });
 
-    router_ctx.run(Router::new(shared.clone(), heartbeat.clone()));
+    let app_heartbeat = heartbeat
+        .clone()
+        .filter(|_| config.heartbeat.mode == crate::config::PingMode::Application);
+    router_ctx.run(Router::new(shared.clone(), app_heartbeat));
     let mut connection = Connection::new(
         url.to_owned(),
         config.clone(),

@@ -143,7 +143,8 @@ pub struct Router {
     events: Vec<Sink<Event>>,
     pending: HashMap<u64, PendingRequest>,
     next_id: u64,
-    heartbeat: Option<Addr<Heartbeat>>,
+    /// The heartbeat, only in application ping mode: `{"type":"pong"}` envelopes go to it.
+    app_heartbeat: Option<Addr<Heartbeat>>,
 }
 
 struct PendingRequest {
@@ -152,7 +153,9 @@ struct PendingRequest {
 }
 
 impl Router {
-    pub(crate) fn new(shared: Arc<Shared>, heartbeat: Option<Addr<Heartbeat>>) -> Self {
+    /// `app_heartbeat`: the heartbeat when it pings with `{"type":"ping"}` (its pongs are
+    /// envelopes to route to it); `None` otherwise.
+    pub(crate) fn new(shared: Arc<Shared>, app_heartbeat: Option<Addr<Heartbeat>>) -> Self {
         Self {
             shared,
             typed: HashMap::new(),
@@ -162,7 +165,7 @@ impl Router {
             events: Vec::new(),
             pending: HashMap::new(),
             next_id: 1,
-            heartbeat,
+            app_heartbeat,
         }
     }
 
@@ -230,7 +233,7 @@ impl Router {
             if self.typed.is_empty()
                 && self.raw.is_empty()
                 && self.pending.is_empty()
-                && self.heartbeat.is_none()
+                && self.app_heartbeat.is_none()
             {
                 return;
             }
@@ -256,7 +259,7 @@ impl Router {
         }
 
         if head.kind == crate::protocol::Pong::TYPE {
-            if let Some(hb) = &self.heartbeat {
+            if let Some(hb) = &self.app_heartbeat {
                 hb.do_send(AppPong);
                 handled = true;
             }
@@ -276,11 +279,13 @@ impl Router {
                 self.typed.remove(&*head.kind);
             }
             handled = true;
-            let kind = head.kind.to_string();
-            for e in errors {
-                self.message_error(MessageErrorKind::BadData, Some(kind.clone()), e);
+            if !errors.is_empty() || full > 0 {
+                let kind = head.kind.to_string();
+                for e in errors {
+                    self.message_error(MessageErrorKind::BadData, Some(kind.clone()), e);
+                }
+                self.subscribers_full(&kind, full);
             }
-            self.subscribers_full(&kind, full);
         }
 
         if !self.raw.is_empty() {
