@@ -84,10 +84,20 @@ pub struct Counters {
 impl Counters {
     /// Count one frame of `len` bytes handed to a queue that now holds `depth` frames.
     pub(crate) fn delivered(&self, len: usize, depth: usize) {
-        self.delivered.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.delivered_many(1, len as u64, depth);
+    }
+
+    /// Count `frames` frames of `bytes` bytes in all, the deepest queue holding `max_depth`
+    /// frames after them: a broadcast counts once, not once per member (these counters are
+    /// shared with sessions on every worker thread).
+    pub(crate) fn delivered_many(&self, frames: u64, bytes: u64, max_depth: usize) {
+        if frames == 0 {
+            return;
+        }
+        self.delivered.fetch_add(frames, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.queue_high_water
-            .fetch_max(depth as u64, Ordering::Relaxed);
+            .fetch_max(max_depth as u64, Ordering::Relaxed);
     }
 }
 
@@ -315,6 +325,7 @@ impl Handler<Publish> for Hub {
         let len = text.len();
         let frame = Outbound::Text(text);
         let mut reached = 0;
+        let mut max_depth = 0;
         let mut evicted = Vec::new();
         for id in ids {
             let Some(member) = self.members.get(id) else {
@@ -324,7 +335,7 @@ impl Handler<Publish> for Hub {
                 Ok(()) => {
                     reached += 1;
                     let depth = member.queue.max_capacity() - member.queue.capacity();
-                    self.counters.delivered(len, depth);
+                    max_depth = max_depth.max(depth);
                 }
                 Err(TrySendError::Full(_)) => match self.policy {
                     SlowConsumerPolicy::DropNewest => {
@@ -336,6 +347,8 @@ impl Handler<Publish> for Hub {
                 Err(TrySendError::Closed(_)) => evicted.push((*id, false)),
             }
         }
+        self.counters
+            .delivered_many(reached as u64, (len * reached) as u64, max_depth);
         for (id, slow) in evicted {
             if let Some(member) = self.remove(id) {
                 if slow {
