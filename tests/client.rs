@@ -14,7 +14,7 @@ use actix_ws_manager::config::{
 use actix_ws_manager::{Error, Outgoing, WireMessage};
 use bytes::Bytes;
 use common::peer::{Behaviour, Peer, PeerCmd, PeerEvent};
-use common::{recv_until, recv_within, WAIT};
+use common::{client_test_config, recv_until, recv_within, WAIT};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Receiver;
 
@@ -57,17 +57,6 @@ fn chat(text: &str) -> Chat {
     Chat { text: text.into() }
 }
 
-/// A config for tests: quiet heartbeat, fast deterministic reconnects.
-fn test_config() -> ClientConfig {
-    ClientConfig::default()
-        .heartbeat(HeartbeatConfig::disabled())
-        .reconnect(
-            ReconnectPolicy::default()
-                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
-                .jitter(0.0, None),
-        )
-}
-
 async fn wait_state(
     events: &mut Receiver<Event>,
     what: &str,
@@ -95,7 +84,7 @@ async fn connected(events: &mut Receiver<Event>) {
 #[actix_rt::test]
 async fn typed_round_trip_both_ways_and_binary_passthrough() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let mut chats = client.subscribe_channel::<Chat>(16);
     let mut quotes = client.subscribe_channel::<Quote>(16);
@@ -150,7 +139,7 @@ async fn typed_round_trip_both_ways_and_binary_passthrough() {
 #[actix_rt::test]
 async fn fragmented_message_arrives_whole() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let mut chats = client.subscribe_channel::<Chat>(16);
     connected(&mut events).await;
@@ -211,7 +200,7 @@ async fn expect_close(peer: &mut Peer, events: &mut Receiver<Event>, code: u16) 
 #[actix_rt::test]
 async fn oversize_messages_close_with_1009() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config().max_message_size(1024)).unwrap();
+    let client = connect(&peer.url, client_test_config().max_message_size(1024)).unwrap();
     let mut events = client.events(64);
     connected(&mut events).await;
     peer.next().await;
@@ -240,7 +229,7 @@ async fn oversize_messages_close_with_1009() {
 #[actix_rt::test]
 async fn invalid_utf8_closes_with_1007() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     connected(&mut events).await;
     peer.next().await;
@@ -258,7 +247,7 @@ async fn invalid_utf8_closes_with_1007() {
 async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let port = peer.port;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(256);
     client
         .send_on_connect(Outgoing::new(&chat("join lobby")).unwrap())
@@ -340,7 +329,7 @@ async fn overflow_outbox(overflow: Overflow) -> (Vec<String>, Vec<Result<(), Err
         .unwrap()
         .port();
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let config = test_config()
+    let config = client_test_config()
         .outbox(OutboxPolicy::new(3, overflow))
         .reconnect(
             ReconnectPolicy::default()
@@ -425,7 +414,7 @@ async fn silent_peer_is_declared_dead_and_reconnection_starts() {
     let timeout = Duration::from_millis(400);
     let client = connect(
         &peer.url,
-        test_config().heartbeat(HeartbeatConfig::new(interval, timeout)),
+        client_test_config().heartbeat(HeartbeatConfig::new(interval, timeout)),
     )
     .unwrap();
     let mut events = client.events(64);
@@ -469,7 +458,7 @@ async fn silent_peer_is_declared_dead_and_reconnection_starts() {
 #[actix_rt::test]
 async fn heartbeat_measures_round_trip_time() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let config = test_config().heartbeat(HeartbeatConfig::new(
+    let config = client_test_config().heartbeat(HeartbeatConfig::new(
         Duration::from_millis(50),
         Duration::from_secs(5),
     ));
@@ -502,7 +491,7 @@ async fn request_reply_timeout_remote_error_and_failure_on_disconnect() {
         ..Behaviour::default()
     })
     .await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     connected(&mut events).await;
 
@@ -563,7 +552,7 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
         ..Behaviour::default()
     })
     .await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let mut chats = client.subscribe_channel::<Chat>(16);
     connected(&mut events).await;
@@ -606,7 +595,7 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
 #[actix_rt::test]
 async fn user_close_never_reconnects() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     connected(&mut events).await;
     peer.next().await;
@@ -631,7 +620,7 @@ async fn user_close_never_reconnects() {
 async fn final_close_codes_and_statuses_end_in_failed() {
     for code in [1008u16, 4001] {
         let mut peer = Peer::start(Behaviour::default()).await;
-        let config = test_config().reconnect(
+        let config = client_test_config().reconnect(
             ReconnectPolicy::default()
                 .backoff(Duration::from_millis(10), 2.0, Duration::from_millis(100))
                 .final_close_codes(4000..=4999),
@@ -662,7 +651,7 @@ async fn final_close_codes_and_statuses_end_in_failed() {
 
     let peer = Peer::start(Behaviour::default()).await;
     let url = format!("ws://127.0.0.1:{}/forbidden", peer.port);
-    let client = connect(&url, test_config()).unwrap();
+    let client = connect(&url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let state = wait_state(&mut events, "Failed", |s| s.is_terminal()).await;
     assert!(
@@ -675,7 +664,7 @@ async fn final_close_codes_and_statuses_end_in_failed() {
 #[actix_rt::test]
 async fn non_final_close_and_503_are_retried() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     connected(&mut events).await;
     peer.next().await;
@@ -688,7 +677,7 @@ async fn non_final_close_and_503_are_retried() {
     client.close().await;
 
     let url = format!("ws://127.0.0.1:{}/unavailable", peer.port);
-    let client = connect(&url, test_config()).unwrap();
+    let client = connect(&url, client_test_config()).unwrap();
     let mut events = client.events(64);
     wait_state(&mut events, "Reconnecting", |s| {
         matches!(s, ConnectionState::Reconnecting { .. })
@@ -737,7 +726,7 @@ async fn application_level_heartbeat_measures_rtt() {
     .await;
     let heartbeat = HeartbeatConfig::new(Duration::from_millis(50), Duration::from_secs(5))
         .mode(PingMode::Application);
-    let client = connect(&peer.url, test_config().heartbeat(heartbeat)).unwrap();
+    let client = connect(&peer.url, client_test_config().heartbeat(heartbeat)).unwrap();
     let mut events = client.events(64);
     connected(&mut events).await;
     peer.next().await;
@@ -759,7 +748,7 @@ async fn attempts_reset_only_after_a_stable_connection() {
         ..Behaviour::default()
     })
     .await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(256);
     let mut delays = Vec::new();
     let mut connects = 0;
@@ -784,7 +773,7 @@ async fn attempts_reset_only_after_a_stable_connection() {
     // A connection that stays up past `stable_after` resets the counter: the next delay is the
     // initial one again. The peer's pings serve as the clock (no sleeping).
     let mut peer = Peer::start(Behaviour::default()).await;
-    let config = test_config()
+    let config = client_test_config()
         .heartbeat(HeartbeatConfig::new(
             Duration::from_millis(50),
             Duration::from_secs(5),
@@ -835,7 +824,7 @@ async fn slow_peer_bounds_client_memory() {
     .await;
     let config = ClientConfig {
         write_queue: 4,
-        ..test_config().outbox(OutboxPolicy::new(8, Overflow::Reject))
+        ..client_test_config().outbox(OutboxPolicy::new(8, Overflow::Reject))
     };
     let client = connect(&peer.url, config).unwrap();
     let mut events = client.events(64);
@@ -877,7 +866,7 @@ async fn slow_peer_bounds_client_memory() {
 #[actix_rt::test]
 async fn verbatim_text_passthrough() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let mut text = client.subscribe_text(16);
     connected(&mut events).await;
@@ -903,7 +892,7 @@ async fn verbatim_text_passthrough() {
 #[actix_rt::test]
 async fn injected_text_is_routed_like_a_received_frame() {
     let mut peer = Peer::start(Behaviour::default()).await;
-    let client = connect(&peer.url, test_config()).unwrap();
+    let client = connect(&peer.url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let mut quotes = client.subscribe_channel::<Quote>(16);
     connected(&mut events).await;

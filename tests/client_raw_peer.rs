@@ -4,27 +4,14 @@
 
 mod common;
 
-use std::time::Duration;
-
 use actix_ws_manager::client::{connect, ConnectionState, Event};
-use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
-use common::{recv_until, WAIT};
+use common::{client_test_config, recv_until, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-
-fn config() -> ClientConfig {
-    ClientConfig::default()
-        .heartbeat(HeartbeatConfig::disabled())
-        .reconnect(
-            ReconnectPolicy::default()
-                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
-                .jitter(0.0, None),
-        )
-}
 
 /// Accept one WebSocket connection on `listener`.
 async fn accept(
@@ -62,7 +49,7 @@ async fn read_close(
 async fn single_frame_invalid_utf8_closes_with_1007() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/raw", listener.local_addr().unwrap());
-    let client = connect(&url, config()).unwrap();
+    let client = connect(&url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let mut ws = accept(&listener).await;
     let bad = Frame::message(
@@ -94,7 +81,7 @@ async fn single_frame_invalid_utf8_closes_with_1007() {
 async fn peer_close_is_echoed_and_reported() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/raw", listener.local_addr().unwrap());
-    let client = connect(&url, config()).unwrap();
+    let client = connect(&url, client_test_config()).unwrap();
     let mut events = client.events(64);
     let mut ws = accept(&listener).await;
     ws.close(Some(CloseFrame {

@@ -155,3 +155,16 @@ impl Peer {
         }
     }
 }
+
+/// A client config for tests: quiet heartbeat, fast deterministic reconnects (50 ms doubling to
+/// 1 s, no jitter).
+pub fn client_test_config() -> actix_ws_manager::config::ClientConfig {
+    use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
+    ClientConfig::default()
+        .heartbeat(HeartbeatConfig::disabled())
+        .reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
+                .jitter(0.0, None),
+        )
+}
