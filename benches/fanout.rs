@@ -1,10 +1,10 @@
 //! Hub fan-out by number of room members, in process (no sockets).
 //!
 //! The [`Hub`] only ever sees each session's bounded outbound queue, so members here are plain
-//! `mpsc` queues registered with the public [`Connect`] message, exactly as sessions register.
-//! Each iteration sends one [`Publish`] to a room of `n` members (the hub encodes the envelope
-//! once and `try_send`s the shared bytes to every queue) and then empties every queue, as the
-//! sessions' writers would.
+//! `mpsc` queues registered with [`Command::Connect`] through the hub's command queue, exactly
+//! as sessions register. Each iteration sends one [`Publish`] to a room of `n` members (the hub
+//! encodes the envelope once and `try_send`s the shared bytes to every queue), waits for the
+//! count of members reached, and then empties every queue, as the sessions' writers would.
 //!
 //! Run: `cargo bench --bench fanout`.
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws_manager::config::SlowConsumerPolicy;
-use actix_ws_manager::server::hub::{Connect, Counters, Evict, Hub, Join, Outbound, Publish};
+use actix_ws_manager::server::hub::{Command, Counters, Evict, Hub, HubSender, Outbound, Publish};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -34,25 +34,28 @@ fn fan_out(c: &mut Criterion) {
     let mut g = c.benchmark_group("hub_fan_out");
     for members in [10usize, 100, 1000, 10_000] {
         let (hub, mut queues) = sys.block_on(async {
-            let hub = Hub::new(
+            let (_addr, hub) = Hub::launch(
                 SlowConsumerPolicy::Disconnect,
                 Arc::new(Counters::default()),
-            )
-            .start();
+                1024,
+            );
             let evict = Evictee.start().recipient();
             let room: Arc<str> = Arc::from("lobby");
             let mut queues = Vec::with_capacity(members);
             for id in 0..members as u64 {
                 let (tx, rx) = mpsc::channel::<Outbound>(64);
-                hub.do_send(Connect {
+                let connect = Command::Connect {
                     id,
                     queue: tx,
                     evict: evict.clone(),
-                });
-                hub.do_send(Join {
+                };
+                let join = Command::Join {
                     id,
                     room: room.clone(),
-                });
+                };
+                for cmd in [connect, join] {
+                    assert!(hub.send(cmd).await.is_ok(), "hub running");
+                }
                 queues.push(rx);
             }
             (hub, queues)
@@ -66,7 +69,7 @@ fn fan_out(c: &mut Criterion) {
 }
 
 async fn publish(
-    hub: &Addr<Hub>,
+    hub: &HubSender,
     queues: &mut [mpsc::Receiver<Outbound>],
     members: usize,
     iters: u64,
@@ -76,14 +79,15 @@ async fn publish(
     let from: Arc<str> = Arc::from("s-0");
     let start = Instant::now();
     for _ in 0..iters {
-        let reached = hub
-            .send(Publish {
-                room: room.clone(),
-                from: Some(from.clone()),
-                data: data.clone(),
-            })
-            .await;
-        assert_eq!(reached.ok(), Some(members), "every member reached");
+        let (tell, reached) = tokio::sync::oneshot::channel();
+        let publish = Command::Publish(Publish {
+            room: room.clone(),
+            from: Some(from.clone()),
+            data: data.clone(),
+            reached: Some(tell),
+        });
+        assert!(hub.send(publish).await.is_ok(), "hub running");
+        assert_eq!(reached.await.ok(), Some(members), "every member reached");
         for q in queues.iter_mut() {
             while q.try_recv().is_ok() {}
         }

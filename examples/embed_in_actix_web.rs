@@ -170,7 +170,7 @@ async fn main() -> std::io::Result<()> {
             .route("/stats", web::get().to(stats))
             .route("/rooms/{room}", web::post().to(publish))
     })
-    .on_connect(server::on_connect) // lets the server cut sockets of clients that stopped reading
+    .on_connect(rooms.on_connect()) // socket options from the config; cuts stuck sockets
     .disable_signals() // Ctrl-C is handled below, so that sessions get their 1001 first
     .bind(bind.as_str())?;
     for addr in http.addrs() {

@@ -423,8 +423,18 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_ROOMS_PER_SESSION: usize = 64;
 /// Default longest room name, in bytes: 64.
 pub const DEFAULT_MAX_ROOM_NAME_LEN: usize = 64;
-/// Default time a closing session gets to write its close frame before its socket is cut: 2 s.
+/// Default time a closing session waits for the client's close frame before its socket is cut:
+/// 2 s.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default bound of the hub's command queue (joins, leaves, publishes of every session), in
+/// commands: 1024.
+pub const DEFAULT_HUB_QUEUE: usize = 1024;
+/// Largest accepted `session_queue` and `hub_queue`: 1 048 576 (2^20). A queue is a bound on
+/// memory; past this it no longer is one in any useful sense.
+pub const MAX_QUEUE: usize = 1 << 20;
+/// Durations in a [`ServerConfig`] above this (365 days) are treated as this, which is "never"
+/// for a heartbeat or a timeout, so that `Duration::MAX` cannot overflow timer arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How the rooms server (and its echo endpoint) treats each session: limits, heartbeat, the
 /// outbound queue bound and what happens when a client cannot keep up.
@@ -464,9 +474,24 @@ pub struct ServerConfig {
     /// header (non-browser clients, which could forge it anyway) are let through. Default: none
     /// (every origin is accepted).
     pub allowed_origins: Option<Vec<String>>,
-    /// Time a closing session gets to hand its close frame to the socket before the socket is
-    /// cut, and time the server's graceful shutdown waits for sessions to go. Default: 2 s.
+    /// The closing handshake's bound: when the server closes a session (shutdown, heartbeat,
+    /// slow consumer, a protocol fault) it sends its close frame and keeps reading (discarding
+    /// data) until the client's close frame arrives, for at most this long; then the socket is
+    /// cut. So a client that is still sending reads the server's close code instead of a reset.
+    /// Graceful shutdown waits up to twice this. Default: 2 s.
     pub close_timeout: Duration,
+    /// Bound of the hub's command queue, shared by every session: joins, leaves and publishes
+    /// wait here in one FIFO line. A session that finds it full stops reading its socket until
+    /// there is room (TCP then slows its client); nothing is reordered or dropped. Default: 1024;
+    /// at most [`MAX_QUEUE`].
+    pub hub_queue: usize,
+    /// Per-session message rate limit (token bucket), counting every whole message a client
+    /// sends (control frames excepted). Default: none.
+    pub rate_limit: Option<RateLimit>,
+    /// Most concurrent WebSocket sessions from one IP address (the TCP peer: behind a reverse
+    /// proxy every client shares the proxy's address, so leave this off there). One more upgrade
+    /// is refused with HTTP 429. Default: none.
+    pub max_connections_per_ip: Option<usize>,
     /// `SO_SNDBUF` for each accepted connection, set by the server's `on_connect` hook
     /// ([`serve`](crate::server::serve) installs it). The kernel's send buffer is the one part
     /// of a stuck client's cost that the session queue does not bound: by default Linux lets it
@@ -503,7 +528,30 @@ impl Default for ServerConfig {
             tcp_send_buffer: None,
             keep_socket_handle: true,
             tcp_user_timeout: None,
+            hub_queue: DEFAULT_HUB_QUEUE,
+            rate_limit: None,
+            max_connections_per_ip: None,
         }
+    }
+}
+
+/// A token bucket: a session may send `burst` messages at once and `per_second` on average.
+/// A message past the limit is answered with the error `rate_limited` (the session stays
+/// open; on the echo endpoint it is simply not echoed) and counted; a client that goes on
+/// sending until it is `burst` messages *beyond* that (twice the burst in all) is closed with
+/// 1008 (policy violation), which this crate's client treats as final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages per second, on average. At least 1.
+    pub per_second: u32,
+    /// Messages that may arrive at once. At least 1.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `per_second` on average, `burst` at once.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second, burst }
     }
 }
 
@@ -573,6 +621,35 @@ impl ServerConfig {
         self.tcp_send_buffer = bytes;
         self
     }
+    /// Set [`hub_queue`](Self::hub_queue).
+    pub fn hub_queue(mut self, commands: usize) -> Self {
+        self.hub_queue = commands;
+        self
+    }
+    /// Set [`rate_limit`](Self::rate_limit).
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+    /// Set [`max_connections_per_ip`](Self::max_connections_per_ip).
+    pub fn max_connections_per_ip(mut self, sessions: Option<usize>) -> Self {
+        self.max_connections_per_ip = sessions;
+        self
+    }
+
+    /// This configuration with every duration capped at [`MAX_DURATION`] (the server runs with
+    /// this, so no value overflows its timer arithmetic).
+    pub(crate) fn saturated(mut self) -> Self {
+        for d in [
+            &mut self.heartbeat_interval,
+            &mut self.heartbeat_timeout,
+            &mut self.close_timeout,
+        ] {
+            *d = (*d).min(MAX_DURATION);
+        }
+        self.tcp_user_timeout = self.tcp_user_timeout.map(|d| d.min(MAX_DURATION));
+        self
+    }
 
     /// Whether `room` follows the room name rules: 1 to
     /// [`max_room_name_len`](Self::max_room_name_len) bytes of `A-Z a-z 0-9 _ . : -`.
@@ -611,6 +688,30 @@ impl ServerConfig {
         if self.close_timeout.is_zero() {
             return Err(Error::Config("close_timeout must be above zero".into()));
         }
+        if self.session_queue > MAX_QUEUE {
+            return Err(Error::Config(format!(
+                "session_queue must be at most {MAX_QUEUE}, not {}",
+                self.session_queue
+            )));
+        }
+        if self.hub_queue == 0 || self.hub_queue > MAX_QUEUE {
+            return Err(Error::Config(format!(
+                "hub_queue must be 1 to {MAX_QUEUE}, not {}",
+                self.hub_queue
+            )));
+        }
+        if let Some(limit) = self.rate_limit {
+            if limit.per_second == 0 || limit.burst == 0 {
+                return Err(Error::Config(
+                    "rate_limit per_second and burst must be at least 1".into(),
+                ));
+            }
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return Err(Error::Config(
+                "max_connections_per_ip must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -648,6 +749,22 @@ mod server_config_tests {
         assert_eq!(c.allowed_origins, None);
         assert_eq!(c.close_timeout, Duration::from_secs(2));
         assert_eq!(c.tcp_send_buffer, None);
+        assert_eq!(c.hub_queue, 1024);
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.max_connections_per_ip, None);
+    }
+
+    #[test]
+    fn huge_durations_saturate() {
+        let c = ServerConfig::default()
+            .heartbeat(Duration::MAX, Duration::MAX)
+            .close_timeout(Duration::MAX)
+            .tcp_user_timeout(Some(Duration::MAX));
+        assert!(c.validate().is_ok());
+        let s = c.saturated();
+        assert_eq!(s.heartbeat_interval, MAX_DURATION);
+        assert_eq!(s.close_timeout, MAX_DURATION);
+        assert_eq!(s.tcp_user_timeout, Some(MAX_DURATION));
     }
 
     #[test]
@@ -660,6 +777,12 @@ mod server_config_tests {
             ServerConfig::default().max_room_name_len(0),
             ServerConfig::default().close_timeout(Duration::ZERO),
             ServerConfig::default().tcp_send_buffer(Some(0)),
+            ServerConfig::default().session_queue(usize::MAX),
+            ServerConfig::default().hub_queue(0),
+            ServerConfig::default().hub_queue(MAX_QUEUE + 1),
+            ServerConfig::default().rate_limit(Some(RateLimit::new(0, 1))),
+            ServerConfig::default().rate_limit(Some(RateLimit::new(1, 0))),
+            ServerConfig::default().max_connections_per_ip(Some(0)),
         ];
         for c in bad {
             assert!(matches!(c.validate(), Err(Error::Config(_))), "{c:?}");

@@ -45,6 +45,9 @@
 //!   [`WireMessage`] trait that binds a Rust type to a wire `type`.
 //! - [`protocol`]: the rooms protocol (join, leave, publish, echo, ping) as typed messages.
 //! - [`config`]: client configuration and the heartbeat, reconnect and outbox policies.
+//! - [`ws`]: the frame layer both sides use: a frame-header guard in front of actix-http's
+//!   codec (an oversize frame is refused at its header, 1009), fragment reassembly with the size
+//!   cap, incremental UTF-8 checks (1007), and one close-code policy.
 //! - `client` (feature `client`): [`client::connect`] returns a cheap, cloneable
 //!   [`client::Client`] handle to four actors on the caller's arbiter: the *Connection* (owns the
 //!   awc socket, frames to envelopes, bounded outbox), the *Heartbeat* (pings, round-trip time,
@@ -67,6 +70,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod protocol;
+pub mod ws;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -130,6 +130,9 @@ pub mod codes {
     pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
     /// A binary frame on the rooms endpoint, which speaks JSON text only.
     pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+    /// The session went past its rate limit (`ServerConfig::rate_limit`); the message was not
+    /// handled. Going on until twice the burst closes the session with 1008.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 /// `{"type":"join","room":room}`.

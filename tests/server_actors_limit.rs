@@ -54,6 +54,13 @@ async fn goes_quiet(
 #[actix_rt::test]
 async fn actix_web_actors_timers_stall_with_writes() {
     let (tx, mut ticks) = tokio::sync::watch::channel(0u64);
+    // Only the socket option of our hook is used here (a small SO_SNDBUF, so writes stall soon).
+    let config = actix_ws_manager::config::ServerConfig::default()
+        .tcp_send_buffer(Some(16 * 1024))
+        .keep_socket_handle(false);
+    let hook = actix_ws_manager::server::Rooms::start(config)
+        .expect("config")
+        .on_connect();
     let http = HttpServer::new(move || {
         let tx = tx.clone();
         App::new().route(
@@ -65,7 +72,7 @@ async fn actix_web_actors_timers_stall_with_writes() {
         )
     })
     .workers(1)
-    .on_connect(actix_ws_manager::server::on_connect_with(Some(16 * 1024)))
+    .on_connect(hook)
     .disable_signals()
     .bind("127.0.0.1:0")
     .expect("bind");

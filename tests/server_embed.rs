@@ -4,7 +4,7 @@
 mod common;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use actix_ws_manager::server::{self, Rooms};
+use actix_ws_manager::server::Rooms;
 use common::{j, start_server, test_config, Peer, WAIT};
 
 /// An HTTP handler publishes into a room through `web::Data<Rooms>`: members get the message
@@ -33,7 +33,7 @@ async fn http_handler_publishes_into_a_room_and_shutdown_closes_with_1001() {
             )
     })
     .workers(1)
-    .on_connect(server::on_connect)
+    .on_connect(rooms.on_connect())
     .disable_signals()
     .bind("127.0.0.1:0")
     .expect("bind");

@@ -4,13 +4,13 @@
 //!
 //! # What it guarantees
 //!
-//! - Fragmented messages (continuation frames) are put back together, up to
-//!   [`max_message_size`](crate::config::ClientConfig::max_message_size); a bigger message
-//!   closes the socket with 1009. Control frames between fragments are answered.
-//! - Text messages are checked for UTF-8 fragment by fragment; invalid UTF-8 closes with 1007
-//!   (actix-http does not check it).
+//! - Frames are read through the shared frame layer ([`crate::ws`]): a frame whose header
+//!   declares more than [`max_message_size`](crate::config::ClientConfig::max_message_size)
+//!   closes the socket with 1009 before any of its payload is buffered; reserved bits close with
+//!   1002. Fragmented messages are put back together up to the same limit (1009), control frames
+//!   between fragments are answered, and text is checked for UTF-8 fragment by fragment (1007).
 //! - Pings are answered with Pongs carrying the same payload; a Close from the peer is answered
-//!   with a Close echoing its code (RFC 6455 section 5.5.1), never with a reserved code.
+//!   with [`close::reply_to`] (its own code when it may be sent, never a reserved one).
 //! - Writes go through a bounded queue to a writer task on the same arbiter, so the actor never
 //!   waits on the socket. When that queue is full, or no socket is open, messages wait in the
 //!   outbox, which is bounded by [`OutboxPolicy`](crate::config::OutboxPolicy); every drop is
@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_codec::Framed;
-use actix_http::ws::{self, CloseCode, CloseReason, Frame, Item, ProtocolError};
+use actix_http::ws::{self, CloseCode, CloseReason, Frame, ProtocolError};
 use awc::BoxedSocket;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::stream::{self, SplitSink};
 use futures_util::{SinkExt, StreamExt};
@@ -41,13 +41,14 @@ use super::router::{Incoming, IncomingBinary, Router};
 use super::state::Shared;
 use crate::config::{ClientConfig, Overflow, PingMode};
 use crate::error::Error;
+use crate::ws::{close, Assembler, Event, Fault, FrameCodec};
 
 /// How long we wait for the peer's Close after sending ours, before cutting the socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a writer may take to flush its last frames (a Close reply) before it is aborted.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 
-type WsFramed = Framed<BoxedSocket, ws::Codec>;
+type WsFramed = Framed<BoxedSocket, FrameCodec>;
 type WsSink = SplitSink<WsFramed, ws::Message>;
 
 thread_local! {
@@ -104,14 +105,6 @@ enum Phase {
     Closing,
 }
 
-/// A message being put together from continuation frames.
-struct Partial {
-    text: bool,
-    buf: BytesMut,
-    /// Bytes of `buf` already known to be valid UTF-8.
-    utf8_ok: usize,
-}
-
 /// The Connection actor of one client. See the [module docs](self).
 pub struct Connection {
     url: String,
@@ -127,7 +120,7 @@ pub struct Connection {
     outbox: VecDeque<OutFrame>,
     /// A task waits for room in the writer queue.
     waiting_for_room: bool,
-    partial: Option<Partial>,
+    assembler: Assembler,
     /// The close code and reason we sent, while `Closing`.
     our_close: Option<(u16, String)>,
     /// The user closed the client: refuse new messages, never dial again.
@@ -141,6 +134,7 @@ impl Connection {
         shared: Arc<Shared>,
         router: Addr<Router>,
     ) -> Self {
+        let assembler = Assembler::new(config.max_message_size);
         Self {
             url,
             config,
@@ -154,7 +148,7 @@ impl Connection {
             gen: 0,
             outbox: VecDeque::new(),
             waiting_for_room: false,
-            partial: None,
+            assembler,
             our_close: None,
             shut: false,
         }
@@ -275,6 +269,7 @@ impl Connection {
         }
         let url = self.url.clone();
         let timeout = self.config.connect_timeout;
+        let max = self.config.max_message_size;
         let fut = async move {
             match actix_rt::time::timeout(timeout, req.connect()).await {
                 Err(_) => Err(Error::ConnectFailed {
@@ -282,7 +277,10 @@ impl Connection {
                     reason: format!("no WebSocket handshake within {timeout:?}"),
                 }),
                 Ok(Err(e)) => Err(map_connect_error(url, e)),
-                Ok(Ok((_response, framed))) => Ok(framed),
+                Ok(Ok((_response, framed))) => Ok(framed.into_map_codec(|codec| {
+                    // The frame-header guard goes in front of awc's codec.
+                    FrameCodec::wrap(codec, max)
+                })),
             }
         };
         self.phase = Phase::Connecting;
@@ -321,7 +319,7 @@ impl Connection {
             reader,
             writer,
         });
-        self.partial = None;
+        self.assembler.reset();
         self.our_close = None;
         self.phase = Phase::Priming;
         tracing::info!(connection = %self.shared.name, url = %self.url, "connected");
@@ -351,7 +349,7 @@ impl Connection {
         if let Some(h) = self.connecting.take() {
             ctx.cancel_future(h);
         }
-        self.partial = None;
+        self.assembler.reset();
         self.phase = Phase::Idle;
         if let Some(hb) = &self.heartbeat {
             hb.do_send(Unwatch);
@@ -400,138 +398,39 @@ impl Connection {
     }
 
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        match frame {
-            Frame::Text(b) => {
-                if self.partial.is_some() {
-                    return self.protocol_failure(
-                        ctx,
-                        1002,
-                        "text frame inside a fragmented message".into(),
-                    );
-                }
-                self.deliver(ctx, true, b);
+        let event = match self.assembler.push(frame) {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(fault) => return self.on_fault(fault, ctx),
+        };
+        match event {
+            Event::Text(text) => {
+                Shared::add(&self.shared.messages_in, 1);
+                Shared::add(&self.shared.bytes_in, text.len() as u64);
+                self.router.do_send(Incoming(text));
             }
-            Frame::Binary(b) => {
-                if self.partial.is_some() {
-                    return self.protocol_failure(
-                        ctx,
-                        1002,
-                        "binary frame inside a fragmented message".into(),
-                    );
-                }
-                self.deliver(ctx, false, b);
+            Event::Binary(bytes) => {
+                Shared::add(&self.shared.messages_in, 1);
+                Shared::add(&self.shared.bytes_in, bytes.len() as u64);
+                self.router.do_send(IncomingBinary(bytes));
             }
-            Frame::Continuation(item) => self.on_continuation(item, ctx),
-            Frame::Ping(p) => {
+            Event::Ping(p) => {
                 self.write_now(ws::Message::Pong(p));
             }
-            Frame::Pong(p) => {
+            Event::Pong(p) => {
                 if let Some(hb) = &self.heartbeat {
                     hb.do_send(PongReceived(p));
                 }
             }
-            Frame::Close(reason) => self.on_close(reason, ctx),
+            Event::Close(reason) => self.on_close(reason, ctx),
         }
     }
 
-    fn on_continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
-        let (start, chunk, last) = match item {
-            Item::FirstText(b) => (Some(true), b, false),
-            Item::FirstBinary(b) => (Some(false), b, false),
-            Item::Continue(b) => (None, b, false),
-            Item::Last(b) => (None, b, true),
-        };
-        match (start, self.partial.is_some()) {
-            (Some(_), true) => {
-                return self.protocol_failure(
-                    ctx,
-                    1002,
-                    "new fragmented message before the last one ended".into(),
-                )
-            }
-            (None, false) => {
-                return self.protocol_failure(
-                    ctx,
-                    1002,
-                    "continuation frame without a first fragment".into(),
-                )
-            }
-            (Some(text), false) => {
-                self.partial = Some(Partial {
-                    text,
-                    buf: BytesMut::new(),
-                    utf8_ok: 0,
-                })
-            }
-            (None, true) => {}
-        }
-        let max = self.config.max_message_size;
-        let Some(p) = self.partial.as_mut() else {
-            return;
-        };
-        if p.buf.len() + chunk.len() > max {
-            let size = p.buf.len() + chunk.len();
-            return self.protocol_failure(
-                ctx,
-                1009,
-                format!("fragmented message of at least {size} bytes exceeds the limit of {max}"),
-            );
-        }
-        p.buf.extend_from_slice(&chunk);
-        if p.text {
-            // Check what arrived so far; an incomplete sequence at the end may finish in the
-            // next fragment, anything else is invalid now.
-            match std::str::from_utf8(&p.buf[p.utf8_ok..]) {
-                Ok(_) => p.utf8_ok = p.buf.len(),
-                Err(e) if e.error_len().is_none() && !last => p.utf8_ok += e.valid_up_to(),
-                Err(_) => {
-                    return self.protocol_failure(
-                        ctx,
-                        1007,
-                        "invalid UTF-8 in a text message".into(),
-                    );
-                }
-            }
-        }
-        if last {
-            if let Some(p) = self.partial.take() {
-                let text = p.text;
-                let bytes = p.buf.freeze();
-                self.deliver(ctx, text, bytes);
-            }
-        }
-    }
-
-    fn deliver(&mut self, ctx: &mut Context<Self>, text: bool, bytes: Bytes) {
-        if bytes.len() > self.config.max_message_size {
-            let size = bytes.len();
-            let max = self.config.max_message_size;
-            return self.protocol_failure(
-                ctx,
-                1009,
-                format!("message of {size} bytes exceeds the limit of {max}"),
-            );
-        }
-        if text {
-            self.deliver_text(ctx, bytes);
-        } else {
-            Shared::add(&self.shared.messages_in, 1);
-            Shared::add(&self.shared.bytes_in, bytes.len() as u64);
-            self.router.do_send(IncomingBinary(bytes));
-        }
-    }
-
-    /// Hand a text message to the Router; the one UTF-8 check of a whole message is the
-    /// conversion to `ByteString` (fragments were also checked as they arrived).
-    fn deliver_text(&mut self, ctx: &mut Context<Self>, bytes: Bytes) {
-        let len = bytes.len() as u64;
-        match ByteString::try_from(bytes) {
-            Ok(text) => {
-                Shared::add(&self.shared.messages_in, 1);
-                Shared::add(&self.shared.bytes_in, len);
-                self.router.do_send(Incoming(text));
-            }
-            Err(_) => self.protocol_failure(ctx, 1007, "invalid UTF-8 in a text message".into()),
+    /// What the frame layer reported: close with its code, or the socket is gone.
+    fn on_fault(&mut self, fault: Fault, ctx: &mut Context<Self>) {
+        match fault {
+            Fault::Violation { code, reason } => self.protocol_failure(ctx, code, reason),
+            Fault::Lost(why) => self.lost(ctx, 1006, format!("read failed: {why}"), false),
         }
     }
 
@@ -541,21 +440,14 @@ impl Connection {
             let (code, reason) = self.our_close.take().unwrap_or((1000, String::new()));
             return self.lost(ctx, code, reason, true);
         }
-        let code = reason.as_ref().map(|r| u16::from(r.code)).unwrap_or(1005);
-        let text = reason
-            .as_ref()
-            .and_then(|r| r.description.clone())
-            .unwrap_or_default();
-        // Echo the peer's code, unless it is one that must never be sent.
-        let reply = match code {
-            1005 | 1006 | 1015 => None,
-            _ => Some(CloseReason {
-                code: CloseCode::from(code),
-                description: None,
-            }),
-        };
-        self.write_now(ws::Message::Close(reply));
-        self.lost(ctx, code, text, true);
+        let received = reason.as_ref().map(|r| u16::from(r.code));
+        let text = reason.and_then(|r| r.description).unwrap_or_default();
+        self.write_now(ws::Message::Close(Some(CloseReason {
+            code: CloseCode::from(close::reply_to(received)),
+            description: None,
+        })));
+        // 1005: "no status code was present" (reported, never sent).
+        self.lost(ctx, received.unwrap_or(1005), text, true);
     }
 }
 
@@ -629,7 +521,7 @@ impl Actor for Connection {
 /// old socket are ignored. `None` marks the end of the stream.
 pub(crate) struct Tagged {
     gen: u64,
-    item: Option<Result<Frame, ProtocolError>>,
+    item: Option<Result<Frame, Fault>>,
 }
 
 /// Handler for incoming frames.
@@ -646,14 +538,7 @@ impl StreamHandler<Tagged> for Connection {
                     .unwrap_or((1006, "connection closed without a close frame".into()));
                 self.lost(ctx, code, reason, true);
             }
-            Some(Err(ProtocolError::Overflow)) => {
-                let max = self.config.max_message_size;
-                self.protocol_failure(ctx, 1009, format!("frame exceeds the limit of {max} bytes"));
-            }
-            Some(Err(ProtocolError::Io(e))) => {
-                self.lost(ctx, 1006, format!("read failed: {e}"), false)
-            }
-            Some(Err(e)) => self.protocol_failure(ctx, 1002, e.to_string()),
+            Some(Err(fault)) => self.on_fault(fault, ctx),
             Some(Ok(frame)) => {
                 self.shared.touch_rx();
                 self.on_frame(frame, ctx);

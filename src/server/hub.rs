@@ -6,9 +6,14 @@
 //! `try_send`. A member whose queue is full gets the [`SlowConsumerPolicy`] (disconnect, or
 //! drop and count); the other members are not slowed down by it.
 //!
-//! Sessions register in their `started()` and unregister in their `stopping()`, whatever made
-//! them stop; a session whose queue has been closed is also removed the first time a broadcast
-//! finds it so.
+//! Everything that changes the hub's state arrives through one bounded FIFO queue of
+//! [`Command`]s (`ServerConfig::hub_queue`): sessions register (`Connect`) in their `started()`,
+//! join, leave and publish in the order their client sent those, and unregister (`Disconnect`)
+//! when they begin to close. A session that finds the queue full stops reading its socket until
+//! the hub has room, so TCP slows a fast publisher, the queue stays bounded, and one publisher's
+//! messages are never reordered (actix's `Addr::send` on a full mailbox parks each message in its
+//! own future, and those enter the mailbox in wake-up order). A session whose outbound queue has
+//! been closed is also removed the first time a broadcast finds it so.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +24,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::oneshot;
 
 use crate::config::SlowConsumerPolicy;
 use crate::envelope::{encode_parts, now_rfc3339, WireMessage};
@@ -79,6 +85,16 @@ pub struct Counters {
     /// The deepest any session queue has been seen (high-water mark, in frames). Never above the
     /// configured `session_queue`.
     pub queue_high_water: AtomicU64,
+    /// The deepest the hub's command queue has been seen, in commands. Never above the
+    /// configured `hub_queue`.
+    pub hub_queue_high_water: AtomicU64,
+    /// Messages refused with `rate_limited` (or, on the echo endpoint, not echoed) because a
+    /// session went past its rate limit.
+    pub rate_limited: AtomicU64,
+    /// Sessions closed with 1008 for going on past twice their burst.
+    pub rate_limit_disconnects: AtomicU64,
+    /// Upgrades refused with HTTP 429 by `max_connections_per_ip`.
+    pub per_ip_refusals: AtomicU64,
 }
 
 impl Counters {
@@ -101,7 +117,7 @@ impl Counters {
     }
 }
 
-/// A snapshot of a server's counters, the answer to [`GetStats`].
+/// A snapshot of a server's counters, the answer to [`Command::Stats`] (`Rooms::stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HubStats {
     /// Sessions registered with the hub now.
@@ -122,6 +138,14 @@ pub struct HubStats {
     pub heartbeat_timeouts: u64,
     /// Deepest session queue seen, in frames (bounded by `session_queue`).
     pub queue_high_water: u64,
+    /// Deepest the hub's command queue has been, in commands (bounded by `hub_queue`).
+    pub hub_queue_high_water: u64,
+    /// Messages refused for going past a session's rate limit.
+    pub rate_limited: u64,
+    /// Sessions closed with 1008 for going on past twice their burst.
+    pub rate_limit_disconnects: u64,
+    /// Upgrades refused with HTTP 429 by `max_connections_per_ip`.
+    pub per_ip_refusals: u64,
 }
 
 /// Why the hub tells a session to go.
@@ -130,8 +154,6 @@ pub enum EvictReason {
     /// The session's queue was full under [`SlowConsumerPolicy::Disconnect`] (close 1013, then
     /// the socket is cut).
     SlowConsumer,
-    /// The server is shutting down (close 1001).
-    Shutdown,
 }
 
 /// Sent by the hub to a session that must close. Sessions never wait on their socket, so this
@@ -143,51 +165,50 @@ pub struct Evict {
     pub reason: EvictReason,
 }
 
-/// A session introduces itself; sent from the session's `started()`.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Connect {
-    /// The session's id.
-    pub id: SessionId,
-    /// The session's bounded outbound queue.
-    pub queue: mpsc::Sender<Outbound>,
-    /// Where [`Evict`] goes.
-    pub evict: Recipient<Evict>,
-}
-
-/// A session is gone; sent from the session's `stopping()`, whatever made it stop.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Disconnect {
-    /// The session's id.
-    pub id: SessionId,
-}
-
-/// Add a session to a room (the session has checked the name and its room limit).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Join {
-    /// The session's id.
-    pub id: SessionId,
-    /// The room.
-    pub room: Arc<str>,
-}
-
-/// Remove a session from a room.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Leave {
-    /// The session's id.
-    pub id: SessionId,
-    /// The room.
-    pub room: Arc<str>,
+/// What sessions and [`Rooms::publish`](super::Rooms::publish) ask of the hub. Every command
+/// travels one bounded FIFO queue ([`ServerConfig::hub_queue`](crate::config::ServerConfig::hub_queue)),
+/// so the hub handles one publisher's commands in the order they were given, and a publisher
+/// that outruns the hub waits (a session stops reading its socket) instead of growing a mailbox.
+#[derive(Debug)]
+pub enum Command {
+    /// A session introduces itself; sent from the session's `started()`.
+    Connect {
+        /// The session's id.
+        id: SessionId,
+        /// The session's bounded outbound queue.
+        queue: mpsc::Sender<Outbound>,
+        /// Where [`Evict`] goes.
+        evict: Recipient<Evict>,
+    },
+    /// A session is gone, or closing: it leaves every room and gets no more broadcasts.
+    Disconnect {
+        /// The session's id.
+        id: SessionId,
+    },
+    /// Add a session to a room (the session has checked the name and its room limit).
+    Join {
+        /// The session's id.
+        id: SessionId,
+        /// The room.
+        room: Arc<str>,
+    },
+    /// Remove a session from a room.
+    Leave {
+        /// The session's id.
+        id: SessionId,
+        /// The room.
+        room: Arc<str>,
+    },
+    /// Broadcast to a room.
+    Publish(Publish),
+    /// Answer a [`HubStats`] snapshot. Through the queue, so it sees the effect of every command
+    /// queued before it (a `joined` reply already sent means the join is counted).
+    Stats(oneshot::Sender<HubStats>),
 }
 
 /// Broadcast `data` to every member of `room` as
-/// `{"type":"message","room":R,"from":S,"data":D,"timestamp":T}`. Answers the number of members
-/// whose queue took the message.
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
+/// `{"type":"message","room":R,"from":S,"data":D,"timestamp":T}`.
+#[derive(Debug)]
 pub struct Publish {
     /// The room.
     pub room: Arc<str>,
@@ -195,17 +216,42 @@ pub struct Publish {
     pub from: Option<Arc<str>>,
     /// The payload, as raw JSON; `None` sends a message without `data`.
     pub data: Option<Box<RawValue>>,
+    /// Told how many members' queues took the message (server-code publishes wait for it).
+    pub reached: Option<oneshot::Sender<usize>>,
 }
 
-/// Ask for a [`HubStats`] snapshot.
-#[derive(Debug, Message)]
-#[rtype(result = "HubStats")]
-pub struct GetStats;
+/// The sending end of the hub's command queue, with the high-water mark of the queue kept in
+/// the shared counters.
+#[derive(Debug, Clone)]
+pub struct HubSender {
+    tx: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+}
 
-/// Tell every session to close with 1001 (server shutdown). Answers how many were told.
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct CloseAll;
+impl HubSender {
+    /// Offer a command without waiting; a full queue hands it back, so the caller can wait for
+    /// room with [`send`](Self::send) without losing its place in line.
+    pub fn try_send(&self, cmd: Command) -> Result<(), TrySendError<Command>> {
+        self.tx.try_send(cmd)?;
+        self.note_depth();
+        Ok(())
+    }
+
+    /// Wait for room in the queue (in FIFO order with the other waiters), then enqueue. Fails
+    /// only when the hub is gone.
+    pub async fn send(&self, cmd: Command) -> Result<(), Command> {
+        self.tx.send(cmd).await.map_err(|e| e.0)?;
+        self.note_depth();
+        Ok(())
+    }
+
+    fn note_depth(&self) {
+        let depth = self.tx.max_capacity() - self.tx.capacity();
+        self.counters
+            .hub_queue_high_water
+            .fetch_max(depth as u64, Ordering::Relaxed);
+    }
+}
 
 /// Who the hub knows: one entry per live session.
 struct Member {
@@ -256,60 +302,57 @@ impl Actor for Hub {
     type Context = Context<Self>;
 }
 
-/// Handler for [`Connect`].
-impl Handler<Connect> for Hub {
-    type Result = ();
-    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.members.insert(
-            msg.id,
-            Member {
-                queue: msg.queue,
-                evict: msg.evict,
-                rooms: HashSet::new(),
-            },
-        );
+impl Hub {
+    /// Start a hub on the current arbiter, reading commands from a queue of `capacity`; answers
+    /// its address and the sending end of the queue.
+    pub fn launch(
+        policy: SlowConsumerPolicy,
+        counters: Arc<Counters>,
+        capacity: usize,
+    ) -> (Addr<Hub>, HubSender) {
+        let (tx, mut rx) = mpsc::channel(capacity);
+        let sender = HubSender {
+            tx,
+            counters: counters.clone(),
+        };
+        let addr = Hub::create(move |ctx| {
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+            Hub::new(policy, counters)
+        });
+        (addr, sender)
     }
-}
 
-/// Handler for [`Disconnect`].
-impl Handler<Disconnect> for Hub {
-    type Result = ();
-    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
-        self.remove(msg.id);
+    fn connect(&mut self, id: SessionId, queue: mpsc::Sender<Outbound>, evict: Recipient<Evict>) {
+        let member = Member {
+            queue,
+            evict,
+            rooms: HashSet::new(),
+        };
+        self.members.insert(id, member);
     }
-}
 
-/// Handler for [`Join`].
-impl Handler<Join> for Hub {
-    type Result = ();
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
-        if let Some(member) = self.members.get_mut(&msg.id) {
-            member.rooms.insert(msg.room.clone());
-            self.rooms.entry(msg.room).or_default().insert(msg.id);
+    fn join(&mut self, id: SessionId, room: Arc<str>) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.rooms.insert(room.clone());
+            self.rooms.entry(room).or_default().insert(id);
         }
     }
-}
 
-/// Handler for [`Leave`].
-impl Handler<Leave> for Hub {
-    type Result = ();
-    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
-        if let Some(member) = self.members.get_mut(&msg.id) {
-            member.rooms.remove(&msg.room);
+    fn leave(&mut self, id: SessionId, room: Arc<str>) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.rooms.remove(&room);
         }
-        if let Some(set) = self.rooms.get_mut(&msg.room) {
-            set.remove(&msg.id);
+        if let Some(set) = self.rooms.get_mut(&room) {
+            set.remove(&id);
             if set.is_empty() {
-                self.rooms.remove(&msg.room);
+                self.rooms.remove(&room);
             }
         }
     }
-}
 
-/// Handler for [`Publish`]: encode once, `try_send` the shared bytes to every member.
-impl Handler<Publish> for Hub {
-    type Result = usize;
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> usize {
+    /// Encode once, `try_send` the shared bytes to every member. Answers how many members'
+    /// queues took it.
+    fn publish(&mut self, msg: &Publish) -> usize {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         let Some(ids) = self.rooms.get(&msg.room) else {
             return 0;
@@ -356,6 +399,7 @@ impl Handler<Publish> for Hub {
                         .slow_consumer_disconnects
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(session = id, "slow consumer: queue full; disconnecting");
+                    // At most one per session: the member is forgotten here.
                     member.evict.do_send(Evict {
                         reason: EvictReason::SlowConsumer,
                     });
@@ -366,12 +410,38 @@ impl Handler<Publish> for Hub {
     }
 }
 
-/// Handler for [`GetStats`].
-impl Handler<GetStats> for Hub {
-    type Result = MessageResult<GetStats>;
-    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+/// Handler for the command queue: one command at a time, in queue order.
+impl StreamHandler<Command> for Hub {
+    fn handle(&mut self, cmd: Command, _: &mut Context<Self>) {
+        match cmd {
+            Command::Connect { id, queue, evict } => self.connect(id, queue, evict),
+            Command::Disconnect { id } => {
+                self.remove(id);
+            }
+            Command::Join { id, room } => self.join(id, room),
+            Command::Leave { id, room } => self.leave(id, room),
+            Command::Stats(tell) => {
+                let _ = tell.send(self.stats());
+            }
+            Command::Publish(msg) => {
+                let reached = self.publish(&msg);
+                if let Some(tell) = msg.reached {
+                    let _ = tell.send(reached);
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // Every sender is gone: the server handle was dropped.
+        ctx.stop();
+    }
+}
+
+impl Hub {
+    fn stats(&self) -> HubStats {
         let c = &self.counters;
-        MessageResult(HubStats {
+        HubStats {
             sessions: self.members.len(),
             rooms: self.rooms.len(),
             published: c.published.load(Ordering::Relaxed),
@@ -381,19 +451,10 @@ impl Handler<GetStats> for Hub {
             slow_consumer_disconnects: c.slow_consumer_disconnects.load(Ordering::Relaxed),
             heartbeat_timeouts: c.heartbeat_timeouts.load(Ordering::Relaxed),
             queue_high_water: c.queue_high_water.load(Ordering::Relaxed),
-        })
-    }
-}
-
-/// Handler for [`CloseAll`].
-impl Handler<CloseAll> for Hub {
-    type Result = usize;
-    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> usize {
-        for member in self.members.values() {
-            member.evict.do_send(Evict {
-                reason: EvictReason::Shutdown,
-            });
+            hub_queue_high_water: c.hub_queue_high_water.load(Ordering::Relaxed),
+            rate_limited: c.rate_limited.load(Ordering::Relaxed),
+            rate_limit_disconnects: c.rate_limit_disconnects.load(Ordering::Relaxed),
+            per_ip_refusals: c.per_ip_refusals.load(Ordering::Relaxed),
         }
-        self.members.len()
     }
 }

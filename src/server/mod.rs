@@ -20,6 +20,7 @@
 //! #[actix_web::main]
 //! async fn main() -> std::io::Result<()> {
 //!     let rooms = Rooms::start(ServerConfig::default()).expect("valid config");
+//!     let hook = rooms.clone();
 //!     HttpServer::new(move || {
 //!         App::new()
 //!             .configure(rooms.mount("/ws"))
@@ -29,7 +30,7 @@
 //!                 HttpResponse::Ok().body(format!("{n}"))
 //!             }))
 //!     })
-//!     .on_connect(server::on_connect) // lets the server cut sockets of clients that stop reading
+//!     .on_connect(hook.on_connect()) // socket options from the config; cuts stuck sockets
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
 //!     .await
@@ -42,21 +43,22 @@
 pub mod hub;
 pub mod session;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::any::Any;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::prelude::*;
+use actix_web::dev::Extensions;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use hub::{CloseAll, Counters, GetStats, Hub, HubStats, Publish};
-pub use session::{on_connect, on_connect_for, on_connect_with};
+use hub::{Command, Counters, Hub, HubSender, HubStats, Publish};
 use session::{Mode, SessionParams};
 
 /// Why the authentication hook refused an upgrade request.
@@ -83,31 +85,71 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// Set by shutdown: new upgrades get 503.
     closing: AtomicBool,
+    /// Set to `true` by shutdown: every session watches it and closes with 1001.
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// Woken each time a session slot is released (shutdown waits on it).
     released: Notify,
+    /// Sessions per client IP address, when `max_connections_per_ip` is set; an address leaves
+    /// the map with its last session, so the map is bounded by the live sessions.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// A reserved place under `max_sessions`, released when dropped (by the session actor, whatever
 /// ended it, or by a failed upgrade).
-pub(crate) struct SessionSlot(Arc<Shared>);
+pub(crate) struct SessionSlot {
+    shared: Arc<Shared>,
+    /// The address counted under `max_connections_per_ip`, if that limit is on.
+    ip: Option<IpAddr>,
+}
+
+/// Why no slot could be reserved.
+enum NoSlot {
+    /// `max_sessions` reached (HTTP 503).
+    Server,
+    /// `max_connections_per_ip` reached for this address (HTTP 429).
+    Address,
+}
 
 impl SessionSlot {
-    fn reserve(shared: &Arc<Shared>) -> Option<Self> {
+    fn reserve(shared: &Arc<Shared>, ip: Option<IpAddr>) -> std::result::Result<Self, NoSlot> {
         let max = shared.config.max_sessions;
         shared
             .active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| SessionSlot(shared.clone()))
+            .map_err(|_| NoSlot::Server)?;
+        // From here the slot holds a place: dropping it gives the place back.
+        let mut slot = SessionSlot {
+            shared: shared.clone(),
+            ip: None,
+        };
+        if let (Some(max), Some(ip)) = (shared.config.max_connections_per_ip, ip) {
+            let mut per_ip = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= max {
+                return Err(NoSlot::Address);
+            }
+            *n += 1;
+            slot.ip = Some(ip);
+        }
+        Ok(slot)
     }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.released.notify_waiters();
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        self.shared.released.notify_waiters();
     }
 }
 
@@ -115,7 +157,7 @@ impl Drop for SessionSlot {
 /// clone; clone it into the `HttpServer` factory.
 #[derive(Clone)]
 pub struct Rooms {
-    hub: Addr<Hub>,
+    commands: HubSender,
     shared: Arc<Shared>,
     auth: Option<AuthHook>,
 }
@@ -134,17 +176,21 @@ impl Rooms {
     /// before `HttpServer::new`).
     pub fn start(config: ServerConfig) -> Result<Self> {
         config.validate()?;
+        let config = config.saturated();
         let counters = Arc::new(Counters::default());
-        let hub = Hub::new(config.slow_consumer, counters.clone()).start();
+        let (_hub, commands) =
+            Hub::launch(config.slow_consumer, counters.clone(), config.hub_queue);
         Ok(Self {
-            hub,
+            commands,
             shared: Arc::new(Shared {
                 config,
                 counters,
                 active: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
+                shutdown: tokio::sync::watch::Sender::new(false),
                 released: Notify::new(),
+                per_ip: Mutex::new(HashMap::new()),
             }),
             auth: None,
         })
@@ -224,15 +270,29 @@ impl Rooms {
         if self.shared.closing.load(Ordering::Acquire) {
             return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
         }
-        let Some(slot) = SessionSlot::reserve(&self.shared) else {
-            tracing::warn!(max = config.max_sessions, "upgrade refused: session limit");
-            return Ok(HttpResponse::ServiceUnavailable().body("too many sessions"));
+        let ip = req.peer_addr().map(|a| a.ip());
+        let slot = match SessionSlot::reserve(&self.shared, ip) {
+            Ok(slot) => slot,
+            Err(NoSlot::Server) => {
+                tracing::warn!(max = config.max_sessions, "upgrade refused: session limit");
+                return Ok(HttpResponse::ServiceUnavailable().body("too many sessions"));
+            }
+            Err(NoSlot::Address) => {
+                self.shared
+                    .counters
+                    .per_ip_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(?ip, "upgrade refused: connection limit for this address");
+                return Ok(
+                    HttpResponse::TooManyRequests().body("too many connections from this address")
+                );
+            }
         };
         let params = SessionParams {
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             mode,
             identity,
-            hub: self.hub.clone(),
+            hub: self.commands.clone(),
             shared: self.shared.clone(),
             slot,
         };
@@ -241,35 +301,57 @@ impl Rooms {
 
     /// Publish `data` into `room` from server code (an HTTP handler, a background task): every
     /// member gets a `message` envelope without `from`. Answers how many members it reached.
+    ///
+    /// Publishes wait in the hub's bounded FIFO queue with every session's, so the publishes
+    /// of one task reach every member in the order that task made them, and a task that
+    /// publishes faster than the hub fans out is slowed down here rather than growing memory.
     pub async fn publish<T: Serialize + ?Sized>(&self, room: &str, data: &T) -> Result<usize> {
         if !self.shared.config.is_valid_room(room) {
             return Err(Error::BadRoom(room.to_owned()));
         }
         let raw =
             serde_json::value::to_raw_value(data).map_err(|e| Error::Encode(e.to_string()))?;
-        Ok(self
-            .hub
-            .send(Publish {
+        self.ask(|tell| {
+            Command::Publish(Publish {
                 room: Arc::from(room),
                 from: None,
                 data: Some(raw),
+                reached: Some(tell),
             })
-            .await?)
+        })
+        .await
     }
 
-    /// A snapshot of the counters.
+    /// Queue a command that answers through a oneshot, and wait for the answer.
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let stopped = || Error::Mailbox("the rooms hub has stopped".into());
+        let (tell, answer) = oneshot::channel();
+        self.commands
+            .send(command(tell))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+
+    /// The hook to install with `HttpServer::on_connect(rooms.on_connect())`: it applies this
+    /// configuration's [`tcp_send_buffer`](ServerConfig::tcp_send_buffer) and
+    /// [`tcp_user_timeout`](ServerConfig::tcp_user_timeout) to every accepted socket, and, when
+    /// [`keep_socket_handle`](ServerConfig::keep_socket_handle) is on, keeps a duplicate
+    /// descriptor so that the server can cut the socket of a client that stopped reading (see
+    /// [`session`]). Without it, those three settings have no effect. [`serve`] installs it.
+    pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+        session::on_connect_for(&self.shared.config)
+    }
+
+    /// A snapshot of the counters. It waits its turn in the hub's command queue, so it
+    /// reflects every join, leave, publish and disconnect queued before it.
     pub async fn stats(&self) -> Result<HubStats> {
-        Ok(self.hub.send(GetStats).await?)
+        self.ask(Command::Stats).await
     }
 
     /// Sessions holding a slot right now (rooms and echo).
     pub fn sessions(&self) -> usize {
         self.shared.active.load(Ordering::Acquire)
-    }
-
-    /// The hub actor, for sending it [`hub`] messages directly.
-    pub fn hub(&self) -> Addr<Hub> {
-        self.hub.clone()
     }
 
     /// The configuration this server runs with.
@@ -282,9 +364,12 @@ impl Rooms {
     /// Answers how many sessions were still there when it stopped waiting.
     pub async fn shutdown(&self) -> Result<usize> {
         self.shared.closing.store(true, Ordering::Release);
-        let told = self.hub.send(CloseAll).await?;
-        tracing::info!(sessions = told, "closing every session with 1001");
-        let grace = self.shared.config.close_timeout * 2;
+        self.shared.shutdown.send_replace(true);
+        tracing::info!(
+            sessions = self.sessions(),
+            "closing every session with 1001"
+        );
+        let grace = self.shared.config.close_timeout.saturating_mul(2);
         if !self.wait_sessions(0, grace).await {
             tracing::warn!(
                 sessions = self.sessions(),
@@ -344,11 +429,6 @@ impl Server {
         &self.rooms
     }
 
-    /// The hub actor.
-    pub fn hub(&self) -> Addr<Hub> {
-        self.rooms.hub()
-    }
-
     /// Close every session with 1001 (see [`Rooms::shutdown`]), then stop the HTTP server.
     pub async fn shutdown(self) -> Result<()> {
         let left = self.rooms.shutdown().await?;
@@ -381,13 +461,16 @@ pub fn serve_with(
 ) -> Result<Server> {
     let factory_rooms = rooms.clone();
     let (p, e) = (path.to_owned(), echo_path.to_owned());
-    let grace = rooms.config().close_timeout + Duration::from_secs(1);
+    let grace = rooms
+        .config()
+        .close_timeout
+        .saturating_add(Duration::from_secs(1));
     let server = HttpServer::new(move || {
         App::new()
             .configure(factory_rooms.mount(&p))
             .configure(factory_rooms.mount_echo(&e))
     })
-    .on_connect(on_connect_for(rooms.config()))
+    .on_connect(rooms.on_connect())
     .disable_signals()
     .shutdown_timeout(grace.as_secs())
     .bind(bind)?;

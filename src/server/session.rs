@@ -21,21 +21,32 @@
 //!
 //! # Cutting a stuck socket
 //!
-//! A close frame cannot be written to a socket whose peer stopped reading. When a session must go
-//! (heartbeat timeout, slow consumer) the writer is told to drop its backlog and try a close
-//! frame; after [`close_timeout`](crate::config::ServerConfig::close_timeout) the writer task is
-//! aborted and, when the HTTP server was built with [`on_connect`] (as [`serve`](super::serve)
-//! does), the TCP socket is shut down with `SO_LINGER` 0, which wakes actix-http's stalled
-//! dispatcher with an error so it drops the connection. Without `on_connect` the session still
-//! leaves every room and frees its queue at once; the stalled connection then holds only
+//! # Closing
+//!
+//! When the server closes a session (shutdown 1001, heartbeat 1001, slow consumer 1013, rate
+//! limit 1008, a protocol fault) it leaves every room at once, sends its close frame and keeps
+//! reading, discarding data, until the client's close frame arrives or
+//! [`close_timeout`](crate::config::ServerConfig::close_timeout) passes: the closing handshake
+//! of RFC 6455, so a client that is still sending reads the server's code rather than a reset.
+//! A close frame cannot be written to a socket whose peer stopped reading: for a heartbeat
+//! timeout or a slow consumer the writer drops its backlog first. When the handshake does not
+//! complete in time the writer task is aborted and, when the HTTP server installs
+//! [`Rooms::on_connect`](super::Rooms::on_connect) (as [`serve`](super::serve) does), the TCP
+//! socket is shut down with `SO_LINGER` 0, which wakes actix-http's stalled dispatcher with an
+//! error so it drops the connection. Without the hook the stalled connection holds only
 //! actix-ws's 32-frame hand-off channel and actix-http's bounded write buffer until TCP gives up.
 //!
 //! # Inbound limits
 //!
-//! The codec's frame limit is [`max_message_size`](crate::config::ServerConfig::max_message_size)
-//! (1009 past it). Fragmented messages are put together here, with the same cap (1009),
-//! answering pings in between; text is checked for UTF-8 as fragments arrive (1007), and actix-ws
-//! checks unfragmented text frames (1007 too).
+//! Frames are read by the shared frame layer ([`crate::ws`]): a [`FrameReader`] over the raw
+//! request payload refuses a frame whose *header* declares more than
+//! [`max_message_size`](crate::config::ServerConfig::max_message_size) (1009) before any of its
+//! payload is buffered (actix-ws's own `MessageStream` would buffer it all first, so it is not
+//! used), and an [`Assembler`] puts fragments together with the same cap, checking UTF-8 as they
+//! arrive (1007). Every command to the hub goes through its bounded FIFO queue: when it is
+//! full the session stops reading until there is room. An optional token bucket
+//! ([`rate_limit`](crate::config::ServerConfig::rate_limit)) bounds what one client can make the
+//! server do.
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -44,39 +55,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_http::ws::Frame;
 use actix_web::dev::Extensions;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Item, Message, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason};
+use bytes::Bytes;
 use bytestring::ByteString;
+use futures_util::FutureExt;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::hub::{
-    Connect, Disconnect, Evict, EvictReason, Hub, Join, Leave, Outbound, Publish, SessionId,
-};
+use super::hub::{Command, Evict, EvictReason, HubSender, Outbound, Publish, SessionId};
 use super::Shared;
-use crate::config::{ServerConfig, SlowConsumerPolicy};
+use crate::config::{RateLimit, ServerConfig, SlowConsumerPolicy};
 use crate::envelope::{encode_parts, Head, WireMessage};
 use crate::protocol::{self, codes};
-
-/// Close code: normal closure (the answer to a client close frame without a code).
-const CLOSE_NORMAL: u16 = 1000;
-/// Close code: going away (server shutdown, heartbeat timeout).
-const CLOSE_AWAY: u16 = 1001;
-/// Close code: protocol error (a continuation without a start, a new message inside a
-/// fragmented one, a bad frame, a close frame with a code that may not be sent).
-const CLOSE_PROTOCOL: u16 = 1002;
-/// Close code: invalid payload data (text that is not UTF-8).
-const CLOSE_INVALID: u16 = 1007;
-/// Close code: message too big.
-const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: try again later (slow consumer).
-const CLOSE_TRY_AGAIN: u16 = 1013;
-
-/// Most publishes one session may have in the hub's mailbox before it stops reading its socket
-/// until the hub catches up.
-const PUBLISH_WINDOW: usize = 64;
+use crate::ws::{close, Assembler, Event, Fault, FrameCodec, FrameReader};
 
 /// Which endpoint a session serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,32 +98,9 @@ impl SocketCutter {
     }
 }
 
-/// Install this with `HttpServer::on_connect(actix_ws_manager::server::on_connect)` so that the
-/// server can cut the TCP socket of a client that stopped reading (see the module docs).
-/// [`serve`](super::serve) installs it for you (through [`on_connect_with`], which also applies
-/// [`ServerConfig::tcp_send_buffer`](crate::config::ServerConfig::tcp_send_buffer)).
-///
-/// Cost: it keeps a duplicate descriptor of every accepted connection (HTTP ones included) for
-/// the connection's life, so the process needs twice the file descriptors per connection; raise
-/// `ulimit -n` accordingly for many connections.
-pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
-    configure_socket(conn, ext, None, None, true);
-}
-
-/// Like [`on_connect`], and also sets the accepted socket's `SO_SNDBUF` to `send_buffer` bytes
-/// when given.
-pub fn on_connect_with(
-    send_buffer: Option<usize>,
-) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
-    move |conn, ext| configure_socket(conn, ext, send_buffer, None, true)
-}
-
-/// The `on_connect` hook for a [`ServerConfig`]: applies
-/// [`tcp_send_buffer`](ServerConfig::tcp_send_buffer) and
-/// [`tcp_user_timeout`](ServerConfig::tcp_user_timeout), and keeps a socket handle only when
-/// [`keep_socket_handle`](ServerConfig::keep_socket_handle) is on.
-/// [`serve`](super::serve) installs this one.
-pub fn on_connect_for(
+/// The `on_connect` hook for a [`ServerConfig`]; [`Rooms::on_connect`](super::Rooms::on_connect)
+/// is the public way to get it.
+pub(crate) fn on_connect_for(
     config: &ServerConfig,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     let (send_buffer, user_timeout, keep) = (
@@ -178,7 +150,7 @@ pub(crate) struct SessionParams {
     pub(crate) id: SessionId,
     pub(crate) mode: Mode,
     pub(crate) identity: Option<String>,
-    pub(crate) hub: Addr<Hub>,
+    pub(crate) hub: HubSender,
     pub(crate) shared: Arc<Shared>,
     /// Released when the session actor is dropped (whatever ended it).
     pub(crate) slot: super::SessionSlot,
@@ -191,29 +163,42 @@ pub(crate) fn start(
     params: SessionParams,
 ) -> Result<HttpResponse, actix_web::Error> {
     let config = &params.shared.config;
-    let (response, ws, stream) = actix_ws::handle(req, body)?;
-    let stream = stream.max_frame_size(config.max_message_size);
+    // actix-ws does the handshake and owns the writing side; the reading side is ours (the
+    // frame layer's guarded reader), so actix-ws gets an empty payload and its MessageStream,
+    // which would buffer whole frames before checking their size, is dropped unused.
+    let empty = web::Payload::extract(req)
+        .now_or_never()
+        .unwrap_or_else(|| Err(actix_web::error::ErrorInternalServerError("payload")))?;
+    let (response, ws, _unused) = actix_ws::handle(req, empty)?;
+    let reader = FrameReader::new(
+        body.into_inner(),
+        FrameCodec::server(config.max_message_size),
+    );
     let (queue, rx) = mpsc::channel(config.session_queue);
     let (kill, kill_rx) = oneshot::channel();
     let writer = actix_rt::spawn(write_loop(ws, rx, kill_rx, config.close_timeout));
     let cutter = req.conn_data::<SocketCutter>().cloned();
+    let bucket = config.rate_limit.map(Bucket::new);
+    let assembler = Assembler::new(config.max_message_size);
     Session::create(move |ctx| {
-        ctx.add_stream(stream);
+        ctx.add_stream(reader);
         Session {
             id: params.id,
             name: Arc::from(format!("s-{}", params.id)),
             mode: params.mode,
             identity: params.identity,
             hub: params.hub,
+            registered: false,
             queue: Some(queue),
             writer: Some(writer),
             kill: Some(kill),
             cutter,
-            ending: Ending::Polite,
+            closing: false,
+            peer_closed: false,
             rooms: HashSet::new(),
             last_heard: Instant::now(),
-            fragments: None,
-            publishing: 0,
+            assembler,
+            bucket,
             shared: params.shared,
             _slot: params.slot,
         }
@@ -289,23 +274,50 @@ fn reason_of(code: u16, reason: String) -> CloseReason {
     }
 }
 
-/// How the session's socket is dealt with once the actor has stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// The writer finishes what is queued (ending with a close frame, if one was queued); it is
-    /// aborted and the socket cut only if it has not finished within `close_timeout`.
-    Polite,
-    /// The client is stuck or gone silent: after `close_timeout` the writer is aborted and the
-    /// socket cut, whatever the writer managed.
-    Cut,
+/// A session's token bucket (see [`RateLimit`]).
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    per_second: f64,
+    burst: f64,
 }
 
-/// A fragmented message being put together.
-struct Fragments {
-    text: bool,
-    buf: BytesMut,
-    /// Bytes of `buf` already known to be valid UTF-8 (text only), so each byte is checked once.
-    checked: usize,
+/// What the bucket says about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Within the limit.
+    Pass,
+    /// Past the limit: refuse it (`rate_limited`), the session stays.
+    Refuse,
+    /// `burst` messages past the limit: close with 1008.
+    Close,
+}
+
+impl Bucket {
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            tokens: f64::from(limit.burst),
+            last: Instant::now(),
+            per_second: f64::from(limit.per_second),
+            burst: f64::from(limit.burst),
+        }
+    }
+
+    /// Take a token for one message. Refused messages take one too (the bucket goes into
+    /// debt), so a client must actually slow down to be served again.
+    fn take(&mut self) -> Verdict {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(self.burst) - 1.0;
+        if self.tokens >= 0.0 {
+            Verdict::Pass
+        } else if self.tokens < -self.burst {
+            Verdict::Close
+        } else {
+            Verdict::Refuse
+        }
+    }
 }
 
 /// One client. See the module docs for how it splits work with its writer task.
@@ -316,22 +328,27 @@ pub struct Session {
     mode: Mode,
     /// What the authentication hook attached, if anything; sent in `welcome` and traced.
     identity: Option<String>,
-    hub: Addr<Hub>,
-    /// The bounded queue into the writer task; `None` once the session is ending.
+    /// The hub's bounded command queue.
+    hub: HubSender,
+    /// Whether the hub knows this session (it is told to forget it once, when closing starts).
+    registered: bool,
+    /// The bounded queue into the writer task; `None` once the session is closing.
     queue: Option<mpsc::Sender<Outbound>>,
     writer: Option<actix_rt::task::JoinHandle<()>>,
     /// Tells the writer to drop its backlog and close at once.
     kill: Option<oneshot::Sender<(u16, String)>>,
     cutter: Option<SocketCutter>,
-    ending: Ending,
+    /// The session has sent (or queued) its close frame and waits for the client's.
+    closing: bool,
+    /// The client's close frame arrived: the closing handshake is complete.
+    peer_closed: bool,
     /// Rooms this session is in: the protocol's checks (limit, `not_joined`) happen here without
     /// asking the hub.
     rooms: HashSet<Arc<str>>,
     /// When anything last arrived from the client; the heartbeat compares it with the timeout.
     last_heard: Instant,
-    fragments: Option<Fragments>,
-    /// Publishes handed to the hub and not yet handled by it.
-    publishing: usize,
+    assembler: Assembler,
+    bucket: Option<Bucket>,
     shared: Arc<Shared>,
     _slot: super::SessionSlot,
 }
@@ -341,11 +358,13 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(queue) = &self.queue {
-            self.hub.do_send(Connect {
+            let connect = Command::Connect {
                 id: self.id,
                 queue: queue.clone(),
                 evict: ctx.address().recipient(),
-            });
+            };
+            self.registered = true;
+            self.submit(connect, ctx);
         }
         tracing::debug!(session = %self.name, identity = ?self.identity, mode = ?self.mode, "session started");
         if self.mode == Mode::Rooms {
@@ -366,33 +385,44 @@ impl Actor for Session {
         }
         let interval = self.shared.config.heartbeat_interval;
         ctx.run_interval(interval, Self::heartbeat);
+        // Shutdown reaches every session through this signal, including one that starts while
+        // the server is already shutting down (it sees the value already set).
+        let mut shutdown = self.shared.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            return self.close(close::AWAY, "server shutdown", ctx);
+        }
+        ctx.spawn(
+            async move { shutdown.changed().await.is_ok() }
+                .into_actor(self)
+                .map(|signalled, act, ctx| {
+                    if signalled {
+                        act.close(close::AWAY, "server shutdown", ctx);
+                    }
+                }),
+        );
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.hub.do_send(Disconnect { id: self.id });
+        self.leave_hub();
         Running::Stop
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        // Dropping our sender lets the writer finish once the hub has dropped its copy.
         self.queue = None;
         let writer = self.writer.take();
         let cutter = self.cutter.take();
         let grace = self.shared.config.close_timeout;
-        let ending = self.ending;
+        let complete = self.peer_closed;
         let name = self.name.clone();
         // The writer reads a dropped kill sender as "kill": keep it alive until the writer is done.
         let kill = self.kill.take();
         actix_rt::spawn(async move {
             let _kill = kill;
             let Some(mut writer) = writer else { return };
-            let finished = match ending {
-                Ending::Polite => tokio::time::timeout(grace, &mut writer).await.is_ok(),
-                Ending::Cut => {
-                    tokio::time::sleep(grace).await;
-                    false
-                }
-            };
+            // After a complete handshake the writer only has our close frame (or the reply to
+            // the client's) left to write; otherwise the wait for the client already took
+            // `close_timeout`, or the connection is gone: stop at once.
+            let finished = complete && tokio::time::timeout(grace, &mut writer).await.is_ok();
             if !finished {
                 writer.abort();
                 if let Some(cutter) = cutter {
@@ -415,7 +445,7 @@ impl Session {
                 let depth = queue.max_capacity() - queue.capacity();
                 self.shared.counters.delivered(len, depth);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => match self.shared.config.slow_consumer {
+            Err(TrySendError::Full(_)) => match self.shared.config.slow_consumer {
                 SlowConsumerPolicy::DropNewest => {
                     self.shared
                         .counters
@@ -428,46 +458,99 @@ impl Session {
                         .slow_consumer_disconnects
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(session = %self.name, "slow consumer: queue full; disconnecting");
-                    self.cut(CLOSE_TRY_AGAIN, "slow consumer", ctx);
+                    self.cut(close::TRY_AGAIN, "slow consumer", ctx);
                 }
             },
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+            Err(TrySendError::Closed(_)) => ctx.stop(),
         }
     }
 
-    /// Close politely: queue the close frame behind what is already queued, then stop. The
-    /// writer gets `close_timeout` to write it.
+    /// Hand a command to the hub. When its queue is full the session waits for room before it
+    /// does anything else (it reads no frame meanwhile, so TCP slows its client): the command
+    /// keeps its place, and this session's commands reach the hub in the order they were given.
+    fn submit(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        match self.hub.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(cmd)) => {
+                let hub = self.hub.clone();
+                ctx.wait(
+                    async move { hub.send(cmd).await.is_ok() }
+                        .into_actor(self)
+                        .map(|_, act, _| {
+                            // Nothing was read while waiting: that silence is ours, not the client's.
+                            act.last_heard = Instant::now();
+                        }),
+                );
+            }
+            Err(TrySendError::Closed(_)) => {
+                tracing::debug!(session = %self.name, "hub gone; command dropped");
+            }
+        }
+    }
+
+    /// Tell the hub to forget this session (once): no more broadcasts reach it.
+    fn leave_hub(&mut self) {
+        if !std::mem::take(&mut self.registered) {
+            return;
+        }
+        let cmd = Command::Disconnect { id: self.id };
+        if let Err(TrySendError::Full(cmd)) = self.hub.try_send(cmd) {
+            // The session may be stopping and cannot wait; one task per session at most, and the
+            // session's earlier commands are already in the queue ahead of it.
+            let hub = self.hub.clone();
+            actix_rt::spawn(async move {
+                let _ = hub.send(cmd).await;
+            });
+        }
+    }
+
+    /// Start the closing handshake: leave every room, send nothing more, and wait up to
+    /// `close_timeout` for the client's close frame (read, data discarded, in the meantime).
+    fn begin_closing(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        self.queue = None;
+        self.leave_hub();
+        ctx.run_later(self.shared.config.close_timeout, |act, ctx| {
+            tracing::debug!(session = %act.name, "no close frame from the client in time");
+            ctx.stop();
+        });
+    }
+
+    /// Close politely: queue the close frame behind what is already queued, then wait for the
+    /// client's.
     fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
-        if self.queue.is_none() {
+        if self.closing {
             return;
         }
         tracing::debug!(session = %self.name, code, reason, "closing");
-        let ok = self
+        let queued = self
             .queue
             .as_ref()
             .is_some_and(|q| q.try_send(Outbound::Close(code, reason.to_owned())).is_ok());
-        if !ok {
+        if !queued {
             // No room for even the close frame: the client is not reading.
             return self.cut(code, reason, ctx);
         }
-        self.queue = None;
-        self.ending = Ending::Polite;
-        ctx.stop();
+        self.begin_closing(ctx);
     }
 
     /// Close a stuck or silent client: the writer drops its backlog and tries the close frame;
-    /// after `close_timeout` the socket is cut whatever happened.
+    /// the socket is cut if the client has not answered within `close_timeout`.
     fn cut(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         if let Some(kill) = self.kill.take() {
             let _ = kill.send((code, reason.to_owned()));
         }
-        self.queue = None;
-        self.ending = Ending::Cut;
-        ctx.stop();
+        self.begin_closing(ctx);
     }
 
     /// The heartbeat: runs on the actor's own timer, which no socket write can block.
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         let timeout = self.shared.config.heartbeat_timeout;
         if self.last_heard.elapsed() > timeout {
             self.shared
@@ -475,9 +558,43 @@ impl Session {
                 .heartbeat_timeouts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(session = %self.name, ?timeout, "heartbeat timeout; disconnecting");
-            return self.cut(CLOSE_AWAY, "heartbeat timeout", ctx);
+            return self.cut(close::AWAY, "heartbeat timeout", ctx);
         }
         self.send(Outbound::Ping(Bytes::new()), ctx);
+    }
+
+    /// Apply the rate limit to one whole message; answers whether to handle it. `id` is the
+    /// request id to refuse it with, when known.
+    fn admit(&mut self, id: Option<u64>, ctx: &mut Context<Self>) -> bool {
+        let Some(bucket) = self.bucket.as_mut() else {
+            return true;
+        };
+        let counters = &self.shared.counters;
+        match bucket.take() {
+            Verdict::Pass => true,
+            Verdict::Refuse => {
+                counters
+                    .rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.mode == Mode::Rooms {
+                    self.error(
+                        id,
+                        codes::RATE_LIMITED,
+                        "rate limit exceeded; slow down",
+                        ctx,
+                    );
+                }
+                false
+            }
+            Verdict::Close => {
+                counters
+                    .rate_limit_disconnects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(session = %self.name, "rate limit: still sending at twice the burst; closing");
+                self.close(close::POLICY, "rate limit exceeded", ctx);
+                false
+            }
+        }
     }
 
     /// Send an `error` envelope; the session stays open.
@@ -514,16 +631,25 @@ impl Session {
     /// A whole text message (unfragmented, or put together).
     fn on_text(&mut self, text: ByteString, ctx: &mut Context<Self>) {
         if self.mode == Mode::Echo {
-            return self.send(Outbound::Text(text), ctx);
+            if self.admit(None, ctx) {
+                self.send(Outbound::Text(text), ctx);
+            }
+            return;
         }
         let head = match Head::parse(&text) {
             Ok(head) => head,
             Err(e) => {
+                if !self.admit(None, ctx) {
+                    return;
+                }
                 let msg = format!("not a JSON object with a string \"type\": {e}");
                 return self.error(None, codes::MALFORMED, &msg, ctx);
             }
         };
         let id = head.id;
+        if !self.admit(id, ctx) {
+            return;
+        }
         let kind = head.kind.as_ref();
         if kind == protocol::Join::TYPE {
             let Some(room) = self.checked_room(&head, ctx) else {
@@ -538,10 +664,11 @@ impl Session {
                     return self.error(id, codes::TOO_MANY_ROOMS, &msg, ctx);
                 }
                 self.rooms.insert(room.clone());
-                self.hub.do_send(Join {
+                let join = Command::Join {
                     id: self.id,
                     room: room.clone(),
-                });
+                };
+                self.submit(join, ctx);
             }
             self.reply(protocol::Joined::TYPE, id, Some(&room), None, ctx);
         } else if kind == protocol::Leave::TYPE {
@@ -552,10 +679,11 @@ impl Session {
                 let msg = format!("not a member of room {room:?}");
                 return self.error(id, codes::NOT_JOINED, &msg, ctx);
             }
-            self.hub.do_send(Leave {
+            let leave = Command::Leave {
                 id: self.id,
                 room: room.clone(),
-            });
+            };
+            self.submit(leave, ctx);
             self.reply(protocol::Left::TYPE, id, Some(&room), None, ctx);
         } else if kind == protocol::Publish::TYPE {
             let Some(room) = self.checked_room(&head, ctx) else {
@@ -567,14 +695,13 @@ impl Session {
                 let msg = format!("join room {room:?} before publishing to it");
                 return self.error(id, codes::NOT_JOINED, &msg, ctx);
             };
-            self.publish(
-                Publish {
-                    room,
-                    from: Some(self.name.clone()),
-                    data: head.data.map(ToOwned::to_owned),
-                },
-                ctx,
-            );
+            let publish = Command::Publish(Publish {
+                room,
+                from: Some(self.name.clone()),
+                data: head.data.map(ToOwned::to_owned),
+                reached: None,
+            });
+            self.submit(publish, ctx);
             if id.is_some() {
                 self.reply(protocol::Ack::TYPE, id, None, None, ctx);
             }
@@ -586,24 +713,6 @@ impl Session {
         } else {
             let msg = format!("unknown message type {kind:?}");
             self.error(id, codes::UNKNOWN_TYPE, &msg, ctx);
-        }
-    }
-
-    /// Hand a publish to the hub. Up to [`PUBLISH_WINDOW`] may be in the hub's mailbox at once;
-    /// at the window the session waits for the hub before it reads the next frame, so a client
-    /// that publishes faster than the hub fans out is slowed by TCP instead of growing the hub's
-    /// mailbox without bound. The hub never waits on sockets, so the wait is short.
-    fn publish(&mut self, msg: Publish, ctx: &mut Context<Self>) {
-        self.publishing += 1;
-        let done = self
-            .hub
-            .send(msg)
-            .into_actor(self)
-            .map(|_, act, _| act.publishing -= 1);
-        if self.publishing >= PUBLISH_WINDOW {
-            ctx.wait(done);
-        } else {
-            ctx.spawn(done);
         }
     }
 
@@ -624,6 +733,9 @@ impl Session {
 
     /// A whole binary message.
     fn on_binary(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        if !self.admit(None, ctx) {
+            return;
+        }
         match self.mode {
             Mode::Echo => self.send(Outbound::Binary(bytes), ctx),
             Mode::Rooms => self.error(
@@ -635,112 +747,51 @@ impl Session {
         }
     }
 
-    /// One piece of a fragmented message.
-    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
-        let (start, text, last, bytes) = match item {
-            Item::FirstText(b) => (true, true, false, b),
-            Item::FirstBinary(b) => (true, false, false, b),
-            Item::Continue(b) => (false, false, false, b),
-            Item::Last(b) => (false, false, true, b),
-        };
-        if start == self.fragments.is_some() {
-            let why = if start {
-                "a new message started inside a fragmented one"
-            } else {
-                "a continuation frame without a first fragment"
-            };
-            return self.close(CLOSE_PROTOCOL, why, ctx);
-        }
-        let max = self.shared.config.max_message_size;
-        let frag = self.fragments.get_or_insert_with(|| Fragments {
-            text,
-            buf: BytesMut::new(),
-            checked: 0,
-        });
-        if frag.buf.len() + bytes.len() > max {
-            return self.close(CLOSE_TOO_BIG, "message too big", ctx);
-        }
-        frag.buf.extend_from_slice(&bytes);
-        if frag.text {
-            match std::str::from_utf8(&frag.buf[frag.checked..]) {
-                Ok(_) => frag.checked = frag.buf.len(),
-                // An incomplete character at the end may be completed by the next fragment.
-                Err(e) if e.error_len().is_none() => frag.checked += e.valid_up_to(),
-                Err(_) => return self.close(CLOSE_INVALID, "invalid UTF-8", ctx),
+    /// The client's close frame: answer it (unless we closed first) and end the session.
+    fn on_close(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
+        self.peer_closed = true;
+        if !self.closing {
+            let code = close::reply_to(reason.map(|r| u16::from(r.code)));
+            if let Some(queue) = self.queue.take() {
+                let _ = queue.try_send(Outbound::Close(code, String::new()));
             }
+            self.closing = true;
         }
-        if !last {
-            return;
-        }
-        let Some(frag) = self.fragments.take() else {
-            return;
-        };
-        let bytes = frag.buf.freeze();
-        if frag.text {
-            match ByteString::try_from(bytes) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.close(CLOSE_INVALID, "invalid UTF-8", ctx),
-            }
-        } else {
-            self.on_binary(bytes, ctx);
-        }
+        ctx.stop();
     }
 }
 
-/// Handler for the client's frames.
-impl StreamHandler<Result<Message, ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
-        if self.queue.is_none() {
-            return;
-        }
+/// Handler for the client's frames, read by the frame layer.
+impl StreamHandler<Result<Frame, Fault>> for Session {
+    fn handle(&mut self, item: Result<Frame, Fault>, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
-        let msg = match item {
-            Ok(msg) => msg,
-            Err(ProtocolError::Overflow) => {
-                return self.close(CLOSE_TOO_BIG, "message too big", ctx)
-            }
-            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return self.close(CLOSE_INVALID, "invalid UTF-8", ctx)
-            }
-            Err(ProtocolError::Io(e)) => {
-                tracing::debug!(session = %self.name, "connection lost: {e}");
+        let event = match item.and_then(|frame| self.assembler.push(frame)) {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(Fault::Lost(why)) => {
+                tracing::debug!(session = %self.name, "connection lost: {why}");
                 return ctx.stop();
             }
-            Err(e) => {
-                tracing::debug!(session = %self.name, "protocol error: {e}");
-                return self.close(CLOSE_PROTOCOL, "protocol error", ctx);
+            Err(Fault::Violation { code, reason }) => {
+                if self.closing {
+                    return ctx.stop();
+                }
+                tracing::info!(session = %self.name, code, %reason, "closing on a protocol fault");
+                return self.close(code, &reason, ctx);
             }
         };
-        match msg {
-            Message::Text(text) => {
-                if self.fragments.is_some() {
-                    return self.close(
-                        CLOSE_PROTOCOL,
-                        "a new message inside a fragmented one",
-                        ctx,
-                    );
-                }
-                self.on_text(text, ctx)
-            }
-            Message::Binary(bytes) => {
-                if self.fragments.is_some() {
-                    return self.close(
-                        CLOSE_PROTOCOL,
-                        "a new message inside a fragmented one",
-                        ctx,
-                    );
-                }
-                self.on_binary(bytes, ctx)
-            }
-            Message::Continuation(item) => self.on_fragment(item, ctx),
-            Message::Ping(payload) => self.send(Outbound::Pong(payload), ctx),
-            Message::Pong(_) | Message::Nop => {}
-            Message::Close(reason) => match reason.map(|r| u16::from(r.code)) {
-                // Answer with the client's code when it is one that may travel on the wire.
-                Some(code @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => self.close(code, "", ctx),
-                Some(_) => self.close(CLOSE_PROTOCOL, "invalid close code", ctx),
-                None => self.close(CLOSE_NORMAL, "", ctx),
-            },
+        if let Event::Close(reason) = event {
+            return self.on_close(reason, ctx);
+        }
+        if self.closing {
+            // Waiting for the client's close frame: everything else is read and dropped.
+            return;
+        }
+        match event {
+            Event::Text(text) => self.on_text(text, ctx),
+            Event::Binary(bytes) => self.on_binary(bytes, ctx),
+            Event::Ping(payload) => self.send(Outbound::Pong(payload), ctx),
+            Event::Pong(_) | Event::Close(_) => {}
         }
     }
 
@@ -749,14 +800,12 @@ impl StreamHandler<Result<Message, ProtocolError>> for Session {
     }
 }
 
-/// Handler for [`Evict`]: the hub found this session's queue full, or the server is shutting
-/// down.
+/// Handler for [`Evict`]: the hub found this session's queue full.
 impl Handler<Evict> for Session {
     type Result = ();
     fn handle(&mut self, msg: Evict, ctx: &mut Context<Self>) {
         match msg.reason {
-            EvictReason::SlowConsumer => self.cut(CLOSE_TRY_AGAIN, "slow consumer", ctx),
-            EvictReason::Shutdown => self.close(CLOSE_AWAY, "server shutdown", ctx),
+            EvictReason::SlowConsumer => self.cut(close::TRY_AGAIN, "slow consumer", ctx),
         }
     }
 }
