@@ -130,3 +130,55 @@ async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
     };
     assert!(code.success(), "{code:?}");
 }
+
+/// `--max-per-ip`, `--rate-limit` and `--rate-burst` take effect: a second connection from the
+/// same address gets HTTP 429; past the burst a message gets `rate_limited`, and past twice the
+/// burst the session is closed with 1008.
+#[actix_rt::test]
+async fn serve_applies_rate_and_per_address_limits() {
+    let mut child = Child(Some(
+        Command::new(env!("CARGO_BIN_EXE_wsm"))
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--max-per-ip",
+                "1",
+                "--rate-limit",
+                "1",
+                "--rate-burst",
+                "1",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wsm runs"),
+    ));
+    let stdout = child
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let url = rx.recv_timeout(WAIT).expect("first stdout line");
+    let (mut peer, _) = Peer::rooms(&url).await;
+    assert_eq!(
+        refused(awc::Client::new().ws(&url)).await,
+        429,
+        "--max-per-ip 1"
+    );
+    peer.text(r#"{"type":"ping","id":1}"#).await;
+    assert_eq!(peer.json().await["type"], "pong");
+    peer.text(r#"{"type":"ping","id":2}"#).await;
+    assert_eq!(peer.json().await["data"]["code"], "rate_limited");
+    peer.text(r#"{"type":"ping","id":3}"#).await;
+    assert_eq!(peer.close_code().await, Some(1008));
+}

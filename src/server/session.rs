@@ -364,7 +364,7 @@ impl Actor for Session {
                 evict: ctx.address().recipient(),
             };
             self.registered = true;
-            self.submit(connect, ctx);
+            self.submit(connect, None, ctx);
         }
         tracing::debug!(session = %self.name, identity = ?self.identity, mode = ?self.mode, "session started");
         if self.mode == Mode::Rooms {
@@ -465,10 +465,12 @@ impl Session {
         }
     }
 
-    /// Hand a command to the hub. When its queue is full the session waits for room before it
-    /// does anything else (it reads no frame meanwhile, so TCP slows its client): the command
-    /// keeps its place, and this session's commands reach the hub in the order they were given.
-    fn submit(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+    /// Hand a command to the hub, then send `reply` (if any) to the client: a reply is only
+    /// sent once its command is in the hub's queue, so whatever the client does next (or asks
+    /// `Rooms::stats` for) already sees it. When the queue is full the session waits for room
+    /// before it does anything else (it reads no frame meanwhile, so TCP slows its client): the
+    /// command keeps its place, and this session's commands reach the hub in the order given.
+    fn submit(&mut self, cmd: Command, reply: Option<Outbound>, ctx: &mut Context<Self>) {
         match self.hub.try_send(cmd) {
             Ok(()) => {}
             Err(TrySendError::Full(cmd)) => {
@@ -476,15 +478,22 @@ impl Session {
                 ctx.wait(
                     async move { hub.send(cmd).await.is_ok() }
                         .into_actor(self)
-                        .map(|_, act, _| {
+                        .map(|_, act, ctx| {
                             // Nothing was read while waiting: that silence is ours, not the client's.
                             act.last_heard = Instant::now();
+                            if let Some(reply) = reply {
+                                act.send(reply, ctx);
+                            }
                         }),
                 );
+                return;
             }
             Err(TrySendError::Closed(_)) => {
                 tracing::debug!(session = %self.name, "hub gone; command dropped");
             }
+        }
+        if let Some(reply) = reply {
+            self.send(reply, ctx);
         }
     }
 
@@ -615,7 +624,17 @@ impl Session {
         self.send(Outbound::Text(text), ctx);
     }
 
-    /// Send a reply envelope with only a type, an id and a room.
+    /// A reply envelope with only a type, an id, a room and data.
+    fn envelope(
+        kind: &str,
+        id: Option<u64>,
+        room: Option<&str>,
+        data: Option<&RawValue>,
+    ) -> Outbound {
+        Outbound::Text(encode_parts(kind, id, room, None, data, None))
+    }
+
+    /// Send a reply envelope with only a type, an id, a room and data.
     fn reply(
         &mut self,
         kind: &str,
@@ -624,8 +643,8 @@ impl Session {
         data: Option<&RawValue>,
         ctx: &mut Context<Self>,
     ) {
-        let text = encode_parts(kind, id, room, None, data, None);
-        self.send(Outbound::Text(text), ctx);
+        let out = Self::envelope(kind, id, room, data);
+        self.send(out, ctx);
     }
 
     /// A whole text message (unfragmented, or put together).
@@ -668,7 +687,8 @@ impl Session {
                     id: self.id,
                     room: room.clone(),
                 };
-                self.submit(join, ctx);
+                let joined = Self::envelope(protocol::Joined::TYPE, id, Some(&room), None);
+                return self.submit(join, Some(joined), ctx);
             }
             self.reply(protocol::Joined::TYPE, id, Some(&room), None, ctx);
         } else if kind == protocol::Leave::TYPE {
@@ -683,8 +703,8 @@ impl Session {
                 id: self.id,
                 room: room.clone(),
             };
-            self.submit(leave, ctx);
-            self.reply(protocol::Left::TYPE, id, Some(&room), None, ctx);
+            let left = Self::envelope(protocol::Left::TYPE, id, Some(&room), None);
+            self.submit(leave, Some(left), ctx);
         } else if kind == protocol::Publish::TYPE {
             let Some(room) = self.checked_room(&head, ctx) else {
                 return;
@@ -701,10 +721,8 @@ impl Session {
                 data: head.data.map(ToOwned::to_owned),
                 reached: None,
             });
-            self.submit(publish, ctx);
-            if id.is_some() {
-                self.reply(protocol::Ack::TYPE, id, None, None, ctx);
-            }
+            let ack = id.map(|_| Self::envelope(protocol::Ack::TYPE, id, None, None));
+            self.submit(publish, ack, ctx);
         } else if kind == protocol::Echo::TYPE {
             let data = head.data.map(ToOwned::to_owned);
             self.reply(protocol::Echo::TYPE, id, None, data.as_deref(), ctx);

@@ -53,7 +53,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // One line, once: the log subscriber would print the same error again.
             eprintln!("wsm: {e}");
             std::process::ExitCode::FAILURE
         }

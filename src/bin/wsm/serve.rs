@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use actix_ws_manager::config::{self, ServerConfig};
+use actix_ws_manager::config::{self, RateLimit, ServerConfig};
 use actix_ws_manager::server;
 use clap::Args;
 
@@ -48,6 +48,21 @@ pub struct ServeArgs {
     /// connection whose data stays unacknowledged this long.
     #[arg(long, value_parser = humantime::parse_duration)]
     tcp_user_timeout: Option<Duration>,
+    /// Per-session rate limit, in messages per second (token bucket; off by default). Past it
+    /// the client gets the error `rate_limited`; past twice the burst, close 1008.
+    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: Option<u32>,
+    /// Messages a session may send at once under --rate-limit [default: the --rate-limit value].
+    #[arg(long, value_name = "MESSAGES", requires = "rate_limit",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: Option<u32>,
+    /// Most concurrent sessions from one IP address; more upgrades get HTTP 429 (off by
+    /// default).
+    #[arg(long, value_name = "SESSIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_per_ip: Option<u64>,
+    /// Bound of the hub's command queue (joins, leaves, publishes of every session).
+    #[arg(long, default_value_t = config::DEFAULT_HUB_QUEUE)]
+    hub_queue: usize,
 }
 
 impl ServeArgs {
@@ -58,7 +73,16 @@ impl ServeArgs {
             .max_sessions(self.max_sessions)
             .session_queue(self.session_queue)
             .keep_socket_handle(!self.no_socket_handle)
-            .tcp_user_timeout(self.tcp_user_timeout);
+            .tcp_user_timeout(self.tcp_user_timeout)
+            .hub_queue(self.hub_queue)
+            .max_connections_per_ip(
+                self.max_per_ip
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            )
+            .rate_limit(
+                self.rate_limit
+                    .map(|rate| RateLimit::new(rate, self.rate_burst.unwrap_or(rate))),
+            );
         for origin in &self.allowed_origins {
             config = config.allow_origin(origin.clone());
         }
