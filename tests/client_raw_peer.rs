@@ -111,3 +111,31 @@ async fn peer_close_is_echoed_and_reported() {
     .await;
     client.close().await;
 }
+
+/// A frame with a reserved bit set (no extension was negotiated) closes the connection with 1002
+/// and a close frame the peer reads, not a cut socket.
+#[actix_rt::test]
+async fn reserved_bits_close_with_1002() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/raw", listener.local_addr().unwrap());
+    let client = connect(&url, client_test_config()).unwrap();
+    let mut events = client.events(64);
+    let mut ws = accept(&listener).await;
+    let mut bad = Frame::message(&b"{\"type\":\"x\"}"[..], OpCode::Data(Data::Text), true);
+    bad.header_mut().rsv1 = true;
+    ws.send(Message::Frame(bad)).await.unwrap();
+    let close = read_close(&mut ws).await.expect("close frame with a code");
+    assert_eq!(close.code, CloseCode::Protocol, "1002");
+    let ev = recv_until(&mut events, WAIT, "Disconnected", |e| {
+        matches!(e, Event::State(ConnectionState::Disconnected { .. }))
+    })
+    .await;
+    assert!(
+        matches!(
+            ev,
+            Event::State(ConnectionState::Disconnected { code: 1002, .. })
+        ),
+        "{ev:?}"
+    );
+    client.close().await;
+}

@@ -218,8 +218,8 @@ async fn client_close_is_answered_with_a_sendable_code() {
     server.shutdown().await.expect("shutdown");
 }
 
-/// Broken fragmentation closes with 1002: a continuation without a first fragment, and a new
-/// message started inside a fragmented one.
+/// Broken framing closes with 1002: a continuation without a first fragment, a new message
+/// started inside a fragmented one, a reserved bit set, a control frame over 125 bytes.
 #[actix_rt::test]
 async fn broken_fragmentation_closes_with_1002() {
     let server = start_server(test_config());
@@ -234,6 +234,21 @@ async fn broken_fragmentation_closes_with_1002() {
         .await
         .expect("send");
     ws.send(frame(OpCode::Data(Data::Binary), b"second", true))
+        .await
+        .expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1002));
+
+    // A reserved bit without a negotiated extension (actix-http alone reports it as invalid
+    // data, which used to become 1007).
+    let mut ws = raw(&server.echo_url()).await;
+    let mut bad = Frame::message(&b"hello"[..], OpCode::Data(Data::Text), true);
+    bad.header_mut().rsv1 = true;
+    ws.send(TMessage::Frame(bad)).await.expect("send");
+    assert_eq!(raw_close_code(&mut ws).await, Some(1002));
+
+    // A ping that declares more than 125 bytes, refused at its header.
+    let mut ws = raw(&server.echo_url()).await;
+    ws.send(TMessage::Frame(Frame::ping(vec![0u8; 200])))
         .await
         .expect("send");
     assert_eq!(raw_close_code(&mut ws).await, Some(1002));
