@@ -16,7 +16,7 @@
 //!   stop its timers;
 //! - a **writer task** that owns the actix-ws `Session`, fed by a *bounded* `tokio::sync::mpsc`
 //!   queue of [`session_queue`](crate::config::ServerConfig::session_queue) frames. The actor
-//!   and the [`Hub`] only ever `try_send` into it; a full queue applies
+//!   and the [`Hub`](super::hub::Hub) only ever `try_send` into it; a full queue applies
 //!   [`slow_consumer`](crate::config::ServerConfig::slow_consumer).
 //!
 //! # Cutting a stuck socket
