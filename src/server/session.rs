@@ -7,11 +7,13 @@
 //! stall stops running its timers (actix-web issue 2441; `tests/server_actors_limit.rs` shows it
 //! on this stack). A client that stops reading would grow server memory without bound, and the
 //! heartbeat that should notice it would never fire; neither can be fixed from outside that
-//! context. So the transport is [`actix_ws`] (`actix_ws::handle` gives a writer `Session` and a
-//! reader `MessageStream`), and each client gets two pieces:
+//! context. So the transport is [`actix_ws`] (`actix_ws::handle` does the handshake and gives a
+//! writer `Session`; frames are read by the shared frame layer, see "Inbound limits"), and each
+//! client gets two pieces:
 //!
-//! - the **`Session` actor** (still one actix actor per client): it reads the `MessageStream`
-//!   (`add_stream`), speaks the rooms protocol (or echoes), owns the session's room membership,
+//! - the **`Session` actor** (still one actix actor per client): it reads frames from a
+//!   [`FrameReader`] (`add_stream`), speaks the rooms protocol (or echoes), owns the session's
+//!   room membership,
 //!   and runs the heartbeat timer. It never awaits a socket write, so nothing a client does can
 //!   stop its timers;
 //! - a **writer task** that owns the actix-ws `Session`, fed by a *bounded* `tokio::sync::mpsc`
@@ -19,9 +21,7 @@
 //!   and the [`Hub`](super::hub::Hub) only ever `try_send` into it; a full queue applies
 //!   [`slow_consumer`](crate::config::ServerConfig::slow_consumer).
 //!
-//! # Cutting a stuck socket
-//!
-//! # Closing
+//! # Closing and cutting a stuck socket
 //!
 //! When the server closes a session (shutdown 1001, heartbeat 1001, slow consumer 1013, rate
 //! limit 1008, a protocol fault) it leaves every room at once, sends its close frame and keeps

@@ -1,0 +1,171 @@
+//! The server's frame-header guard under a forged frame length: a client declares a 1 GiB frame
+//! and streams its payload; the server must refuse it at the header (1009) and never buffer the
+//! payload. One test in this binary, so that nothing else allocates while the process's resident
+//! memory is measured.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start_server, test_config, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The largest frame the server accepts in this test.
+const LIMIT: usize = 64 * 1024;
+/// What the forged header declares.
+const DECLARED: u64 = 1 << 30;
+/// How much payload the client tries to send behind it.
+const PAYLOAD: usize = 256 * 1024 * 1024;
+/// One write of payload.
+const CHUNK: usize = 64 * 1024;
+/// Bound on the whole exchange.
+const BOUND: Duration = Duration::from_secs(20);
+/// Allowed growth of the process's resident memory, in kB.
+const MAX_GROWTH_KB: u64 = 1024;
+
+/// The payload: zeros, never reallocated.
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+/// A line of /proc/self/status in kB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line in kB in /proc/self/status"))
+}
+
+/// This process's resident set size (VmRSS), in kB.
+fn vm_rss_kb() -> u64 {
+    status_kb("VmRSS")
+}
+
+/// A declared 1 GiB frame followed by 256 MiB of payload closes at the header, server memory
+/// growth under 1 MiB: the first frame the server sends is a Close with 1009, it cuts the socket
+/// after its close timeout (the client never answers), and the process's VmRSS grows by less
+/// than 1 MiB meanwhile.
+#[actix_rt::test]
+async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
+    let server = start_server(test_config().max_message_size(LIMIT));
+    let tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("tcp connect");
+    let (ws, _response) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(server.echo_url(), tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    assert!(
+        server.rooms().wait_sessions(1, WAIT).await && server.rooms().sessions() == 1,
+        "one session"
+    );
+    let (mut rx, mut tx) = ws.into_inner().into_split();
+
+    let before = vm_rss_kb();
+    let (anon0, file0) = (status_kb("RssAnon"), status_kb("RssFile"));
+
+    // The forged header: FIN + binary, masked, 64-bit length, masking key.
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&DECLARED.to_be_bytes());
+    header.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    let start = std::time::Instant::now();
+    tx.write_all(&header).await.expect("write the header");
+
+    let writer = actix_rt::spawn(async move {
+        let mut written = 0usize;
+        // At most PAYLOAD / 1 writes (every successful write moves at least one byte); bounded in
+        // time by BOUND below.
+        while written < PAYLOAD {
+            let n = (PAYLOAD - written).min(CHUNK);
+            match tx.write(&ZEROS[..n]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => written += k,
+            }
+        }
+        // The write half goes back to the test, still open: dropping it would send a FIN, and the
+        // server would end the session on that EOF instead of on its close timeout.
+        (written, tx)
+    });
+
+    // The server's first frame: unmasked Close (0x88), short length, 2-byte code first.
+    let mut head = [0u8; 2];
+    tokio::time::timeout(BOUND, rx.read_exact(&mut head))
+        .await
+        .expect("a frame from the server in time")
+        .expect("read the first frame header");
+    assert_eq!(
+        head[0], 0x88,
+        "first server frame is not a Close: {head:02x?}"
+    );
+    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+    let len = usize::from(head[1] & 0x7F);
+    assert!((2..=125).contains(&len), "close payload of {len} bytes");
+    let mut payload = vec![0u8; len];
+    tokio::time::timeout(BOUND, rx.read_exact(&mut payload))
+        .await
+        .expect("the close payload in time")
+        .expect("read the close payload");
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    assert_eq!(
+        code,
+        1009,
+        "close code; reason {:?}",
+        String::from_utf8_lossy(&payload[2..])
+    );
+
+    let closed_at = start.elapsed();
+    // The client never answers the close: the server cuts the socket after its close timeout,
+    // which ends the writer (a write error, or everything written).
+    let (written, _tx) = tokio::time::timeout(BOUND, writer)
+        .await
+        .expect("the writer ended in time")
+        .expect("writer task");
+    let writer_done_at = start.elapsed();
+    // And the read side ends too (EOF or reset), with nothing after the close frame.
+    let mut rest = [0u8; 1024];
+    let mut after_close = 0usize;
+    let ended = tokio::time::timeout(BOUND, async {
+        for _ in 0..1024 {
+            match rx.read(&mut rest).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => after_close += n,
+            }
+        }
+        false
+    })
+    .await
+    .expect("the server ended the connection in time");
+    let cut_at = start.elapsed();
+    assert!(ended, "the server kept sending after its close frame");
+    assert_eq!(after_close, 0, "bytes after the close frame");
+    // The server waited its close timeout for an answer before cutting (the timer starts after
+    // the header was written, so this is a lower bound that holds on any machine).
+    let close_timeout = server.rooms().config().close_timeout;
+    assert!(
+        cut_at >= close_timeout,
+        "socket ended after {cut_at:?}, before the close timeout of {close_timeout:?}"
+    );
+    assert!(
+        server.rooms().wait_sessions(0, WAIT).await,
+        "the session is gone"
+    );
+
+    let after = vm_rss_kb();
+    let (anon1, file1) = (status_kb("RssAnon"), status_kb("RssFile"));
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "frame_guard_server: VmRSS before {before} kB, after {after} kB, growth {growth} kB; \
+         client wrote {written} payload bytes ({} MiB) of {PAYLOAD}; close frame read after \
+         {closed_at:?}, writer done after {writer_done_at:?}, socket ended after {cut_at:?}; \
+         RssAnon {anon0} -> {anon1} kB, RssFile {file0} -> {file1} kB",
+        written / (1024 * 1024)
+    );
+    assert!(
+        growth < MAX_GROWTH_KB,
+        "VmRSS grew by {growth} kB (before {before} kB, after {after} kB)"
+    );
+    server.shutdown().await.expect("shutdown");
+}
