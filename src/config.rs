@@ -11,6 +11,22 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// The longest duration a configuration uses: 365 days. Longer ones would overflow timer
+/// arithmetic. A [`ClientConfig`] refuses them in `validate()` (for "never", turn the feature
+/// off instead, for example [`HeartbeatConfig::disabled`]); a [`ServerConfig`] treats them as
+/// this value, which is "never" for a heartbeat or a timeout.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `Error::Config` naming `field` when `value` is above [`MAX_CONFIG_DURATION`].
+pub(crate) fn check_duration(field: &str, value: Duration) -> Result<()> {
+    if value > MAX_CONFIG_DURATION {
+        return Err(Error::Config(format!(
+            "{field} must be at most 365 days, not {value:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Default largest message (after reassembling fragments) a client accepts: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
@@ -103,8 +119,20 @@ impl ClientConfig {
         if self.connect_timeout.is_zero() {
             return Err(Error::Config("connect_timeout must be above zero".into()));
         }
+        check_duration("connect_timeout", self.connect_timeout)?;
         if self.write_queue == 0 {
             return Err(Error::Config("write_queue must be at least 1".into()));
+        }
+        for (name, value) in &self.headers {
+            let bad = |what: &str| {
+                Error::Config(format!(
+                    "headers: {what} in header {name:?} (a name is an HTTP token, a value has no \
+                     control characters)"
+                ))
+            };
+            awc::http::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad("invalid name"))?;
+            awc::http::header::HeaderValue::from_str(value).map_err(|_| bad("invalid value"))?;
         }
         self.heartbeat.validate()?;
         self.reconnect.validate()?;
@@ -160,6 +188,10 @@ impl HeartbeatConfig {
         }
     }
     fn validate(&self) -> Result<()> {
+        if self.enabled {
+            check_duration("heartbeat.interval", self.interval)?;
+            check_duration("heartbeat.timeout", self.timeout)?;
+        }
         if self.enabled && (self.interval.is_zero() || self.timeout.is_zero()) {
             return Err(Error::Config(
                 "heartbeat interval and timeout must be above zero".into(),
@@ -281,7 +313,7 @@ impl ReconnectPolicy {
         let secs = self.initial_delay.as_secs_f64() * exp;
         let cap = self.max_delay.as_secs_f64();
         let secs = if secs.is_finite() { secs.min(cap) } else { cap };
-        Duration::from_secs_f64(secs.max(0.0))
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.max_delay)
     }
 
     /// The delay before attempt `attempt`, with jitter drawn from `rng` and applied after the cap.
@@ -292,6 +324,9 @@ impl ReconnectPolicy {
     }
 
     fn validate(&self) -> Result<()> {
+        check_duration("reconnect.initial_delay", self.initial_delay)?;
+        check_duration("reconnect.max_delay", self.max_delay)?;
+        check_duration("reconnect.stable_after", self.stable_after)?;
         if !(self.factor.is_finite() && self.factor >= 1.0) {
             return Err(Error::Config(
                 "reconnect factor must be a finite number >= 1.0".into(),
@@ -398,6 +433,28 @@ mod tests {
 
     #[test]
     fn bad_values_are_config_errors() {
+        let overflowing = [
+            ClientConfig::default().connect_timeout(Duration::MAX),
+            ClientConfig::default().heartbeat(HeartbeatConfig::new(Duration::MAX, Duration::MAX)),
+            ClientConfig::default().reconnect(ReconnectPolicy::default().backoff(
+                Duration::from_secs(1),
+                2.0,
+                Duration::MAX,
+            )),
+            ClientConfig::default()
+                .reconnect(ReconnectPolicy::default().stable_after(Duration::MAX)),
+            ClientConfig::default().header("bad name", "v"),
+            ClientConfig::default().header("x-ok", "line\nbreak"),
+        ];
+        for c in overflowing {
+            match c.validate() {
+                Err(Error::Config(msg)) => assert!(!msg.is_empty()),
+                other => panic!("{c:?}: {other:?}"),
+            }
+        }
+        // base_delay itself never panics, whatever the policy says.
+        let p = ReconnectPolicy::default().backoff(Duration::from_secs(1), 10.0, Duration::MAX);
+        assert_eq!(p.base_delay(u32::MAX), Duration::MAX);
         let mut c = ClientConfig::default();
         c.reconnect.factor = f64::NAN;
         assert!(matches!(c.validate(), Err(Error::Config(_))));
@@ -432,9 +489,6 @@ pub const DEFAULT_HUB_QUEUE: usize = 1024;
 /// Largest accepted `session_queue` and `hub_queue`: 1 048 576 (2^20). A queue is a bound on
 /// memory; past this it no longer is one in any useful sense.
 pub const MAX_QUEUE: usize = 1 << 20;
-/// Durations in a [`ServerConfig`] above this (365 days) are treated as this, which is "never"
-/// for a heartbeat or a timeout, so that `Duration::MAX` cannot overflow timer arithmetic.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How the rooms server (and its echo endpoint) treats each session: limits, heartbeat, the
 /// outbound queue bound and what happens when a client cannot keep up.
@@ -637,7 +691,7 @@ impl ServerConfig {
         self
     }
 
-    /// This configuration with every duration capped at [`MAX_DURATION`] (the server runs with
+    /// This configuration with every duration capped at [`MAX_CONFIG_DURATION`] (the server runs with
     /// this, so no value overflows its timer arithmetic).
     pub(crate) fn saturated(mut self) -> Self {
         for d in [
@@ -645,9 +699,9 @@ impl ServerConfig {
             &mut self.heartbeat_timeout,
             &mut self.close_timeout,
         ] {
-            *d = (*d).min(MAX_DURATION);
+            *d = (*d).min(MAX_CONFIG_DURATION);
         }
-        self.tcp_user_timeout = self.tcp_user_timeout.map(|d| d.min(MAX_DURATION));
+        self.tcp_user_timeout = self.tcp_user_timeout.map(|d| d.min(MAX_CONFIG_DURATION));
         self
     }
 
@@ -762,9 +816,9 @@ mod server_config_tests {
             .tcp_user_timeout(Some(Duration::MAX));
         assert!(c.validate().is_ok());
         let s = c.saturated();
-        assert_eq!(s.heartbeat_interval, MAX_DURATION);
-        assert_eq!(s.close_timeout, MAX_DURATION);
-        assert_eq!(s.tcp_user_timeout, Some(MAX_DURATION));
+        assert_eq!(s.heartbeat_interval, MAX_CONFIG_DURATION);
+        assert_eq!(s.close_timeout, MAX_CONFIG_DURATION);
+        assert_eq!(s.tcp_user_timeout, Some(MAX_CONFIG_DURATION));
     }
 
     #[test]

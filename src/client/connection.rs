@@ -1,6 +1,5 @@
 //! The Connection actor: owns one awc WebSocket at a time, turns frames into messages for the
-//! Router and messages into frames, and keeps a bounded outbox for when the socket is down or
-//! slower than the sender.
+//! Router, and feeds the socket from the [outbox](super::outbox).
 //!
 //! # What it guarantees
 //!
@@ -9,19 +8,23 @@
 //!   closes the socket with 1009 before any of its payload is buffered; reserved bits close with
 //!   1002. Fragmented messages are put back together up to the same limit (1009), control frames
 //!   between fragments are answered, and text is checked for UTF-8 fragment by fragment (1007).
-//! - Pings are answered with Pongs carrying the same payload; a Close from the peer is answered
-//!   with [`close::reply_to`] (its own code when it may be sent, never a reserved one).
-//! - Writes go through a bounded queue to a writer task on the same arbiter, so the actor never
-//!   waits on the socket. When that queue is full, or no socket is open, messages wait in the
-//!   outbox, which is bounded by [`OutboxPolicy`](crate::config::OutboxPolicy); every drop is
-//!   counted and traced. The outbox keeps its order across reconnects, after the on-connect
-//!   messages of the new socket.
+//! - **Control before data**: pongs, heartbeat pings and close frames reach the socket's writer
+//!   through a path of their own that data cannot fill, and the writer sends them before the
+//!   next batch of data. A peer's ping is answered, its Close echoed ([`close::reply_to`]), and
+//!   the user's `close()` sends a Close frame, however many messages wait.
+//! - Data waits in the outbox (bounded by [`OutboxPolicy`](crate::config::OutboxPolicy)) until
+//!   the writer takes it, in batches of at most
+//!   [`write_queue`](crate::config::ClientConfig::write_queue); the actor never waits on the
+//!   socket. What happens to each message is the outbox's accounting rule.
+//! - On every socket the on-connect messages go first (deduplicated, in registration order),
+//!   then whatever waited in the outbox, in order.
 //!
-//! The Connection does not decide whether to reconnect: it reports `Established`,
-//! `ConnectFailed` and `Lost` to the
-//! [`ReconnectSupervisor`], which sends `Dial`.
+//! The Connection does not decide whether to reconnect, nor publish states: the
+//! [`ReconnectSupervisor`] owns the lifecycle. It tells the Connection to [`Dial`] or to
+//! [`CloseSocket`], and the Connection tells it what happened ([`Established`],
+//! [`ConnectFailed`], [`Lost`]).
 
-use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,20 +36,27 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::stream::{self, SplitSink};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use super::heartbeat::{Heartbeat, PongReceived, Unwatch, Watch};
+use super::heartbeat::{Heartbeat, PongReceived, Watch};
+use super::outbox::{Kind, SharedOutbox};
 use super::reconnect::{ConnectFailed, Established, Lost, ReconnectSupervisor};
-use super::router::{Incoming, IncomingBinary, Router};
+use super::router::{Incoming, Router};
 use super::state::Shared;
-use crate::config::{ClientConfig, Overflow, PingMode};
+use crate::config::{ClientConfig, PingMode};
 use crate::error::Error;
 use crate::ws::{close, Assembler, Event, Fault, FrameCodec};
+
+pub(crate) use super::outbox::OutFrame;
 
 /// How long we wait for the peer's Close after sending ours, before cutting the socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a writer may take to flush its last frames (a Close reply) before it is aborted.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// Control frames (pongs, pings, a close) waiting for the writer. Only a socket whose writes
+/// stall fills it; a pong that does not fit is skipped (the next ping gets one), a close that
+/// does not fit cuts the socket.
+const CONTROL_QUEUE: usize = 16;
 
 type WsFramed = Framed<BoxedSocket, FrameCodec>;
 type WsSink = SplitSink<WsFramed, ws::Message>;
@@ -61,48 +71,15 @@ thread_local! {
         .finish();
 }
 
-/// A message on its way to the socket.
-#[derive(Debug, Clone)]
-pub(crate) enum OutFrame {
-    Text(ByteString),
-    Binary(Bytes),
-}
-
-impl OutFrame {
-    fn len(&self) -> usize {
-        match self {
-            OutFrame::Text(t) => t.len(),
-            OutFrame::Binary(b) => b.len(),
-        }
-    }
-    fn into_ws(self) -> ws::Message {
-        match self {
-            OutFrame::Text(t) => ws::Message::Text(t),
-            OutFrame::Binary(b) => ws::Message::Binary(b),
-        }
-    }
-}
-
-/// One open socket: the writer's queue, the reader stream's handle, the writer task.
+/// One open socket.
 struct Link {
     gen: u64,
-    tx: mpsc::Sender<ws::Message>,
+    /// The control path to the writer.
+    control: mpsc::Sender<ws::Message>,
     reader: SpawnHandle,
     writer: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// No socket, no attempt under way.
-    Idle,
-    /// The connect future is running.
-    Connecting,
-    /// The socket is open; waiting for the supervisor's on-connect messages.
-    Priming,
-    /// Open and flushing the outbox.
-    Open,
-    /// We sent a Close and wait for the peer's.
-    Closing,
+    /// Our close frame's code and reason, once sent: waiting for the peer's.
+    closing: Option<(u16, String)>,
 }
 
 /// The Connection actor of one client. See the [module docs](self).
@@ -113,18 +90,13 @@ pub struct Connection {
     router: Addr<Router>,
     heartbeat: Option<Addr<Heartbeat>>,
     supervisor: Option<Addr<ReconnectSupervisor>>,
-    phase: Phase,
+    outbox: SharedOutbox,
+    /// Sent first on every socket; no duplicates.
+    on_connect: Vec<ByteString>,
     link: Option<Link>,
     connecting: Option<SpawnHandle>,
     gen: u64,
-    outbox: VecDeque<OutFrame>,
-    /// A task waits for room in the writer queue.
-    waiting_for_room: bool,
     assembler: Assembler,
-    /// The close code and reason we sent, while `Closing`.
-    our_close: Option<(u16, String)>,
-    /// The user closed the client: refuse new messages, never dial again.
-    shut: bool,
 }
 
 impl Connection {
@@ -133,6 +105,7 @@ impl Connection {
         config: ClientConfig,
         shared: Arc<Shared>,
         router: Addr<Router>,
+        outbox: SharedOutbox,
     ) -> Self {
         let assembler = Assembler::new(config.max_message_size);
         Self {
@@ -142,15 +115,12 @@ impl Connection {
             router,
             heartbeat: None,
             supervisor: None,
-            phase: Phase::Idle,
+            outbox,
+            on_connect: Vec::new(),
             link: None,
             connecting: None,
             gen: 0,
-            outbox: VecDeque::new(),
-            waiting_for_room: false,
             assembler,
-            our_close: None,
-            shut: false,
         }
     }
 
@@ -167,97 +137,12 @@ impl Connection {
         self.link.as_ref().map(|l| l.gen)
     }
 
-    fn set_outbox_len(&self) {
-        self.shared.outbox_len.store(
-            self.outbox.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    /// Put a message in the outbox under the overflow policy.
-    fn enqueue(&mut self, frame: OutFrame) -> Result<(), Error> {
-        let cap = self.config.outbox.capacity;
-        if self.outbox.len() >= cap {
-            match self.config.outbox.overflow {
-                Overflow::Reject => return Err(Error::OutboxFull { capacity: cap }),
-                Overflow::DropOldest => {
-                    if let Some(old) = self.outbox.pop_front() {
-                        Shared::add(&self.shared.dropped, 1);
-                        tracing::warn!(connection = %self.shared.name, bytes = old.len(), "outbox full: dropped the oldest message");
-                    }
-                }
-                Overflow::DropNewest => {
-                    Shared::add(&self.shared.dropped, 1);
-                    tracing::warn!(connection = %self.shared.name, bytes = frame.len(), "outbox full: dropped the newest message");
-                    return Ok(());
-                }
-            }
-        }
-        self.outbox.push_back(frame);
-        self.set_outbox_len();
-        Ok(())
-    }
-
-    fn count_out(&self, frame: &OutFrame) {
-        Shared::add(&self.shared.messages_out, 1);
-        Shared::add(&self.shared.bytes_out, frame.len() as u64);
-    }
-
-    /// Move outbox messages to the writer while it has room.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Open {
-            return;
-        }
-        let Some(link) = &self.link else { return };
-        let tx = link.tx.clone();
-        let mut full = false;
-        while !self.outbox.is_empty() {
-            let reserved = tx.try_reserve();
-            match reserved {
-                Ok(permit) => {
-                    if let Some(frame) = self.outbox.pop_front() {
-                        self.count_out(&frame);
-                        permit.send(frame.into_ws());
-                    }
-                }
-                Err(mpsc::error::TrySendError::Full(())) => {
-                    full = true;
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(())) => break,
-            }
-        }
-        if full {
-            self.wait_for_room(tx, ctx);
-        }
-        self.set_outbox_len();
-    }
-
-    fn wait_for_room(&mut self, tx: mpsc::Sender<ws::Message>, ctx: &mut Context<Self>) {
-        if self.waiting_for_room {
-            return;
-        }
-        self.waiting_for_room = true;
-        ctx.spawn(
-            async move {
-                // The permit is released at once; we only wait for the writer to make room.
-                let _ = tx.reserve_owned().await;
-            }
-            .into_actor(self)
-            .map(|_, act, ctx| {
-                act.waiting_for_room = false;
-                act.pump(ctx);
-            }),
-        );
-    }
-
-    /// Write a control frame or a close, skipping the outbox. Returns false when the writer queue
-    /// is full or gone.
-    fn write_now(&self, msg: ws::Message) -> bool {
-        match &self.link {
-            Some(link) => link.tx.try_send(msg).is_ok(),
-            None => false,
-        }
+    /// Hand a control frame to the writer of the open socket. False when there is no socket or
+    /// its control path is full (its writes have stalled).
+    fn write_control(&self, msg: ws::Message) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.control.try_send(msg).is_ok())
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
@@ -277,20 +162,18 @@ impl Connection {
                     reason: format!("no WebSocket handshake within {timeout:?}"),
                 }),
                 Ok(Err(e)) => Err(map_connect_error(url, e)),
-                Ok(Ok((_response, framed))) => Ok(framed.into_map_codec(|codec| {
-                    // The frame-header guard goes in front of awc's codec.
-                    FrameCodec::wrap(codec, max)
-                })),
+                // The frame-header guard goes in front of awc's codec.
+                Ok(Ok((_response, framed))) => {
+                    Ok(framed.into_map_codec(|codec| FrameCodec::wrap(codec, max)))
+                }
             }
         };
-        self.phase = Phase::Connecting;
         tracing::debug!(connection = %self.shared.name, url = %self.url, "dialling");
         self.connecting = Some(ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.connecting = None;
             match res {
                 Ok(framed) => act.attach(framed, ctx),
                 Err(error) => {
-                    act.phase = Phase::Idle;
                     tracing::debug!(connection = %act.shared.name, %error, "connect failed");
                     if let Some(s) = &act.supervisor {
                         s.do_send(ConnectFailed { error });
@@ -304,8 +187,20 @@ impl Connection {
         self.gen += 1;
         let gen = self.gen;
         let (sink, stream) = framed.split();
-        let (tx, rx) = mpsc::channel(self.config.write_queue);
-        let writer = actix_rt::spawn(write_loop(sink, rx, ctx.address(), gen));
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let wake = Rc::new(Notify::new());
+        self.outbox
+            .borrow_mut()
+            .attach(gen, &self.on_connect, wake.clone());
+        let writer = actix_rt::spawn(write_loop(
+            sink,
+            self.outbox.clone(),
+            wake,
+            control_rx,
+            self.config.write_queue,
+            ctx.address(),
+            gen,
+        ));
         let tagged = stream
             .map(move |item| Tagged {
                 gen,
@@ -315,25 +210,26 @@ impl Connection {
         let reader = ctx.add_stream(tagged);
         self.link = Some(Link {
             gen,
-            tx,
+            control,
             reader,
             writer,
+            closing: None,
         });
         self.assembler.reset();
-        self.our_close = None;
-        self.phase = Phase::Priming;
         tracing::info!(connection = %self.shared.name, url = %self.url, "connected");
         if let Some(hb) = &self.heartbeat {
-            hb.do_send(Watch { gen });
+            hb.do_send(Watch(Some(gen)));
         }
         if let Some(s) = &self.supervisor {
-            s.do_send(Established { gen });
+            s.do_send(Established);
         }
     }
 
-    /// Cut the socket. With `graceful`, the writer may still flush what it holds (a Close reply)
-    /// for a short while; otherwise it is aborted at once (the socket may be stalled).
+    /// Let go of the socket. With `graceful`, the writer may still flush what its control path
+    /// holds (a Close) for a short while; otherwise it is aborted at once (the socket may be
+    /// stalled). Either way it takes no more data: the outbox is detached first.
     fn teardown(&mut self, ctx: &mut Context<Self>, graceful: bool) {
+        self.outbox.borrow_mut().detach();
         if let Some(link) = self.link.take() {
             ctx.cancel_future(link.reader);
             if graceful {
@@ -350,16 +246,14 @@ impl Connection {
             ctx.cancel_future(h);
         }
         self.assembler.reset();
-        self.phase = Phase::Idle;
         if let Some(hb) = &self.heartbeat {
-            hb.do_send(Unwatch);
+            hb.do_send(Watch(None));
         }
     }
 
-    /// The socket is gone: tear it down and tell the supervisor.
+    /// The socket is gone: let go of it and tell the supervisor.
     fn lost(&mut self, ctx: &mut Context<Self>, code: u16, reason: String, graceful: bool) {
         self.teardown(ctx, graceful);
-        self.our_close = None;
         tracing::info!(connection = %self.shared.name, code, %reason, "disconnected");
         if let Some(s) = &self.supervisor {
             s.do_send(Lost { code, reason });
@@ -369,32 +263,33 @@ impl Connection {
     /// Start the closing handshake with `code`; the socket is cut when the peer answers or after
     /// [`CLOSE_TIMEOUT`].
     fn close_with(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        let Some(gen) = self.link_gen() else { return };
-        if self.phase == Phase::Closing {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if link.closing.is_some() {
             return;
         }
-        self.phase = Phase::Closing;
-        self.our_close = Some((code, reason.to_owned()));
-        let sent = self.write_now(ws::Message::Close(Some(CloseReason {
+        link.closing = Some((code, reason.to_owned()));
+        let gen = link.gen;
+        let sent = self.write_control(ws::Message::Close(Some(CloseReason {
             code: CloseCode::from(code),
             description: (!reason.is_empty()).then(|| reason.to_owned()),
         })));
         if !sent {
-            // The writer cannot take even a close frame: cut now.
-            self.lost(ctx, code, reason.to_owned(), false);
-            return;
+            // The writer cannot take even a close frame: its writes have stalled. Cut now.
+            return self.lost(ctx, code, reason.to_owned(), false);
         }
         ctx.run_later(CLOSE_TIMEOUT, move |act, ctx| {
-            if act.link_gen() == Some(gen) && act.phase == Phase::Closing {
-                let (code, reason) = act.our_close.take().unwrap_or((code, String::new()));
+            if act.link_gen() == Some(gen) {
+                tracing::debug!(connection = %act.shared.name, "no close frame from the peer in time");
+                let (code, reason) = act.our_close().unwrap_or((code, String::new()));
                 act.lost(ctx, code, reason, false);
             }
         });
     }
 
-    fn protocol_failure(&mut self, ctx: &mut Context<Self>, code: u16, reason: String) {
-        tracing::warn!(connection = %self.shared.name, code, %reason, "closing the connection");
-        self.close_with(ctx, code, &reason);
+    fn our_close(&self) -> Option<(u16, String)> {
+        self.link.as_ref().and_then(|l| l.closing.clone())
     }
 
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
@@ -403,19 +298,25 @@ impl Connection {
             Ok(None) => return,
             Err(fault) => return self.on_fault(fault, ctx),
         };
+        if self.our_close().is_some() && !matches!(event, Event::Close(_)) {
+            // Waiting for the peer's Close: anything else is read and dropped.
+            return;
+        }
         match event {
             Event::Text(text) => {
                 Shared::add(&self.shared.messages_in, 1);
                 Shared::add(&self.shared.bytes_in, text.len() as u64);
-                self.router.do_send(Incoming(text));
+                self.router.do_send(Incoming::Text(text));
             }
             Event::Binary(bytes) => {
                 Shared::add(&self.shared.messages_in, 1);
                 Shared::add(&self.shared.bytes_in, bytes.len() as u64);
-                self.router.do_send(IncomingBinary(bytes));
+                self.router.do_send(Incoming::Binary(bytes));
             }
             Event::Ping(p) => {
-                self.write_now(ws::Message::Pong(p));
+                if !self.write_control(ws::Message::Pong(p)) {
+                    tracing::debug!(connection = %self.shared.name, "control path full; pong skipped");
+                }
             }
             Event::Pong(p) => {
                 if let Some(hb) = &self.heartbeat {
@@ -429,20 +330,24 @@ impl Connection {
     /// What the frame layer reported: close with its code, or the socket is gone.
     fn on_fault(&mut self, fault: Fault, ctx: &mut Context<Self>) {
         match fault {
-            Fault::Violation { code, reason } => self.protocol_failure(ctx, code, reason),
+            Fault::Violation { code, reason } => {
+                if self.our_close().is_none() {
+                    tracing::warn!(connection = %self.shared.name, code, %reason, "closing the connection");
+                }
+                self.close_with(ctx, code, &reason);
+            }
             Fault::Lost(why) => self.lost(ctx, 1006, format!("read failed: {why}"), false),
         }
     }
 
     fn on_close(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Closing {
+        if let Some((code, reason)) = self.our_close() {
             // The peer answered our Close: the handshake is complete.
-            let (code, reason) = self.our_close.take().unwrap_or((1000, String::new()));
             return self.lost(ctx, code, reason, true);
         }
         let received = reason.as_ref().map(|r| u16::from(r.code));
         let text = reason.and_then(|r| r.description).unwrap_or_default();
-        self.write_now(ws::Message::Close(Some(CloseReason {
+        self.write_control(ws::Message::Close(Some(CloseReason {
             code: CloseCode::from(close::reply_to(received)),
             description: None,
         })));
@@ -465,38 +370,74 @@ fn map_connect_error(url: String, e: awc::error::WsClientError) -> Error {
     }
 }
 
-/// Write frames from the queue to the socket, batching what is ready into one flush. Ends after
-/// writing a Close, when the queue closes, or on a write error (reported to the actor).
+/// The writer of socket `gen`: control frames first, then batches of data from the outbox, each
+/// batch flushed before the next is taken (a flushed batch counts as written). Ends after a
+/// Close, when the control path closes (the socket was let go), or on a write error (reported to
+/// the actor).
 async fn write_loop(
     mut sink: WsSink,
-    mut rx: mpsc::Receiver<ws::Message>,
+    outbox: SharedOutbox,
+    wake: Rc<Notify>,
+    mut control: mpsc::Receiver<ws::Message>,
+    batch: usize,
     addr: Addr<Connection>,
     gen: u64,
 ) {
     let result = async {
-        while let Some(msg) = rx.recv().await {
-            let mut closing = matches!(msg, ws::Message::Close(_));
-            sink.feed(msg).await?;
-            while !closing {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        closing = matches!(m, ws::Message::Close(_));
-                        sink.feed(m).await?;
+        loop {
+            let mut fed = false;
+            loop {
+                match control.try_recv() {
+                    Ok(msg) => {
+                        let closing = matches!(msg, ws::Message::Close(_));
+                        sink.feed(msg).await?;
+                        fed = true;
+                        if closing {
+                            // Nothing follows a Close.
+                            sink.flush().await?;
+                            return Ok(());
+                        }
                     }
-                    Err(_) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        sink.flush().await?;
+                        return Ok(());
+                    }
                 }
             }
-            sink.flush().await?;
-            if closing {
-                break;
+            let frames = outbox.borrow_mut().take_batch(gen, batch);
+            if frames.is_empty() {
+                if fed {
+                    sink.flush().await?;
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    msg = control.recv() => match msg {
+                        Some(msg) => {
+                            let closing = matches!(msg, ws::Message::Close(_));
+                            sink.send(msg).await?;
+                            if closing {
+                                return Ok(());
+                            }
+                        }
+                        None => return Ok(()),
+                    },
+                    _ = wake.notified() => {}
+                }
+                continue;
             }
+            for frame in frames {
+                sink.feed(frame).await?;
+            }
+            sink.flush().await?;
+            outbox.borrow_mut().batch_written(gen);
         }
-        Ok::<(), ProtocolError>(())
     }
     .await;
     addr.do_send(WriterDone {
         gen,
-        error: result.err().map(|e| e.to_string()),
+        error: result.err().map(|e: ProtocolError| e.to_string()),
     });
 }
 
@@ -504,13 +445,7 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if !self.outbox.is_empty() {
-            let n = self.outbox.len() as u64;
-            Shared::add(&self.shared.dropped, n);
-            tracing::warn!(connection = %self.shared.name, messages = n, "client stopped with messages still in the outbox; dropped");
-            self.outbox.clear();
-            self.set_outbox_len();
-        }
+        self.outbox.borrow_mut().clear();
         if let Some(link) = self.link.take() {
             link.writer.abort();
         }
@@ -533,8 +468,7 @@ impl StreamHandler<Tagged> for Connection {
         match t.item {
             None => {
                 let (code, reason) = self
-                    .our_close
-                    .take()
+                    .our_close()
                     .unwrap_or((1006, "connection closed without a close frame".into()));
                 self.lost(ctx, code, reason, true);
             }
@@ -551,7 +485,8 @@ impl StreamHandler<Tagged> for Connection {
     }
 }
 
-/// Open a socket (sent by the supervisor).
+/// Sent by the supervisor when a socket should be opened (first connection, or after the
+/// backoff delay). Ignored while a socket is open or being opened.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Dial;
@@ -560,41 +495,43 @@ pub(crate) struct Dial;
 impl Handler<Dial> for Connection {
     type Result = ();
     fn handle(&mut self, _: Dial, ctx: &mut Context<Self>) {
-        if self.shut {
-            return;
-        }
-        if self.phase != Phase::Idle {
-            tracing::debug!(connection = %self.shared.name, phase = ?self.phase, "dial ignored: not idle");
+        if self.link.is_some() || self.connecting.is_some() {
+            tracing::debug!(connection = %self.shared.name, "dial ignored: a socket is open or opening");
             return;
         }
         self.dial(ctx);
     }
 }
 
-/// The supervisor's on-connect messages for socket `gen`: written first, then the outbox.
+/// Sent by the supervisor to close the socket with `code` (the user's `close()`, or a socket
+/// that opened after `close()` was called). With `last`, no message is accepted any more. The
+/// Connection answers with [`Lost`] once the socket is gone (at once when there is none).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Prime {
-    pub(crate) gen: u64,
-    pub(crate) frames: Vec<ByteString>,
+pub(crate) struct CloseSocket {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) last: bool,
 }
 
-/// Handler for [`Prime`].
-impl Handler<Prime> for Connection {
+/// Handler for [`CloseSocket`].
+impl Handler<CloseSocket> for Connection {
     type Result = ();
-    fn handle(&mut self, msg: Prime, ctx: &mut Context<Self>) {
-        if self.link_gen() != Some(msg.gen) || self.phase != Phase::Priming {
-            return;
+    fn handle(&mut self, msg: CloseSocket, ctx: &mut Context<Self>) {
+        if msg.last {
+            self.outbox.borrow_mut().refuse_new();
         }
-        for text in msg.frames.into_iter().rev() {
-            self.outbox.push_front(OutFrame::Text(text));
+        if self.link.is_some() {
+            self.close_with(ctx, msg.code, msg.reason);
+        } else {
+            self.lost(ctx, msg.code, msg.reason.to_owned(), false);
         }
-        self.phase = Phase::Open;
-        self.pump(ctx);
     }
 }
 
-/// Send one message (text or binary) now, or queue it.
+/// Sent by a [`Client`](super::Client) handle: accept one user message into the outbox (the
+/// writer is woken). Fails with `OutboxFull` under `Reject`, `MessageTooLarge`, or
+/// `ClientClosed`.
 #[derive(Message)]
 #[rtype(result = "Result<(), Error>")]
 pub(crate) struct SendFrame(pub(crate) OutFrame);
@@ -602,42 +539,54 @@ pub(crate) struct SendFrame(pub(crate) OutFrame);
 /// Handler for [`SendFrame`].
 impl Handler<SendFrame> for Connection {
     type Result = Result<(), Error>;
-    fn handle(&mut self, msg: SendFrame, ctx: &mut Context<Self>) -> Self::Result {
-        if self.shut {
+    fn handle(&mut self, msg: SendFrame, _: &mut Context<Self>) -> Self::Result {
+        self.outbox.borrow_mut().push(msg.0, Kind::Data)
+    }
+}
+
+/// Sent by a [`Client`](super::Client) handle: change the on-connect set. `Add` (no duplicates)
+/// also sends the message now when a socket is open; `Remove` takes it out, and sends `then`
+/// (for example a `leave` after removing a `join`) when a socket is open.
+#[derive(Message)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) enum OnConnect {
+    Add(ByteString),
+    Remove {
+        text: ByteString,
+        then: Option<ByteString>,
+    },
+}
+
+/// Handler for [`OnConnect`].
+impl Handler<OnConnect> for Connection {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: OnConnect, _: &mut Context<Self>) -> Self::Result {
+        let open = self.link.as_ref().is_some_and(|l| l.closing.is_none());
+        let mut outbox = self.outbox.borrow_mut();
+        if outbox.is_refusing() {
             return Err(Error::ClientClosed);
         }
-        let frame = msg.0;
-        if frame.len() > self.config.max_message_size {
-            return Err(Error::MessageTooLarge {
-                size: frame.len(),
-                limit: self.config.max_message_size,
-            });
-        }
-        if self.phase == Phase::Open && self.outbox.is_empty() {
-            if let Some(tx) = self.link.as_ref().map(|l| l.tx.clone()) {
-                let reserved = tx.try_reserve();
-                match reserved {
-                    Ok(permit) => {
-                        self.count_out(&frame);
-                        permit.send(frame.into_ws());
-                        return Ok(());
+        match msg {
+            OnConnect::Add(text) => {
+                if !self.on_connect.contains(&text) {
+                    self.on_connect.push(text.clone());
+                    if open {
+                        outbox.push_replay(text);
                     }
-                    Err(mpsc::error::TrySendError::Full(())) => {
-                        self.enqueue(frame)?;
-                        self.wait_for_room(tx.clone(), ctx);
-                        return Ok(());
-                    }
-                    Err(mpsc::error::TrySendError::Closed(())) => {}
+                }
+            }
+            OnConnect::Remove { text, then } => {
+                self.on_connect.retain(|t| *t != text);
+                if let (true, Some(then)) = (open, then) {
+                    outbox.push_replay(then);
                 }
             }
         }
-        self.enqueue(frame)?;
-        self.pump(ctx);
         Ok(())
     }
 }
 
-/// Send a heartbeat ping on socket `gen`.
+/// Sent by the heartbeat: a ping on socket `gen`, through the control path.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct SendPing {
@@ -646,12 +595,12 @@ pub(crate) struct SendPing {
     pub(crate) payload: Bytes,
 }
 
-/// Handler for [`SendPing`]. A full writer queue skips the ping: liveness is judged by what
+/// Handler for [`SendPing`]. A full control path skips the ping: liveness is judged by what
 /// arrives, not by what we manage to write.
 impl Handler<SendPing> for Connection {
     type Result = ();
     fn handle(&mut self, msg: SendPing, _: &mut Context<Self>) {
-        if self.link_gen() != Some(msg.gen) || !matches!(self.phase, Phase::Priming | Phase::Open) {
+        if self.link_gen() != Some(msg.gen) || self.our_close().is_some() {
             return;
         }
         let frame = match msg.mode {
@@ -660,13 +609,13 @@ impl Handler<SendPing> for Connection {
                 ws::Message::Text(ByteString::from_static(r#"{"type":"ping"}"#))
             }
         };
-        if !self.write_now(frame) {
-            tracing::debug!(connection = %self.shared.name, "writer queue full; heartbeat ping skipped");
+        if !self.write_control(frame) {
+            tracing::debug!(connection = %self.shared.name, "control path full; heartbeat ping skipped");
         }
     }
 }
 
-/// The heartbeat found socket `gen` silent past its timeout.
+/// Sent by the heartbeat: socket `gen` was silent past its timeout.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct PeerDead {
@@ -691,27 +640,7 @@ impl Handler<PeerDead> for Connection {
     }
 }
 
-/// The user closed the client: close the socket with 1000 and never dial again.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Shutdown;
-
-/// Handler for [`Shutdown`].
-impl Handler<Shutdown> for Connection {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        self.shut = true;
-        match self.phase {
-            Phase::Idle | Phase::Connecting => {
-                self.lost(ctx, 1000, "closed by the client".into(), false);
-            }
-            Phase::Priming | Phase::Open => self.close_with(ctx, 1000, "closed by the client"),
-            Phase::Closing => {}
-        }
-    }
-}
-
-/// The writer task of socket `gen` ended.
+/// Sent by the writer task of socket `gen` when it ends.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct WriterDone {
@@ -732,7 +661,7 @@ impl Handler<WriterDone> for Connection {
     }
 }
 
-/// Stop the actor (the client is closed or has given up).
+/// Sent by the supervisor when the client has ended (`Closed` or `Failed`): stop the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Terminate;
@@ -741,7 +670,6 @@ pub(crate) struct Terminate;
 impl Handler<Terminate> for Connection {
     type Result = ();
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
-        self.shut = true;
         self.teardown(ctx, true);
         ctx.stop();
     }

@@ -89,38 +89,25 @@ impl Actor for Heartbeat {
     }
 }
 
-/// Start watching socket generation `gen` (sent by the Connection when a socket opens).
+/// Sent by the Connection: watch socket `gen` (a socket opened; the silence clock starts now),
+/// or, with `None`, nothing (the socket closed).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Watch {
-    pub(crate) gen: u64,
-}
+pub(crate) struct Watch(pub(crate) Option<u64>);
 
-/// Handler for [`Watch`]: the silence clock starts now.
+/// Handler for [`Watch`].
 impl Handler<Watch> for Heartbeat {
     type Result = ();
     fn handle(&mut self, msg: Watch, _: &mut Context<Self>) {
-        self.shared.touch_rx();
+        if msg.0.is_some() {
+            self.shared.touch_rx();
+        }
         self.outstanding.clear();
-        self.watching = Some(msg.gen);
+        self.watching = msg.0;
     }
 }
 
-/// Stop watching (the socket closed).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Unwatch;
-
-/// Handler for [`Unwatch`].
-impl Handler<Unwatch> for Heartbeat {
-    type Result = ();
-    fn handle(&mut self, _: Unwatch, _: &mut Context<Self>) {
-        self.watching = None;
-        self.outstanding.clear();
-    }
-}
-
-/// A protocol Pong arrived with this payload.
+/// Sent by the Connection: a protocol Pong arrived with this payload.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct PongReceived(pub(crate) Bytes);
@@ -141,7 +128,8 @@ impl Handler<PongReceived> for Heartbeat {
     }
 }
 
-/// An application-level `{"type":"pong"}` arrived; it answers the oldest outstanding ping.
+/// Sent by the Router (application ping mode): a `{"type":"pong"}` arrived; it answers the
+/// oldest outstanding ping.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct AppPong;
@@ -157,7 +145,7 @@ impl Handler<AppPong> for Heartbeat {
     }
 }
 
-/// Stop the actor (the client was closed or gave up).
+/// Sent by the supervisor when the client was closed or gave up: stop the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Terminate;

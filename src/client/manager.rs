@@ -21,8 +21,8 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
@@ -90,12 +90,16 @@ impl ManagerConfig {
             return Err(Error::Config("arbiters must be at least 1".into()));
         }
         if let Some(rate) = self.connect_rate {
-            if !(rate.is_finite() && rate > 0.0) {
+            // At least one connection a year: a smaller rate rounds to "never".
+            let min = 1.0 / crate::config::MAX_CONFIG_DURATION.as_secs_f64();
+            if !(rate.is_finite() && rate >= min) {
                 return Err(Error::Config(format!(
-                    "connect_rate must be a positive number of connections per second, not {rate}"
+                    "connect_rate must be a positive number of connections per second (at least \
+                     one a year), not {rate}"
                 )));
             }
         }
+        crate::config::check_duration("close_timeout", self.close_timeout)?;
         self.client.validate()
     }
 }
@@ -149,6 +153,9 @@ pub struct ManagerStats {
     pub reconnects: u64,
     /// Messages dropped (outbox overflow, full subscriber channels), all connections.
     pub dropped: u64,
+    /// Connections that reached `Failed` and were forgotten (the manager stops tracking a
+    /// connection once it has failed, so its name can be used again and nothing piles up).
+    pub forgotten: u64,
 }
 
 impl ManagerStats {
@@ -167,6 +174,11 @@ impl ManagerStats {
 /// Opens, names and tracks many [`Client`] connections, spread across arbiters, with a
 /// connect-rate limit.
 ///
+/// The manager holds a handle to every connection it tracks, so they live until it closes them
+/// ([`close`](Self::close), [`close_all`](Self::close_all), [`shutdown`](Self::shutdown)). A
+/// connection that reaches `Failed` (a final close code, the attempt limit) is forgotten at
+/// once: its name is free again and it is counted in [`ManagerStats::forgotten`].
+///
 /// Methods take `&self`, so a manager can be shared (in an `Arc`, or by reference) by tasks
 /// that open connections concurrently; the rate limit holds across all of them. Dropping the
 /// manager stops its arbiters, which stops every connection's actors without a close
@@ -175,8 +187,11 @@ pub struct Manager {
     config: ManagerConfig,
     arbiters: Vec<Arbiter>,
     next_arbiter: AtomicUsize,
-    /// Every tracked connection, with the index of the arbiter its actors run on.
-    clients: Mutex<HashMap<String, (Client, usize)>>,
+    /// Every tracked connection, with the index of the arbiter its actors run on. Shared with
+    /// the watcher of each connection, which removes it when it fails.
+    clients: Arc<Mutex<HashMap<String, (Client, usize)>>>,
+    /// Connections forgotten after failing.
+    forgotten: Arc<AtomicU64>,
     /// The earliest instant the next connection may start (the pacer of the rate limit).
     next_slot: Mutex<Instant>,
 }
@@ -225,7 +240,8 @@ impl Manager {
             config,
             arbiters,
             next_arbiter: AtomicUsize::new(0),
-            clients: Mutex::new(HashMap::new()),
+            clients: Arc::new(Mutex::new(HashMap::new())),
+            forgotten: Arc::new(AtomicU64::new(0)),
             next_slot: Mutex::new(Instant::now()),
         })
     }
@@ -252,14 +268,15 @@ impl Manager {
         let Some(rate) = self.config.connect_rate else {
             return;
         };
-        let gap = Duration::from_secs_f64(1.0 / rate);
+        // `validate` keeps the gap within a year; saturate anyway rather than panic.
+        let gap = Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::MAX);
         let slot = {
             let mut next = match self.next_slot.lock() {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),
             };
             let slot = (*next).max(Instant::now());
-            *next = slot + gap;
+            *next = slot.checked_add(gap).unwrap_or(slot);
             slot
         };
         tokio::time::sleep_until(slot.into()).await;
@@ -287,7 +304,7 @@ impl Manager {
         let name = name.into();
         validate_url(url)?;
         config.validate()?;
-        if self.lock_clients().contains_key(&name) {
+        if self.is_taken(&name) {
             return Err(Error::NameTaken(name));
         }
         self.pace().await;
@@ -307,21 +324,33 @@ impl Manager {
         }
         let client = rx.await.map_err(|_| stopped())??;
 
-        let inserted = {
-            let mut clients = self.lock_clients();
-            if clients.contains_key(&name) {
-                false
-            } else {
-                clients.insert(name.clone(), (client.clone(), i));
-                true
-            }
+        let inserted = !self.is_taken(&name) && {
+            self.lock_clients()
+                .insert(name.clone(), (client.clone(), i));
+            true
         };
         if !inserted {
             // Another task took the name while this one waited for its turn.
             client.close().await;
             return Err(Error::NameTaken(name));
         }
-        tracing::trace!(name, arbiter = i, "connection started");
+        // Forget the connection when it fails (not when it is closed: `close` removes it).
+        let (watched, clients, forgotten) =
+            (client.clone(), self.clients.clone(), self.forgotten.clone());
+        let watcher = self.arbiters[i].spawn(async move {
+            if let ConnectionState::Failed { .. } = watched.closed().await {
+                let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
+                if clients.get(&name).is_some_and(|(c, _)| c.same(&watched)) {
+                    clients.remove(&name);
+                    forgotten.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(name, "failed connection forgotten");
+                }
+            }
+        });
+        if !watcher {
+            return Err(stopped());
+        }
+        tracing::trace!(arbiter = i, "connection started");
         Ok(client)
     }
 
@@ -374,7 +403,15 @@ impl Manager {
         for (c, _) in self.lock_clients().values() {
             total.add(&c.state(), &c.stats());
         }
+        total.forgotten = self.forgotten.load(Ordering::Relaxed);
         total
+    }
+
+    /// Whether `name` belongs to a tracked connection that has not ended.
+    fn is_taken(&self, name: &str) -> bool {
+        self.lock_clients()
+            .get(name)
+            .is_some_and(|(c, _)| !c.state().is_terminal())
     }
 
     /// Close the connection named `name` (code 1000), wait up to
@@ -424,30 +461,7 @@ impl Drop for Manager {
 
 /// Close `client` and wait, up to `timeout`, until it is `Closed` or `Failed`.
 async fn close_and_wait(client: &Client, timeout: Duration) {
-    if client.state().is_terminal() {
-        return;
-    }
-    let mut events = client.events(16);
-    client.close().await;
-    let wait = async {
-        loop {
-            if client.state().is_terminal() || !client.is_running() {
-                return;
-            }
-            // The state is re-read at least every 50 ms: an event sent before the subscription
-            // was registered would otherwise be missed.
-            match tokio::time::timeout(Duration::from_millis(50), events.recv()).await {
-                Ok(Some(_)) | Err(_) => {}
-                Ok(None) => {
-                    if client.state().is_terminal() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    };
-    if tokio::time::timeout(timeout, wait).await.is_err() {
+    if tokio::time::timeout(timeout, client.close()).await.is_err() {
         tracing::warn!(name = client.name(), state = ?client.state(), "close timed out");
     }
 }

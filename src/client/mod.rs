@@ -32,6 +32,7 @@
 pub mod connection;
 pub mod heartbeat;
 pub mod manager;
+pub mod outbox;
 pub mod reconnect;
 pub mod router;
 pub mod state;
@@ -51,19 +52,25 @@ pub use state::{ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 use crate::config::ClientConfig;
 use crate::envelope::{Envelope, Outgoing, WireMessage};
 use crate::error::{Error, Result};
-use connection::{Connection, OutFrame, SendFrame};
+use connection::{Connection, OnConnect, OutFrame, SendFrame};
 use heartbeat::Heartbeat;
-use reconnect::{AddOnConnect, Close, ReconnectSupervisor};
-use router::{
-    CancelRequest, RegisterRequest, Router, Sink, Subscribe, SubscribeBinary, SubscribeEvents,
-    SubscribeRaw, SubscribeText,
-};
+use outbox::Outbox;
+use reconnect::{Close, ReconnectSupervisor};
+use router::{CountSubscribers, RegisterRequest, Router, Sink, Subscribe, SubscribeTo};
 use state::Shared;
+
+/// How long [`Client::close`] waits for the closing handshake (the Connection cuts the socket
+/// after 2 s without the peer's Close).
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// A cheap, cloneable handle to one self-healing connection.
 ///
-/// Dropping every handle does not close the connection (its actors keep running); call
-/// [`close`](Self::close).
+/// # Lifecycle
+///
+/// The connection lives while a handle does: when the last handle is dropped it is closed
+/// (code 1000) and its actors stop, as with [`close`](Self::close). A [`Manager`] keeps a handle
+/// for each connection it tracks, so its connections live until the manager closes them.
+/// [`closed`](Self::closed) resolves when the client has ended (`Closed` or `Failed`).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Handles>,
@@ -75,6 +82,15 @@ struct Handles {
     connection: Addr<Connection>,
     router: Addr<Router>,
     supervisor: Addr<ReconnectSupervisor>,
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        // The last handle is gone: nobody can use the connection any more.
+        if !self.shared.state().is_terminal() {
+            self.supervisor.do_send(Close);
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -140,12 +156,18 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
     let app_heartbeat = heartbeat
         .clone()
         .filter(|_| config.heartbeat.mode == crate::config::PingMode::Application);
-    router_ctx.run(Router::new(shared.clone(), app_heartbeat));
+    let outbox = Outbox::new(
+        config.outbox.clone(),
+        config.max_message_size,
+        shared.clone(),
+    );
+    router_ctx.run(Router::new(shared.clone(), app_heartbeat, outbox.clone()));
     let mut connection = Connection::new(
         url.to_owned(),
         config.clone(),
         shared.clone(),
         router_addr.clone(),
+        outbox,
     );
     connection.wire(heartbeat.clone(), sup_addr.clone());
     conn_ctx.run(connection);
@@ -176,6 +198,11 @@ fn closed_if_mailbox(e: MailboxError) -> Error {
 }
 
 impl Client {
+    /// Whether `other` is a handle to the same connection.
+    pub(crate) fn same(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The connection's name (from the config, or its URL).
     pub fn name(&self) -> &str {
         &self.inner.shared.name
@@ -196,9 +223,9 @@ impl Client {
         self.inner.shared.snapshot()
     }
 
-    /// Send a typed message. Resolves once the message is handed to the socket or queued in the
-    /// outbox; fails with [`Error::OutboxFull`] under the `Reject` policy, or
-    /// [`Error::ClientClosed`].
+    /// Send a typed message. Resolves once the message is accepted into the outbox (what then
+    /// becomes of it is the accounting rule of [`outbox`]); fails with [`Error::OutboxFull`]
+    /// under the `Reject` policy, [`Error::MessageTooLarge`], or [`Error::ClientClosed`].
     pub async fn send<T: WireMessage>(&self, msg: &T) -> Result<()> {
         self.send_envelope(Outgoing::new(msg)?).await
     }
@@ -225,24 +252,20 @@ impl Client {
     ///
     /// Fails with [`Error::RequestTimeout`] when no reply comes within `timeout`,
     /// [`Error::ConnectionLost`] when the connection drops first, [`Error::Remote`] when the
-    /// reply is an `{"type":"error"}` envelope.
+    /// reply is an `{"type":"error"}` envelope. A request that fails while its frame still waits
+    /// in the outbox is taken out: it is never sent after its caller was told.
     pub async fn request<T: WireMessage>(&self, msg: &T, timeout: Duration) -> Result<Envelope> {
         self.request_envelope(Outgoing::new(msg)?, timeout).await
     }
 
     /// [`request`](Self::request) with a prepared envelope; its `id` is replaced.
     pub async fn request_envelope(&self, out: Outgoing, timeout: Duration) -> Result<Envelope> {
-        let (id, rx) = self
+        let rx = self
             .inner
             .router
-            .send(RegisterRequest { timeout })
+            .send(RegisterRequest { out, timeout })
             .await
-            .map_err(closed_if_mailbox)?;
-        let text = out.id(id).encode();
-        if let Err(e) = self.send_frame(OutFrame::Text(text)).await {
-            self.inner.router.do_send(CancelRequest(id));
-            return Err(e);
-        }
+            .map_err(closed_if_mailbox)??;
         match rx.await {
             Ok(result) => result,
             // The router stopped with the request still pending.
@@ -252,10 +275,38 @@ impl Client {
 
     /// Register a message to send first on every connection: now if connected, and again after
     /// every reconnect, before anything that waited in the outbox (subscriptions, room joins).
+    /// A message already registered (the same text) is not added twice. On-connect messages are
+    /// the client's own traffic: not counted in [`Stats::accepted`].
     pub async fn send_on_connect(&self, out: Outgoing) -> Result<()> {
+        self.on_connect(OnConnect::Add(out.encode())).await
+    }
+
+    /// Stop sending `out` on every connection (it must be the same message that was registered
+    /// with [`send_on_connect`](Self::send_on_connect)). Nothing is sent.
+    pub async fn remove_on_connect(&self, out: Outgoing) -> Result<()> {
+        let text = out.encode();
+        self.on_connect(OnConnect::Remove { text, then: None })
+            .await
+    }
+
+    /// Join `room` (rooms protocol), now if connected and again after every reconnect. Joining a
+    /// room twice registers it once.
+    pub async fn join(&self, room: &str) -> Result<()> {
+        self.send_on_connect(crate::protocol::join(room)?).await
+    }
+
+    /// Leave `room`: it is no longer joined after a reconnect, and a `leave` is sent now if
+    /// connected (when not connected there is nothing to leave).
+    pub async fn leave(&self, room: &str) -> Result<()> {
+        let text = crate::protocol::join(room)?.encode();
+        let then = Some(crate::protocol::leave(room)?.encode());
+        self.on_connect(OnConnect::Remove { text, then }).await
+    }
+
+    async fn on_connect(&self, edit: OnConnect) -> Result<()> {
         self.inner
-            .supervisor
-            .send(AddOnConnect(out.encode()))
+            .connection
+            .send(edit)
             .await
             .map_err(closed_if_mailbox)?
     }
@@ -282,7 +333,9 @@ impl Client {
     /// subscriber, no type counts as unknown.
     pub fn subscribe_raw(&self, capacity: usize) -> mpsc::Receiver<Inbound<Envelope>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.inner.router.do_send(SubscribeRaw(Sink::Channel(tx)));
+        self.inner
+            .router
+            .do_send(SubscribeTo::Raw(Sink::Channel(tx)));
         rx
     }
 
@@ -292,7 +345,9 @@ impl Client {
     /// subscriber, pending request or application heartbeat, frames are not parsed at all.
     pub fn subscribe_text(&self, capacity: usize) -> mpsc::Receiver<Inbound<ByteString>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.inner.router.do_send(SubscribeText(Sink::Channel(tx)));
+        self.inner
+            .router
+            .do_send(SubscribeTo::Text(Sink::Channel(tx)));
         rx
     }
 
@@ -307,7 +362,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeBinary(Sink::Channel(tx)));
+            .do_send(SubscribeTo::Binary(Sink::Channel(tx)));
         rx
     }
 
@@ -316,7 +371,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeEvents(Sink::Channel(tx)));
+            .do_send(SubscribeTo::Events(Sink::Channel(tx)));
         rx
     }
 
@@ -324,33 +379,23 @@ impl Client {
     pub fn subscribe_events(&self, recipient: Recipient<Event>) {
         self.inner
             .router
-            .do_send(SubscribeEvents(Sink::Actor(recipient)));
+            .do_send(SubscribeTo::Events(Sink::Actor(recipient)));
     }
 
     /// Wait until the state is `Connected`. Fails with [`Error::ClientClosed`] if the client
-    /// reaches `Failed` or `Closed` first, or [`Error::ConnectFailed`] after `timeout`.
+    /// reaches `Failed` or `Closed` first, or [`Error::ConnectFailed`] after `timeout`. Creates
+    /// nothing that outlives the call (it watches the published state; no subscription).
     pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
-        let mut events = self.events(64);
-        let check = |state: &ConnectionState| match state {
-            ConnectionState::Connected => Some(Ok(())),
-            s if s.is_terminal() => Some(Err(Error::ClientClosed)),
-            _ => None,
-        };
-        let wait = async {
-            if let Some(r) = check(&self.state()) {
-                return r;
-            }
-            while let Some(ev) = events.recv().await {
-                if let Event::State(s) = ev {
-                    if let Some(r) = check(&s) {
-                        return r;
-                    }
-                }
-            }
-            Err(Error::ClientClosed)
+        let mut state = self.inner.shared.watch_state();
+        let wait = async move {
+            let reached = state
+                .wait_for(|s| *s == ConnectionState::Connected || s.is_terminal())
+                .await;
+            reached.is_ok_and(|s| *s == ConnectionState::Connected)
         };
         match actix_rt::time::timeout(timeout, wait).await {
-            Ok(r) => r,
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::ClientClosed),
             Err(_) => Err(Error::ConnectFailed {
                 url: self.inner.url.clone(),
                 reason: format!(
@@ -361,16 +406,42 @@ impl Client {
         }
     }
 
-    /// Close the connection with code 1000 and stop the client's actors; nothing reconnects.
-    /// Messages still in the outbox are dropped and counted. Resolves once the close has been
-    /// handed to the supervisor; watch for `Closed` to know the socket is gone.
+    /// Resolves when the client has ended for good (`Closed` or `Failed`), with that state.
+    pub async fn closed(&self) -> ConnectionState {
+        let mut state = self.inner.shared.watch_state();
+        let ended = state
+            .wait_for(ConnectionState::is_terminal)
+            .await
+            .map(|s| s.clone());
+        // The sender lives in `Shared`, which this handle holds, so it cannot be gone.
+        ended.unwrap_or_else(|_| self.state())
+    }
+
+    /// Close the connection with code 1000 and stop the client's actors; nothing reconnects and
+    /// nothing more is accepted. The Close frame goes out ahead of any waiting data (when the
+    /// socket is writable at all); messages still in the outbox are dropped and counted.
+    /// Resolves when the client is `Closed` (or `Failed`), after the peer's answering Close or
+    /// at most about 3 s.
     pub async fn close(&self) {
         let _ = self.inner.supervisor.send(Close).await;
+        let _ = actix_rt::time::timeout(CLOSE_WAIT, self.closed()).await;
     }
 
     /// Whether the client's actors are still running (false once `Closed` or `Failed`).
     pub fn is_running(&self) -> bool {
         self.inner.supervisor.connected()
+    }
+
+    /// How many subscriptions (typed, raw, text, binary, event channels and actors) the client
+    /// has, after forgetting every one whose receiver was dropped. Subscriptions are also pruned
+    /// as new ones are made, so subscribing and dropping in a loop stays bounded; this is the
+    /// way to check it.
+    pub async fn subscriber_count(&self) -> Result<usize> {
+        self.inner
+            .router
+            .send(CountSubscribers)
+            .await
+            .map_err(closed_if_mailbox)
     }
 
     /// Route `text` through this client's Router as though the peer had sent it as a text frame:
@@ -381,6 +452,8 @@ impl Client {
     /// (`benches/router.rs`). It skips the Connection, so the size and UTF-8 checks and the
     /// `messages_in`/`bytes_in` counters do not apply. Does nothing once the client is closed.
     pub fn inject_text(&self, text: impl Into<ByteString>) {
-        self.inner.router.do_send(router::Incoming(text.into()));
+        self.inner
+            .router
+            .do_send(router::Incoming::Text(text.into()));
     }
 }

@@ -16,19 +16,26 @@
 //!   and drops at once still sees growing delays.
 //! - The user's [`close`](super::Client::close) never reconnects: state `Closed`.
 //! - On every connection, the on-connect messages go out first, in registration order, then the
-//!   messages that waited in the outbox, in their order.
+//!   messages that waited in the outbox, in their order (the Connection sees to it).
 //!
-//! Not guaranteed: messages handed to a socket that is then lost may or may not have reached the
-//! peer (the outbox holds only what was never written); requests pending at the loss fail with
-//! [`Error::ConnectionLost`] rather than being resent.
+//! # One owner
+//!
+//! The supervisor is the one place the connection's lifecycle lives: it alone decides (dial,
+//! wait, give up, close) and publishes [`ConnectionState`]s. The Connection owns only the socket
+//! of the moment; it is told [`Dial`], [`CloseSocket`] and [`Terminate`], and tells back
+//! [`Established`], [`ConnectFailed`] and [`Lost`]. Nobody asks anybody for state.
+//!
+//! Not guaranteed: messages in the batch being written when a socket is lost may or may not
+//! have reached the peer (they are counted dropped, not resent; see the outbox's accounting
+//! rule); requests pending at the loss fail with [`Error::ConnectionLost`] rather than being
+//! resent.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 
-use super::connection::{self, Connection, Dial, Prime, SendFrame, Shutdown};
+use super::connection::{CloseSocket, Connection, Dial, Terminate};
 use super::heartbeat::{self, Heartbeat};
 use super::router::{PublishState, Router};
 use super::state::{ConnectionState, Shared};
@@ -55,7 +62,6 @@ pub struct ReconnectSupervisor {
     /// Failed attempts since the last stable connection.
     attempt: u32,
     phase: Phase,
-    on_connect: Vec<ByteString>,
     connected_once: bool,
     /// Bumped on every connection, so a stale "stable" timer does nothing.
     epoch: u64,
@@ -84,7 +90,6 @@ impl ReconnectSupervisor {
             rng,
             attempt: 0,
             phase: Phase::Connecting,
-            on_connect: Vec::new(),
             connected_once: false,
             epoch: 0,
             connected_at: None,
@@ -121,7 +126,7 @@ impl ReconnectSupervisor {
             _ => tracing::info!(connection = %self.shared.name, "client closed"),
         }
         self.publish(state);
-        self.connection.do_send(connection::Terminate);
+        self.connection.do_send(Terminate);
         if let Some(hb) = &self.heartbeat {
             hb.do_send(heartbeat::Terminate);
         }
@@ -186,28 +191,26 @@ impl Actor for ReconnectSupervisor {
     }
 }
 
-/// The Connection opened socket `gen`.
+/// Sent by the Connection when a socket opened (its on-connect messages are queued first).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Established {
-    pub(crate) gen: u64,
-}
+pub(crate) struct Established;
 
-/// Handler for [`Established`]: publish `Connected`, prime the socket with the on-connect
-/// messages, and arm the timer that resets the attempt counter once the connection is stable.
+/// Handler for [`Established`]: publish `Connected` and arm the timer that resets the attempt
+/// counter once the connection is stable.
 impl Handler<Established> for ReconnectSupervisor {
     type Result = ();
-    fn handle(&mut self, msg: Established, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Established, ctx: &mut Context<Self>) {
         if self.phase == Phase::Done {
             return;
         }
-        self.connection.do_send(Prime {
-            gen: msg.gen,
-            frames: self.on_connect.clone(),
-        });
         if self.phase == Phase::Closing {
-            // close() arrived while dialling: the Connection closes the new socket.
-            self.connection.do_send(Shutdown);
+            // close() arrived while dialling: the new socket is closed at once.
+            self.connection.do_send(CloseSocket {
+                code: 1000,
+                reason: "closed by the client",
+                last: true,
+            });
             return;
         }
         if self.connected_once {
@@ -227,7 +230,7 @@ impl Handler<Established> for ReconnectSupervisor {
     }
 }
 
-/// A connect attempt failed.
+/// Sent by the Connection when a connect attempt failed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ConnectFailed {
@@ -254,7 +257,8 @@ impl Handler<ConnectFailed> for ReconnectSupervisor {
     }
 }
 
-/// The open socket was lost or closed.
+/// Sent by the Connection when the open socket was lost or closed (or when told to close with
+/// no socket open).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Lost {
@@ -285,31 +289,7 @@ impl Handler<Lost> for ReconnectSupervisor {
     }
 }
 
-/// Register a message to send on every connection (now, too, if connected).
-#[derive(Message)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct AddOnConnect(pub(crate) ByteString);
-
-/// Handler for [`AddOnConnect`].
-impl Handler<AddOnConnect> for ReconnectSupervisor {
-    type Result = ResponseFuture<Result<(), Error>>;
-    fn handle(&mut self, msg: AddOnConnect, _: &mut Context<Self>) -> Self::Result {
-        if matches!(self.phase, Phase::Done | Phase::Closing) {
-            return Box::pin(async { Err(Error::ClientClosed) });
-        }
-        self.on_connect.push(msg.0.clone());
-        if self.phase == Phase::Connected {
-            let send = self
-                .connection
-                .send(SendFrame(connection::OutFrame::Text(msg.0)));
-            Box::pin(async move { send.await? })
-        } else {
-            Box::pin(async { Ok(()) })
-        }
-    }
-}
-
-/// The user closed the client.
+/// Sent by a [`Client`](super::Client) handle: `close()`, or the last handle was dropped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Close;
@@ -323,7 +303,11 @@ impl Handler<Close> for ReconnectSupervisor {
             Phase::Waiting => self.finish(ctx, ConnectionState::Closed),
             Phase::Connecting | Phase::Connected => {
                 self.phase = Phase::Closing;
-                self.connection.do_send(Shutdown);
+                self.connection.do_send(CloseSocket {
+                    code: 1000,
+                    reason: "closed by the client",
+                    last: true,
+                });
             }
         }
     }

@@ -15,8 +15,9 @@ use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
 
 use super::heartbeat::{AppPong, Heartbeat};
+use super::outbox::{Kind, OutFrame, SharedOutbox};
 use super::state::{ConnectionState, Event, MessageError, MessageErrorKind, Shared};
-use crate::envelope::{Envelope, Head, WireMessage};
+use crate::envelope::{Envelope, Head, Outgoing, WireMessage};
 use crate::error::Error;
 
 /// A message of type `T` delivered to a subscriber, with the envelope fields around it and the
@@ -57,6 +58,14 @@ enum Delivery {
 }
 
 impl<M: Message<Result = ()> + Send> Sink<M> {
+    /// Whether the receiving end is gone (the channel's receiver dropped, the actor stopped).
+    fn is_gone(&self) -> bool {
+        match self {
+            Sink::Actor(r) => !r.connected(),
+            Sink::Channel(tx) => tx.is_closed(),
+        }
+    }
+
     fn deliver(&self, msg: M) -> Delivery {
         match self {
             Sink::Actor(r) => {
@@ -94,6 +103,12 @@ fn fan_out<M: Message<Result = ()> + Send>(
     full
 }
 
+/// Forget the sinks whose receiver is gone; answers how many are left.
+fn prune<M: Message<Result = ()> + Send>(sinks: &mut Vec<Sink<M>>) -> usize {
+    sinks.retain(|s| !s.is_gone());
+    sinks.len()
+}
+
 /// The subscribers of one Rust type: `data` is decoded once for all of them.
 trait TypedGroup {
     fn as_any_mut(&mut self) -> &mut dyn Any;
@@ -101,6 +116,8 @@ trait TypedGroup {
     /// Decode and deliver; `Ok(n)` with the number of full subscribers.
     fn dispatch(&mut self, head: &Head<'_>, connection: &Arc<str>) -> Result<u64, Error>;
     fn is_empty(&self) -> bool;
+    /// Forget sinks whose receiver is gone; answers how many are left.
+    fn prune(&mut self) -> usize;
 }
 
 struct Group<T: WireMessage + Clone> {
@@ -131,6 +148,9 @@ impl<T: WireMessage + Clone> TypedGroup for Group<T> {
     fn is_empty(&self) -> bool {
         self.sinks.is_empty()
     }
+    fn prune(&mut self) -> usize {
+        prune(&mut self.sinks)
+    }
 }
 
 /// The Router actor of one client. See the [module docs](self).
@@ -143,6 +163,9 @@ pub struct Router {
     events: Vec<Sink<Event>>,
     pending: HashMap<u64, PendingRequest>,
     next_id: u64,
+    /// Requests go straight into the client's outbox, so that registering one and queueing its
+    /// frame are one step (no loss in between can fail it and still let it be written).
+    outbox: SharedOutbox,
     /// The heartbeat, only in application ping mode: `{"type":"pong"}` envelopes go to it.
     app_heartbeat: Option<Addr<Heartbeat>>,
 }
@@ -155,7 +178,11 @@ struct PendingRequest {
 impl Router {
     /// `app_heartbeat`: the heartbeat when it pings with `{"type":"ping"}` (its pongs are
     /// envelopes to route to it); `None` otherwise.
-    pub(crate) fn new(shared: Arc<Shared>, app_heartbeat: Option<Addr<Heartbeat>>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        app_heartbeat: Option<Addr<Heartbeat>>,
+        outbox: SharedOutbox,
+    ) -> Self {
         Self {
             shared,
             typed: HashMap::new(),
@@ -165,6 +192,7 @@ impl Router {
             events: Vec::new(),
             pending: HashMap::new(),
             next_id: 1,
+            outbox,
             app_heartbeat,
         }
     }
@@ -313,11 +341,30 @@ impl Router {
         }
     }
 
+    /// Fail every pending request; a request whose frame still waits in the outbox is taken
+    /// out first, so it is never written after its caller was told.
     fn fail_pending(&mut self, ctx: &mut Context<Self>, make: impl Fn() -> Error) {
-        for (_, p) in self.pending.drain() {
+        for (id, p) in self.pending.drain() {
             ctx.cancel_future(p.timer);
+            self.outbox.borrow_mut().withdraw(id);
             let _ = p.tx.send(Err(make()));
         }
+    }
+
+    /// Forget every sink whose receiver is gone; answers how many are left.
+    fn prune_all(&mut self) -> usize {
+        let mut n = prune(&mut self.raw)
+            + prune(&mut self.binary)
+            + prune(&mut self.text)
+            + prune(&mut self.events);
+        self.typed.retain(|_, groups| {
+            for g in groups.iter_mut() {
+                n += g.prune();
+            }
+            groups.retain(|g| !g.is_empty());
+            !groups.is_empty()
+        });
+        n
     }
 }
 
@@ -339,35 +386,31 @@ impl Actor for Router {
     type Context = Context<Self>;
 }
 
-/// A text message from the Connection, already checked for size and UTF-8.
+/// Sent by the Connection for every whole message received (size and UTF-8 already checked),
+/// and by [`Client::inject_text`](super::Client::inject_text).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Incoming(pub(crate) ByteString);
+pub(crate) enum Incoming {
+    Text(ByteString),
+    Binary(Bytes),
+}
 
-/// Handler for [`Incoming`]: decode the head and route.
+/// Handler for [`Incoming`]: text is decoded (head once) and routed; binary goes to binary
+/// subscribers untouched.
 impl Handler<Incoming> for Router {
     type Result = ();
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
-        self.route_text(&msg.0, ctx);
-    }
-}
-
-/// A binary message from the Connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct IncomingBinary(pub(crate) Bytes);
-
-/// Handler for [`IncomingBinary`]: hand the bytes to binary subscribers untouched.
-impl Handler<IncomingBinary> for Router {
-    type Result = ();
-    fn handle(&mut self, msg: IncomingBinary, _: &mut Context<Self>) {
+        let bytes = match msg {
+            Incoming::Text(text) => return self.route_text(&text, ctx),
+            Incoming::Binary(bytes) => bytes,
+        };
         if self.binary.is_empty() {
             self.message_error(
                 MessageErrorKind::UnknownType,
                 None,
                 format!(
                     "binary message of {} bytes and no binary subscriber",
-                    msg.0.len()
+                    bytes.len()
                 ),
             );
             return;
@@ -379,13 +422,14 @@ impl Handler<IncomingBinary> for Router {
             room: None,
             from: None,
             timestamp: None,
-            data: msg.0.clone(),
+            data: bytes.clone(),
         });
         self.subscribers_full("<binary>", full);
     }
 }
 
-/// Subscribe to messages of Rust type `T` (wire type `T::TYPE`).
+/// Sent by a [`Client`](super::Client) handle: subscribe to messages of Rust type `T` (wire
+/// type `T::TYPE`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Subscribe<T: WireMessage + Clone>(pub(crate) Sink<Inbound<T>>);
@@ -398,6 +442,9 @@ impl<T: WireMessage + Clone> Handler<Subscribe<T>> for Router {
         for g in groups.iter_mut() {
             if g.rust_type() == TypeId::of::<T>() {
                 if let Some(g) = g.as_any_mut().downcast_mut::<Group<T>>() {
+                    // Receivers dropped since the last subscription go now, so subscribing and
+                    // dropping in a loop does not grow the list.
+                    prune(&mut g.sinks);
                     g.sinks.push(msg.0);
                     return;
                 }
@@ -407,101 +454,95 @@ impl<T: WireMessage + Clone> Handler<Subscribe<T>> for Router {
     }
 }
 
-/// Subscribe to every text message, undecoded.
+/// Sent by a [`Client`](super::Client) handle: subscribe to one of the untyped streams.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct SubscribeRaw(pub(crate) Sink<Inbound<Envelope>>);
+pub(crate) enum SubscribeTo {
+    /// Every text message, undecoded.
+    Raw(Sink<Inbound<Envelope>>),
+    /// Every text frame, verbatim.
+    Text(Sink<Inbound<ByteString>>),
+    /// Binary messages.
+    Binary(Sink<Inbound<Bytes>>),
+    /// State changes and message errors.
+    Events(Sink<Event>),
+}
 
-/// Handler for [`SubscribeRaw`].
-impl Handler<SubscribeRaw> for Router {
+/// Handler for [`SubscribeTo`]. The list subscribed to is pruned of dropped receivers first, so
+/// subscribing and dropping in a loop does not grow it.
+impl Handler<SubscribeTo> for Router {
     type Result = ();
-    fn handle(&mut self, msg: SubscribeRaw, _: &mut Context<Self>) {
-        self.raw.push(msg.0);
+    fn handle(&mut self, msg: SubscribeTo, _: &mut Context<Self>) {
+        match msg {
+            SubscribeTo::Raw(sink) => {
+                prune(&mut self.raw);
+                self.raw.push(sink);
+            }
+            SubscribeTo::Text(sink) => {
+                prune(&mut self.text);
+                self.text.push(sink);
+            }
+            SubscribeTo::Binary(sink) => {
+                prune(&mut self.binary);
+                self.binary.push(sink);
+            }
+            SubscribeTo::Events(sink) => {
+                prune(&mut self.events);
+                self.events.push(sink);
+            }
+        }
     }
 }
 
-/// Subscribe to every text frame, verbatim.
+/// Sent by [`Client::subscriber_count`](super::Client::subscriber_count): forget every dropped
+/// receiver, then answer how many subscriptions remain.
 #[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SubscribeText(pub(crate) Sink<Inbound<ByteString>>);
+#[rtype(result = "usize")]
+pub(crate) struct CountSubscribers;
 
-/// Handler for [`SubscribeText`].
-impl Handler<SubscribeText> for Router {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeText, _: &mut Context<Self>) {
-        self.text.push(msg.0);
+/// Handler for [`CountSubscribers`].
+impl Handler<CountSubscribers> for Router {
+    type Result = usize;
+    fn handle(&mut self, _: CountSubscribers, _: &mut Context<Self>) -> usize {
+        self.prune_all()
     }
 }
 
-/// Subscribe to binary messages.
+/// Sent by [`Client::request`](super::Client::request): the Router picks the request's `id`,
+/// puts the frame in the outbox and registers the request in one step, and resolves the
+/// receiver with the reply that carries the id, a timeout error, or a connection-lost error.
+/// Fails as `send` does (outbox full, too large, client closed), with nothing registered.
 #[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SubscribeBinary(pub(crate) Sink<Inbound<Bytes>>);
-
-/// Handler for [`SubscribeBinary`].
-impl Handler<SubscribeBinary> for Router {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeBinary, _: &mut Context<Self>) {
-        self.binary.push(msg.0);
-    }
-}
-
-/// Subscribe to state changes and message errors.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SubscribeEvents(pub(crate) Sink<Event>);
-
-/// Handler for [`SubscribeEvents`].
-impl Handler<SubscribeEvents> for Router {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeEvents, _: &mut Context<Self>) {
-        self.events.push(msg.0);
-    }
-}
-
-/// Register a request: the Router picks its `id` and resolves the receiver with the reply that
-/// carries it, a timeout error, or a connection-lost error.
-#[derive(Message)]
-#[rtype(result = "(u64, oneshot::Receiver<Result<Envelope, Error>>)")]
+#[rtype(result = "Result<oneshot::Receiver<Result<Envelope, Error>>, Error>")]
 pub(crate) struct RegisterRequest {
+    pub(crate) out: Outgoing,
     pub(crate) timeout: Duration,
 }
 
 /// Handler for [`RegisterRequest`].
 impl Handler<RegisterRequest> for Router {
-    type Result = MessageResult<RegisterRequest>;
+    type Result = Result<oneshot::Receiver<Result<Envelope, Error>>, Error>;
     fn handle(&mut self, msg: RegisterRequest, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.next_id;
+        let frame = OutFrame::Text(msg.out.id(id).encode());
+        self.outbox.borrow_mut().push(frame, Kind::Request(id))?;
         self.next_id += 1;
         let (tx, rx) = oneshot::channel();
         let timeout = msg.timeout;
         let timer = ctx.run_later(timeout, move |act, _| {
             if let Some(p) = act.pending.remove(&id) {
+                // Still waiting in the outbox? Then it never goes out.
+                act.outbox.borrow_mut().withdraw(id);
                 let _ = p.tx.send(Err(Error::RequestTimeout { id, timeout }));
             }
         });
         self.pending.insert(id, PendingRequest { tx, timer });
-        MessageResult((id, rx))
+        Ok(rx)
     }
 }
 
-/// Forget a request whose message could not be sent.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct CancelRequest(pub(crate) u64);
-
-/// Handler for [`CancelRequest`].
-impl Handler<CancelRequest> for Router {
-    type Result = ();
-    fn handle(&mut self, msg: CancelRequest, ctx: &mut Context<Self>) {
-        if let Some(p) = self.pending.remove(&msg.0) {
-            ctx.cancel_future(p.timer);
-        }
-    }
-}
-
-/// A state change from the supervisor, to publish. Pending requests fail when the connection is
-/// lost; the Router stops after publishing a terminal state.
+/// Sent by the supervisor on every state change, to publish to event subscribers. Pending
+/// requests fail when the connection is lost; the Router stops after a terminal state.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct PublishState(pub(crate) ConnectionState);

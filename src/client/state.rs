@@ -1,7 +1,7 @@
 //! Connection state, client events, and the counters behind [`Stats`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Message;
@@ -90,26 +90,35 @@ pub enum Event {
     MessageError(MessageError),
 }
 
-/// A snapshot of a client's counters.
+/// A snapshot of a client's counters. The outgoing ones follow the outbox's accounting rule:
+/// `accepted == messages_out + failed + dropped + pending`, where pending is `outbox_len` plus
+/// the batch being written (see the `outbox` module of `client`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Messages (text and binary) received.
     pub messages_in: u64,
-    /// Messages (text and binary) handed to the socket.
+    /// Messages accepted by `send`, `send_text`, `send_binary`, `send_envelope` or `request`
+    /// (including ones a `DropNewest` outbox dropped at once).
+    pub accepted: u64,
+    /// Accepted messages written to the socket (the flush that carried them completed).
     pub messages_out: u64,
+    /// Accepted requests that failed while waiting (their caller was told: `ConnectionLost`,
+    /// `RequestTimeout`, `ClientClosed`) and were never written.
+    pub failed: u64,
     /// Payload bytes received.
     pub bytes_in: u64,
-    /// Payload bytes handed to the socket.
+    /// Payload bytes of the messages counted in `messages_out`.
     pub bytes_out: u64,
     /// Successful reconnections (the first connection is not counted).
     pub reconnects: u64,
-    /// Messages dropped: outbox overflow under a drop policy, or a full subscriber channel.
+    /// Messages dropped: outgoing ones by the outbox policy, at a lost connection (those being
+    /// written) or when the client stopped; incoming ones for a full subscriber channel.
     pub dropped: u64,
     /// Incoming messages that could not be decoded (malformed JSON, bad `data`).
     pub decode_errors: u64,
     /// Incoming messages of a `type` nobody subscribed to.
     pub unknown_types: u64,
-    /// Messages waiting in the outbox now.
+    /// User messages waiting in the outbox now (not yet taken by the writer).
     pub outbox_len: u64,
     /// The last heartbeat round-trip time.
     pub last_rtt: Option<Duration>,
@@ -124,7 +133,9 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     epoch: Instant,
     pub(crate) messages_in: AtomicU64,
+    pub(crate) accepted: AtomicU64,
     pub(crate) messages_out: AtomicU64,
+    pub(crate) failed: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) reconnects: AtomicU64,
@@ -137,7 +148,8 @@ pub(crate) struct Shared {
     /// Microseconds; 0 means "no sample yet".
     last_rtt_us: AtomicU64,
     srtt_us: AtomicU64,
-    state: Mutex<ConnectionState>,
+    /// The one published state; handles read or wait on it without messaging an actor.
+    state: tokio::sync::watch::Sender<ConnectionState>,
 }
 
 impl Shared {
@@ -146,7 +158,9 @@ impl Shared {
             name,
             epoch: Instant::now(),
             messages_in: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -157,12 +171,16 @@ impl Shared {
             last_rx_ms: AtomicU64::new(0),
             last_rtt_us: AtomicU64::new(0),
             srtt_us: AtomicU64::new(0),
-            state: Mutex::new(ConnectionState::Connecting { attempt: 0 }),
+            state: tokio::sync::watch::Sender::new(ConnectionState::Connecting { attempt: 0 }),
         }
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
     }
 
     /// Record that something arrived now.
@@ -186,17 +204,16 @@ impl Shared {
     }
 
     pub(crate) fn set_state(&self, state: ConnectionState) {
-        match self.state.lock() {
-            Ok(mut s) => *s = state,
-            Err(poisoned) => *poisoned.into_inner() = state,
-        }
+        self.state.send_replace(state);
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
-        match self.state.lock() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of every later state, for waiting without a subscription at the Router.
+    pub(crate) fn watch_state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.state.subscribe()
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -204,7 +221,9 @@ impl Shared {
         let rtt = |us: u64| (us > 0).then(|| Duration::from_micros(us));
         Stats {
             messages_in: get(&self.messages_in),
+            accepted: get(&self.accepted),
             messages_out: get(&self.messages_out),
+            failed: get(&self.failed),
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
             reconnects: get(&self.reconnects),
