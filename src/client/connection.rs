@@ -20,9 +20,9 @@
 //!   then whatever waited in the outbox, in order.
 //!
 //! The Connection does not decide whether to reconnect, nor publish states: the
-//! [`ReconnectSupervisor`] owns the lifecycle. It tells the Connection to [`Dial`] or to
-//! [`CloseSocket`], and the Connection tells it what happened ([`Established`],
-//! [`ConnectFailed`], [`Lost`]).
+//! [`ReconnectSupervisor`] owns the lifecycle. It tells the Connection to `Dial` or to
+//! `CloseSocket`, and the Connection tells it what happened (`Established`,
+//! `ConnectFailed`, `Lost`).
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -22,8 +22,8 @@
 //!
 //! The supervisor is the one place the connection's lifecycle lives: it alone decides (dial,
 //! wait, give up, close) and publishes [`ConnectionState`]s. The Connection owns only the socket
-//! of the moment; it is told [`Dial`], [`CloseSocket`] and [`Terminate`], and tells back
-//! [`Established`], [`ConnectFailed`] and [`Lost`]. Nobody asks anybody for state.
+//! of the moment; it is told `Dial`, `CloseSocket` and `Terminate`, and tells back
+//! `Established`, `ConnectFailed` and `Lost`. Nobody asks anybody for state.
 //!
 //! Not guaranteed: messages in the batch being written when a socket is lost may or may not
 //! have reached the peer (they are counted dropped, not resent; see the outbox's accounting
