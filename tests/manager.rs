@@ -1,6 +1,8 @@
 //! The client `Manager`: many connections over several arbiters, the connect-rate limit, and
 //! closing. Each test starts its own rooms server on 127.0.0.1:0.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::{ConnectionState, Manager, ManagerConfig};
@@ -129,6 +131,11 @@ async fn bad_input_is_an_error_not_a_panic() {
         Manager::new(ManagerConfig::default().connect_rate(Some(0.0))),
         Err(Error::Config(_))
     ));
+    // A rate so small its gap overflows a Duration is a config error, not a panic.
+    assert!(matches!(
+        Manager::new(ManagerConfig::default().connect_rate(Some(1e-300))),
+        Err(Error::Config(_))
+    ));
     assert!(matches!(
         Manager::new(
             ManagerConfig::default()
@@ -191,4 +198,30 @@ async fn spreads_over_arbiters_and_sums_stats() {
     assert_eq!(after.states.connected, 4);
     manager.shutdown().await;
     server.shutdown().await.unwrap();
+}
+
+/// A connection that fails for good (the server closes with the final code 1008) is forgotten:
+/// its name is free again at once, and it is counted in `forgotten`.
+#[actix_rt::test]
+async fn failed_connections_are_forgotten_and_their_names_reused() {
+    use common::peer::{Behaviour, Peer, PeerCmd, PeerEvent};
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let manager = Manager::new(ManagerConfig::default().arbiters(Some(1))).unwrap();
+    let client = manager.connect("feed", &peer.url).await.unwrap();
+    client.wait_connected(common::WAIT).await.unwrap();
+    assert!(matches!(peer.next().await, PeerEvent::Connected(_)));
+    peer.send(PeerCmd::Close(1008));
+    let ended = tokio::time::timeout(common::WAIT, client.closed())
+        .await
+        .expect("client ended");
+    assert!(matches!(ended, ConnectionState::Failed { .. }), "{ended:?}");
+    // The name is free again right away.
+    let again = manager.connect("feed", &peer.url).await.unwrap();
+    again.wait_connected(common::WAIT).await.unwrap();
+    assert_eq!(manager.len(), 1);
+    let stats = manager.stats();
+    assert_eq!(stats.forgotten, 1, "{stats:?}");
+    assert_eq!(stats.states.connected, 1, "{stats:?}");
+    manager.shutdown().await;
+    peer.stop().await;
 }

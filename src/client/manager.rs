@@ -176,8 +176,9 @@ impl ManagerStats {
 ///
 /// The manager holds a handle to every connection it tracks, so they live until it closes them
 /// ([`close`](Self::close), [`close_all`](Self::close_all), [`shutdown`](Self::shutdown)). A
-/// connection that reaches `Failed` (a final close code, the attempt limit) is forgotten at
-/// once: its name is free again and it is counted in [`ManagerStats::forgotten`].
+/// connection that ends otherwise, above all one that reaches `Failed` (a final close code, the
+/// attempt limit), is forgotten: its name is free again at once, and a failed one is counted in
+/// [`ManagerStats::forgotten`]. So the manager only ever tracks live connections.
 ///
 /// Methods take `&self`, so a manager can be shared (in an `Arc`, or by reference) by tasks
 /// that open connections concurrently; the rate limit holds across all of them. Dropping the
@@ -324,26 +325,39 @@ impl Manager {
         }
         let client = rx.await.map_err(|_| stopped())??;
 
-        let inserted = !self.is_taken(&name) && {
-            self.lock_clients()
-                .insert(name.clone(), (client.clone(), i));
-            true
+        let inserted = {
+            let mut clients = self.lock_clients();
+            match clients.get(&name) {
+                Some((c, _)) if !c.state().is_terminal() => false,
+                _ => {
+                    let old = clients.insert(name.clone(), (client.clone(), i));
+                    // An ended connection under this name is replaced (its watcher may not have
+                    // run yet); a failed one counts as forgotten here, exactly once.
+                    if old.is_some_and(|(c, _)| matches!(c.state(), ConnectionState::Failed { .. }))
+                    {
+                        self.forgotten.fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                }
+            }
         };
         if !inserted {
             // Another task took the name while this one waited for its turn.
             client.close().await;
             return Err(Error::NameTaken(name));
         }
-        // Forget the connection when it fails (not when it is closed: `close` removes it).
+        // Forget the connection when it ends (`close` removes it itself); count it when it
+        // failed.
         let (watched, clients, forgotten) =
             (client.clone(), self.clients.clone(), self.forgotten.clone());
         let watcher = self.arbiters[i].spawn(async move {
-            if let ConnectionState::Failed { .. } = watched.closed().await {
-                let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
-                if clients.get(&name).is_some_and(|(c, _)| c.same(&watched)) {
-                    clients.remove(&name);
+            let end = watched.closed().await;
+            let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
+            if clients.get(&name).is_some_and(|(c, _)| c.same(&watched)) {
+                clients.remove(&name);
+                if let ConnectionState::Failed { reason } = end {
                     forgotten.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(name, "failed connection forgotten");
+                    tracing::debug!(name, reason, "failed connection forgotten");
                 }
             }
         });
