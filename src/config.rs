@@ -43,9 +43,10 @@ pub struct ClientConfig {
     pub max_message_size: usize,
     /// Time allowed for TCP connect plus the HTTP upgrade. Default: 10 s.
     pub connect_timeout: Duration,
-    /// Frames handed to the socket writer but not yet written. When the socket cannot keep up,
-    /// further messages wait in the outbox instead, so memory stays bounded by
-    /// `write_queue + outbox.capacity` messages. Default: 256.
+    /// Most messages the socket's writer takes from the outbox at once and writes in one
+    /// flush (the batch "in flight"). A bigger batch means fewer system calls; it is also what
+    /// a lost connection can cost (the batch being written is counted dropped, not resent). Memory
+    /// stays bounded by `outbox.capacity + write_queue` messages. Default: 256.
     pub write_queue: usize,
     /// Extra HTTP headers sent with the upgrade request (for example `Authorization`).
     pub headers: Vec<(String, String)>,

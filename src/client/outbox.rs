@@ -9,9 +9,10 @@
 //! - **written**: handed to the socket (a flush of the batch holding it completed); counted in
 //!   [`Stats::messages_out`](super::Stats::messages_out) only then;
 //! - **failed**: the caller was told (a request failed with `ConnectionLost` or `RequestTimeout`
-//!   while its frame still waited, and was taken out); counted in
-//!   [`Stats::failed`](super::Stats::failed). A request whose caller was told it failed is never
-//!   written afterwards;
+//!   while its frame still waited, and was taken out, or was in the batch being written when the
+//!   connection was lost); counted in [`Stats::failed`](super::Stats::failed). A request whose
+//!   caller was told it failed is never written afterwards (one whose timeout passes while the
+//!   writer is already flushing it counts as written: it was handed to the socket first);
 //! - **dropped**: by the outbox's overflow policy, when the client stops with messages still
 //!   waiting, or because it was in the batch being written when the connection was lost (it may
 //!   or may not have reached the peer: it is not sent again, so nothing arrives twice); counted
