@@ -14,7 +14,7 @@ use actix_ws_manager::config::{
 use actix_ws_manager::{Error, Outgoing, WireMessage};
 use bytes::Bytes;
 use common::peer::{Behaviour, Peer, PeerCmd, PeerEvent};
-use common::{client_test_config, recv_until, recv_within, WAIT};
+use common::{client_test_config, recv_within, wait_state, WAIT};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Receiver;
 
@@ -55,24 +55,6 @@ impl WireMessage for Fail {
 
 fn chat(text: &str) -> Chat {
     Chat { text: text.into() }
-}
-
-async fn wait_state(
-    events: &mut Receiver<Event>,
-    what: &str,
-    pred: impl Fn(&ConnectionState) -> bool,
-) -> ConnectionState {
-    match recv_until(
-        events,
-        WAIT,
-        what,
-        |e| matches!(e, Event::State(s) if pred(s)),
-    )
-    .await
-    {
-        Event::State(s) => s,
-        _ => unreachable!(),
-    }
 }
 
 async fn connected(events: &mut Receiver<Event>) {

@@ -7,10 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use actix_ws_manager::client::{connect, Client, ConnectionState, Event};
+use actix_ws_manager::client::{connect, Client, ConnectionState};
 use actix_ws_manager::config::{OutboxPolicy, Overflow};
 use actix_ws_manager::{Error, Outgoing};
-use common::{client_test_config, recv_until, WAIT};
+use common::{client_test_config, wait_state, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -50,25 +50,6 @@ fn seq_of(text: &str) -> Option<u64> {
 
 fn message(seq: u64, pad: &str) -> Outgoing {
     Outgoing::dynamic("m", Some(&serde_json::json!([seq, pad]))).expect("envelope")
-}
-
-/// Wait for a state (events channel) within [`WAIT`].
-async fn wait_state(
-    events: &mut tokio::sync::mpsc::Receiver<Event>,
-    what: &str,
-    pred: impl Fn(&ConnectionState) -> bool,
-) -> ConnectionState {
-    match recv_until(
-        events,
-        WAIT,
-        what,
-        |e| matches!(e, Event::State(s) if pred(s)),
-    )
-    .await
-    {
-        Event::State(s) => s,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// A config for these tests: an outbox big enough for every message (so nothing is refused),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_ws_manager::client::{connect, ConnectionState, Event};
 use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
@@ -14,36 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-/// The largest frame the client accepts in this test.
-const LIMIT: usize = 64 * 1024;
-/// What the forged header declares.
-const DECLARED: u64 = 1 << 30;
-/// How much payload the peer tries to send behind it.
-const PAYLOAD: usize = 256 * 1024 * 1024;
-/// One write of payload.
-const CHUNK: usize = 64 * 1024;
-/// Bound on the whole exchange.
-const BOUND: Duration = Duration::from_secs(20);
-/// Allowed growth of the process's resident memory, in kB.
-const MAX_GROWTH_KB: u64 = 1024;
-
-/// The payload: zeros, never reallocated.
-static ZEROS: [u8; CHUNK] = [0; CHUNK];
-
-/// A line of /proc/self/status in kB (`VmRSS`, `RssAnon`, `RssFile`).
-fn status_kb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} line in kB in /proc/self/status"))
-}
-
-/// This process's resident set size (VmRSS), in kB.
-fn vm_rss_kb() -> u64 {
-    status_kb("VmRSS")
-}
+use common::oversize::*;
 
 /// What the peer saw.
 #[derive(Debug)]

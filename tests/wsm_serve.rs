@@ -20,44 +20,13 @@ impl Drop for Child {
     }
 }
 
-async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
-    match req.connect().await {
-        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => s.as_u16(),
-        Err(e) => panic!("unexpected error {e}"),
-        Ok(_) => panic!("upgrade was accepted"),
-    }
-}
-
-/// The first stdout line is the ws:// URL (port 0 resolved); the flags take effect (paths,
-/// message size, session limit, origin allow-list); SIGTERM closes the session with 1001 and the
-/// process exits with status 0.
-#[actix_rt::test]
-async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
+/// Start `wsm serve` with `args`; answers the child (killed on drop) and its first stdout line
+/// (the rooms URL). Stdout is drained on a thread so the child never blocks on a full pipe.
+fn spawn_serve(args: &[&str]) -> (Child, String) {
     let mut child = Child(Some(
         Command::new(env!("CARGO_BIN_EXE_wsm"))
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--path",
-                "/rooms",
-                "--echo-path",
-                "/e",
-                "--max-message-size",
-                "100",
-                "--heartbeat-interval",
-                "200ms",
-                "--heartbeat-timeout",
-                "2s",
-                "--max-sessions",
-                "2",
-                "--session-queue",
-                "8",
-                "--allowed-origin",
-                "https://a.example",
-                "--allowed-origin",
-                "https://b.example",
-            ])
+            .arg("serve")
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -75,10 +44,47 @@ async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
         if let Some(Ok(line)) = lines.next() {
             let _ = tx.send(line);
         }
-        // Keep reading so the child never blocks on a full pipe.
         for _ in lines {}
     });
     let url = rx.recv_timeout(WAIT).expect("first stdout line");
+    (child, url)
+}
+
+async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
+    match req.connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => s.as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("upgrade was accepted"),
+    }
+}
+
+/// The first stdout line is the ws:// URL (port 0 resolved); the flags take effect (paths,
+/// message size, session limit, origin allow-list); SIGTERM closes the session with 1001 and the
+/// process exits with status 0.
+#[actix_rt::test]
+async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
+    let (mut child, url) = spawn_serve(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--path",
+        "/rooms",
+        "--echo-path",
+        "/e",
+        "--max-message-size",
+        "100",
+        "--heartbeat-interval",
+        "200ms",
+        "--heartbeat-timeout",
+        "2s",
+        "--max-sessions",
+        "2",
+        "--session-queue",
+        "8",
+        "--allowed-origin",
+        "https://a.example",
+        "--allowed-origin",
+        "https://b.example",
+    ]);
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
     assert!(url.ends_with("/rooms"), "{url}");
     assert!(!url.contains(":0/"), "{url}");
@@ -136,39 +142,16 @@ async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
 /// burst the session is closed with 1008.
 #[actix_rt::test]
 async fn serve_applies_rate_and_per_address_limits() {
-    let mut child = Child(Some(
-        Command::new(env!("CARGO_BIN_EXE_wsm"))
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--max-per-ip",
-                "1",
-                "--rate-limit",
-                "1",
-                "--rate-burst",
-                "1",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wsm runs"),
-    ));
-    let stdout = child
-        .0
-        .as_mut()
-        .and_then(|c| c.stdout.take())
-        .expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let url = rx.recv_timeout(WAIT).expect("first stdout line");
+    let (_child, url) = spawn_serve(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--max-per-ip",
+        "1",
+        "--rate-limit",
+        "1",
+        "--rate-burst",
+        "1",
+    ]);
     let (mut peer, _) = Peer::rooms(&url).await;
     assert_eq!(
         refused(awc::Client::new().ws(&url)).await,
