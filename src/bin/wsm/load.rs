@@ -278,7 +278,17 @@ async fn preflight(url: &str, connect_timeout: Duration, pad: &str) -> Result<()
     let mut events = c.events(64);
     let result = async {
         if let Err(e) = c.wait_connected(connect_timeout).await {
+            // The state may have gone Connected -> Failed before the wait looked: the events
+            // say whether the upgrade itself succeeded.
+            let mut upgraded = false;
+            while let Ok(ev) = events.try_recv() {
+                upgraded |= matches!(ev, Event::State(ConnectionState::Connected));
+            }
             return Err(match c.state() {
+                ConnectionState::Failed { reason } if upgraded => Error::ConnectFailed {
+                    url: url.to_owned(),
+                    reason: format!("connected, but the server ended it at once: {reason}"),
+                },
                 ConnectionState::Failed { reason } => Error::ConnectFailed {
                     url: url.to_owned(),
                     reason,
