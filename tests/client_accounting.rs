@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use actix_ws_manager::client::{connect, Client, ConnectionState};
+use actix_ws_manager::client::{connect, Client, ConnectionState, Event, MessageErrorKind};
 use actix_ws_manager::config::{OutboxPolicy, Overflow};
 use actix_ws_manager::{Error, Outgoing};
 use common::{client_test_config, wait_state, WAIT};
@@ -370,4 +370,107 @@ async fn dropping_the_last_handle_closes_with_1000() {
             .is_none(),
         "the actors stopped"
     );
+}
+
+/// A `join` made while thousands of messages wait goes out after them (it keeps its place among
+/// the user's messages), and a `leave` after that, in order.
+#[actix_rt::test]
+async fn join_and_leave_keep_their_place_behind_waiting_messages() {
+    let (listener, url) = small_listener();
+    let client = connect(&url, config(20_000)).expect("client");
+    let mut events = client.events(256);
+    let mut ws = accept(&listener).await;
+    wait_state(&mut events, "Connected", |s| {
+        *s == ConnectionState::Connected
+    })
+    .await;
+    back_up(&client).await;
+    client.join("late").await.expect("join");
+    client.leave("late").await.expect("leave");
+    let before_join = read_until(
+        &mut ws,
+        "join",
+        |m| matches!(m, Message::Text(t) if t.contains(r#""type":"join""#)),
+    )
+    .await;
+    assert_eq!(before_join, 5_000, "the join overtook waiting messages");
+    let between = read_until(
+        &mut ws,
+        "leave",
+        |m| matches!(m, Message::Text(t) if t.contains(r#""type":"leave""#)),
+    )
+    .await;
+    assert_eq!(between, 0);
+    client.close().await;
+}
+
+/// Under a drop policy a full outbox refuses a request (`OutboxFull`) instead of dropping it
+/// where its caller would only learn of it at its timeout; plain messages are dropped and
+/// counted. Incoming messages a full subscriber misses are counted apart, so the outgoing sum
+/// still holds.
+#[actix_rt::test]
+async fn requests_are_refused_not_dropped_and_incoming_drops_are_counted_apart() {
+    let (listener, url) = small_listener();
+    let client = connect(
+        &url,
+        client_test_config().outbox(OutboxPolicy::new(4, Overflow::DropNewest)),
+    )
+    .expect("client");
+    let mut events = client.events(256);
+    let mut ws = accept(&listener).await;
+    wait_state(&mut events, "Connected", |s| {
+        *s == ConnectionState::Connected
+    })
+    .await;
+    // Fill: the peer does not read, so the socket backs up and then the outbox.
+    let pad = "x".repeat(1000);
+    let mut seq = 0;
+    while client.stats().dropped == 0 {
+        assert!(seq < 100_000, "the outbox never filled");
+        client
+            .send_envelope(message(seq, &pad))
+            .await
+            .expect("accepted");
+        seq += 1;
+    }
+    let refused = client
+        .request_envelope(Outgoing::dynamic("q", None).expect("envelope"), WAIT)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::OutboxFull { capacity: 4 })),
+        "{refused:?}"
+    );
+
+    // A subscriber of capacity 1 that never reads misses all but one message from the peer:
+    // counted in `dropped_incoming`, never in the outgoing `dropped`.
+    let dropped_out = client.stats().dropped;
+    let _slow = client.subscribe_text(1);
+    for i in 0..5 {
+        ws.send(Message::text(format!("in {i}")))
+            .await
+            .expect("send");
+    }
+    for _ in 0..4 {
+        common::recv_until(
+            &mut events,
+            WAIT,
+            "SubscriberFull",
+            |e| matches!(e, Event::MessageError(m) if m.kind == MessageErrorKind::SubscriberFull),
+        )
+        .await;
+    }
+    let stats = client.stats();
+    assert_eq!(stats.dropped_incoming, 4, "{stats:?}");
+    assert_eq!(stats.dropped, dropped_out, "{stats:?}");
+    assert!(in_flight(&stats) <= 256);
+    client.close().await;
+}
+
+/// The batch the writer holds: accepted, and not yet written, failed, dropped or waiting.
+fn in_flight(stats: &actix_ws_manager::client::Stats) -> u64 {
+    let settled = stats.messages_out + stats.failed + stats.dropped + stats.outbox_len;
+    stats
+        .accepted
+        .checked_sub(settled)
+        .expect("more settled than accepted")
 }

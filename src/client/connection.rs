@@ -225,18 +225,21 @@ impl Connection {
         }
     }
 
-    /// Let go of the socket. With `graceful`, the writer may still flush what its control path
-    /// holds (a Close) for a short while; otherwise it is aborted at once (the socket may be
-    /// stalled). Either way it takes no more data: the outbox is detached first.
+    /// Let go of the socket. With `graceful`, the writer may still finish the batch it holds and
+    /// flush its control path (a Close) for a short while; otherwise it is aborted at once (the
+    /// socket may be stalled). Either way it takes no new data: the outbox is detached first.
     fn teardown(&mut self, ctx: &mut Context<Self>, graceful: bool) {
-        self.outbox.borrow_mut().detach();
+        let draining = graceful && self.link.is_some();
+        self.outbox.borrow_mut().detach(draining);
         if let Some(link) = self.link.take() {
             ctx.cancel_future(link.reader);
             if graceful {
                 let abort = link.writer.abort_handle();
+                let (outbox, gen) = (self.outbox.clone(), link.gen);
                 actix_rt::spawn(async move {
                     actix_rt::time::sleep(WRITER_GRACE).await;
                     abort.abort();
+                    outbox.borrow_mut().abandon(gen);
                 });
             } else {
                 link.writer.abort();
@@ -370,10 +373,10 @@ fn map_connect_error(url: String, e: awc::error::WsClientError) -> Error {
     }
 }
 
-/// The writer of socket `gen`: control frames first, then batches of data from the outbox, each
-/// batch flushed before the next is taken (a flushed batch counts as written). Ends after a
-/// Close, when the control path closes (the socket was let go), or on a write error (reported to
-/// the actor).
+/// The writer of socket `gen`: control frames first (before every data frame), then batches of
+/// data from the outbox, each flushed before the next is taken (a flushed batch counts as
+/// written). Ends after a Close, when the control path closes and nothing is left to finish
+/// (the socket was let go), or on a write error (reported to the actor).
 async fn write_loop(
     mut sink: WsSink,
     outbox: SharedOutbox,
@@ -385,32 +388,12 @@ async fn write_loop(
 ) {
     let result = async {
         loop {
-            let mut fed = false;
-            loop {
-                match control.try_recv() {
-                    Ok(msg) => {
-                        let closing = matches!(msg, ws::Message::Close(_));
-                        sink.feed(msg).await?;
-                        fed = true;
-                        if closing {
-                            // Nothing follows a Close.
-                            sink.flush().await?;
-                            return Ok(());
-                        }
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        sink.flush().await?;
-                        return Ok(());
-                    }
-                }
+            if write_control(&mut sink, &mut control).await? == Control::Done {
+                return Ok(());
             }
             let frames = outbox.borrow_mut().take_batch(gen, batch);
             if frames.is_empty() {
-                if fed {
-                    sink.flush().await?;
-                    continue;
-                }
+                sink.flush().await?;
                 tokio::select! {
                     biased;
                     msg = control.recv() => match msg {
@@ -428,6 +411,17 @@ async fn write_loop(
                 continue;
             }
             for frame in frames {
+                // Control frames go between messages, never behind a whole batch; and a socket
+                // given up meanwhile gets no more data.
+                if write_control(&mut sink, &mut control).await? == Control::Done
+                    || !outbox.borrow().may_write(gen)
+                {
+                    sink.flush().await?;
+                    // The rest of the batch is not written: counted now if the socket was let
+                    // go (otherwise when it is).
+                    outbox.borrow_mut().abandon(gen);
+                    return Ok(());
+                }
                 sink.feed(frame).await?;
             }
             sink.flush().await?;
@@ -439,6 +433,36 @@ async fn write_loop(
         gen,
         error: result.err().map(|e: ProtocolError| e.to_string()),
     });
+}
+
+/// What [`write_control`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Control {
+    /// Go on with data.
+    More,
+    /// A Close was written, or the socket was let go: write nothing more.
+    Done,
+}
+
+/// Feed every control frame waiting (not flushed: the caller flushes with what follows).
+async fn write_control(
+    sink: &mut WsSink,
+    control: &mut mpsc::Receiver<ws::Message>,
+) -> Result<Control, ProtocolError> {
+    loop {
+        match control.try_recv() {
+            Ok(msg) => {
+                let closing = matches!(msg, ws::Message::Close(_));
+                sink.feed(msg).await?;
+                if closing {
+                    sink.flush().await?;
+                    return Ok(Control::Done);
+                }
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return Ok(Control::More),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(Control::Done),
+        }
+    }
 }
 
 impl Actor for Connection {
@@ -569,16 +593,16 @@ impl Handler<OnConnect> for Connection {
         match msg {
             OnConnect::Add(text) => {
                 if !self.on_connect.contains(&text) {
-                    self.on_connect.push(text.clone());
                     if open {
-                        outbox.push_replay(text);
+                        outbox.push_replay(text.clone())?;
                     }
+                    self.on_connect.push(text);
                 }
             }
             OnConnect::Remove { text, then } => {
                 self.on_connect.retain(|t| *t != text);
                 if let (true, Some(then)) = (open, then) {
-                    outbox.push_replay(then);
+                    outbox.push_replay(then)?;
                 }
             }
         }

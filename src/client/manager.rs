@@ -151,8 +151,10 @@ pub struct ManagerStats {
     pub bytes_out: u64,
     /// Successful reconnections, all connections.
     pub reconnects: u64,
-    /// Messages dropped (outbox overflow, full subscriber channels), all connections.
+    /// Outgoing messages dropped (outbox policy, lost connections), all connections.
     pub dropped: u64,
+    /// Incoming messages dropped for full subscriber channels, all connections.
+    pub dropped_incoming: u64,
     /// Connections that reached `Failed` and were forgotten (the manager stops tracking a
     /// connection once it has failed, so its name can be used again and nothing piles up).
     pub forgotten: u64,
@@ -168,6 +170,7 @@ impl ManagerStats {
         self.bytes_out += s.bytes_out;
         self.reconnects += s.reconnects;
         self.dropped += s.dropped;
+        self.dropped_incoming += s.dropped_incoming;
     }
 }
 

@@ -70,7 +70,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// The connection lives while a handle does: when the last handle is dropped it is closed
 /// (code 1000) and its actors stop, as with [`close`](Self::close). A [`Manager`] keeps a handle
 /// for each connection it tracks, so its connections live until the manager closes them.
-/// [`closed`](Self::closed) resolves when the client has ended (`Closed` or `Failed`).
+/// [`closed`](Self::closed) resolves when the client has ended (`Closed` or `Failed`). A
+/// subscriber actor that stores a `Client` of its own keeps the connection alive that way (a
+/// cycle): call [`close`](Self::close) explicitly there.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Handles>,
@@ -318,7 +320,8 @@ impl Client {
     }
 
     /// Deliver every message of type `T` to a bounded channel of `capacity` messages (at least
-    /// 1). When it is full, messages are dropped, counted in [`Stats::dropped`] and reported as
+    /// 1). When it is full, messages are dropped, counted in [`Stats::dropped_incoming`] and
+    /// reported as
     /// [`MessageErrorKind::SubscriberFull`]. Dropping the receiver unsubscribes.
     pub fn subscribe_channel<T: WireMessage + Clone>(
         &self,

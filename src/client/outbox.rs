@@ -90,10 +90,17 @@ pub(crate) type SharedOutbox = Rc<RefCell<Outbox>>;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: VecDeque<Entry>,
-    /// Taken by the writer of socket `active`, fed to the socket, flush not yet complete.
+    /// On-connect entries in `queue` (not counted, not bounded by the user capacity).
+    replays: usize,
+    /// Taken by the writer of socket `active` (or `draining`), fed to the socket, flush not yet
+    /// complete.
     in_flight: Vec<Entry>,
     /// The socket whose writer may take from the queue; `None` while there is none.
     active: Option<u64>,
+    /// A socket that closed gracefully while its writer held a batch: the writer may still
+    /// finish it (then it counts as written, on that socket only) until it is aborted or a new
+    /// socket opens (then it counts as dropped or failed).
+    draining: Option<u64>,
     /// Wakes the writer of socket `active` when there is something to take.
     wake: Option<Rc<Notify>>,
     policy: OutboxPolicy,
@@ -108,8 +115,10 @@ impl Outbox {
     pub(crate) fn new(policy: OutboxPolicy, max: usize, shared: Arc<Shared>) -> SharedOutbox {
         Rc::new(RefCell::new(Outbox {
             queue: VecDeque::new(),
+            replays: 0,
             in_flight: Vec::new(),
             active: None,
+            draining: None,
             wake: None,
             policy,
             max,
@@ -141,6 +150,10 @@ impl Outbox {
     /// Accept a user message under the overflow policy. `Err` means not accepted (nothing is
     /// counted); `Ok` means accepted (and, under `DropNewest` with a full outbox, at once
     /// dropped and counted).
+    ///
+    /// Requests are never dropped by the policy (their caller would only learn of it at its
+    /// timeout): a full outbox refuses a request with `OutboxFull` whatever the policy, and
+    /// `DropOldest` makes room by dropping the oldest plain message only.
     pub(crate) fn push(&mut self, frame: OutFrame, kind: Kind) -> Result<(), Error> {
         if self.refusing {
             return Err(Error::ClientClosed);
@@ -152,25 +165,25 @@ impl Outbox {
             });
         }
         let cap = self.policy.capacity;
-        let waiting = self.queue.len() - self.replays();
-        if waiting >= cap {
-            match self.policy.overflow {
-                Overflow::Reject => return Err(Error::OutboxFull { capacity: cap }),
-                Overflow::DropOldest => {
-                    let oldest = self.queue.iter().position(|e| e.kind != Kind::Replay);
-                    if let Some(old) = oldest.and_then(|i| self.queue.remove(i)) {
-                        // A request taken out here fails through its own timeout; it is counted
-                        // as dropped, the policy's doing.
-                        Shared::add(&self.shared.dropped, 1);
-                        tracing::warn!(connection = %self.shared.name, bytes = old.frame.len(), "outbox full: dropped the oldest message");
-                    }
+        if self.len() >= cap {
+            let full = Error::OutboxFull { capacity: cap };
+            match (self.policy.overflow, kind) {
+                (Overflow::Reject, _) => return Err(full),
+                (Overflow::DropOldest, _) => {
+                    let oldest = self.queue.iter().position(|e| e.kind == Kind::Data);
+                    let Some(old) = oldest.and_then(|i| self.queue.remove(i)) else {
+                        return Err(full); // only requests wait: none may be dropped
+                    };
+                    Shared::add(&self.shared.dropped, 1);
+                    tracing::warn!(connection = %self.shared.name, bytes = old.frame.len(), "outbox full: dropped the oldest message");
                 }
-                Overflow::DropNewest => {
+                (Overflow::DropNewest, Kind::Data) => {
                     Shared::add(&self.shared.accepted, 1);
                     Shared::add(&self.shared.dropped, 1);
                     tracing::warn!(connection = %self.shared.name, bytes = frame.len(), "outbox full: dropped the newest message");
                     return Ok(());
                 }
+                (Overflow::DropNewest, _) => return Err(full),
             }
         }
         Shared::add(&self.shared.accepted, 1);
@@ -180,16 +193,11 @@ impl Outbox {
         Ok(())
     }
 
-    fn replays(&self) -> usize {
-        self.queue
-            .iter()
-            .take_while(|e| e.kind == Kind::Replay)
-            .count()
-    }
-
     /// A new socket `gen` opened: its writer (woken through `wake`) may take from the queue,
-    /// the on-connect `frames` first.
+    /// the on-connect `frames` first. A batch an earlier socket was still finishing is given up
+    /// (counted dropped, or failed for requests): it never reaches the new socket.
     pub(crate) fn attach(&mut self, gen: u64, frames: &[ByteString], wake: Rc<Notify>) {
+        self.give_up_batch();
         self.active = Some(gen);
         self.wake = Some(wake);
         for text in frames.iter().rev() {
@@ -198,30 +206,50 @@ impl Outbox {
                 kind: Kind::Replay,
             });
         }
+        self.replays += frames.len();
         self.wake();
     }
 
-    /// Queue one on-connect message for the open socket, after the ones already queued.
-    pub(crate) fn push_replay(&mut self, text: ByteString) {
-        let at = self.replays();
-        self.queue.insert(
-            at,
-            Entry {
-                frame: OutFrame::Text(text),
-                kind: Kind::Replay,
-            },
-        );
+    /// Queue a protocol message of the client's own (a `join` or `leave` made while connected)
+    /// behind everything already queued, so it keeps its place among the user's messages. Not
+    /// counted; bounded by the outbox capacity like user messages.
+    pub(crate) fn push_replay(&mut self, text: ByteString) -> Result<(), Error> {
+        if self.queue.len() >= self.policy.capacity.max(1) {
+            return Err(Error::OutboxFull {
+                capacity: self.policy.capacity,
+            });
+        }
+        self.queue.push_back(Entry {
+            frame: OutFrame::Text(text),
+            kind: Kind::Replay,
+        });
+        self.replays += 1;
         self.wake();
+        Ok(())
     }
 
     /// The socket is gone. Its unwritten on-connect messages are forgotten (the next socket
-    /// gets them again); the batch being written is counted dropped, or failed for requests
-    /// (their callers are told `ConnectionLost` by the Router, which also takes the requests
-    /// still waiting out with [`withdraw`](Self::withdraw)). User messages still waiting stay,
-    /// in order, for the next socket.
-    pub(crate) fn detach(&mut self) {
-        self.active = None;
+    /// gets them again). The batch being written is counted dropped (or failed, for requests,
+    /// whose callers the Router tells `ConnectionLost`; it also takes the requests still
+    /// waiting out with [`withdraw`](Self::withdraw)) — unless `draining`: the socket closed
+    /// gracefully and its writer may still finish the batch (see [`draining`](Self::draining)).
+    /// User messages still waiting stay, in order, for the next socket.
+    pub(crate) fn detach(&mut self, draining: bool) {
+        let gen = self.active.take();
         self.wake = None;
+        if draining && !self.in_flight.is_empty() {
+            self.draining = gen;
+        } else {
+            self.give_up_batch();
+        }
+        self.queue.retain(|e| e.kind != Kind::Replay);
+        self.replays = 0;
+        self.publish_len();
+    }
+
+    /// Count the batch in flight as dropped (failed for requests): it will not be written.
+    fn give_up_batch(&mut self) {
+        self.draining = None;
         let (mut dropped, mut failed) = (0, 0);
         for e in self.in_flight.drain(..) {
             match e.kind {
@@ -230,13 +258,18 @@ impl Outbox {
                 Kind::Replay => {}
             }
         }
-        self.queue.retain(|e| e.kind != Kind::Replay);
         if dropped > 0 {
             Shared::add(&self.shared.dropped, dropped);
             tracing::warn!(connection = %self.shared.name, messages = dropped, "connection lost while writing: messages that may or may not have arrived are not sent again");
         }
         Shared::add(&self.shared.failed, failed);
-        self.publish_len();
+    }
+
+    /// The writer of draining socket `gen` was aborted: its batch was not written.
+    pub(crate) fn abandon(&mut self, gen: u64) {
+        if self.draining == Some(gen) {
+            self.give_up_batch();
+        }
     }
 
     /// Take out the waiting request `id` (its caller is being told it failed). Answers whether
@@ -254,7 +287,7 @@ impl Outbox {
     /// The client stops: everything still waiting is dropped and counted.
     pub(crate) fn clear(&mut self) {
         self.refusing = true;
-        self.detach();
+        self.detach(false);
         let n = self.queue.len() as u64;
         if n > 0 {
             Shared::add(&self.shared.dropped, n);
@@ -272,15 +305,21 @@ impl Outbox {
         }
         let n = self.queue.len().min(max);
         self.in_flight.extend(self.queue.drain(..n));
+        self.replays -= self
+            .in_flight
+            .iter()
+            .filter(|e| e.kind == Kind::Replay)
+            .count();
         self.publish_len();
         self.in_flight.iter().map(|e| e.frame.to_ws()).collect()
     }
 
     /// For the writer of socket `gen`: the batch is flushed, so its user messages are written.
     pub(crate) fn batch_written(&mut self, gen: u64) {
-        if self.active != Some(gen) {
-            return; // detached meanwhile: already counted
+        if self.active != Some(gen) && self.draining != Some(gen) {
+            return; // given up meanwhile: already counted
         }
+        self.draining = None;
         let (mut n, mut bytes) = (0, 0);
         for e in self.in_flight.drain(..) {
             if e.kind != Kind::Replay {
@@ -294,6 +333,12 @@ impl Outbox {
 
     /// User messages waiting (not counting on-connect messages or the batch being written).
     pub(crate) fn len(&self) -> usize {
-        self.queue.len() - self.replays()
+        self.queue.len() - self.replays
+    }
+
+    /// Whether socket `gen`'s writer may still feed data (it is the open socket, or it is
+    /// finishing its batch after a graceful close).
+    pub(crate) fn may_write(&self, gen: u64) -> bool {
+        self.active == Some(gen) || self.draining == Some(gen)
     }
 }

@@ -67,6 +67,11 @@ pub struct ReconnectSupervisor {
     epoch: u64,
     connected_at: Option<Instant>,
     retry: Option<SpawnHandle>,
+    /// The timer that resets the attempt counter once a connection has been up long enough.
+    stable: Option<SpawnHandle>,
+    /// A socket is open (between `Established` and `Lost`): only then is a loss a
+    /// `Disconnected`.
+    socket_open: bool,
 }
 
 impl ReconnectSupervisor {
@@ -94,6 +99,8 @@ impl ReconnectSupervisor {
             epoch: 0,
             connected_at: None,
             retry: None,
+            stable: None,
+            socket_open: false,
         }
     }
 
@@ -204,6 +211,7 @@ impl Handler<Established> for ReconnectSupervisor {
         if self.phase == Phase::Done {
             return;
         }
+        self.socket_open = true;
         if self.phase == Phase::Closing {
             // close() arrived while dialling: the new socket is closed at once.
             self.connection.do_send(CloseSocket {
@@ -221,11 +229,12 @@ impl Handler<Established> for ReconnectSupervisor {
         self.epoch += 1;
         self.connected_at = Some(Instant::now());
         let epoch = self.epoch;
-        ctx.run_later(self.policy.stable_after, move |act, _| {
+        self.stable = Some(ctx.run_later(self.policy.stable_after, move |act, _| {
+            act.stable = None;
             if act.epoch == epoch && act.phase == Phase::Connected {
                 act.attempt = 0;
             }
-        });
+        }));
         self.publish(ConnectionState::Connected);
     }
 }
@@ -273,8 +282,11 @@ impl Handler<Lost> for ReconnectSupervisor {
         if self.phase == Phase::Done {
             return;
         }
-        let was_connected = matches!(self.phase, Phase::Connected | Phase::Closing);
+        let was_connected = std::mem::take(&mut self.socket_open);
         self.connected_at = None;
+        if let Some(h) = self.stable.take() {
+            ctx.cancel_future(h);
+        }
         if was_connected {
             self.publish(ConnectionState::Disconnected {
                 code: msg.code,

@@ -162,6 +162,9 @@ pub struct Router {
     text: Vec<Sink<Inbound<ByteString>>>,
     events: Vec<Sink<Event>>,
     pending: HashMap<u64, PendingRequest>,
+    /// When `pending` reaches this size, requests whose caller gave up (dropped the future) are
+    /// forgotten; then it doubles, so the pruning costs O(1) per request.
+    prune_pending_at: usize,
     next_id: u64,
     /// Requests go straight into the client's outbox, so that registering one and queueing its
     /// frame are one step (no loss in between can fail it and still let it be written).
@@ -191,6 +194,7 @@ impl Router {
             text: Vec::new(),
             events: Vec::new(),
             pending: HashMap::new(),
+            prune_pending_at: 64,
             next_id: 1,
             outbox,
             app_heartbeat,
@@ -206,7 +210,7 @@ impl Router {
         let counter = match kind {
             MessageErrorKind::Malformed | MessageErrorKind::BadData => &self.shared.decode_errors,
             MessageErrorKind::UnknownType => &self.shared.unknown_types,
-            MessageErrorKind::SubscriberFull => &self.shared.dropped,
+            MessageErrorKind::SubscriberFull => &self.shared.dropped_incoming,
         };
         Shared::add(counter, 1);
         let message_type_str = message_type.as_deref().unwrap_or("");
@@ -349,6 +353,25 @@ impl Router {
             self.outbox.borrow_mut().withdraw(id);
             let _ = p.tx.send(Err(make()));
         }
+    }
+
+    /// Forget the requests whose caller dropped its future: their timers stop, and a frame
+    /// still waiting is taken out (counted failed), so an abandoned request with a long timeout
+    /// neither stays in memory nor goes out.
+    fn forget_abandoned(&mut self, ctx: &mut Context<Self>) {
+        let gone: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.tx.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(p) = self.pending.remove(&id) {
+                ctx.cancel_future(p.timer);
+                self.outbox.borrow_mut().withdraw(id);
+            }
+        }
+        self.prune_pending_at = (self.pending.len() * 2).max(64);
     }
 
     /// Forget every sink whose receiver is gone; answers how many are left.
@@ -523,6 +546,9 @@ pub(crate) struct RegisterRequest {
 impl Handler<RegisterRequest> for Router {
     type Result = Result<oneshot::Receiver<Result<Envelope, Error>>, Error>;
     fn handle(&mut self, msg: RegisterRequest, ctx: &mut Context<Self>) -> Self::Result {
+        if self.pending.len() >= self.prune_pending_at {
+            self.forget_abandoned(ctx);
+        }
         let id = self.next_id;
         let frame = OutFrame::Text(msg.out.id(id).encode());
         self.outbox.borrow_mut().push(frame, Kind::Request(id))?;
@@ -569,7 +595,7 @@ impl Handler<PublishState> for Router {
         let terminal = state.is_terminal();
         let full = fan_out(&mut self.events, || Event::State(state.clone()));
         if full > 0 {
-            Shared::add(&self.shared.dropped, full);
+            Shared::add(&self.shared.dropped_incoming, full);
             tracing::warn!(connection = %self.shared.name, full, "event subscriber full; state event dropped");
         }
         if terminal {

@@ -111,9 +111,11 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Successful reconnections (the first connection is not counted).
     pub reconnects: u64,
-    /// Messages dropped: outgoing ones by the outbox policy, at a lost connection (those being
-    /// written) or when the client stopped; incoming ones for a full subscriber channel.
+    /// Accepted messages dropped: by the outbox policy, at a lost connection (those being
+    /// written) or when the client stopped.
     pub dropped: u64,
+    /// Incoming messages (or events) not delivered because a subscriber's channel was full.
+    pub dropped_incoming: u64,
     /// Incoming messages that could not be decoded (malformed JSON, bad `data`).
     pub decode_errors: u64,
     /// Incoming messages of a `type` nobody subscribed to.
@@ -140,6 +142,7 @@ pub(crate) struct Shared {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) dropped_incoming: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) unknown_types: AtomicU64,
     pub(crate) outbox_len: AtomicU64,
@@ -165,6 +168,7 @@ impl Shared {
             bytes_out: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dropped_incoming: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
             unknown_types: AtomicU64::new(0),
             outbox_len: AtomicU64::new(0),
@@ -228,6 +232,7 @@ impl Shared {
             bytes_out: get(&self.bytes_out),
             reconnects: get(&self.reconnects),
             dropped: get(&self.dropped),
+            dropped_incoming: get(&self.dropped_incoming),
             decode_errors: get(&self.decode_errors),
             unknown_types: get(&self.unknown_types),
             outbox_len: get(&self.outbox_len),
