@@ -24,7 +24,10 @@ async fn connect(url: &str) -> Raw {
 }
 
 /// The next text message as JSON (skipping control frames), within [`WAIT`].
-async fn next_json(ws: &mut Raw) -> Value {
+async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     for _ in 0..1000 {
         match tokio::time::timeout(WAIT, ws.next()).await {
             Ok(Some(Ok(TMessage::Text(t)))) => return serde_json::from_str(&t).expect("json"),
@@ -355,4 +358,76 @@ async fn extreme_config_values_do_not_panic() {
     ws.close(None).await.expect("close");
     assert!(server.rooms().wait_sessions(0, WAIT).await);
     server.shutdown().await.expect("shutdown");
+}
+
+/// Control before data: a client that stopped reading while its queue filled (and overflowed,
+/// `DropNewest`) still gets the pong for its ping, ahead of the messages still queued for it,
+/// instead of the pong being dropped with them.
+#[actix_rt::test]
+async fn pong_goes_ahead_of_a_full_queue() {
+    use actix_ws_manager::config::SlowConsumerPolicy;
+    let config = test_config()
+        .session_queue(64)
+        .slow_consumer(SlowConsumerPolicy::DropNewest);
+    let server = start_server(config);
+    let rooms = server.rooms().clone();
+    // A witness in room "w" tells us when the stalled session has handled the frames before it.
+    let (mut witness, _) = member(&server.url(), "w").await;
+    // The stalled client: a tiny receive buffer, joins "r" and "w", then stops reading.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let tcp = sock.connect(server.local_addr()).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
+        .await
+        .expect("handshake");
+    next_json(&mut ws).await; // welcome
+    for room in ["r", "w"] {
+        ws.send(TMessage::text(format!(
+            r#"{{"type":"join","room":"{room}"}}"#
+        )))
+        .await
+        .expect("join");
+        assert_eq!(next_json(&mut ws).await["type"], "joined");
+    }
+    let pad = "p".repeat(4096);
+    for _ in 0..2_000 {
+        rooms.publish("r", &pad).await.expect("publish");
+    }
+    assert!(
+        rooms.stats().await.expect("stats").dropped > 0,
+        "the queue never filled"
+    );
+    ws.send(TMessage::Ping(b"still there?".to_vec().into()))
+        .await
+        .expect("ping");
+    ws.send(TMessage::text(
+        r#"{"type":"publish","room":"w","data":"after-ping"}"#,
+    ))
+    .await
+    .expect("marker");
+    loop {
+        let v = next_json(&mut witness).await;
+        if v["data"] == "after-ping" {
+            break;
+        }
+    }
+    // Now read: the pong must come, and ahead of messages that were queued before it.
+    let mut data = 0;
+    let mut pong_at = None;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for _ in 0..10_000 {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(TMessage::Pong(p)))) if &p[..] == b"still there?" => pong_at = Some(data),
+            Ok(Some(Ok(TMessage::Text(_)))) => {
+                data += 1;
+                if pong_at.is_some_and(|at| data > at) {
+                    break; // a queued message came after the pong
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("after {data} messages, pong at {pong_at:?}: {other:?}"),
+        }
+    }
+    let at = pong_at.expect("the pong never came");
+    assert!(data > at, "nothing queued came after the pong");
 }

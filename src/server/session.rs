@@ -73,6 +73,10 @@ use crate::envelope::{encode_parts, Head, WireMessage};
 use crate::protocol::{self, codes};
 use crate::ws::{close, Assembler, Event, Fault, FrameCodec, FrameReader};
 
+/// Control frames (pings, pongs, a close answer) waiting for the writer, apart from data. Only
+/// a client that stopped reading fills it; a ping or pong that does not fit is skipped.
+const CONTROL_QUEUE: usize = 8;
+
 /// Which endpoint a session serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -175,8 +179,15 @@ pub(crate) fn start(
         FrameCodec::server(config.max_message_size),
     );
     let (queue, rx) = mpsc::channel(config.session_queue);
+    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (kill, kill_rx) = oneshot::channel();
-    let writer = actix_rt::spawn(write_loop(ws, rx, kill_rx, config.close_timeout));
+    let writer = actix_rt::spawn(write_loop(
+        ws,
+        rx,
+        control_rx,
+        kill_rx,
+        config.close_timeout,
+    ));
     let cutter = req.conn_data::<SocketCutter>().cloned();
     let bucket = config.rate_limit.map(Bucket::new);
     let assembler = Assembler::new(config.max_message_size);
@@ -190,6 +201,7 @@ pub(crate) fn start(
             hub: params.hub,
             registered: false,
             queue: Some(queue),
+            control: Some(control),
             writer: Some(writer),
             kill: Some(kill),
             cutter,
@@ -207,11 +219,13 @@ pub(crate) fn start(
 }
 
 /// The writer task: takes frames from the bounded queue and hands them to actix-ws, one at a
-/// time. A kill signal (slow consumer, heartbeat timeout) drops the backlog and tries the close
-/// frame for at most `close_timeout`.
+/// time, control frames (pings, pongs, the answer to a client's close) first. A kill signal
+/// (slow consumer, heartbeat timeout) drops the backlog and tries the close frame for at most
+/// `close_timeout`.
 async fn write_loop(
     mut ws: actix_ws::Session,
     mut rx: mpsc::Receiver<Outbound>,
+    mut control: mpsc::Receiver<Outbound>,
     mut kill: oneshot::Receiver<(u16, String)>,
     close_timeout: Duration,
 ) {
@@ -219,6 +233,7 @@ async fn write_loop(
         let step = tokio::select! {
             biased;
             k = &mut kill => Step::Kill(k.ok()),
+            Some(item) = control.recv() => Step::Write(item),
             item = rx.recv() => match item {
                 Some(item) => Step::Write(item),
                 // Every sender is gone without a close frame: dropping `ws` ends the body.
@@ -334,6 +349,8 @@ pub struct Session {
     registered: bool,
     /// The bounded queue into the writer task; `None` once the session is closing.
     queue: Option<mpsc::Sender<Outbound>>,
+    /// The control path into the writer task, which data cannot fill ("control before data").
+    control: Option<mpsc::Sender<Outbound>>,
     writer: Option<actix_rt::task::JoinHandle<()>>,
     /// Tells the writer to drop its backlog and close at once.
     kill: Option<oneshot::Sender<(u16, String)>>,
@@ -409,6 +426,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.queue = None;
+        self.control = None;
         let writer = self.writer.take();
         let cutter = self.cutter.take();
         let grace = self.shared.config.close_timeout;
@@ -462,6 +480,19 @@ impl Session {
                 }
             },
             Err(TrySendError::Closed(_)) => ctx.stop(),
+        }
+    }
+
+    /// Offer a control frame to the writer on its own path: it goes ahead of queued data and is
+    /// never dropped for a full data queue. A full control path means the client stopped
+    /// reading; the frame is skipped (the heartbeat deals with such a client).
+    fn send_control(&mut self, out: Outbound) {
+        let sent = self
+            .control
+            .as_ref()
+            .is_some_and(|c| c.try_send(out).is_ok());
+        if !sent {
+            tracing::debug!(session = %self.name, "control path full or closed; frame skipped");
         }
     }
 
@@ -569,7 +600,7 @@ impl Session {
             tracing::info!(session = %self.name, ?timeout, "heartbeat timeout; disconnecting");
             return self.cut(close::AWAY, "heartbeat timeout", ctx);
         }
-        self.send(Outbound::Ping(Bytes::new()), ctx);
+        self.send_control(Outbound::Ping(Bytes::new()));
     }
 
     /// Apply the rate limit to one whole message; answers whether to handle it. `id` is the
@@ -770,9 +801,8 @@ impl Session {
         self.peer_closed = true;
         if !self.closing {
             let code = close::reply_to(reason.map(|r| u16::from(r.code)));
-            if let Some(queue) = self.queue.take() {
-                let _ = queue.try_send(Outbound::Close(code, String::new()));
-            }
+            self.queue = None;
+            self.send_control(Outbound::Close(code, String::new()));
             self.closing = true;
         }
         ctx.stop();
@@ -808,7 +838,7 @@ impl StreamHandler<Result<Frame, Fault>> for Session {
         match event {
             Event::Text(text) => self.on_text(text, ctx),
             Event::Binary(bytes) => self.on_binary(bytes, ctx),
-            Event::Ping(payload) => self.send(Outbound::Pong(payload), ctx),
+            Event::Ping(payload) => self.send_control(Outbound::Pong(payload)),
             Event::Pong(_) | Event::Close(_) => {}
         }
     }
