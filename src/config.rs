@@ -56,6 +56,10 @@ pub struct ClientConfig {
     pub reconnect: ReconnectPolicy,
     /// Where messages wait while the connection is down or the socket is slow.
     pub outbox: OutboxPolicy,
+    /// Extra root certificates to trust for `wss://`, each a PEM text holding one or more
+    /// certificates, beside the web PKI roots (feature `rustls`). For a private CA or a
+    /// self-signed test server. Default: none.
+    pub tls_roots_pem: Vec<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -69,6 +73,7 @@ impl Default for ClientConfig {
             heartbeat: HeartbeatConfig::default(),
             reconnect: ReconnectPolicy::default(),
             outbox: OutboxPolicy::default(),
+            tls_roots_pem: Vec::new(),
         }
     }
 }
@@ -87,6 +92,12 @@ impl ClientConfig {
     /// Set [`connect_timeout`](Self::connect_timeout).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+    /// Trust the root certificate(s) in `pem` for `wss://` too (see
+    /// [`tls_roots_pem`](Self::tls_roots_pem)).
+    pub fn tls_root_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots_pem.push(pem.into());
         self
     }
     /// Add an HTTP header to the upgrade request.
@@ -134,6 +145,16 @@ impl ClientConfig {
             awc::http::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| bad("invalid name"))?;
             awc::http::header::HeaderValue::from_str(value).map_err(|_| bad("invalid value"))?;
+        }
+        #[cfg(feature = "rustls")]
+        if !self.tls_roots_pem.is_empty() {
+            crate::tls::client_config(&self.tls_roots_pem)?;
+        }
+        #[cfg(not(feature = "rustls"))]
+        if !self.tls_roots_pem.is_empty() {
+            return Err(Error::Config(
+                "tls_roots_pem needs the `rustls` feature of actix-ws-manager".into(),
+            ));
         }
         self.heartbeat.validate()?;
         self.reconnect.validate()?;

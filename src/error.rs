@@ -42,6 +42,17 @@ pub enum Error {
         status: u16,
     },
 
+    /// The server's TLS certificate was refused (not signed by a trusted root, expired, or for
+    /// another name). Final for a client: retrying cannot help, so it ends in `Failed` without
+    /// reconnecting. Trust an extra root with `ClientConfig::tls_root_pem` (`wsm --ca FILE`).
+    #[error("TLS certificate of {url} refused: {reason}")]
+    Certificate {
+        /// The URL that was dialled.
+        url: String,
+        /// What the TLS library said about the certificate.
+        reason: String,
+    },
+
     /// The connection was lost while the operation was pending (a request waiting for its
     /// reply, for example): the peer closed it with `code`, or it went away without a close
     /// frame (1006, which also covers a heartbeat timeout). The client may reconnect; the

@@ -64,12 +64,16 @@
 //! - `client` (default): the awc-based client.
 //! - `server` (default): the actix-web server side (actix-ws).
 //! - `cli` (default): the `wsm` binary (clap, tracing-subscriber).
+//! - `rustls` (default): `wss://` for the client and TLS for the server, with rustls 0.23 on its
+//!   `ring` provider (see [`tls`]).
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod protocol;
+#[cfg(feature = "rustls")]
+pub mod tls;
 pub mod ws;
 
 #[cfg(feature = "client")]

@@ -61,14 +61,41 @@ const CONTROL_QUEUE: usize = 16;
 type WsFramed = Framed<BoxedSocket, FrameCodec>;
 type WsSink = SplitSink<WsFramed, ws::Message>;
 
-thread_local! {
-    /// One awc client per thread (arbiter). Its connector has no connection limit: awc's
-    /// default pool allows 100 connections per client and a WebSocket holds its permit for its
-    /// whole life, so connection 101 would wait and time out. Timeouts are ours, not awc's.
-    static AWC: awc::Client = awc::Client::builder()
-        .connector(awc::Connector::new().limit(0).timeout(Duration::from_secs(3600)))
+/// An awc client whose connector has no connection limit (awc's default pool allows 100
+/// connections per client and a WebSocket holds its permit for its whole life, so connection 101
+/// would wait and time out), no timeouts of its own (ours apply), and, with the `rustls`
+/// feature, `tls` for `wss://`.
+fn awc_client(#[cfg(feature = "rustls")] tls: Arc<rustls::ClientConfig>) -> awc::Client {
+    let connector = awc::Connector::new()
+        .limit(0)
+        .timeout(Duration::from_secs(3600));
+    #[cfg(feature = "rustls")]
+    let connector = connector.rustls_0_23(tls);
+    awc::Client::builder()
+        .connector(connector)
         .disable_timeout()
-        .finish();
+        .finish()
+}
+
+/// The awc client for connections that trust the default roots only.
+fn default_awc_client() -> awc::Client {
+    #[cfg(feature = "rustls")]
+    match crate::tls::client_config(&[]) {
+        Ok(tls) => awc_client(tls),
+        Err(e) => {
+            // Cannot happen with the bundled roots; `wss://` then fails to connect, in words.
+            tracing::error!("no TLS configuration for wss://: {e}");
+            awc::Client::default()
+        }
+    }
+    #[cfg(not(feature = "rustls"))]
+    awc_client()
+}
+
+thread_local! {
+    /// One awc client per thread (arbiter) for every connection that trusts only the default
+    /// roots; a config with extra roots gets a client of its own.
+    static AWC: awc::Client = default_awc_client();
 }
 
 /// One open socket.
@@ -97,6 +124,8 @@ pub struct Connection {
     connecting: Option<SpawnHandle>,
     gen: u64,
     assembler: Assembler,
+    /// An awc client of this connection's own, when its config trusts extra TLS roots.
+    awc: Option<awc::Client>,
 }
 
 impl Connection {
@@ -108,6 +137,14 @@ impl Connection {
         outbox: SharedOutbox,
     ) -> Self {
         let assembler = Assembler::new(config.max_message_size);
+        // `connect` validated the config, so the roots parse.
+        #[cfg(feature = "rustls")]
+        let awc = (!config.tls_roots_pem.is_empty())
+            .then(|| crate::tls::client_config(&config.tls_roots_pem).ok())
+            .flatten()
+            .map(awc_client);
+        #[cfg(not(feature = "rustls"))]
+        let awc = None;
         Self {
             url,
             config,
@@ -121,6 +158,7 @@ impl Connection {
             connecting: None,
             gen: 0,
             assembler,
+            awc,
         }
     }
 
@@ -146,9 +184,11 @@ impl Connection {
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
-        let mut req = AWC
-            .with(|c| c.ws(self.url.as_str()))
-            .max_frame_size(self.config.max_message_size);
+        let mut req = match &self.awc {
+            Some(own) => own.ws(self.url.as_str()),
+            None => AWC.with(|c| c.ws(self.url.as_str())),
+        }
+        .max_frame_size(self.config.max_message_size);
         for (name, value) in &self.config.headers {
             req = req.header(name.as_str(), value.as_str());
         }
@@ -365,6 +405,11 @@ fn map_connect_error(url: String, e: awc::error::WsClientError) -> Error {
         WsClientError::InvalidResponseStatus(status) => Error::HandshakeRejected {
             url,
             status: status.as_u16(),
+        },
+        #[cfg(feature = "rustls")]
+        other if crate::tls::is_certificate_error(&other) => Error::Certificate {
+            url,
+            reason: other.to_string(),
         },
         other => Error::ConnectFailed {
             url,

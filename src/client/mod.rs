@@ -105,7 +105,8 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Check a WebSocket URL without connecting: it must parse, have a host, and use `ws://`.
+/// Check a WebSocket URL without connecting: it must parse, have a host, and use `ws://` (or
+/// `wss://`, with the `rustls` feature).
 pub fn validate_url(url: &str) -> Result<()> {
     let bad = |reason: &str| Error::InvalidUrl {
         url: url.to_owned(),
@@ -116,12 +117,15 @@ pub fn validate_url(url: &str) -> Result<()> {
         .map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("ws") => {}
+        #[cfg(feature = "rustls")]
+        Some("wss") => {}
+        #[cfg(not(feature = "rustls"))]
         Some("wss") => {
             return Err(bad(
-                "wss:// needs TLS, which this build of actix-ws-manager does not enable",
+                "wss:// needs TLS: build actix-ws-manager with its `rustls` feature",
             ))
         }
-        Some(other) => return Err(bad(&format!("scheme {other:?} is not ws://"))),
+        Some(other) => return Err(bad(&format!("scheme {other:?} is not ws:// or wss://"))),
         None => return Err(bad("no scheme; expected ws://host:port/path")),
     }
     if uri.host().is_none_or(str::is_empty) {

@@ -6,7 +6,8 @@
 //! - The first connection starts as soon as the client is created (state `Connecting`).
 //! - After a loss the supervisor publishes `Disconnected { code, reason }`, then either gives up
 //!   (`Failed`) or publishes `Reconnecting { attempt, delay }` and dials again after `delay`.
-//! - It gives up when reconnection is disabled, when the server closed with a code in
+//! - It gives up when reconnection is disabled, when the server's TLS certificate is refused,
+//!   when the server closed with a code in
 //!   [`final_close_codes`](crate::config::ReconnectPolicy::final_close_codes), when the upgrade
 //!   was refused with a status in
 //!   [`final_http_statuses`](crate::config::ReconnectPolicy::final_http_statuses), or after
@@ -259,6 +260,8 @@ impl Handler<ConnectFailed> for ReconnectSupervisor {
             {
                 Some(msg.error.to_string())
             }
+            // A refused certificate stays refused: no reconnect loop.
+            Error::Certificate { .. } => Some(msg.error.to_string()),
             _ => None,
         };
         tracing::debug!(connection = %self.shared.name, error = %msg.error, "connect attempt failed");

@@ -402,6 +402,8 @@ impl Rooms {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    /// `ws` or `wss`.
+    scheme: &'static str,
     path: String,
     echo_path: String,
     rooms: Rooms,
@@ -414,14 +416,14 @@ impl Server {
         self.addr
     }
 
-    /// `ws://<addr><path>`: the rooms endpoint.
+    /// `ws://<addr><path>` (`wss://` when serving TLS): the rooms endpoint.
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.addr, self.path)
+        format!("{}://{}{}", self.scheme, self.addr, self.path)
     }
 
-    /// `ws://<addr><echo_path>`: the echo endpoint.
+    /// `ws://<addr><echo_path>` (`wss://` when serving TLS): the echo endpoint.
     pub fn echo_url(&self) -> String {
-        format!("ws://{}{}", self.addr, self.echo_path)
+        format!("{}://{}{}", self.scheme, self.addr, self.echo_path)
     }
 
     /// The shared handle (hub, counters, HTTP-side publish).
@@ -459,6 +461,52 @@ pub fn serve_with(
     echo_path: &str,
     rooms: Rooms,
 ) -> Result<Server> {
+    start(bind, path, echo_path, rooms, Tls::None)
+}
+
+/// [`serve`] over TLS (`wss://`), with a configuration from
+/// [`tls::server_config`](crate::tls::server_config) (a PEM certificate chain and key). To serve
+/// TLS from your own `HttpServer`, mount the [`Rooms`] as usual and bind with
+/// `HttpServer::bind_rustls_0_23(addr, config)`:
+///
+/// ```no_run
+/// # use actix_web::{App, HttpServer};
+/// # use actix_ws_manager::{config::ServerConfig, server::Rooms, tls};
+/// # async fn run(cert: &[u8], key: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+/// let rooms = Rooms::start(ServerConfig::default())?;
+/// let hook = rooms.on_connect();
+/// HttpServer::new(move || App::new().configure(rooms.mount("/ws")))
+///     .on_connect(hook)
+///     .bind_rustls_0_23(("0.0.0.0", 8443), tls::server_config(cert, key)?)?
+///     .run()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "rustls")]
+pub fn serve_tls(
+    bind: impl ToSocketAddrs,
+    path: &str,
+    echo_path: &str,
+    rooms: Rooms,
+    tls: rustls::ServerConfig,
+) -> Result<Server> {
+    start(bind, path, echo_path, rooms, Tls::Rustls(Box::new(tls)))
+}
+
+/// How [`start`] binds.
+enum Tls {
+    None,
+    #[cfg(feature = "rustls")]
+    Rustls(Box<rustls::ServerConfig>),
+}
+
+fn start(
+    bind: impl ToSocketAddrs,
+    path: &str,
+    echo_path: &str,
+    rooms: Rooms,
+    tls: Tls,
+) -> Result<Server> {
     let factory_rooms = rooms.clone();
     let (p, e) = (path.to_owned(), echo_path.to_owned());
     let grace = rooms
@@ -472,8 +520,12 @@ pub fn serve_with(
     })
     .on_connect(rooms.on_connect())
     .disable_signals()
-    .shutdown_timeout(grace.as_secs())
-    .bind(bind)?;
+    .shutdown_timeout(grace.as_secs());
+    let (server, scheme) = match tls {
+        Tls::None => (server.bind(bind)?, "ws"),
+        #[cfg(feature = "rustls")]
+        Tls::Rustls(config) => (server.bind_rustls_0_23(bind, *config)?, "wss"),
+    };
     let addr = server
         .addrs()
         .first()
@@ -482,9 +534,10 @@ pub fn serve_with(
     let running = server.run();
     let handle = running.handle();
     actix_rt::spawn(running);
-    tracing::info!(%addr, path, echo_path, "listening");
+    tracing::info!(%addr, scheme, path, echo_path, "listening");
     Ok(Server {
         addr,
+        scheme,
         path: path.to_owned(),
         echo_path: echo_path.to_owned(),
         rooms,

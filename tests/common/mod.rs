@@ -226,3 +226,20 @@ pub mod oversize {
         status_kb("VmRSS")
     }
 }
+
+/// A test PKI made at test time: a CA, and a certificate for 127.0.0.1 and localhost signed by
+/// it. Answers (CA certificate PEM, server certificate PEM, server key PEM).
+pub fn test_pki() -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "actix-ws-manager test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).expect("ca cert");
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca).expect("cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
