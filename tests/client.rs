@@ -677,7 +677,7 @@ async fn bad_urls_and_configs_are_errors() {
         "not a url",
         "http://127.0.0.1/ws",
         "ws://",
-        "wss://example.invalid/ws",
+        "ftp://example.invalid/ws",
         "ws:///path",
     ] {
         assert!(
@@ -694,6 +694,12 @@ async fn bad_urls_and_configs_are_errors() {
         connect("ws://127.0.0.1:1/ws", bad),
         Err(Error::Config(_))
     ));
+    // An extra TLS root that is not a certificate is a config error naming the field.
+    let bad = ClientConfig::default().tls_root_pem("not a certificate");
+    match connect("wss://127.0.0.1:1/ws", bad) {
+        Err(Error::Config(msg)) => assert!(msg.contains("tls_roots"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// In application mode the heartbeat sends `{"type":"ping"}` text messages and measures the
