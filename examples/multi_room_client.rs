@@ -128,19 +128,8 @@ pub fn parse_line(line: &str) -> Option<(&str, serde_json::Value)> {
 
 /// One human-readable line per state.
 pub fn describe(state: &ConnectionState) -> String {
-    match state {
-        ConnectionState::Connecting { attempt: 0 } => "connecting".into(),
-        ConnectionState::Connecting { attempt } => format!("connecting (attempt {attempt})"),
-        ConnectionState::Connected => "connected".into(),
-        ConnectionState::Disconnected { code, reason } => {
-            format!("disconnected ({code} {reason})")
-        }
-        ConnectionState::Reconnecting { attempt, delay } => {
-            format!("reconnecting in {delay:?} (attempt {attempt})")
-        }
-        ConnectionState::Failed { reason } => format!("failed: {reason}"),
-        ConnectionState::Closed => "closed".into(),
-    }
+    // One line in words, durations rounded (the state's Display).
+    state.to_string()
 }
 
 /// `[--url URL] ROOM...`: the URL (if any) and the rooms.

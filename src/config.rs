@@ -50,6 +50,9 @@ pub struct ClientConfig {
     pub write_queue: usize,
     /// Extra HTTP headers sent with the upgrade request (for example `Authorization`).
     pub headers: Vec<(String, String)>,
+    /// WebSocket subprotocols offered in `Sec-WebSocket-Protocol`, in order of preference.
+    /// Default: none.
+    pub protocols: Vec<String>,
     /// Liveness checking.
     pub heartbeat: HeartbeatConfig,
     /// What happens after the connection is lost.
@@ -70,6 +73,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             write_queue: 256,
             headers: Vec::new(),
+            protocols: Vec::new(),
             heartbeat: HeartbeatConfig::default(),
             reconnect: ReconnectPolicy::default(),
             outbox: OutboxPolicy::default(),
@@ -92,6 +96,11 @@ impl ClientConfig {
     /// Set [`connect_timeout`](Self::connect_timeout).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+    /// Offer the subprotocol `protocol` (see [`protocols`](Self::protocols)).
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
         self
     }
     /// Trust the root certificate(s) in `pem` for `wss://` too (see

@@ -194,9 +194,10 @@ async fn connect_fails_clearly_on_bad_url_refusal_and_http_error() {
     };
     let not_found = format!("ws://{}/nope", server.local_addr());
     let refused = format!("ws://127.0.0.1:{free_port}/ws");
+    let refused_why = format!("connection refused by 127.0.0.1:{free_port}");
     let cases = [
         ("http://example.com/ws", "invalid WebSocket URL"),
-        (refused.as_str(), "Connection refused"),
+        (refused.as_str(), refused_why.as_str()),
         (not_found.as_str(), "HTTP 404"),
     ];
     for (url, why) in cases {
@@ -209,6 +210,8 @@ async fn connect_fails_clearly_on_bad_url_refusal_and_http_error() {
             last.starts_with("wsm: ") && last.contains(why),
             "{url}: {stderr}"
         );
+        // One line that names the cause, never a Debug dump.
+        assert!(!stderr.contains(" {"), "{url}: {stderr}");
     }
     server.shutdown().await.expect("shutdown");
 }

@@ -192,6 +192,9 @@ impl Connection {
         for (name, value) in &self.config.headers {
             req = req.header(name.as_str(), value.as_str());
         }
+        if !self.config.protocols.is_empty() {
+            req = req.protocols(&self.config.protocols);
+        }
         let url = self.url.clone();
         let timeout = self.config.connect_timeout;
         let max = self.config.max_message_size;
@@ -400,22 +403,49 @@ impl Connection {
 }
 
 fn map_connect_error(url: String, e: awc::error::WsClientError) -> Error {
-    use awc::error::WsClientError;
-    match e {
-        WsClientError::InvalidResponseStatus(status) => Error::HandshakeRejected {
-            url,
-            status: status.as_u16(),
-        },
+    use awc::error::{ConnectError, SendRequestError, WsClientError};
+    // Where the URL points, for the words below.
+    let (host, authority) = match url.parse::<awc::http::Uri>() {
+        Ok(uri) => {
+            let host = uri.host().unwrap_or_default().to_owned();
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("wss") => 443,
+                _ => 80,
+            });
+            let authority = format!("{host}:{port}");
+            (host, authority)
+        }
+        Err(_) => (url.clone(), url.clone()),
+    };
+    let reason = match e {
+        WsClientError::InvalidResponseStatus(status) => {
+            return Error::HandshakeRejected {
+                url,
+                status: status.as_u16(),
+            }
+        }
         #[cfg(feature = "rustls")]
-        other if crate::tls::is_certificate_error(&other) => Error::Certificate {
-            url,
-            reason: other.to_string(),
+        ref other if crate::tls::is_certificate_error(other) => {
+            return Error::Certificate {
+                url,
+                reason: other.to_string(),
+            }
+        }
+        WsClientError::SendRequest(SendRequestError::Connect(c)) => match c {
+            ConnectError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                format!("connection refused by {authority} (nothing listens there)")
+            }
+            ConnectError::Io(io) => format!("cannot connect to {authority}: {io}"),
+            ConnectError::Resolver(why) => format!("cannot resolve host {host}: {why}"),
+            ConnectError::NoRecords | ConnectError::Unresolved => {
+                format!("host {host} resolves to no address")
+            }
+            ConnectError::Timeout => format!("no answer from {authority} in time"),
+            other => format!("cannot connect to {authority}: {other}"),
         },
-        other => Error::ConnectFailed {
-            url,
-            reason: other.to_string(),
-        },
-    }
+        other => other.to_string(),
+    };
+    Error::ConnectFailed { url, reason }
 }
 
 /// The writer of socket `gen`: control frames first (before every data frame), then batches of

@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 
 pub use manager::{Manager, ManagerConfig, ManagerStats};
 pub use router::Inbound;
-pub use state::{ConnectionState, Event, MessageError, MessageErrorKind, Stats};
+pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 
 use crate::config::ClientConfig;
 use crate::envelope::{Envelope, Outgoing, WireMessage};
@@ -406,7 +406,8 @@ impl Client {
             Err(_) => Err(Error::ConnectFailed {
                 url: self.inner.url.clone(),
                 reason: format!(
-                    "not connected within {timeout:?} (state: {:?})",
+                    "not connected within {} ({})",
+                    round_duration(timeout),
                     self.state()
                 ),
             }),

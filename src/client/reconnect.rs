@@ -5,7 +5,7 @@
 //!
 //! - The first connection starts as soon as the client is created (state `Connecting`).
 //! - After a loss the supervisor publishes `Disconnected { code, reason }`, then either gives up
-//!   (`Failed`) or publishes `Reconnecting { attempt, delay }` and dials again after `delay`.
+//!   (`Failed`) or publishes `Reconnecting { attempt, delay, cause }` and dials again after `delay`.
 //! - It gives up when reconnection is disabled, when the server's TLS certificate is refused,
 //!   when the server closed with a code in
 //!   [`final_close_codes`](crate::config::ReconnectPolicy::final_close_codes), when the upgrade
@@ -181,6 +181,7 @@ impl ReconnectSupervisor {
         self.publish(ConnectionState::Reconnecting {
             attempt: self.attempt,
             delay,
+            cause,
         });
         self.retry = Some(ctx.run_later(delay, |act, _| {
             act.retry = None;
@@ -265,7 +266,11 @@ impl Handler<ConnectFailed> for ReconnectSupervisor {
             _ => None,
         };
         tracing::debug!(connection = %self.shared.name, error = %msg.error, "connect attempt failed");
-        self.after_failure(ctx, final_reason, msg.error.to_string());
+        let cause = match &msg.error {
+            Error::ConnectFailed { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        self.after_failure(ctx, final_reason, cause);
     }
 }
 

@@ -33,6 +33,10 @@ pub enum ConnectionState {
         attempt: u32,
         /// How long the supervisor waits before it.
         delay: Duration,
+        /// Why the previous attempt or connection ended, in words (`connection refused by
+        /// 127.0.0.1:8080`, `connection lost with code 1006: ...`), so nobody has to dial again
+        /// to find out.
+        cause: String,
     },
     /// Reconnection has ended for good: a final close code or HTTP status, the attempt limit,
     /// or reconnection disabled. The client's actors stop; sends fail with
@@ -43,6 +47,47 @@ pub enum ConnectionState {
     },
     /// The user called [`Client::close`](super::Client::close). Nothing reconnects.
     Closed,
+}
+
+/// A duration as people read it: `412ms`, `1.2s`, `13s`, `2m 5s` (not `270.285841ms`).
+pub fn round_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=9_999 => format!("{:.1}s", d.as_secs_f64()),
+        10_000..=119_999 => format!("{}s", d.as_secs()),
+        _ => format!("{}m {}s", d.as_secs() / 60, d.as_secs() % 60),
+    }
+}
+
+/// One line in words, durations rounded: `connecting`, `connected`, `disconnected (1006 ...)`,
+/// `reconnecting in 1.2s (attempt 3): connection refused by 127.0.0.1:8080`, `failed: ...`,
+/// `closed`.
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionState::Connecting { attempt: 0 } => write!(f, "connecting"),
+            ConnectionState::Connecting { attempt } => write!(f, "connecting (attempt {attempt})"),
+            ConnectionState::Connected => write!(f, "connected"),
+            ConnectionState::Disconnected { code, reason } if reason.is_empty() => {
+                write!(f, "disconnected ({code})")
+            }
+            ConnectionState::Disconnected { code, reason } => {
+                write!(f, "disconnected ({code} {reason})")
+            }
+            ConnectionState::Reconnecting {
+                attempt,
+                delay,
+                cause,
+            } => write!(
+                f,
+                "reconnecting in {} (attempt {attempt}): {cause}",
+                round_duration(*delay)
+            ),
+            ConnectionState::Failed { reason } => write!(f, "failed: {reason}"),
+            ConnectionState::Closed => write!(f, "closed"),
+        }
+    }
 }
 
 impl ConnectionState {
@@ -67,6 +112,18 @@ pub enum MessageErrorKind {
     BadData,
     /// A subscriber could not keep up (its channel was full) and the message was dropped.
     SubscriberFull,
+}
+
+/// In words: `malformed`, `unknown type`, `bad data`, `subscriber full`.
+impl std::fmt::Display for MessageErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MessageErrorKind::Malformed => "malformed",
+            MessageErrorKind::UnknownType => "unknown type",
+            MessageErrorKind::BadData => "bad data",
+            MessageErrorKind::SubscriberFull => "subscriber full",
+        })
+    }
 }
 
 /// An incoming message that could not be delivered. Counted in [`Stats`] and traced at `warn`.
@@ -239,5 +296,27 @@ impl Shared {
             last_rtt: rtt(get(&self.last_rtt_us)),
             smoothed_rtt: rtt(get(&self.srtt_us)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_rounded_for_people() {
+        assert_eq!(round_duration(Duration::from_nanos(270_285_841)), "270ms");
+        assert_eq!(round_duration(Duration::from_millis(1_234)), "1.2s");
+        assert_eq!(round_duration(Duration::from_millis(13_290)), "13s");
+        assert_eq!(round_duration(Duration::from_secs(125)), "2m 5s");
+        let s = ConnectionState::Reconnecting {
+            attempt: 6,
+            delay: Duration::from_millis(13_290),
+            cause: "connection refused by 127.0.0.1:9".into(),
+        };
+        assert_eq!(
+            s.to_string(),
+            "reconnecting in 13s (attempt 6): connection refused by 127.0.0.1:9"
+        );
     }
 }

@@ -14,8 +14,8 @@
 
 use std::time::Duration;
 
-use actix_ws_manager::client::{self, Client, ConnectionState, Event};
-use actix_ws_manager::config::{ClientConfig, ReconnectPolicy};
+use actix_ws_manager::client::{self, ConnectionState, Event};
+use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
 use actix_ws_manager::{protocol, Error, Outgoing, Result};
 use clap::Args;
 use tokio::sync::mpsc;
@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 /// Flags of `wsm connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// The WebSocket URL, such as `ws://127.0.0.1:8080/ws`.
+    /// The WebSocket URL, such as `ws://127.0.0.1:8080/ws` or `wss://example.com/feed`.
     url: String,
     /// Wrap each stdin line in a JSON envelope (`type`, `room`, `data`) instead of sending it
     /// verbatim. The line becomes `data`: parsed as JSON if it is JSON, else as a string.
@@ -46,6 +46,36 @@ pub struct ConnectArgs {
     /// Do not reconnect after a loss: exit 1 instead.
     #[arg(long)]
     no_reconnect: bool,
+    /// An extra HTTP header for the upgrade request, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// A WebSocket subprotocol to offer (repeatable, in order of preference).
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Time between heartbeat pings, such as `15s`.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Silence after which the server counts as dead and the connection is re-made, such as
+    /// `30s`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+    /// Largest message accepted, in bytes (bigger: close 1009).
+    #[arg(long, default_value_t = actix_ws_manager::config::DEFAULT_MAX_MESSAGE_SIZE)]
+    max_message_size: usize,
+    /// A PEM file of extra root certificates to trust for `wss://` (a private CA, a
+    /// self-signed server).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+}
+
+/// `Name: value` -> (`Name`, `value`).
+fn parse_header(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not `Name: value`")),
+    }
 }
 
 impl ConnectArgs {
@@ -73,22 +103,32 @@ pub fn run(args: ConnectArgs) -> Result<()> {
     } else {
         ReconnectPolicy::default()
     };
-    let config = ClientConfig::default()
+    let mut config = ClientConfig::default()
         .connect_timeout(args.connect_timeout)
+        .max_message_size(args.max_message_size)
+        .heartbeat(HeartbeatConfig::new(
+            args.heartbeat_interval,
+            args.heartbeat_timeout,
+        ))
         .reconnect(policy);
+    config.headers = args.headers.clone();
+    config.protocols = args.protocols.clone();
+    if let Some(ca) = &args.ca {
+        config = config.tls_root_pem(crate::tlsfiles::read_pem("--ca", ca)?);
+    }
     config.validate()?;
     actix_rt::System::new().block_on(session(args, config))
 }
 
 async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
-    let client = client::connect(&args.url, config.clone())?;
+    let client = client::connect(&args.url, config)?;
     let mut events = client.events(256);
     let mut text = client.subscribe_text(1024);
     let mut binary = client.subscribe_binary(64);
     for room in &args.joins {
         client.send_on_connect(protocol::join(room)?).await?;
     }
-    if let Err(e) = first_connection(&client, &mut events, &args, &config).await {
+    if let Err(e) = first_connection(&mut events, &args).await {
         client.close().await;
         return Err(e);
     }
@@ -172,14 +212,10 @@ fn print_line(line: &str) -> std::io::Result<()> {
     writeln!(std::io::stdout().lock(), "{line}")
 }
 
-/// Wait for the first `Connected`. On a first failure, say why in one line: the state's
-/// reason when the client gave up, else a diagnosis from one connection without retries.
-async fn first_connection(
-    client: &Client,
-    events: &mut mpsc::Receiver<Event>,
-    args: &ConnectArgs,
-    config: &ClientConfig,
-) -> Result<()> {
+/// Wait for the first `Connected`. On a first failure, say why in one line: the cause the
+/// client reports (the `Reconnecting` state carries it, so nothing dials a second time to
+/// find out), or the reason it gave up.
+async fn first_connection(events: &mut mpsc::Receiver<Event>, args: &ConnectArgs) -> Result<()> {
     let failed = |reason: String| Error::ConnectFailed {
         url: args.url.clone(),
         reason,
@@ -189,10 +225,21 @@ async fn first_connection(
             match event {
                 Event::State(ConnectionState::Connected) => {
                     let _ = report(&Event::State(ConnectionState::Connected));
-                    return Ok(true);
+                    return Ok(());
                 }
-                Event::State(ConnectionState::Failed { reason }) => return Err(failed(reason)),
-                Event::State(ConnectionState::Reconnecting { .. }) => return Ok(false),
+                Event::State(ConnectionState::Failed { reason }) => {
+                    // Keep the cause; the URL is in the error already.
+                    let prefix = format!("connect to {} failed: ", args.url);
+                    let reason = reason
+                        .strip_suffix(" (reconnection is disabled)")
+                        .unwrap_or(&reason);
+                    return Err(failed(
+                        reason.strip_prefix(&prefix).unwrap_or(reason).into(),
+                    ));
+                }
+                Event::State(ConnectionState::Reconnecting { cause, .. }) => {
+                    return Err(failed(cause))
+                }
                 other => {
                     let _ = report(&other);
                 }
@@ -203,58 +250,27 @@ async fn first_connection(
     // The connect timeout bounds the attempt itself; the margin covers starting the actors.
     let within = args.connect_timeout + Duration::from_secs(1);
     match tokio::time::timeout(within, wait).await {
-        Ok(Ok(true)) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(false)) | Err(_) => {}
+        Ok(result) => result,
+        Err(_) => Err(failed(format!(
+            "not connected within {}",
+            client::round_duration(args.connect_timeout)
+        ))),
     }
-    // The first attempt failed in a way the client would retry (refused, 5xx, timeout). Stop
-    // it and find out why with one attempt that is not retried.
-    client.close().await;
-    let probe = client::connect(
-        &args.url,
-        config.clone().reconnect(ReconnectPolicy::never()),
-    )?;
-    let outcome = probe.wait_connected(within).await;
-    let state = probe.state();
-    probe.close().await;
-    Err(match (outcome, state) {
-        (Ok(()), _) => failed("the first attempt failed, the second one worked; try again".into()),
-        (Err(_), ConnectionState::Failed { reason }) => {
-            // The probe's reason repeats the URL and says it does not retry: keep the cause.
-            let prefix = format!("connect to {} failed: ", args.url);
-            let reason = reason
-                .strip_suffix(" (reconnection is disabled)")
-                .unwrap_or(&reason);
-            failed(reason.strip_prefix(&prefix).unwrap_or(reason).to_owned())
-        }
-        (Err(e), _) => e,
-    })
 }
 
 /// Print an event on stderr; answers the reason when the client has given up.
 fn report(event: &Event) -> Option<String> {
     match event {
+        Event::State(ConnectionState::Failed { reason }) => Some(reason.clone()),
         Event::State(state) => {
-            let line = match state {
-                ConnectionState::Connecting { attempt: 0 } => "connecting".to_owned(),
-                ConnectionState::Connecting { attempt } => {
-                    format!("connecting (attempt {attempt})")
-                }
-                ConnectionState::Connected => "connected".to_owned(),
-                ConnectionState::Disconnected { code, reason } => {
-                    format!("disconnected ({code} {reason})")
-                }
-                ConnectionState::Reconnecting { attempt, delay } => {
-                    format!("reconnecting in {delay:?} (attempt {attempt})")
-                }
-                ConnectionState::Failed { reason } => return Some(reason.clone()),
-                ConnectionState::Closed => "closed".to_owned(),
-            };
-            eprintln!("wsm: {line}");
+            eprintln!("wsm: {state}");
             None
         }
         Event::MessageError(e) => {
-            eprintln!("wsm: incoming message problem ({:?}): {}", e.kind, e.detail);
+            eprintln!(
+                "wsm: incoming message not delivered ({}): {}",
+                e.kind, e.detail
+            );
             None
         }
     }

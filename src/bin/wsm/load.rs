@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix_ws_manager::client::{self, Client, ConnectionState, Event, Manager, ManagerConfig};
 use actix_ws_manager::config::{self, ClientConfig, ReconnectPolicy, ServerConfig};
 use actix_ws_manager::protocol::{self, ErrorReply, Joined, RoomMessage};
-use actix_ws_manager::{server, Error, Result};
+use actix_ws_manager::{server, tls, Error, Result};
 use clap::{Args, ValueEnum};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
@@ -105,6 +105,17 @@ pub struct LoadArgs {
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// A PEM file of extra root certificates to trust for a `wss://` --url.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Run the embedded server over TLS (`wss://`) with a certificate made at start, to
+    /// measure what TLS costs. Only without --url.
+    #[arg(long, conflicts_with = "url")]
+    tls: bool,
+    /// Root certificates the clients trust besides the web PKI (from --ca, or the embedded
+    /// server's throwaway CA).
+    #[arg(skip)]
+    roots: Vec<Vec<u8>>,
 }
 
 /// Microseconds since the process started measuring; one clock for every thread.
@@ -199,9 +210,26 @@ fn raise_fd_limit(connections: usize, embedded: bool) {
     }
 }
 
+/// The client configuration every connection starts from: the defaults, trusting `args.roots`.
+fn client_config(args: &LoadArgs) -> ClientConfig {
+    args.roots.iter().fold(ClientConfig::default(), |c, pem| {
+        c.tls_root_pem(pem.clone())
+    })
+}
+
 /// Run `wsm load`.
-pub fn run(args: LoadArgs) -> Result<()> {
+pub fn run(mut args: LoadArgs) -> Result<()> {
     args.check()?;
+    if let Some(ca) = &args.ca {
+        args.roots.push(crate::tlsfiles::read_pem("--ca", ca)?);
+    }
+    let pki = if args.tls {
+        let (ca, cert, key) = crate::tlsfiles::loopback_pki()?;
+        args.roots.push(ca.into_bytes());
+        Some(tls::server_config(cert.as_bytes(), key.as_bytes())?)
+    } else {
+        None
+    };
     if let Some(url) = &args.url {
         loopback_addr(url)?;
     }
@@ -217,7 +245,11 @@ pub fn run(args: LoadArgs) -> Result<()> {
                         config::DEFAULT_SERVER_MAX_MESSAGE_SIZE.max(args.size + MESSAGE_OVERHEAD),
                     )
                     .session_queue(4096);
-                Some(server::serve("127.0.0.1:0", "/ws", "/echo", config)?)
+                let rooms = server::Rooms::start(config)?;
+                Some(match pki.clone() {
+                    Some(tls) => server::serve_tls("127.0.0.1:0", "/ws", "/echo", rooms, tls)?,
+                    None => server::serve_with("127.0.0.1:0", "/ws", "/echo", rooms)?,
+                })
             }
         };
         let url = match (&args.url, &embedded) {
@@ -257,7 +289,8 @@ pub fn run(args: LoadArgs) -> Result<()> {
 /// One connection, no retries: TCP, the upgrade, then one echo round trip. Turns the usual
 /// bad inputs (nothing listening, not a WebSocket endpoint, a server that closes at once) into
 /// one clear error before any load is started.
-async fn preflight(url: &str, connect_timeout: Duration, pad: &str) -> Result<()> {
+async fn preflight(url: &str, config: ClientConfig, pad: &str) -> Result<()> {
+    let connect_timeout = config.connect_timeout;
     let addr = loopback_addr(url)?;
     let tcp = actix_rt::task::spawn_blocking(move || {
         TcpStream::connect_timeout(&addr, connect_timeout).map(drop)
@@ -270,10 +303,7 @@ async fn preflight(url: &str, connect_timeout: Duration, pad: &str) -> Result<()
             reason: format!("nothing accepts TCP connections on {addr}: {e}"),
         });
     }
-    let config = ClientConfig::default()
-        .name("preflight")
-        .connect_timeout(connect_timeout)
-        .reconnect(ReconnectPolicy::never());
+    let config = config.name("preflight").reconnect(ReconnectPolicy::never());
     let c = client::connect(url, config)?;
     let mut events = c.events(64);
     let result = async {
@@ -718,14 +748,19 @@ fn progress(len: u64, msg: &'static str) -> ProgressBar {
 }
 
 async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
-    preflight(url, args.connect_timeout, &"x".repeat(args.size)).await?;
+    preflight(
+        url,
+        client_config(args).connect_timeout(args.connect_timeout),
+        &"x".repeat(args.size),
+    )
+    .await?;
 
     let rss_before = process_rss_bytes();
     let manager = Arc::new(Manager::new(
         ManagerConfig::default()
             .arbiters(args.arbiters)
             .connect_rate(Some(args.rate))
-            .client(ClientConfig::default().connect_timeout(args.connect_timeout)),
+            .client(client_config(args).connect_timeout(args.connect_timeout)),
     )?);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod connect;
 mod load;
 mod serve;
+mod tlsfiles;
 
 /// Manage, serve and measure WebSocket connections.
 #[derive(Debug, Parser)]

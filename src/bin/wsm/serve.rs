@@ -4,8 +4,12 @@
 use std::io::Write;
 use std::time::Duration;
 
+use std::net::ToSocketAddrs;
+
 use actix_ws_manager::config::{self, RateLimit, ServerConfig};
-use actix_ws_manager::server;
+use actix_ws_manager::{server, tls, Error};
+
+use crate::tlsfiles;
 use clap::Args;
 
 /// Flags of `wsm serve`.
@@ -63,6 +67,12 @@ pub struct ServeArgs {
     /// Bound of the hub's command queue (joins, leaves, publishes of every session).
     #[arg(long, default_value_t = config::DEFAULT_HUB_QUEUE)]
     hub_queue: usize,
+    /// Serve TLS (`wss://`) with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -94,13 +104,39 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
     let config = args.config();
     config.validate()?;
+    // A bind address that does not parse is named before anything starts.
+    if let Err(e) = args.bind.to_socket_addrs() {
+        return Err(Error::Config(format!(
+            "cannot listen on {:?}: {e} (expected HOST:PORT, such as 127.0.0.1:8080)",
+            args.bind
+        )));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(
+            &tlsfiles::read_pem("--tls-cert", cert)?,
+            &tlsfiles::read_pem("--tls-key", key)?,
+        )?),
+        _ => None,
+    };
     // Each session needs one descriptor (two with the socket handle): use the hard limit.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(open_files = limit, "open-file limit raised"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
     actix_rt::System::new().block_on(async move {
-        let server = server::serve(args.bind.as_str(), &args.path, &args.echo_path, config)?;
+        let rooms = server::Rooms::start(config)?;
+        let bind = args.bind.as_str();
+        let started = match tls {
+            Some(tls) => server::serve_tls(bind, &args.path, &args.echo_path, rooms, tls),
+            None => server::serve_with(bind, &args.path, &args.echo_path, rooms),
+        };
+        let server = started.map_err(|e| match e {
+            Error::Io(e) => Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {bind}: {e}"),
+            )),
+            other => other,
+        })?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", server.url())?;
