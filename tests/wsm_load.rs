@@ -118,7 +118,20 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(stderr.contains(needle), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert!(out.stdout.is_empty(), "nothing on stdout on failure");
+    // Without --json nothing goes to stdout; with it, one JSON object with the error.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.is_empty() {
+        assert_eq!(
+            stdout.trim().lines().count(),
+            1,
+            "one JSON object: {stdout}"
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON on stdout");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{stdout}"
+        );
+    }
 }
 
 /// Nothing listening: one clear line on stderr and a non-zero exit, within the bound.
@@ -251,7 +264,11 @@ fn fd_limit_is_reported_and_the_run_still_completes() {
     ]);
     let out = run_bounded(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the open-file limit is 200"), "{stderr}");
+    // 3 descriptors per connection with the embedded server: (200 - 128) / 3 = 24 can come up.
+    assert!(
+        stderr.contains("the open-file limit is 200; 150 connections need about 578 (3 each with the embedded server), so about 24 can come up"),
+        "{stderr}"
+    );
     let r = report(&out);
     let up = r["connections_connected"].as_u64().unwrap();
     assert!(up > 0 && up < 150, "{r}");
@@ -259,6 +276,42 @@ fn fd_limit_is_reported_and_the_run_still_completes() {
         stderr.contains(&format!("{up} of 150 connections came up")),
         "{stderr}"
     );
+    assert!(stderr.contains("EMFILE"), "the cause is named: {stderr}");
     assert_eq!(r["sent"], r["received"], "{r}");
     assert_eq!(r["errors"], 0, "{r}");
+}
+
+/// The idle table shows `–` where nothing was sent, and the churn table speaks of reopening,
+/// not of messages and zero latencies.
+#[test]
+fn idle_and_churn_tables_use_their_own_words() {
+    let idle = wsm(&[
+        "load",
+        "--scenario",
+        "idle",
+        "--connections",
+        "10",
+        "--duration",
+        "1s",
+    ]);
+    assert!(idle.status.success());
+    let table = String::from_utf8_lossy(&idle.stdout);
+    assert!(table.contains("latency µs  –"), "{table}");
+    assert!(table.contains("messages/s  –"), "{table}");
+    let churn = wsm(&[
+        "load",
+        "--scenario",
+        "churn",
+        "--connections",
+        "10",
+        "--duration",
+        "1s",
+    ]);
+    assert!(churn.status.success());
+    let table = String::from_utf8_lossy(&churn.stdout);
+    assert!(
+        table.contains("reopened") && table.contains("reopen µs"),
+        "{table}"
+    );
+    assert!(!table.contains("messages/s"), "{table}");
 }

@@ -116,6 +116,9 @@ pub struct LoadArgs {
     /// server's throwaway CA).
     #[arg(skip)]
     roots: Vec<Vec<u8>>,
+    /// The open-file limit in force, once raised.
+    #[arg(skip)]
+    fd_limit: Option<u64>,
 }
 
 /// Microseconds since the process started measuring; one clock for every thread.
@@ -196,17 +199,53 @@ fn loopback_addr(url: &str) -> Result<SocketAddr> {
         .ok_or_else(|| invalid("the host resolves to no address"))
 }
 
+/// Descriptors one connection takes: the client's socket, and with the embedded server in
+/// this process its end of the connection and the duplicate the server keeps to cut stuck
+/// sockets (`keep_socket_handle`).
+fn fds_per_connection(embedded: bool) -> u64 {
+    if embedded {
+        3
+    } else {
+        1
+    }
+}
+
 /// Raise the open-file limit to its hard limit and say on stderr if it still caps the run.
-fn raise_fd_limit(connections: usize, embedded: bool) {
-    let per_connection = if embedded { 2 } else { 1 };
-    let needed = (connections * per_connection + 128) as u64;
+/// Answers the limit in force.
+fn raise_fd_limit(connections: usize, embedded: bool) -> Option<u64> {
+    let needed = connections as u64 * fds_per_connection(embedded) + 128;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < needed => eprintln!(
-            "wsm load: the open-file limit is {limit}; {connections} connections need about \
-             {needed} (raise the hard limit with `ulimit -Hn`)"
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!("wsm load: could not raise the open-file limit: {e}"),
+        Ok(limit) => {
+            if limit < needed {
+                eprintln!(
+                    "wsm load: the open-file limit is {limit}; {connections} connections need \
+                     about {needed} ({} each{}), so about {} can come up (raise the hard limit \
+                     with `ulimit -Hn`)",
+                    fds_per_connection(embedded),
+                    if embedded {
+                        " with the embedded server"
+                    } else {
+                        ""
+                    },
+                    limit.saturating_sub(128) / fds_per_connection(embedded)
+                );
+            }
+            Some(limit)
+        }
+        Err(e) => {
+            eprintln!("wsm load: could not raise the open-file limit: {e}");
+            None
+        }
+    }
+}
+
+/// `error`, with "EMFILE" named when the open-file limit is what stopped a connection.
+fn name_emfile(error: &str, limit: Option<u64>) -> String {
+    if error.contains("Too many open files") || error.contains("os error 24") {
+        let limit = limit.map_or_else(String::new, |l| format!(" of {l}"));
+        format!("{error} (EMFILE: the open-file limit{limit} stopped connections)")
+    } else {
+        error.to_owned()
     }
 }
 
@@ -217,8 +256,19 @@ fn client_config(args: &LoadArgs) -> ClientConfig {
     })
 }
 
-/// Run `wsm load`.
-pub fn run(mut args: LoadArgs) -> Result<()> {
+/// Run `wsm load`. With `--json`, a failure also prints one JSON object on stdout, `{"error":
+/// ..., "url": ...}`, besides the one line on stderr.
+pub fn run(args: LoadArgs) -> Result<()> {
+    let (json, url) = (args.json, args.url.clone());
+    let result = run_inner(args);
+    if let (Err(e), true) = (&result, json) {
+        let text = serde_json::json!({ "error": e.to_string(), "url": url }).to_string();
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+    result
+}
+
+fn run_inner(mut args: LoadArgs) -> Result<()> {
     args.check()?;
     if let Some(ca) = &args.ca {
         args.roots.push(crate::tlsfiles::read_pem("--ca", ca)?);
@@ -233,7 +283,7 @@ pub fn run(mut args: LoadArgs) -> Result<()> {
     if let Some(url) = &args.url {
         loopback_addr(url)?;
     }
-    raise_fd_limit(args.connections, args.url.is_none());
+    args.fd_limit = raise_fd_limit(args.connections, args.url.is_none());
     now_us();
     actix_rt::System::new().block_on(async move {
         let embedded = match &args.url {
@@ -729,6 +779,19 @@ impl Report {
             ("server RSS", rss(self.server_rss_bytes)),
         ];
         for (k, v) in rows {
+            // Idle runs send nothing; churn runs measure reopening, in their own words.
+            let (k, v) = match (self.scenario, k) {
+                ("idle", "sent / received" | "messages/s" | "latency µs") => (k, "–".to_owned()),
+                ("churn", "sent / received") => (
+                    "reopened",
+                    format!("{} of {} attempts", self.received, self.sent),
+                ),
+                ("churn", "messages/s") => {
+                    ("reopens/s", format!("{:.0}", self.messages_per_second))
+                }
+                ("churn", "latency µs") => ("reopen µs", v),
+                _ => (k, v),
+            };
             writeln!(out, "{k:>16}  {v}")?;
         }
         if self.embedded_server {
@@ -838,7 +901,7 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
                         bar.inc(1);
                     }
                     Err(e) => {
-                        first_error.get_or_insert(e);
+                        first_error.get_or_insert_with(|| name_emfile(&e, args.fd_limit));
                     }
                 }
             }
@@ -853,8 +916,8 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
         return Err(Error::ConnectFailed {
             url: url.to_owned(),
             reason: format!(
-                "none of {n} connections came up within {:?}: {}",
-                args.connect_timeout,
+                "none of {n} connections came up within {}: {}",
+                client::round_duration(args.connect_timeout),
                 first_error.as_deref().unwrap_or("no answer")
             ),
         });
