@@ -165,3 +165,42 @@ async fn serve_applies_rate_and_per_address_limits() {
     peer.text(r#"{"type":"ping","id":3}"#).await;
     assert_eq!(peer.close_code().await, Some(1008));
 }
+
+/// A bind address that does not parse, a port already in use, and a missing TLS file each end
+/// with exit status 1 and one `wsm: ...` line naming the input, printed once.
+#[test]
+fn serve_names_bad_inputs_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = busy.local_addr().expect("addr").to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--bind", "nonsense"], "cannot listen on \"nonsense\""),
+        (&["--bind", &busy], &format!("cannot listen on {busy}")),
+        (
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/k",
+            ],
+            "cannot read --tls-cert /nonexistent/c.pem",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_wsm"))
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("wsm runs");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("wsm: ") && lines[0].contains(needle),
+            "{stderr}"
+        );
+    }
+}
