@@ -315,3 +315,33 @@ fn idle_and_churn_tables_use_their_own_words() {
     );
     assert!(!table.contains("messages/s"), "{table}");
 }
+
+/// `--tls` runs the embedded server over `wss://` with a certificate made at start, and the
+/// clients trust it: every echo comes back.
+#[test]
+fn tls_embedded_server_echoes() {
+    let out = wsm(&[
+        "load",
+        "--tls",
+        "--connections",
+        "20",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert!(
+        r["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("wss://127.0.0.1:")),
+        "{r}"
+    );
+    assert_eq!(r["connections_connected"], 20, "{r}");
+    assert!(r["sent"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["sent"], r["received"], "{r}");
+}
