@@ -83,6 +83,7 @@ async fn publish(
         let publish = Command::Publish(Publish {
             room: room.clone(),
             from: Some(from.clone()),
+            event: None,
             data: data.clone(),
             reached: Some(tell),
         });

@@ -80,7 +80,7 @@ async fn stats(rooms: web::Data<Rooms>, manager: web::Data<Manager>) -> HttpResp
 /// `POST /rooms/{room}`: publish the body (as a JSON string) into the room; answers how many
 /// members it reached.
 async fn publish(rooms: web::Data<Rooms>, room: web::Path<String>, body: String) -> HttpResponse {
-    match rooms.publish(&room, &body).await {
+    match rooms.publish_json(&room, &body).await {
         Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "delivered": n })),
         Err(e @ Error::BadRoom(_)) => HttpResponse::BadRequest().body(e.to_string()),
         Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
@@ -97,7 +97,7 @@ fn start_fake_feed() -> Result<Server, Error> {
         for seq in 0u64.. {
             every.tick().await;
             let tick = serde_json::json!({ "seq": seq, "price": 100.0 + (seq % 7) as f64 });
-            if rooms.publish(UPSTREAM_ROOM, &tick).await.is_err() {
+            if rooms.publish_json(UPSTREAM_ROOM, &tick).await.is_err() {
                 break; // the feed server is gone
             }
         }
@@ -153,7 +153,7 @@ async fn main() -> std::io::Result<()> {
     actix_rt::spawn(async move {
         // Ends when the manager closes the connection (the channel closes with it).
         while let Some(msg) = ticks.recv().await {
-            if let Err(e) = forward_to.publish(FEED_ROOM, &msg.data.0).await {
+            if let Err(e) = forward_to.publish_json(FEED_ROOM, &msg.data.0).await {
                 eprintln!("forwarding a tick failed: {e}");
             }
         }

@@ -57,9 +57,12 @@ pub struct Head<'a> {
     /// The room the message concerns.
     #[serde(default, borrow)]
     pub room: Option<Cow<'a, str>>,
-    /// The sender (rooms protocol `message` envelopes).
+    /// The sender (rooms protocol broadcasts).
     #[serde(default, borrow)]
     pub from: Option<Cow<'a, str>>,
+    /// The event type a rooms `publish` asks members to receive its `data` as.
+    #[serde(default, borrow)]
+    pub event: Option<Cow<'a, str>>,
     /// RFC 3339 timestamp set by the sender.
     #[serde(default, borrow)]
     pub timestamp: Option<Cow<'a, str>>,
@@ -148,6 +151,7 @@ pub struct Outgoing {
     id: Option<u64>,
     room: Option<String>,
     from: Option<String>,
+    event: Option<Cow<'static, str>>,
     timestamp: Option<String>,
     data: Option<Box<RawValue>>,
 }
@@ -174,6 +178,7 @@ impl Outgoing {
             id: None,
             room: None,
             from: None,
+            event: None,
             timestamp: None,
             data,
         })
@@ -190,6 +195,7 @@ impl Outgoing {
             id: None,
             room: None,
             from: None,
+            event: None,
             timestamp: None,
             data,
         }
@@ -204,6 +210,12 @@ impl Outgoing {
     /// Set the `from` field.
     pub fn from(mut self, from: impl Into<String>) -> Self {
         self.from = Some(from.into());
+        self
+    }
+
+    /// Set the `event` field (the type a rooms `publish` is delivered as).
+    pub fn event(mut self, event: impl Into<Cow<'static, str>>) -> Self {
+        self.event = Some(event.into());
         self
     }
 
@@ -237,6 +249,7 @@ impl Outgoing {
             self.id,
             self.room.as_deref(),
             self.from.as_deref(),
+            self.event.as_deref(),
             self.data.as_deref(),
             self.timestamp.as_deref(),
         )
@@ -250,6 +263,7 @@ pub fn encode_parts(
     id: Option<u64>,
     room: Option<&str>,
     from: Option<&str>,
+    event: Option<&str>,
     data: Option<&RawValue>,
     timestamp: Option<&str>,
 ) -> ByteString {
@@ -257,6 +271,7 @@ pub fn encode_parts(
         32 + kind.len()
             + room.map_or(0, str::len)
             + from.map_or(0, str::len)
+            + event.map_or(0, str::len)
             + data.map_or(0, |d| d.get().len())
             + timestamp.map_or(0, str::len),
     );
@@ -273,6 +288,10 @@ pub fn encode_parts(
     if let Some(from) = from {
         out.push_str(",\"from\":");
         push_json_str(&mut out, from);
+    }
+    if let Some(event) = event {
+        out.push_str(",\"event\":");
+        push_json_str(&mut out, event);
     }
     if let Some(data) = data {
         out.push_str(",\"data\":");

@@ -130,9 +130,44 @@ pub mod codes {
     pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
     /// A binary frame on the rooms endpoint, which speaks JSON text only.
     pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+    /// A publish named an `event` that is not 1 to 64 characters of `A-Z a-z 0-9 _ . : -`, or
+    /// is one of the protocol's own types ([`RESERVED_TYPES`](super::RESERVED_TYPES)).
+    pub const BAD_EVENT: &str = "bad_event";
     /// The session went past its rate limit (`ServerConfig::rate_limit`); the message was not
     /// handled. Going on until twice the burst closes the session with 1008.
     pub const RATE_LIMITED: &str = "rate_limited";
+}
+
+/// The protocol's own message types, which a publish may not use as its `event` (members could
+/// not tell a broadcast from a protocol message).
+pub const RESERVED_TYPES: [&str; 12] = [
+    "welcome", "join", "joined", "leave", "left", "publish", "message", "ack", "echo", "ping",
+    "pong", "error",
+];
+
+/// Whether `event` may name a publish's event type: 1 to 64 characters of
+/// `A-Z a-z 0-9 _ . : -`, and not one of [`RESERVED_TYPES`].
+pub fn is_valid_event(event: &str) -> bool {
+    !event.is_empty()
+        && event.len() <= 64
+        && event
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && !RESERVED_TYPES.contains(&event)
+}
+
+/// `{"type":"publish","room":room,"event":T::TYPE,"data":msg}`: publish a typed message into a
+/// room; every member receives it as type `T::TYPE` (subscribe `T` to get it), with `room` and
+/// `from`.
+pub fn publish_event<T: WireMessage>(room: &str, msg: &T) -> Result<Outgoing> {
+    let raw = serde_json::to_value(msg).map_err(|e| crate::error::Error::Encode(e.to_string()))?;
+    let out = Outgoing::new(&Publish(raw))?.room(room);
+    // "message" is what a publish without an event is delivered as.
+    Ok(if T::TYPE == RoomMessage::TYPE {
+        out
+    } else {
+        out.event(T::TYPE)
+    })
 }
 
 /// `{"type":"join","room":room}`.

@@ -85,7 +85,7 @@ async fn multi_room_client_rejoins_every_room_after_a_server_restart() {
     for room in ["lobby", "news"] {
         let reached = second
             .rooms()
-            .publish(room, &format!("after restart in {room}"))
+            .publish_json(room, &format!("after restart in {room}"))
             .await
             .expect("publish");
         assert_eq!(reached, 1, "the example is a member of {room} again");

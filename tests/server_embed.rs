@@ -24,7 +24,7 @@ async fn http_handler_publishes_into_a_room_and_shutdown_closes_with_1001() {
                     |rooms: web::Data<Rooms>,
                      room: web::Path<String>,
                      body: web::Json<serde_json::Value>| async move {
-                        match rooms.publish(&room, &body.into_inner()).await {
+                        match rooms.publish_json(&room, &body.into_inner()).await {
                             Ok(n) => HttpResponse::Ok().body(n.to_string()),
                             Err(e) => HttpResponse::BadRequest().body(e.to_string()),
                         }

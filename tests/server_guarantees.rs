@@ -166,7 +166,13 @@ async fn rooms_publish_from_many_tasks_keeps_each_tasks_order() {
         let rooms = server.rooms().clone();
         tasks.push(actix_rt::spawn(async move {
             for seq in 0..EACH {
-                assert_eq!(rooms.publish("news", &[t, seq]).await.expect("publish"), 5);
+                assert_eq!(
+                    rooms
+                        .publish_json("news", &[t, seq])
+                        .await
+                        .expect("publish"),
+                    5
+                );
             }
         }));
     }
@@ -391,7 +397,7 @@ async fn pong_goes_ahead_of_a_full_queue() {
     }
     let pad = "p".repeat(4096);
     for _ in 0..2_000 {
-        rooms.publish("r", &pad).await.expect("publish");
+        rooms.publish_json("r", &pad).await.expect("publish");
     }
     assert!(
         rooms.stats().await.expect("stats").dropped > 0,

@@ -220,7 +220,7 @@ async fn abrupt_disconnect_leaves_every_room() {
         assert!(joined.to_text().expect("text").contains("joined"));
     }
     assert_eq!(rooms.stats().await.expect("stats").rooms, 3);
-    assert_eq!(rooms.publish("b", &"x").await.expect("publish"), 1);
+    assert_eq!(rooms.publish_json("b", &"x").await.expect("publish"), 1);
 
     // Reset the connection: linger 0 makes close() send RST, no close frame.
     let tcp = ws.into_inner();
@@ -234,9 +234,9 @@ async fn abrupt_disconnect_leaves_every_room() {
     );
     let stats = rooms.stats().await.expect("stats");
     assert_eq!((stats.sessions, stats.rooms), (1, 1), "{stats:?}");
-    assert_eq!(rooms.publish("b", &"x").await.expect("publish"), 0);
-    assert_eq!(rooms.publish("c", &"x").await.expect("publish"), 0);
-    assert_eq!(rooms.publish("a", &"x").await.expect("publish"), 1);
+    assert_eq!(rooms.publish_json("b", &"x").await.expect("publish"), 0);
+    assert_eq!(rooms.publish_json("c", &"x").await.expect("publish"), 0);
+    assert_eq!(rooms.publish_json("a", &"x").await.expect("publish"), 1);
     assert_eq!(observer.json().await["data"], "x");
     server.shutdown().await.expect("shutdown");
 }

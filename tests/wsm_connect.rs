@@ -172,7 +172,7 @@ async fn connect_json_publishes_into_a_room() {
     }
     let reached = server
         .rooms()
-        .publish("lobby", "from the server")
+        .publish_json("lobby", "from the server")
         .await
         .expect("publish");
     assert_eq!(reached, 1);

@@ -236,6 +236,14 @@ impl Client {
         self.send_envelope(Outgoing::new(msg)?).await
     }
 
+    /// Publish a typed message into `room` (rooms protocol): every member, this client too,
+    /// receives it as type `T::TYPE`, so subscribers of `T` get it with `room` and `from`. Join
+    /// the room first ([`join`](Self::join)); the server refuses publishes from non-members.
+    pub async fn publish<T: WireMessage>(&self, room: &str, msg: &T) -> Result<()> {
+        self.send_envelope(crate::protocol::publish_event(room, msg)?)
+            .await
+    }
+
     /// Send a prepared envelope (with a `room`, for example).
     pub async fn send_envelope(&self, out: Outgoing) -> Result<()> {
         self.send_frame(OutFrame::Text(out.encode())).await

@@ -207,13 +207,16 @@ pub enum Command {
 }
 
 /// Broadcast `data` to every member of `room` as
-/// `{"type":"message","room":R,"from":S,"data":D,"timestamp":T}`.
+/// `{"type":E,"room":R,"from":S,"data":D,"timestamp":T}` (E is `event`, by default
+/// `"message"`).
 #[derive(Debug)]
 pub struct Publish {
     /// The room.
     pub room: Arc<str>,
     /// The publishing session's name (`s-<id>`), or `None` for a publish from server code.
     pub from: Option<Arc<str>>,
+    /// The type members receive it as; `None` is `"message"`.
+    pub event: Option<Arc<str>>,
     /// The payload, as raw JSON; `None` sends a message without `data`.
     pub data: Option<Box<RawValue>>,
     /// Told how many members' queues took the message (server-code publishes wait for it).
@@ -358,10 +361,11 @@ impl Hub {
             return 0;
         };
         let text = encode_parts(
-            RoomMessage::TYPE,
+            msg.event.as_deref().unwrap_or(RoomMessage::TYPE),
             None,
             Some(&msg.room),
             msg.from.as_deref(),
+            None,
             msg.data.as_deref(),
             Some(&now_rfc3339()),
         );

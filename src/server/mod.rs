@@ -2,8 +2,8 @@
 //!
 //! - [`Rooms`]: the shared handle. [`Rooms::start`] starts the one [`Hub`] of a server;
 //!   [`Rooms::mount`] and [`Rooms::mount_echo`] give `App::configure` functions for the rooms
-//!   route and the plain echo route; [`Rooms::publish`] publishes into a room from ordinary HTTP
-//!   handlers (the `Rooms` is also app data: extract `web::Data<Rooms>`); [`Rooms::shutdown`]
+//!   route and the plain echo route; [`Rooms::publish`] (typed) and [`Rooms::publish_json`]
+//!   publish into a room from ordinary HTTP handlers (the `Rooms` is also app data: extract `web::Data<Rooms>`); [`Rooms::shutdown`]
 //!   closes every session with 1001.
 //! - [`serve`] / [`serve_with`]: a standalone `HttpServer` on an address (port 0 allowed),
 //!   returning a [`Server`] with its [`local_addr`](Server::local_addr), its `Rooms` and a
@@ -26,7 +26,7 @@
 //!             .configure(rooms.mount("/ws"))
 //!             .configure(rooms.mount_echo("/echo"))
 //!             .route("/notify", web::post().to(|rooms: web::Data<Rooms>, body: String| async move {
-//!                 let n = rooms.publish("lobby", &body).await.unwrap_or(0);
+//!                 let n = rooms.publish_json("lobby", &body).await.unwrap_or(0);
 //!                 HttpResponse::Ok().body(format!("{n}"))
 //!             }))
 //!     })
@@ -57,7 +57,9 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::ServerConfig;
+use crate::envelope::WireMessage;
 use crate::error::{Error, Result};
+use crate::protocol::RoomMessage;
 use hub::{Command, Counters, Hub, HubSender, HubStats, Publish};
 use session::{Mode, SessionParams};
 
@@ -299,23 +301,42 @@ impl Rooms {
         session::start(&req, body, params)
     }
 
-    /// Publish `data` into `room` from server code (an HTTP handler, a background task): every
-    /// member gets a `message` envelope without `from`. Answers how many members it reached.
+    /// Publish a typed message into `room` from server code (an HTTP handler, a background
+    /// task): every member receives it as type `T::TYPE` (a client subscribes `T`), with `room`
+    /// and without `from`. Answers how many members it reached.
     ///
     /// Publishes wait in the hub's bounded FIFO queue with every session's, so the publishes
     /// of one task reach every member in the order that task made them, and a task that
     /// publishes faster than the hub fans out is slowed down here rather than growing memory.
-    pub async fn publish<T: Serialize + ?Sized>(&self, room: &str, data: &T) -> Result<usize> {
+    pub async fn publish<T: WireMessage>(&self, room: &str, msg: &T) -> Result<usize> {
+        let event = (T::TYPE != RoomMessage::TYPE).then_some(T::TYPE);
+        self.publish_raw(room, event, msg).await
+    }
+
+    /// Publish any serialisable `data` into `room` as a plain `message` (the untyped form of
+    /// [`publish`](Self::publish)).
+    pub async fn publish_json<T: Serialize + ?Sized>(&self, room: &str, data: &T) -> Result<usize> {
+        self.publish_raw(room, None, data).await
+    }
+
+    async fn publish_raw<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        event: Option<&str>,
+        data: &T,
+    ) -> Result<usize> {
         if !self.shared.config.is_valid_room(room) {
             return Err(Error::BadRoom(room.to_owned()));
         }
         let raw =
             serde_json::value::to_raw_value(data).map_err(|e| Error::Encode(e.to_string()))?;
+        let data = (raw.get() != "null").then_some(raw);
         self.ask(|tell| {
             Command::Publish(Publish {
                 room: Arc::from(room),
                 from: None,
-                data: Some(raw),
+                event: event.map(Arc::from),
+                data,
                 reached: Some(tell),
             })
         })

@@ -395,6 +395,7 @@ impl Actor for Session {
                 None,
                 None,
                 None,
+                None,
                 raw.as_deref(),
                 None,
             );
@@ -649,6 +650,7 @@ impl Session {
             id,
             None,
             None,
+            None,
             raw.as_deref(),
             None,
         );
@@ -662,7 +664,7 @@ impl Session {
         room: Option<&str>,
         data: Option<&RawValue>,
     ) -> Outbound {
-        Outbound::Text(encode_parts(kind, id, room, None, data, None))
+        Outbound::Text(encode_parts(kind, id, room, None, None, data, None))
     }
 
     /// Send a reply envelope with only a type, an id, a room and data.
@@ -746,9 +748,22 @@ impl Session {
                 let msg = format!("join room {room:?} before publishing to it");
                 return self.error(id, codes::NOT_JOINED, &msg, ctx);
             };
+            let event = match head.event.as_deref() {
+                None => None,
+                Some(event) if protocol::is_valid_event(event) => Some(Arc::from(event)),
+                Some(event) => {
+                    let msg = format!(
+                        "event {event:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . : - and \
+                         not one of the protocol's own types ({})",
+                        protocol::RESERVED_TYPES.join(" ")
+                    );
+                    return self.error(id, codes::BAD_EVENT, &msg, ctx);
+                }
+            };
             let publish = Command::Publish(Publish {
                 room,
                 from: Some(self.name.clone()),
+                event,
                 data: head.data.map(ToOwned::to_owned),
                 reached: None,
             });

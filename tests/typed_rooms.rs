@@ -1,0 +1,128 @@
+//! Typed events through rooms, end to end: the newcomer's program (an actix-web app mounting
+//! `Rooms`, a client that binds `Trade` to `"trade"`, joins `lobby` and publishes a `Trade`)
+//! delivers an `Inbound<Trade>` with `room` and `from`; server code publishes typed too; the
+//! protocol's own names are refused as events.
+
+mod common;
+
+use actix_web::{App, HttpServer};
+use actix_ws_manager::client::connect;
+use actix_ws_manager::server::Rooms;
+use actix_ws_manager::WireMessage;
+use common::{client_test_config, test_config, Peer, WAIT};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Trade {
+    symbol: String,
+    price: f64,
+}
+
+impl WireMessage for Trade {
+    const TYPE: &'static str = "trade";
+}
+
+/// The newcomer's program: a `Trade` published by a client into `lobby` reaches that client's
+/// `Trade` subscriber (and another member's) as `Inbound<Trade>` with `room` and `from`; a
+/// `Trade` published by server code arrives the same way, without `from`.
+#[actix_rt::test]
+async fn a_typed_publish_arrives_as_its_type() {
+    let rooms = Rooms::start(test_config()).expect("rooms");
+    let app_rooms = rooms.clone();
+    let http = HttpServer::new(move || App::new().configure(app_rooms.mount("/ws")))
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind");
+    let url = format!("ws://{}/ws", http.addrs()[0]);
+    let running = http.run();
+    let handle = running.handle();
+    actix_rt::spawn(running);
+
+    let alice = connect(&url, client_test_config()).expect("client");
+    let bob = connect(&url, client_test_config()).expect("client");
+    let mut alice_trades = alice.subscribe_channel::<Trade>(8);
+    let mut bob_trades = bob.subscribe_channel::<Trade>(8);
+    for c in [&alice, &bob] {
+        let mut joined = c.subscribe_channel::<actix_ws_manager::protocol::Joined>(1);
+        c.wait_connected(WAIT).await.expect("connected");
+        c.join("lobby").await.expect("join");
+        // The server answers a join once it is in the hub's queue, ahead of anything later.
+        tokio::time::timeout(WAIT, joined.recv())
+            .await
+            .expect("joined")
+            .expect("open");
+    }
+    let trade = Trade {
+        symbol: "ACME".into(),
+        price: 12.5,
+    };
+    alice.publish("lobby", &trade).await.expect("publish");
+    for trades in [&mut alice_trades, &mut bob_trades] {
+        let got = tokio::time::timeout(WAIT, trades.recv())
+            .await
+            .expect("a trade arrives")
+            .expect("open");
+        assert_eq!(got.data, trade);
+        assert_eq!(got.room.as_deref(), Some("lobby"));
+        assert!(
+            got.from.as_deref().is_some_and(|f| f.starts_with("s-")),
+            "{got:?}"
+        );
+    }
+
+    let from_server = Trade {
+        symbol: "SRV".into(),
+        price: 1.0,
+    };
+    assert_eq!(
+        rooms.publish("lobby", &from_server).await.expect("publish"),
+        2
+    );
+    let got = tokio::time::timeout(WAIT, bob_trades.recv())
+        .await
+        .expect("a trade arrives")
+        .expect("open");
+    assert_eq!((got.data, got.from), (from_server, None));
+    alice.close().await;
+    bob.close().await;
+    handle.stop(true).await;
+}
+
+/// An `event` that is one of the protocol's own types, or not a plain name, is refused with
+/// `bad_event` (the session stays open); without `event` a publish stays a `message`.
+#[actix_rt::test]
+async fn protocol_names_are_refused_as_events() {
+    let server = common::start_server(test_config());
+    let (mut peer, _) = Peer::rooms(&server.url()).await;
+    peer.text(r#"{"type":"join","room":"r"}"#).await;
+    assert_eq!(peer.json().await["type"], "joined");
+    for event in [
+        "joined",
+        "error",
+        "message",
+        "",
+        "two words",
+        &"x".repeat(65),
+    ] {
+        peer.text(&format!(
+            r#"{{"type":"publish","room":"r","event":{},"data":1,"id":5}}"#,
+            serde_json::Value::from(event)
+        ))
+        .await;
+        let reply = peer.json().await;
+        assert_eq!(reply["type"], "error", "{event:?}: {reply}");
+        assert_eq!(reply["data"]["code"], "bad_event", "{event:?}");
+        assert_eq!(reply["id"], 5);
+    }
+    peer.text(r#"{"type":"publish","room":"r","event":"trade","data":2}"#)
+        .await;
+    let got = peer.json().await;
+    assert_eq!(
+        (got["type"].as_str(), got["data"].as_i64()),
+        (Some("trade"), Some(2))
+    );
+    peer.text(r#"{"type":"publish","room":"r","data":3}"#).await;
+    assert_eq!(peer.json().await["type"], "message");
+    server.shutdown().await.expect("shutdown");
+}
