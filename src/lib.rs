@@ -2,13 +2,19 @@
 //! clients that reconnect, heartbeat, resubscribe and route typed messages, and rooms sessions
 //! that mount into any actix-web app.
 //!
-//! A rooms server and a client in one program (this example runs as a doctest):
+//! A rooms server and a self-healing client in one program, with a message type of your own
+//! (this example runs as a doctest):
 //!
 //! ```
 //! use std::time::Duration;
 //! use actix_ws_manager::config::{ClientConfig, ServerConfig};
-//! use actix_ws_manager::protocol::{self, RoomMessage};
-//! use actix_ws_manager::{client, server};
+//! use actix_ws_manager::{client, server, WireMessage};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// A message type of your own, bound to its wire name.
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! struct Trade { symbol: String, price: f64 }
+//! impl WireMessage for Trade { const TYPE: &'static str = "trade"; }
 //!
 //! fn main() -> Result<(), actix_ws_manager::Error> {
 //!     actix_rt::System::new().block_on(async {
@@ -17,17 +23,16 @@
 //!
 //!         // A self-healing client: it reconnects, and rejoins "lobby" after every reconnect.
 //!         let client = client::connect(&server.url(), ClientConfig::default())?;
-//!         client.send_on_connect(protocol::join("lobby")?).await?;
-//!         let mut messages = client.subscribe_channel::<RoomMessage>(16);
+//!         let mut trades = client.subscribe_channel::<Trade>(16);
 //!         client.wait_connected(Duration::from_secs(5)).await?;
+//!         client.join("lobby").await?;
 //!
-//!         // A request waits for the reply with the same id (here the server's `ack`).
-//!         let wait = Duration::from_secs(5);
-//!         client.request_envelope(protocol::publish("lobby", &"hello")?, wait).await?;
-//!         let msg = actix_rt::time::timeout(wait, messages.recv()).await;
-//!         let msg = msg.ok().flatten().ok_or(actix_ws_manager::Error::ClientClosed)?;
-//!         assert_eq!(msg.room.as_deref(), Some("lobby"));
-//!         assert_eq!(msg.data, RoomMessage("hello".into()));
+//!         // Every member of "lobby" (this client too) receives the Trade as a Trade.
+//!         let trade = Trade { symbol: "ACME".into(), price: 12.5 };
+//!         client.publish("lobby", &trade).await?;
+//!         let got = actix_rt::time::timeout(Duration::from_secs(5), trades.recv()).await;
+//!         let got = got.ok().flatten().ok_or(actix_ws_manager::Error::ClientClosed)?;
+//!         assert_eq!((got.room.as_deref(), got.data), (Some("lobby"), trade));
 //!
 //!         client.close().await;
 //!         server.shutdown().await
