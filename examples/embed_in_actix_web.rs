@@ -126,28 +126,21 @@ fn parse_args() -> Result<(String, Option<String>), String> {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let (bind, upstream) = parse_args().map_err(std::io::Error::other)?;
-    let io = std::io::Error::other; // the crate's errors, as this main's error type
 
     // One rooms hub for every HTTP worker: started once, outside the App factory.
-    let rooms = Rooms::start(ServerConfig::default()).map_err(io)?;
+    let rooms = Rooms::start(ServerConfig::default())?;
 
     // The upstream feed and the manager that follows it.
     let (upstream_url, fake_feed) = match upstream {
         Some(url) => (url, None),
         None => {
-            let feed = start_fake_feed().map_err(io)?;
+            let feed = start_fake_feed()?;
             (feed.url(), Some(feed))
         }
     };
-    let manager =
-        web::Data::new(Manager::new(ManagerConfig::default().arbiters(Some(1))).map_err(io)?);
-    let feed = manager
-        .connect("upstream", &upstream_url)
-        .await
-        .map_err(io)?;
-    feed.send_on_connect(protocol::join(UPSTREAM_ROOM).map_err(io)?)
-        .await
-        .map_err(io)?;
+    let manager = web::Data::new(Manager::new(ManagerConfig::default().arbiters(Some(1)))?);
+    let feed = manager.connect("upstream", &upstream_url).await?;
+    feed.send_on_connect(protocol::join(UPSTREAM_ROOM)).await?;
     let mut ticks = feed.subscribe_channel::<RoomMessage>(256);
     let forward_to = rooms.clone();
     actix_rt::spawn(async move {

@@ -261,7 +261,7 @@ async fn follow(options: Options) -> Result<(), Error> {
     let mut clients = Vec::new();
     for i in 0..options.connections {
         let c = manager.connect(format!("feed-{i}"), &url).await?;
-        c.send_on_connect(protocol::join(ROOM)?).await?; // rejoined after every reconnect
+        c.send_on_connect(protocol::join(ROOM)).await?; // rejoined after every reconnect
         c.subscribe::<Tick>(follower.clone().recipient());
         clients.push(c);
     }

@@ -56,7 +56,7 @@ pub async fn run(
     let mut errors = client.subscribe_channel::<ErrorReply>(16);
     for room in rooms {
         // Sent now and, first of all, after every reconnect: the rejoin needs no code of ours.
-        client.send_on_connect(protocol::join(room)?).await?;
+        client.send_on_connect(protocol::join(room)).await?;
     }
     if let Err(e) = client.wait_connected(FIRST_CONNECT_TIMEOUT).await {
         client.close().await;

@@ -184,6 +184,19 @@ impl Outgoing {
         })
     }
 
+    /// An envelope with only a `type` (no `data`): cannot fail.
+    pub(crate) fn bare(kind: &'static str) -> Self {
+        Self {
+            kind: Cow::Borrowed(kind),
+            id: None,
+            room: None,
+            from: None,
+            event: None,
+            timestamp: None,
+            data: None,
+        }
+    }
+
     fn raw(kind: &'static str, data: Box<RawValue>) -> Self {
         let data = if data.get() == "null" {
             None

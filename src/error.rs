@@ -140,6 +140,36 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// So that `main` and other `io::Result` code can use `?` on this crate's results. An
+/// [`Error::Io`] keeps its kind; everything else becomes `ErrorKind::Other` with the same words.
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(io) => io,
+            other => std::io::Error::other(other),
+        }
+    }
+}
+
+/// So that actix-web handlers can use `?` on this crate's results: a bad room name is the
+/// caller's fault (400), a stopped hub or client is 503, anything else 500; the body is the
+/// error in words.
+#[cfg(feature = "server")]
+impl actix_web::ResponseError for Error {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode;
+        match self {
+            Error::BadRoom(_) | Error::Encode(_) | Error::MessageTooLarge { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::Mailbox(_) | Error::ClientClosed | Error::OutboxFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 impl From<actix::MailboxError> for Error {
     fn from(e: actix::MailboxError) -> Self {
         Error::Mailbox(e.to_string())
@@ -148,3 +178,25 @@ impl From<actix::MailboxError> for Error {
 
 /// Shorthand for `Result<T, actix_ws_manager::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_for_question_marks_in_io_and_actix_web_code() {
+        let io: std::io::Error = Error::BadRoom("a b".into()).into();
+        assert_eq!(io.kind(), std::io::ErrorKind::Other);
+        assert!(io.to_string().contains("a b"));
+        let io: std::io::Error =
+            Error::Io(std::io::Error::from(std::io::ErrorKind::AddrInUse)).into();
+        assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse);
+        #[cfg(feature = "server")]
+        {
+            use actix_web::ResponseError;
+            assert_eq!(Error::BadRoom("x".into()).status_code().as_u16(), 400);
+            assert_eq!(Error::ClientClosed.status_code().as_u16(), 503);
+            assert_eq!(Error::Config("x".into()).status_code().as_u16(), 500);
+        }
+    }
+}

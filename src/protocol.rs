@@ -171,13 +171,13 @@ pub fn publish_event<T: WireMessage>(room: &str, msg: &T) -> Result<Outgoing> {
 }
 
 /// `{"type":"join","room":room}`.
-pub fn join(room: &str) -> Result<Outgoing> {
-    Ok(Outgoing::new(&Join)?.room(room))
+pub fn join(room: &str) -> Outgoing {
+    Outgoing::bare(Join::TYPE).room(room)
 }
 
 /// `{"type":"leave","room":room}`.
-pub fn leave(room: &str) -> Result<Outgoing> {
-    Ok(Outgoing::new(&Leave)?.room(room))
+pub fn leave(room: &str) -> Outgoing {
+    Outgoing::bare(Leave::TYPE).room(room)
 }
 
 /// `{"type":"publish","room":room,"data":data}`.

@@ -24,7 +24,7 @@ async fn crate_client_speaks_the_rooms_protocol() {
     client.wait_connected(WAIT).await.expect("connected");
 
     let joined = client
-        .request_envelope(protocol::join("lobby").expect("join"), WAIT)
+        .request_envelope(protocol::join("lobby"), WAIT)
         .await
         .expect("joined");
     assert_eq!(

@@ -25,7 +25,7 @@ async fn sessions_work_without_a_socket_handle_and_with_a_user_timeout() {
     let live = connect(&server.url(), ClientConfig::default()).expect("client");
     live.wait_connected(WAIT).await.expect("connected");
     let joined = live
-        .request_envelope(protocol::join("r").expect("join"), WAIT)
+        .request_envelope(protocol::join("r"), WAIT)
         .await
         .expect("joined");
     assert_eq!(joined.kind, "joined");

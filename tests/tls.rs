@@ -79,6 +79,13 @@ async fn untrusted_certificate_fails_for_good() {
     let started = Instant::now();
     let client = connect(&server.url(), config).expect("client");
     let mut events = client.events(16);
+    // `wait_connected` keeps the reason of the `Failed` state.
+    match client.wait_connected(WAIT).await {
+        Err(actix_ws_manager::Error::ConnectFailed { reason, .. }) => {
+            assert!(reason.contains("certificate"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     let ended = tokio::time::timeout(WAIT, client.closed())
         .await
         .expect("client ended");

@@ -18,7 +18,7 @@
 //! # async fn run() -> Result<(), actix_ws_manager::Error> {
 //! let client = connect("ws://127.0.0.1:8080/ws", ClientConfig::default())?;
 //! // Sent now and again after every reconnect.
-//! client.send_on_connect(protocol::join("lobby")?).await?;
+//! client.send_on_connect(protocol::join("lobby")).await?;
 //! let mut messages = client.subscribe_channel::<RoomMessage>(256);
 //! client.wait_connected(Duration::from_secs(5)).await?;
 //! client.send_envelope(protocol::publish("lobby", &"hello")?).await?;
@@ -306,14 +306,14 @@ impl Client {
     /// Join `room` (rooms protocol), now if connected and again after every reconnect. Joining a
     /// room twice registers it once.
     pub async fn join(&self, room: &str) -> Result<()> {
-        self.send_on_connect(crate::protocol::join(room)?).await
+        self.send_on_connect(crate::protocol::join(room)).await
     }
 
     /// Leave `room`: it is no longer joined after a reconnect, and a `leave` is sent now if
     /// connected (when not connected there is nothing to leave).
     pub async fn leave(&self, room: &str) -> Result<()> {
-        let text = crate::protocol::join(room)?.encode();
-        let then = Some(crate::protocol::leave(room)?.encode());
+        let text = crate::protocol::join(room).encode();
+        let then = Some(crate::protocol::leave(room).encode());
         self.on_connect(OnConnect::Remove { text, then }).await
     }
 
@@ -397,20 +397,26 @@ impl Client {
             .do_send(SubscribeTo::Events(Sink::Actor(recipient)));
     }
 
-    /// Wait until the state is `Connected`. Fails with [`Error::ClientClosed`] if the client
-    /// reaches `Failed` or `Closed` first, or [`Error::ConnectFailed`] after `timeout`. Creates
-    /// nothing that outlives the call (it watches the published state; no subscription).
+    /// Wait until the state is `Connected`. Fails with [`Error::ConnectFailed`] carrying the
+    /// reason when the client reaches `Failed` first (a refused certificate, a final close code,
+    /// ...), [`Error::ClientClosed`] when it was closed, or [`Error::ConnectFailed`] after
+    /// `timeout`. Creates nothing that outlives the call (it watches the published state; no
+    /// subscription).
     pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
         let mut state = self.inner.shared.watch_state();
         let wait = async move {
             let reached = state
                 .wait_for(|s| *s == ConnectionState::Connected || s.is_terminal())
                 .await;
-            reached.is_ok_and(|s| *s == ConnectionState::Connected)
+            reached.map(|s| s.clone()).ok()
         };
         match actix_rt::time::timeout(timeout, wait).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::ClientClosed),
+            Ok(Some(ConnectionState::Connected)) => Ok(()),
+            Ok(Some(ConnectionState::Failed { reason })) => Err(Error::ConnectFailed {
+                url: self.inner.url.clone(),
+                reason,
+            }),
+            Ok(_) => Err(Error::ClientClosed),
             Err(_) => Err(Error::ConnectFailed {
                 url: self.inner.url.clone(),
                 reason: format!(

@@ -126,7 +126,7 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
     let mut text = client.subscribe_text(1024);
     let mut binary = client.subscribe_binary(64);
     for room in &args.joins {
-        client.send_on_connect(protocol::join(room)?).await?;
+        client.send_on_connect(protocol::join(room)).await?;
     }
     if let Err(e) = first_connection(&mut events, &args).await {
         client.close().await;

@@ -593,7 +593,7 @@ async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
     let mut msgs = client.subscribe_channel::<RoomMessage>(8192);
     let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
     let up = async {
-        let join = protocol::join(&room).map_err(|e| e.to_string())?;
+        let join = protocol::join(&room);
         client
             .send_on_connect(join)
             .await
