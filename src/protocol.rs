@@ -130,6 +130,9 @@ pub mod codes {
     pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
     /// A binary frame on the rooms endpoint, which speaks JSON text only.
     pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+    /// The `data` of a message handled by an application handler (`Rooms::on_message`) does
+    /// not decode as the handler's type.
+    pub const BAD_DATA: &str = "bad_data";
     /// A publish named an `event` that is not 1 to 64 characters of `A-Z a-z 0-9 _ . : -`, or
     /// is one of the protocol's own types ([`RESERVED_TYPES`](super::RESERVED_TYPES)).
     pub const BAD_EVENT: &str = "bad_event";

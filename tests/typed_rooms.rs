@@ -126,3 +126,101 @@ async fn protocol_names_are_refused_as_events() {
     assert_eq!(peer.json().await["type"], "message");
     server.shutdown().await.expect("shutdown");
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Order {
+    qty: u32,
+}
+impl WireMessage for Order {
+    const TYPE: &'static str = "order";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Filled {
+    qty: u32,
+    by: u64,
+}
+impl WireMessage for Filled {
+    const TYPE: &'static str = "filled";
+}
+
+/// An application handler answers a client's own message type (a request gets the reply with
+/// its id, and the handler can publish into a room); data of the wrong shape is `bad_data`;
+/// types nobody handles stay `unknown_type`. `members` lists a room's sessions and `send_to`
+/// reaches one of them.
+#[actix_rt::test]
+async fn handlers_members_and_send_to() {
+    let rooms = actix_ws_manager::server::Rooms::start(test_config()).expect("rooms");
+    rooms.on_message::<Order, _, _>(|ctx, order| async move {
+        let filled = Filled {
+            qty: order.qty,
+            by: ctx.session,
+        };
+        let _ = ctx.reply(&filled).await;
+        let _ = ctx.rooms.publish("fills", &filled).await;
+    });
+    let server = actix_ws_manager::server::serve_with("127.0.0.1:0", "/ws", "/echo", rooms.clone())
+        .expect("serve");
+    let client = connect(&server.url(), client_test_config()).expect("client");
+    let mut fills = client.subscribe_channel::<Filled>(8);
+    let mut joined = client.subscribe_channel::<actix_ws_manager::protocol::Joined>(1);
+    client.wait_connected(WAIT).await.expect("connected");
+    client.join("fills").await.expect("join");
+    tokio::time::timeout(WAIT, joined.recv())
+        .await
+        .expect("joined");
+
+    let reply = client
+        .request(&Order { qty: 3 }, WAIT)
+        .await
+        .expect("reply");
+    assert!(reply.is::<Filled>(), "{reply:?}");
+    let filled: Filled = reply.data_as().expect("data");
+    assert_eq!(filled.qty, 3);
+    // The handler's publish reaches the room (the client is a member); the reply itself is
+    // also a `Filled` for subscribers, without a room.
+    let mut published = tokio::time::timeout(WAIT, fills.recv())
+        .await
+        .expect("a fill")
+        .expect("open");
+    if published.room.is_none() {
+        published = tokio::time::timeout(WAIT, fills.recv())
+            .await
+            .expect("a fill")
+            .expect("open");
+    }
+    assert_eq!(published.data, filled);
+    assert_eq!(published.room.as_deref(), Some("fills"));
+
+    let bad = actix_ws_manager::Outgoing::dynamic("order", Some(&serde_json::json!("x")))
+        .expect("envelope");
+    match client.request_envelope(bad, WAIT).await {
+        Err(actix_ws_manager::Error::Remote { code, .. }) => assert_eq!(code, "bad_data"),
+        other => panic!("{other:?}"),
+    }
+    let unknown = actix_ws_manager::Outgoing::dynamic("nobody", None).expect("envelope");
+    match client.request_envelope(unknown, WAIT).await {
+        Err(actix_ws_manager::Error::Remote { code, .. }) => assert_eq!(code, "unknown_type"),
+        other => panic!("{other:?}"),
+    }
+
+    let members = rooms.members("fills").await.expect("members");
+    assert_eq!(members, vec![filled.by]);
+    let mut orders = client.subscribe_channel::<Order>(1);
+    assert!(rooms
+        .send_to(filled.by, &Order { qty: 9 })
+        .await
+        .expect("send_to"));
+    let got = tokio::time::timeout(WAIT, orders.recv())
+        .await
+        .expect("the order")
+        .expect("open");
+    assert_eq!(got.data, Order { qty: 9 });
+    assert!(!rooms
+        .send_to(999_999, &Order { qty: 1 })
+        .await
+        .expect("send_to"));
+    assert!(rooms.members("empty").await.expect("members").is_empty());
+    client.close().await;
+    server.shutdown().await.expect("shutdown");
+}

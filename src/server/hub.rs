@@ -204,6 +204,23 @@ pub enum Command {
     /// Answer a [`HubStats`] snapshot. Through the queue, so it sees the effect of every command
     /// queued before it (a `joined` reply already sent means the join is counted).
     Stats(oneshot::Sender<HubStats>),
+    /// Send one frame to one session (server code answering or notifying a client); answers
+    /// whether the session's queue took it (a full queue gets the slow-consumer policy).
+    SendTo {
+        /// The session.
+        id: SessionId,
+        /// The frame.
+        frame: Outbound,
+        /// Told whether it was queued.
+        sent: oneshot::Sender<bool>,
+    },
+    /// Answer the sessions in a room.
+    Members {
+        /// The room.
+        room: Arc<str>,
+        /// Told the members' ids (empty when the room has none).
+        tell: oneshot::Sender<Vec<SessionId>>,
+    },
 }
 
 /// Broadcast `data` to every member of `room` as
@@ -353,6 +370,43 @@ impl Hub {
         }
     }
 
+    /// Offer `frame` to one session's queue under the slow-consumer policy.
+    fn send_to(&mut self, id: SessionId, frame: Outbound) -> bool {
+        let Some(member) = self.members.get(&id) else {
+            return false;
+        };
+        let len = frame.len();
+        match member.queue.try_send(frame) {
+            Ok(()) => {
+                let depth = member.queue.max_capacity() - member.queue.capacity();
+                self.counters.delivered(len, depth);
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                match self.policy {
+                    SlowConsumerPolicy::DropNewest => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    SlowConsumerPolicy::Disconnect => {
+                        if let Some(member) = self.remove(id) {
+                            self.counters
+                                .slow_consumer_disconnects
+                                .fetch_add(1, Ordering::Relaxed);
+                            member.evict.do_send(Evict {
+                                reason: EvictReason::SlowConsumer,
+                            });
+                        }
+                    }
+                }
+                false
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.remove(id);
+                false
+            }
+        }
+    }
+
     /// Encode once, `try_send` the shared bytes to every member. Answers how many members'
     /// queues took it.
     fn publish(&mut self, msg: &Publish) -> usize {
@@ -426,6 +480,18 @@ impl StreamHandler<Command> for Hub {
             Command::Leave { id, room } => self.leave(id, room),
             Command::Stats(tell) => {
                 let _ = tell.send(self.stats());
+            }
+            Command::SendTo { id, frame, sent } => {
+                let _ = sent.send(self.send_to(id, frame));
+            }
+            Command::Members { room, tell } => {
+                let mut ids: Vec<SessionId> = self
+                    .rooms
+                    .get(&room)
+                    .map(|set| set.iter().copied().collect())
+                    .unwrap_or_default();
+                ids.sort_unstable();
+                let _ = tell.send(ids);
             }
             Command::Publish(msg) => {
                 let reached = self.publish(&msg);

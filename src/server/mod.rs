@@ -40,6 +40,7 @@
 //! The hub must be shared by every worker of the `HttpServer`, so it is started once, outside
 //! the `App` factory, and `mount` is a method of the shared handle rather than a free function.
 
+pub mod handler;
 pub mod hub;
 pub mod session;
 
@@ -57,9 +58,10 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::ServerConfig;
-use crate::envelope::WireMessage;
+use crate::envelope::{Outgoing, WireMessage};
 use crate::error::{Error, Result};
 use crate::protocol::RoomMessage;
+use hub::SessionId;
 use hub::{Command, Counters, Hub, HubSender, HubStats, Publish};
 use session::{Mode, SessionParams};
 
@@ -91,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// Woken each time a session slot is released (shutdown waits on it).
     released: Notify,
+    /// Application handlers by message type ([`Rooms::on_message`]).
+    pub(crate) handlers: std::sync::RwLock<HashMap<&'static str, handler::ErasedHandler>>,
     /// Sessions per client IP address, when `max_connections_per_ip` is set; an address leaves
     /// the map with its last session, so the map is bounded by the live sessions.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -193,6 +197,7 @@ impl Rooms {
                 shutdown: tokio::sync::watch::Sender::new(false),
                 released: Notify::new(),
                 per_ip: Mutex::new(HashMap::new()),
+                handlers: std::sync::RwLock::new(HashMap::new()),
             }),
             auth: None,
         })
@@ -341,6 +346,53 @@ impl Rooms {
             })
         })
         .await
+    }
+
+    /// Send a typed message to one session (`{"type":T::TYPE,"data":...}`), for example to
+    /// notify a client found with [`members`](Self::members). Answers whether its queue took it
+    /// (false for a session that is gone; a full queue gets the slow-consumer policy).
+    pub async fn send_to<T: WireMessage>(&self, session: SessionId, msg: &T) -> Result<bool> {
+        self.send_envelope_to(session, Outgoing::new(msg)?).await
+    }
+
+    /// [`send_to`](Self::send_to) with a prepared envelope.
+    pub async fn send_envelope_to(&self, session: SessionId, out: Outgoing) -> Result<bool> {
+        let frame = hub::Outbound::Text(out.encode());
+        self.ask(|sent| Command::SendTo {
+            id: session,
+            frame,
+            sent,
+        })
+        .await
+    }
+
+    /// The sessions in `room` now, by id (ascending; empty for an unknown room).
+    pub async fn members(&self, room: &str) -> Result<Vec<SessionId>> {
+        let room = Arc::from(room);
+        self.ask(|tell| Command::Members { room, tell }).await
+    }
+
+    /// Handle client messages of type `T::TYPE` (a type that is not the rooms protocol's) with
+    /// `handler` instead of answering `unknown_type`. The handler gets the sender
+    /// ([`MessageContext`](handler::MessageContext): session id, identity, request id, a
+    /// `Rooms` to publish or `send_to`, and `reply`) and the decoded message; `data` that does
+    /// not decode as `T` is answered with the error `bad_data`. The handler runs on the
+    /// session's thread, and the session reads its client's next message when the handler's
+    /// future ends: one client's messages are handled in order, and a slow handler slows that
+    /// client (through TCP), not the server. Registering a type again replaces its handler.
+    pub fn on_message<T, F, Fut>(&self, handler: F) -> &Self
+    where
+        T: WireMessage,
+        F: Fn(handler::MessageContext, T) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let mut handlers = self
+            .shared
+            .handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        handlers.insert(T::TYPE, handler::erase(handler));
+        self
     }
 
     /// Queue a command that answers through a oneshot, and wait for the answer.

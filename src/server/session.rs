@@ -774,10 +774,43 @@ impl Session {
             self.reply(protocol::Echo::TYPE, id, None, data.as_deref(), ctx);
         } else if kind == protocol::Ping::TYPE {
             self.reply(protocol::Pong::TYPE, id, None, None, ctx);
+        } else if let Some(handler) = self.handler(kind) {
+            let sender = super::handler::MessageContext {
+                session: self.id,
+                identity: self.identity.clone(),
+                id,
+                room: head.room.as_deref().map(str::to_owned),
+                rooms: super::Rooms {
+                    commands: self.hub.clone(),
+                    shared: self.shared.clone(),
+                    auth: None,
+                },
+            };
+            match handler(sender, head.data) {
+                // The next message of this client is read when the handler is done: in order,
+                // and a slow handler slows its own client only.
+                Ok(fut) => {
+                    ctx.wait(actix::fut::wrap_future::<_, Self>(fut));
+                }
+                Err(e) => {
+                    let msg = format!("data of {kind:?} does not decode: {e}");
+                    self.error(id, codes::BAD_DATA, &msg, ctx);
+                }
+            }
         } else {
             let msg = format!("unknown message type {kind:?}");
             self.error(id, codes::UNKNOWN_TYPE, &msg, ctx);
         }
+    }
+
+    /// The application handler for message type `kind`, if one is registered.
+    fn handler(&self, kind: &str) -> Option<super::handler::ErasedHandler> {
+        let handlers = self
+            .shared
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        handlers.get(kind).cloned()
     }
 
     /// The envelope's room if it follows the rules; otherwise answers `bad_room`.
