@@ -130,6 +130,8 @@ pub mod codes {
     pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
     /// A binary frame on the rooms endpoint, which speaks JSON text only.
     pub const BINARY_UNSUPPORTED: &str = "binary_unsupported";
+    /// The join check (`Rooms::with_join_check`) does not let this session into the room.
+    pub const FORBIDDEN_ROOM: &str = "forbidden_room";
     /// The `data` of a message handled by an application handler (`Rooms::on_message`) does
     /// not decode as the handler's type.
     pub const BAD_DATA: &str = "bad_data";

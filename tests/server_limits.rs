@@ -179,6 +179,51 @@ async fn auth_hook_refuses_or_attaches_identity() {
     server.shutdown().await.expect("shutdown");
 }
 
+/// An async authentication hook (here it awaits a lookup that completes later, as a database
+/// call would) attaches the identity, and the join check decides per identity and room:
+/// alice may join `alice-*` rooms only, anything else is `forbidden_room`.
+#[actix_rt::test]
+async fn async_auth_and_join_check() {
+    let rooms = Rooms::start(test_config())
+        .expect("config")
+        .with_async_auth(|req: actix_web::HttpRequest| async move {
+            let token = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            // An await point stands for the lookup.
+            actix_rt::task::yield_now().await;
+            match token.as_deref() {
+                Some("Bearer alice-token") => Ok(Some("alice".to_owned())),
+                _ => Err(AuthRejection::Unauthorized("token required".into())),
+            }
+        })
+        .with_join_check(|identity, room| {
+            identity.is_some_and(|who| room.starts_with(&format!("{who}-")))
+        });
+    let server = server::serve_with("127.0.0.1:0", "/ws", "/echo", rooms).expect("serve");
+    let client = awc::Client::new();
+    assert_eq!(refused_status(client.ws(server.url())).await, 401);
+    let (_, framed) = client
+        .ws(server.url())
+        .bearer_auth("alice-token")
+        .connect()
+        .await
+        .expect("authorised");
+    let mut peer = Peer { framed };
+    assert_eq!(peer.json().await["data"]["identity"], "alice");
+    peer.text(r#"{"type":"join","room":"alice-inbox","id":1}"#)
+        .await;
+    assert_eq!(peer.json().await["type"], "joined");
+    peer.text(r#"{"type":"join","room":"bob-inbox","id":2}"#)
+        .await;
+    let refused = peer.json().await;
+    assert_eq!(refused["data"]["code"], "forbidden_room", "{refused}");
+    assert_eq!(refused["id"], 2);
+    server.shutdown().await.expect("shutdown");
+}
+
 /// Past `max_sessions` the upgrade is refused with 503; a freed slot can be used again.
 #[actix_rt::test]
 async fn session_limit_refuses_with_503() {

@@ -76,9 +76,20 @@ pub enum AuthRejection {
 
 /// The authentication hook: sees the upgrade request before anything else happens, and either
 /// refuses it or lets it through, optionally attaching an identity to the session (sent back in
-/// `welcome` as `data.identity` and traced with the session).
-pub type AuthHook =
-    Arc<dyn Fn(&HttpRequest) -> std::result::Result<Option<String>, AuthRejection> + Send + Sync>;
+/// `welcome` as `data.identity`, traced with the session, and given to application handlers and
+/// the join check). It is async, so it can check a JWT against a key service or look a token up
+/// in a database; install a plain function with [`Rooms::with_auth`] or an async one with
+/// [`Rooms::with_async_auth`].
+pub type AuthHook = Arc<
+    dyn Fn(HttpRequest) -> futures_util::future::LocalBoxFuture<'static, AuthResult> + Send + Sync,
+>;
+
+/// What the authentication hook answers: an identity (or none) to let the upgrade through, or
+/// why it is refused.
+pub type AuthResult = std::result::Result<Option<String>, AuthRejection>;
+
+/// The per-room join check ([`Rooms::with_join_check`]): may this identity join this room?
+pub type JoinCheck = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
 
 /// State shared by the handle, the HTTP handlers and every session of one server.
 pub(crate) struct Shared {
@@ -93,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// Woken each time a session slot is released (shutdown waits on it).
     released: Notify,
+    /// The per-room join check, if any ([`Rooms::with_join_check`]).
+    pub(crate) join_check: std::sync::RwLock<Option<JoinCheck>>,
     /// Application handlers by message type ([`Rooms::on_message`]).
     pub(crate) handlers: std::sync::RwLock<HashMap<&'static str, handler::ErasedHandler>>,
     /// Sessions per client IP address, when `max_connections_per_ip` is set; an address leaves
@@ -198,20 +211,45 @@ impl Rooms {
                 released: Notify::new(),
                 per_ip: Mutex::new(HashMap::new()),
                 handlers: std::sync::RwLock::new(HashMap::new()),
+                join_check: std::sync::RwLock::new(None),
             }),
             auth: None,
         })
     }
 
-    /// Install the authentication hook (see [`AuthHook`]).
-    pub fn with_auth<F>(mut self, hook: F) -> Self
+    /// Install a synchronous authentication hook (see [`AuthHook`]).
+    pub fn with_auth<F>(self, hook: F) -> Self
     where
-        F: Fn(&HttpRequest) -> std::result::Result<Option<String>, AuthRejection>
-            + Send
-            + Sync
-            + 'static,
+        F: Fn(&HttpRequest) -> AuthResult + Send + Sync + 'static,
     {
-        self.auth = Some(Arc::new(hook));
+        self.with_async_auth(move |req: HttpRequest| std::future::ready(hook(&req)))
+    }
+
+    /// Install an async authentication hook (see [`AuthHook`]); it gets the request by value
+    /// (cheap: actix's `HttpRequest` is reference counted).
+    pub fn with_async_auth<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(HttpRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = AuthResult> + 'static,
+    {
+        self.auth = Some(Arc::new(move |req| Box::pin(hook(req))));
+        self
+    }
+
+    /// Install a per-room join check: a `join` whose `check(identity, room)` is false is
+    /// answered with the error `forbidden_room`. The identity is what the authentication hook
+    /// attached (`None` without one).
+    pub fn with_join_check<F>(self, check: F) -> Self
+    where
+        F: Fn(Option<&str>, &str) -> bool + Send + Sync + 'static,
+    {
+        let mut slot = self
+            .shared
+            .join_check
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Arc::new(check));
+        drop(slot);
         self
     }
 
@@ -237,14 +275,14 @@ impl Rooms {
                 &path,
                 web::get().to(move |req: HttpRequest, body: web::Payload| {
                     let rooms = rooms.clone();
-                    async move { rooms.upgrade(req, body, mode) }
+                    async move { rooms.upgrade(req, body, mode).await }
                 }),
             );
         }
     }
 
     /// The upgrade handler: origin, authentication, capacity, then the WebSocket handshake.
-    fn upgrade(
+    async fn upgrade(
         &self,
         req: HttpRequest,
         body: web::Payload,
@@ -264,7 +302,7 @@ impl Rooms {
         }
         let identity = match &self.auth {
             None => None,
-            Some(hook) => match hook(&req) {
+            Some(hook) => match hook(req.clone()).await {
                 Ok(identity) => identity,
                 Err(AuthRejection::Unauthorized(why)) => {
                     return Ok(HttpResponse::Unauthorized().body(why))

@@ -708,6 +708,10 @@ impl Session {
                 return;
             };
             if !self.rooms.contains(room.as_ref()) {
+                if !self.may_join(&room) {
+                    let msg = format!("not allowed to join room {room:?}");
+                    return self.error(id, codes::FORBIDDEN_ROOM, &msg, ctx);
+                }
                 if self.rooms.len() >= self.shared.config.max_rooms_per_session {
                     let msg = format!(
                         "a session may be in at most {} rooms",
@@ -801,6 +805,17 @@ impl Session {
             let msg = format!("unknown message type {kind:?}");
             self.error(id, codes::UNKNOWN_TYPE, &msg, ctx);
         }
+    }
+
+    /// What the join check (if any) says about this session joining `room`.
+    fn may_join(&self, room: &str) -> bool {
+        let check = self
+            .shared
+            .join_check
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        check.is_none_or(|check| check(self.identity.as_deref(), room))
     }
 
     /// The application handler for message type `kind`, if one is registered.
