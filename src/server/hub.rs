@@ -214,6 +214,13 @@ pub enum Command {
         /// Told whether it was queued.
         sent: oneshot::Sender<bool>,
     },
+    /// Make an actor of the application a member (it joins rooms with `Join` like a session).
+    Attach {
+        /// The id it gets.
+        id: SessionId,
+        /// Where its room messages go, with `try_send` (its mailbox bound applies).
+        recipient: Recipient<RoomFrame>,
+    },
     /// Answer the sessions in a room.
     Members {
         /// The room.
@@ -275,13 +282,69 @@ impl HubSender {
 
 /// Who the hub knows: one entry per live session.
 struct Member {
-    /// The session's queue; the hub only ever `try_send`s into it.
-    queue: mpsc::Sender<Outbound>,
-    /// Where to send [`Evict`].
-    evict: Recipient<Evict>,
+    /// Where its messages go; the hub only ever offers with `try_send`.
+    sink: MemberSink,
     /// The rooms it is in, so that leaving every room on disconnect does not scan all rooms.
     rooms: HashSet<Arc<str>>,
 }
+
+/// A member's way in: a session's bounded queue, or an actor of the application's (for
+/// example an existing actix-web-actors session) through its bounded mailbox.
+enum MemberSink {
+    Session {
+        queue: mpsc::Sender<Outbound>,
+        /// Where to send [`Evict`].
+        evict: Recipient<Evict>,
+    },
+    Actor(Recipient<RoomFrame>),
+}
+
+/// What offering a frame to a member did.
+enum Offer {
+    /// Taken; the member's queue now holds this many frames (0 when unknown).
+    Taken(usize),
+    Full,
+    Gone,
+}
+
+impl MemberSink {
+    fn offer(&self, frame: &Outbound) -> Offer {
+        match self {
+            MemberSink::Session { queue, .. } => match queue.try_send(frame.clone()) {
+                Ok(()) => Offer::Taken(queue.max_capacity() - queue.capacity()),
+                Err(TrySendError::Full(_)) => Offer::Full,
+                Err(TrySendError::Closed(_)) => Offer::Gone,
+            },
+            MemberSink::Actor(recipient) => {
+                let Outbound::Text(text) = frame else {
+                    return Offer::Taken(0); // only text frames are meant for members
+                };
+                match recipient.try_send(RoomFrame(text.clone())) {
+                    Ok(()) => Offer::Taken(0),
+                    Err(SendError::Full(_)) => Offer::Full,
+                    Err(SendError::Closed(_)) => Offer::Gone,
+                }
+            }
+        }
+    }
+
+    /// Tell a slow member it is out (a session closes with 1013; an actor is simply no longer a
+    /// member of anything).
+    fn evict(&self) {
+        if let MemberSink::Session { evict, .. } = self {
+            evict.do_send(Evict {
+                reason: EvictReason::SlowConsumer,
+            });
+        }
+    }
+}
+
+/// A room message for an actor member ([`Rooms::attach`](super::Rooms::attach)): the encoded
+/// envelope, shared with every other member, to write as a text frame as it is (for an
+/// actix-web-actors session: `ctx.text(frame.0)`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RoomFrame(pub ByteString);
 
 /// Rooms and membership, and the one place where broadcast happens. One per server, shared by
 /// every worker of the HTTP server through [`Rooms`](super::Rooms).
@@ -342,10 +405,9 @@ impl Hub {
         (addr, sender)
     }
 
-    fn connect(&mut self, id: SessionId, queue: mpsc::Sender<Outbound>, evict: Recipient<Evict>) {
+    fn connect(&mut self, id: SessionId, sink: MemberSink) {
         let member = Member {
-            queue,
-            evict,
+            sink,
             rooms: HashSet::new(),
         };
         self.members.insert(id, member);
@@ -370,19 +432,18 @@ impl Hub {
         }
     }
 
-    /// Offer `frame` to one session's queue under the slow-consumer policy.
+    /// Offer `frame` to one member under the slow-consumer policy.
     fn send_to(&mut self, id: SessionId, frame: Outbound) -> bool {
         let Some(member) = self.members.get(&id) else {
             return false;
         };
         let len = frame.len();
-        match member.queue.try_send(frame) {
-            Ok(()) => {
-                let depth = member.queue.max_capacity() - member.queue.capacity();
+        match member.sink.offer(&frame) {
+            Offer::Taken(depth) => {
                 self.counters.delivered(len, depth);
                 true
             }
-            Err(TrySendError::Full(_)) => {
+            Offer::Full => {
                 match self.policy {
                     SlowConsumerPolicy::DropNewest => {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -392,15 +453,13 @@ impl Hub {
                             self.counters
                                 .slow_consumer_disconnects
                                 .fetch_add(1, Ordering::Relaxed);
-                            member.evict.do_send(Evict {
-                                reason: EvictReason::SlowConsumer,
-                            });
+                            member.sink.evict();
                         }
                     }
                 }
                 false
             }
-            Err(TrySendError::Closed(_)) => {
+            Offer::Gone => {
                 self.remove(id);
                 false
             }
@@ -432,20 +491,19 @@ impl Hub {
             let Some(member) = self.members.get(id) else {
                 continue;
             };
-            match member.queue.try_send(frame.clone()) {
-                Ok(()) => {
+            match member.sink.offer(&frame) {
+                Offer::Taken(depth) => {
                     reached += 1;
-                    let depth = member.queue.max_capacity() - member.queue.capacity();
                     max_depth = max_depth.max(depth);
                 }
-                Err(TrySendError::Full(_)) => match self.policy {
+                Offer::Full => match self.policy {
                     SlowConsumerPolicy::DropNewest => {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(session = id, room = %msg.room, "queue full; message dropped");
                     }
                     SlowConsumerPolicy::Disconnect => evicted.push((*id, true)),
                 },
-                Err(TrySendError::Closed(_)) => evicted.push((*id, false)),
+                Offer::Gone => evicted.push((*id, false)),
             }
         }
         self.counters
@@ -457,10 +515,8 @@ impl Hub {
                         .slow_consumer_disconnects
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(session = id, "slow consumer: queue full; disconnecting");
-                    // At most one per session: the member is forgotten here.
-                    member.evict.do_send(Evict {
-                        reason: EvictReason::SlowConsumer,
-                    });
+                    // At most one per member: it is forgotten here.
+                    member.sink.evict();
                 }
             }
         }
@@ -472,7 +528,10 @@ impl Hub {
 impl StreamHandler<Command> for Hub {
     fn handle(&mut self, cmd: Command, _: &mut Context<Self>) {
         match cmd {
-            Command::Connect { id, queue, evict } => self.connect(id, queue, evict),
+            Command::Connect { id, queue, evict } => {
+                self.connect(id, MemberSink::Session { queue, evict })
+            }
+            Command::Attach { id, recipient } => self.connect(id, MemberSink::Actor(recipient)),
             Command::Disconnect { id } => {
                 self.remove(id);
             }

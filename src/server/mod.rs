@@ -51,6 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::Recipient;
 use actix_web::dev::Extensions;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -402,6 +403,63 @@ impl Rooms {
             sent,
         })
         .await
+    }
+
+    /// Make an actor of yours a member of this server's rooms: typically an existing
+    /// actix-web-actors session that should take part in rooms without being rewritten. Room
+    /// messages reach it as [`RoomFrame`](hub::RoomFrame)s (the encoded envelope; write it
+    /// with `ctx.text(frame.0)`) through `try_send`, so its mailbox bound applies: an actor that
+    /// does not keep up is a slow consumer like any session (dropped or removed, counted), and
+    /// never slows the others. Answers the member's id, for [`join_member`](Self::join_member),
+    /// [`leave_member`](Self::leave_member), [`send_to`](Self::send_to) and
+    /// [`detach`](Self::detach). A stopped actor is forgotten the first time a message finds
+    /// its mailbox closed.
+    pub async fn attach(&self, recipient: Recipient<hub::RoomFrame>) -> Result<SessionId> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.command(Command::Attach { id, recipient }).await?;
+        Ok(id)
+    }
+
+    /// [`attach`](Self::attach) and [`join_member`](Self::join_member) in one call.
+    pub async fn join_recipient(
+        &self,
+        room: &str,
+        recipient: Recipient<hub::RoomFrame>,
+    ) -> Result<SessionId> {
+        if !self.shared.config.is_valid_room(room) {
+            return Err(Error::BadRoom(room.to_owned()));
+        }
+        let id = self.attach(recipient).await?;
+        self.join_member(id, room).await?;
+        Ok(id)
+    }
+
+    /// Add member `id` (an attached actor) to `room`.
+    pub async fn join_member(&self, id: SessionId, room: &str) -> Result<()> {
+        if !self.shared.config.is_valid_room(room) {
+            return Err(Error::BadRoom(room.to_owned()));
+        }
+        let room = Arc::from(room);
+        self.command(Command::Join { id, room }).await
+    }
+
+    /// Take member `id` (an attached actor) out of `room`.
+    pub async fn leave_member(&self, id: SessionId, room: &str) -> Result<()> {
+        let room = Arc::from(room);
+        self.command(Command::Leave { id, room }).await
+    }
+
+    /// Forget member `id` (an attached actor): it leaves every room.
+    pub async fn detach(&self, id: SessionId) -> Result<()> {
+        self.command(Command::Disconnect { id }).await
+    }
+
+    /// Queue a command that answers nothing.
+    async fn command(&self, command: Command) -> Result<()> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Mailbox("the rooms hub has stopped".into()))
     }
 
     /// The sessions in `room` now, by id (ascending; empty for an unknown room).
