@@ -41,6 +41,13 @@ impl WireMessage for Ask {
     const TYPE: &'static str = "ask";
 }
 
+/// The peer's answer to [`Ask`]: the same number back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Answer(u32);
+impl WireMessage for Answer {
+    const TYPE: &'static str = "answer";
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Slow;
 impl WireMessage for Slow {
@@ -478,31 +485,41 @@ async fn request_reply_timeout_remote_error_and_failure_on_disconnect() {
     connected(&mut events).await;
 
     let (a, b, c) = tokio::join!(
-        client.request(&Ask(1), WAIT),
-        client.request(&Ask(2), WAIT),
-        client.request(&Ask(3), WAIT)
+        client.request::<_, Answer>(&Ask(1), WAIT),
+        client.request::<_, Answer>(&Ask(2), WAIT),
+        client.request::<_, Answer>(&Ask(3), WAIT)
     );
     for (reply, n) in [(a, 1), (b, 2), (c, 3)] {
-        let reply = reply.unwrap();
-        assert_eq!(reply.kind, "answer");
-        assert!(reply.id.is_some());
-        assert_eq!(reply.data_as::<Ask>().unwrap(), Ask(n));
+        assert_eq!(
+            reply.unwrap(),
+            Answer(n),
+            "each request gets its own reply, typed"
+        );
+    }
+    // A reply of another type than the one asked for is a decode error, not a panic.
+    match client.request::<_, Ask>(&Ask(4), WAIT).await {
+        Err(Error::Decode(why)) => assert!(why.contains("answer"), "{why}"),
+        other => panic!("{other:?}"),
     }
 
     let timeout = Duration::from_millis(200);
-    match client.request(&Slow, timeout).await {
+    match client.request::<_, Answer>(&Slow, timeout).await {
         Err(Error::RequestTimeout { timeout: t, .. }) => assert_eq!(t, timeout),
         other => panic!("expected a timeout, got {other:?}"),
     }
 
-    match client.request(&Fail, WAIT).await {
+    match client.request::<_, Answer>(&Fail, WAIT).await {
         Err(Error::Remote { code, .. }) => assert_eq!(code, "nope"),
         other => panic!("expected a remote error, got {other:?}"),
     }
 
     let pending = {
         let client = client.clone();
-        actix_rt::spawn(async move { client.request(&Slow, Duration::from_secs(60)).await })
+        actix_rt::spawn(async move {
+            client
+                .request::<_, Answer>(&Slow, Duration::from_secs(60))
+                .await
+        })
     };
     loop {
         if let PeerEvent::Text(_, t) = peer.next().await {

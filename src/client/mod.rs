@@ -268,8 +268,24 @@ impl Client {
     /// [`Error::ConnectionLost`] when the connection drops first, [`Error::Remote`] when the
     /// reply is an `{"type":"error"}` envelope. A request that fails while its frame still waits
     /// in the outbox is taken out: it is never sent after its caller was told.
-    pub async fn request<T: WireMessage>(&self, msg: &T, timeout: Duration) -> Result<Envelope> {
-        self.request_envelope(Outgoing::new(msg)?, timeout).await
+    ///
+    /// The reply must be of type `Resp::TYPE`; its `data` is decoded as `Resp` (another type,
+    /// or data that does not decode, is [`Error::Decode`]). For an untyped reply use
+    /// [`request_envelope`](Self::request_envelope).
+    pub async fn request<Req: WireMessage, Resp: WireMessage>(
+        &self,
+        msg: &Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        let reply = self.request_envelope(Outgoing::new(msg)?, timeout).await?;
+        if reply.kind != Resp::TYPE {
+            return Err(Error::Decode(format!(
+                "expected a {:?} reply, got {:?}",
+                Resp::TYPE,
+                reply.kind
+            )));
+        }
+        reply.data_as()
     }
 
     /// [`request`](Self::request) with a prepared envelope; its `id` is replaced.
