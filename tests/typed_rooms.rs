@@ -170,12 +170,11 @@ async fn handlers_members_and_send_to() {
         .await
         .expect("joined");
 
-    let reply = client
+    // The reply comes back typed.
+    let filled: Filled = client
         .request(&Order { qty: 3 }, WAIT)
         .await
         .expect("reply");
-    assert!(reply.is::<Filled>(), "{reply:?}");
-    let filled: Filled = reply.data_as().expect("data");
     assert_eq!(filled.qty, 3);
     // The handler's publish reaches the room (the client is a member); the reply itself is
     // also a `Filled` for subscribers, without a room.
