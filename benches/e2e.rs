@@ -155,10 +155,7 @@ fn serve_child(args: &[String]) {
             drop(listener);
             let sys = actix_rt::System::new();
             sys.block_on(async {
-                let config = ServerConfig {
-                    max_sessions: 100_000,
-                    ..ServerConfig::default()
-                };
+                let config = ServerConfig::default().max_sessions(100_000);
                 let srv = match server::serve("127.0.0.1:0", "/ws", "/echo", config) {
                     Ok(s) => s,
                     Err(e) => panic!("serve: {e}"),

@@ -3,7 +3,8 @@
 //! the rooms server.
 //!
 //! Every struct has a `Default` that is safe for a long-running service, documented field by
-//! field, and builder-style setters. Values are checked by `validate()` when a client starts, so a
+//! field, and builder-style setters; they are `#[non_exhaustive]` (build them from `default()`
+//! and the setters, or assign fields), so a new knob is not a breaking change. Values are checked by `validate()` when a client starts, so a
 //! bad value is an [`Error::Config`], never a panic.
 
 use std::ops::RangeInclusive;
@@ -32,6 +33,7 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// How a client behaves: limits, timeouts, and its heartbeat, reconnect and outbox policies.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// A name for this connection, carried by every [`Inbound`](crate::client::Inbound) and in
     /// traces, so that a subscriber of many connections knows where a message came from.
@@ -91,6 +93,11 @@ impl ClientConfig {
     /// Set [`max_message_size`](Self::max_message_size).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+    /// Set [`write_queue`](Self::write_queue).
+    pub fn write_queue(mut self, frames: usize) -> Self {
+        self.write_queue = frames;
         self
     }
     /// Set [`connect_timeout`](Self::connect_timeout).
@@ -173,6 +180,7 @@ impl ClientConfig {
 
 /// How the heartbeat checks that the peer is alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HeartbeatConfig {
     /// Time between pings. Default: 15 s.
     pub interval: Duration,
@@ -250,6 +258,7 @@ pub enum PingMode {
 /// `jitter` of itself, *after* the cap, so that many clients that lost the same server do not come
 /// back in step ("full jitter" when `jitter` is 1.0).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReconnectPolicy {
     /// Reconnect at all. Default: true.
     pub enabled: bool,
@@ -380,6 +389,7 @@ impl ReconnectPolicy {
 /// Where outgoing messages wait while the connection is down (or the socket is slower than the
 /// sender), and what happens when that place is full.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OutboxPolicy {
     /// Most messages that may wait. Default: 1024.
     pub capacity: usize,
@@ -527,6 +537,7 @@ pub const MAX_QUEUE: usize = 1 << 20;
 /// Every field has a default chosen for a long-running public service; see each field. Values are
 /// checked by [`validate`](Self::validate) when the server starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Largest message accepted, after continuation frames are put together; also the codec's
     /// frame limit. A bigger message closes the session with 1009. Default: 64 KiB.
@@ -626,6 +637,7 @@ impl Default for ServerConfig {
 /// sending until it is `burst` messages *beyond* that (twice the burst in all) is closed with
 /// 1008 (policy violation), which this crate's client treats as final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimit {
     /// Messages per second, on average. At least 1.
     pub per_second: u32,

@@ -827,10 +827,9 @@ async fn slow_peer_bounds_client_memory() {
         ..Behaviour::default()
     })
     .await;
-    let config = ClientConfig {
-        write_queue: 4,
-        ..client_test_config().outbox(OutboxPolicy::new(8, Overflow::Reject))
-    };
+    let config = client_test_config()
+        .outbox(OutboxPolicy::new(8, Overflow::Reject))
+        .write_queue(4);
     let client = connect(&peer.url, config).unwrap();
     let mut events = client.events(64);
     connected(&mut events).await;

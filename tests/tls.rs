@@ -7,7 +7,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::{connect, ConnectionState, Event};
-use actix_ws_manager::config::ClientConfig;
 use actix_ws_manager::protocol::RoomMessage;
 use actix_ws_manager::{server, tls};
 use common::{client_test_config, test_pki, WAIT};
@@ -72,10 +71,7 @@ async fn trusted_client_talks_to_rooms_and_echo_over_tls() {
 async fn untrusted_certificate_fails_for_good() {
     let (server, _ca) = tls_server();
     let connect_timeout = Duration::from_secs(5);
-    let config = ClientConfig {
-        connect_timeout,
-        ..client_test_config()
-    };
+    let config = client_test_config().connect_timeout(connect_timeout);
     let started = Instant::now();
     let client = connect(&server.url(), config).expect("client");
     let mut events = client.events(16);

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 
 /// How a [`Manager`] runs its connections.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ManagerConfig {
     /// Number of arbiters (threads) the connections are spread over. `None` (the default): one
     /// per core, from [`std::thread::available_parallelism`].
