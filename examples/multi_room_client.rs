@@ -33,11 +33,16 @@ use tokio::sync::mpsc;
 /// How long [`run`] waits for the first connection before it gives up.
 pub const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`run`] waits, after its input ends, for the answers to what it published.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The client: connect to `url`, join `rooms` (again after every reconnect), publish each
 /// `room: text` line from `lines`, and write what happens to `out` (one line per message,
 /// `[room] sender: data`, and `* ...` lines for joins, state changes and problems).
 ///
-/// Returns `Ok` once `lines` ends and the client is closed; fails when the first connection
+/// Returns `Ok` once `lines` ends, the answers to what it published have arrived (its own
+/// messages coming back, or errors; at most [`DRAIN_TIMEOUT`] later), and the client is closed;
+/// fails when the first connection
 /// does not come up within [`FIRST_CONNECT_TIMEOUT`], or when the server refuses the client for
 /// good (`Failed`).
 pub async fn run(
@@ -63,13 +68,38 @@ pub async fn run(
         return Err(e);
     }
 
+    // What was published and what came back for it (its own message, or an error), so that
+    // piped input (`echo 'lobby: hi' | multi_room_client lobby`) sees its answers before exit.
+    let (mut published, mut answered) = (0usize, 0usize);
+    let mut me: Option<String> = None;
+    let mut drain_until: Option<tokio::time::Instant> = None;
     let result = loop {
+        if drain_until.is_some() && answered >= published {
+            break Ok(());
+        }
+        let drained = async {
+            match drain_until {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            line = lines.recv() => {
-                let Some(line) = line else { break Ok(()) }; // stdin closed
+            _ = drained => break Ok(()),
+            line = lines.recv(), if drain_until.is_none() => {
+                let Some(line) = line else {
+                    // stdin closed: wait (bounded) for the answers to what was published.
+                    drain_until = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    continue;
+                };
                 let note = match parse_line(&line) {
                     Some((room, data)) => match protocol::publish(room, &data) {
-                        Ok(msg) => client.send_envelope(msg).await.err().map(|e| format!("* not sent: {e}")),
+                        Ok(msg) => match client.send_envelope(msg).await {
+                            Ok(()) => {
+                                published += 1;
+                                None
+                            }
+                            Err(e) => Some(format!("* not sent: {e}")),
+                        },
                         Err(e) => Some(format!("* not sent: {e}")),
                     },
                     None if line.trim().is_empty() => None,
@@ -80,6 +110,9 @@ pub async fn run(
                 }
             }
             Some(msg) = messages.recv() => {
+                if me.is_some() && msg.from == me {
+                    answered += 1;
+                }
                 let room = msg.room.as_deref().unwrap_or("?");
                 let from = msg.from.as_deref().unwrap_or("server");
                 let text = match &msg.data.0 {
@@ -93,8 +126,10 @@ pub async fn run(
             }
             Some(w) = welcomes.recv() => {
                 let _ = out.send(format!("* welcome, you are {}", w.data.session)).await;
+                me = Some(w.data.session);
             }
             Some(e) = errors.recv() => {
+                answered += 1;
                 let _ = out.send(format!("* server error {}: {}", e.data.code, e.data.message)).await;
             }
             Some(event) = events.recv() => match event {

@@ -112,3 +112,29 @@ async fn multi_room_client_rejoins_every_room_after_a_server_restart() {
     assert!(result.is_ok(), "{result:?}");
     second.shutdown().await.expect("shutdown");
 }
+
+/// Piped input (`echo 'lobby: hi' | multi_room_client lobby`): the input ends at once, and `run`
+/// still waits for its own message to come back before it returns, so it is printed.
+#[actix_rt::test]
+async fn piped_input_waits_for_its_answers() {
+    let server = server::serve("127.0.0.1:0", "/ws", "/echo", test_config()).expect("serve");
+    let (line_tx, line_rx) = mpsc::channel(4);
+    line_tx.send("lobby: hi".to_owned()).await.expect("line");
+    drop(line_tx);
+    let (out_tx, mut out_rx) = mpsc::channel(64);
+    let rooms = vec!["lobby".to_owned()];
+    let result =
+        multi_room_client::run(&server.url(), &rooms, fast_reconnect(), line_rx, out_tx).await;
+    assert!(result.is_ok(), "{result:?}");
+    let mut lines = Vec::new();
+    while let Ok(line) = out_rx.try_recv() {
+        lines.push(line);
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[lobby] s-") && l.ends_with(": hi")),
+        "{lines:?}"
+    );
+    server.shutdown().await.expect("shutdown");
+}
