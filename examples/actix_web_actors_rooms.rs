@@ -80,11 +80,18 @@ async fn legacy(
     )
 }
 
+/// An actix-web-actors session and the rooms endpoint side by side.
+#[derive(Debug, clap::Parser)]
+#[command(name = "actix_web_actors_rooms")]
+struct Args {
+    /// Where to listen.
+    #[arg(default_value = "127.0.0.1:8080")]
+    bind: String,
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let bind = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let Args { bind } = clap::Parser::parse();
     let rooms = Rooms::start(ServerConfig::default())?;
     let hook = rooms.on_connect();
     let server = HttpServer::new(move || {

@@ -105,27 +105,21 @@ fn start_fake_feed() -> Result<Server, Error> {
     Ok(feed)
 }
 
-/// `--bind ADDR` (default 127.0.0.1:8080) and `--upstream URL` (default: a fake feed).
-fn parse_args() -> Result<(String, Option<String>), String> {
-    let (mut bind, mut upstream) = ("127.0.0.1:8080".to_owned(), None);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--bind" => bind = args.next().ok_or("--bind needs an address")?,
-            "--upstream" => upstream = Some(args.next().ok_or("--upstream needs a ws:// URL")?),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: embed_in_actix_web [--bind ADDR] [--upstream URL]"
-                ))
-            }
-        }
-    }
-    Ok((bind, upstream))
+/// Rooms inside an actix-web app with routes of its own, fed by an upstream connection.
+#[derive(Debug, clap::Parser)]
+#[command(name = "embed_in_actix_web")]
+struct Args {
+    /// Where the app listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// The upstream rooms server to forward into the app's room (default: a fake feed).
+    #[arg(long)]
+    upstream: Option<String>,
 }
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let (bind, upstream) = parse_args().map_err(std::io::Error::other)?;
+    let Args { bind, upstream } = clap::Parser::parse();
 
     // One rooms hub for every HTTP worker: started once, outside the App factory.
     let rooms = Rooms::start(ServerConfig::default())?;

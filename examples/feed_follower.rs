@@ -89,47 +89,22 @@ impl Handler<Snapshot> for Follower {
     }
 }
 
-/// Command-line options.
+/// Follow N feeds with a `Manager`, a typed handler actor and request/reply.
+#[derive(Debug, clap::Parser)]
+#[command(name = "feed_follower")]
 struct Options {
+    /// The rooms server to follow (default: an embedded one on a free port).
+    #[arg(long)]
     url: Option<String>,
-    connections: usize,
+    /// Connections to open.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    connections: u64,
+    /// How long to follow, such as `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// How often to print the per-connection table, such as `2s` (at least 100ms).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     every: Duration,
-}
-
-fn parse_args() -> Result<Options, String> {
-    let mut o = Options {
-        url: None,
-        connections: 4,
-        duration: Duration::from_secs(10),
-        every: Duration::from_secs(2),
-    };
-    let mut args = std::env::args().skip(1);
-    let duration = |v: Option<String>| -> Result<Duration, String> {
-        let v = v.ok_or("missing value")?;
-        humantime::parse_duration(&v).map_err(|e| format!("{v:?}: {e}"))
-    };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--url" => o.url = Some(args.next().ok_or("--url needs a value")?),
-            "--connections" => {
-                o.connections = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("--connections needs a positive number")?
-            }
-            "--duration" => o.duration = duration(args.next())?,
-            "--every" => o.every = duration(args.next())?.max(Duration::from_millis(100)),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: feed_follower [--url URL] \
-                     [--connections N] [--duration 10s] [--every 2s]"
-                ))
-            }
-        }
-    }
-    Ok(o)
 }
 
 /// Publish a tick into the room through `publisher` every 100 ms, until it is closed.
@@ -222,13 +197,8 @@ async fn print_stats(manager: &Manager, follower: &Addr<Follower>, round: u64) {
 
 #[actix_rt::main]
 async fn main() -> std::process::ExitCode {
-    let options = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let mut options = <Options as clap::Parser>::parse();
+    options.every = options.every.max(Duration::from_millis(100));
     match follow(options).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -167,37 +167,25 @@ pub fn describe(state: &ConnectionState) -> String {
     state.to_string()
 }
 
-/// `[--url URL] ROOM...`: the URL (if any) and the rooms.
 #[allow(dead_code)] // used by `main` only
-fn parse_args() -> Result<(Option<String>, Vec<String>), String> {
-    let mut url = None;
-    let mut rooms = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--url" => url = Some(args.next().ok_or("--url needs a value")?),
-            "-h" | "--help" => {
-                return Err("usage: multi_room_client [--url ws://HOST:PORT/ws] ROOM...".into())
-            }
-            _ => rooms.push(arg),
-        }
-    }
-    if rooms.is_empty() {
-        rooms.push("lobby".to_owned());
-    }
-    Ok((url, rooms))
+/// A chat client in several rooms at once; lines `room: text` on stdin are published.
+#[derive(Debug, clap::Parser)]
+#[command(name = "multi_room_client")]
+struct Args {
+    /// The rooms server (default: an embedded one on a free port).
+    #[arg(long)]
+    url: Option<String>,
+    /// Rooms to join [default: lobby].
+    rooms: Vec<String>,
 }
 
 #[allow(dead_code)] // tests/example_multi_room.rs compiles this file as a module and uses `run`
 #[actix_rt::main]
 async fn main() -> std::process::ExitCode {
-    let (url, rooms) = match parse_args() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let Args { url, mut rooms } = clap::Parser::parse();
+    if rooms.is_empty() {
+        rooms.push("lobby".to_owned());
+    }
     // Without --url, an embedded rooms server on a free port makes the example run alone.
     let (url, embedded) = match url {
         Some(url) => (url, None),
