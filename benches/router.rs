@@ -59,7 +59,7 @@ fn dispatch(c: &mut Criterion) {
     let mut g = c.benchmark_group("router_dispatch");
     for subscribers in [1usize, 10, 100] {
         let mut rxs: Vec<mpsc::Receiver<_>> = (0..subscribers)
-            .map(|_| client.subscribe_channel::<Tick>(BATCH as usize))
+            .map(|_| client.subscribe::<Tick>(BATCH as usize))
             .collect();
         g.throughput(Throughput::Elements(1));
         g.bench_function(

@@ -135,7 +135,7 @@ async fn main() -> std::io::Result<()> {
     let manager = web::Data::new(Manager::new(ManagerConfig::default().arbiters(Some(1)))?);
     let feed = manager.connect("upstream", &upstream_url).await?;
     feed.send_on_connect(protocol::join(UPSTREAM_ROOM)).await?;
-    let mut ticks = feed.subscribe_channel::<RoomMessage>(256);
+    let mut ticks = feed.subscribe::<RoomMessage>(256);
     let forward_to = rooms.clone();
     actix_rt::spawn(async move {
         // Ends when the manager closes the connection (the channel closes with it).

@@ -232,7 +232,7 @@ async fn follow(options: Options) -> Result<(), Error> {
     for i in 0..options.connections {
         let c = manager.connect(format!("feed-{i}"), &url).await?;
         c.send_on_connect(protocol::join(ROOM)).await?; // rejoined after every reconnect
-        c.subscribe::<Tick>(follower.clone().recipient());
+        c.subscribe_actor::<Tick>(follower.clone().recipient());
         clients.push(c);
     }
     for c in &clients {

@@ -54,11 +54,11 @@ pub async fn run(
 ) -> Result<(), Error> {
     let client = connect(url, config)?;
     // Subscribed before the first connection, so nothing is missed.
-    let mut events = client.events(64);
-    let mut messages = client.subscribe_channel::<RoomMessage>(256);
-    let mut joined = client.subscribe_channel::<Joined>(64);
-    let mut welcomes = client.subscribe_channel::<Welcome>(4);
-    let mut errors = client.subscribe_channel::<ErrorReply>(16);
+    let mut events = client.subscribe_events(64);
+    let mut messages = client.subscribe::<RoomMessage>(256);
+    let mut joined = client.subscribe::<Joined>(64);
+    let mut welcomes = client.subscribe::<Welcome>(4);
+    let mut errors = client.subscribe::<ErrorReply>(16);
     for room in rooms {
         // Sent now and, first of all, after every reconnect: the rejoin needs no code of ours.
         client.send_on_connect(protocol::join(room)).await?;

@@ -23,7 +23,7 @@
 //!
 //!         // A self-healing client: it reconnects, and rejoins "lobby" after every reconnect.
 //!         let client = client::connect(&server.url(), ClientConfig::default())?;
-//!         let mut trades = client.subscribe_channel::<Trade>(16);
+//!         let mut trades = client.subscribe::<Trade>(16);
 //!         client.wait_connected(Duration::from_secs(5)).await?;
 //!         client.join("lobby").await?;
 //!

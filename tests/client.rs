@@ -74,9 +74,9 @@ async fn connected(events: &mut Receiver<Event>) {
 async fn typed_round_trip_both_ways_and_binary_passthrough() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
-    let mut chats = client.subscribe_channel::<Chat>(16);
-    let mut quotes = client.subscribe_channel::<Quote>(16);
+    let mut events = client.subscribe_events(64);
+    let mut chats = client.subscribe::<Chat>(16);
+    let mut quotes = client.subscribe::<Quote>(16);
     let mut binary = client.subscribe_binary(16);
     connected(&mut events).await;
     assert!(matches!(peer.next().await, PeerEvent::Connected(_)));
@@ -129,8 +129,8 @@ async fn typed_round_trip_both_ways_and_binary_passthrough() {
 async fn fragmented_message_arrives_whole() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
-    let mut chats = client.subscribe_channel::<Chat>(16);
+    let mut events = client.subscribe_events(64);
+    let mut chats = client.subscribe::<Chat>(16);
     connected(&mut events).await;
     peer.next().await;
 
@@ -190,7 +190,7 @@ async fn expect_close(peer: &mut Peer, events: &mut Receiver<Event>, code: u16) 
 async fn oversize_messages_close_with_1009() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config().max_message_size(1024)).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     peer.next().await;
 
@@ -219,7 +219,7 @@ async fn oversize_messages_close_with_1009() {
 async fn invalid_utf8_closes_with_1007() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     peer.next().await;
     // No Last fragment follows: the 1007 must come from the first one.
@@ -237,7 +237,7 @@ async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let port = peer.port;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     client
         .send_on_connect(Outgoing::new(&chat("join lobby")).unwrap())
         .await
@@ -326,7 +326,7 @@ async fn overflow_outbox(overflow: Overflow) -> (Vec<String>, Vec<Result<(), Err
                 .jitter(0.0, None),
         );
     let client = connect(&url, config).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     // The first attempt fails; the next is two seconds away.
     wait_state(&mut events, "Reconnecting", |s| {
         matches!(s, ConnectionState::Reconnecting { .. })
@@ -406,7 +406,7 @@ async fn silent_peer_is_declared_dead_and_reconnection_starts() {
         client_test_config().heartbeat(HeartbeatConfig::new(interval, timeout)),
     )
     .unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     let since = Instant::now();
     assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
@@ -452,7 +452,7 @@ async fn heartbeat_measures_round_trip_time() {
         Duration::from_secs(5),
     ));
     let client = connect(&peer.url, config).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     // By the third ping the first pong has long been processed.
     let mut pings = 0;
@@ -481,7 +481,7 @@ async fn request_reply_timeout_remote_error_and_failure_on_disconnect() {
     })
     .await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
 
     let (a, b, c) = tokio::join!(
@@ -552,8 +552,8 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
     })
     .await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
-    let mut chats = client.subscribe_channel::<Chat>(16);
+    let mut events = client.subscribe_events(64);
+    let mut chats = client.subscribe::<Chat>(16);
     connected(&mut events).await;
     peer.next().await;
 
@@ -595,7 +595,7 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
 async fn user_close_never_reconnects() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     peer.next().await;
     client.close().await;
@@ -625,7 +625,7 @@ async fn final_close_codes_and_statuses_end_in_failed() {
                 .final_close_codes(4000..=4999),
         );
         let client = connect(&peer.url, config).unwrap();
-        let mut events = client.events(64);
+        let mut events = client.subscribe_events(64);
         connected(&mut events).await;
         peer.next().await;
         peer.send(PeerCmd::Close(code));
@@ -651,7 +651,7 @@ async fn final_close_codes_and_statuses_end_in_failed() {
     let peer = Peer::start(Behaviour::default()).await;
     let url = format!("ws://127.0.0.1:{}/forbidden", peer.port);
     let client = connect(&url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     let state = wait_state(&mut events, "Failed", |s| s.is_terminal()).await;
     assert!(
         matches!(&state, ConnectionState::Failed { reason } if reason.contains("403")),
@@ -664,7 +664,7 @@ async fn final_close_codes_and_statuses_end_in_failed() {
 async fn non_final_close_and_503_are_retried() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     peer.next().await;
     peer.send(PeerCmd::Close(1001));
@@ -677,7 +677,7 @@ async fn non_final_close_and_503_are_retried() {
 
     let url = format!("ws://127.0.0.1:{}/unavailable", peer.port);
     let client = connect(&url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     wait_state(&mut events, "Reconnecting", |s| {
         matches!(s, ConnectionState::Reconnecting { .. })
     })
@@ -732,7 +732,7 @@ async fn application_level_heartbeat_measures_rtt() {
     let heartbeat = HeartbeatConfig::new(Duration::from_millis(50), Duration::from_secs(5))
         .mode(PingMode::Application);
     let client = connect(&peer.url, client_test_config().heartbeat(heartbeat)).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     peer.next().await;
     for _ in 0..3 {
@@ -754,7 +754,7 @@ async fn attempts_reset_only_after_a_stable_connection() {
     })
     .await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let mut delays = Vec::new();
     let mut connects = 0;
     while delays.len() < 3 {
@@ -790,7 +790,7 @@ async fn attempts_reset_only_after_a_stable_connection() {
                 .stable_after(Duration::from_millis(100)),
         );
     let client = connect(&peer.url, config).unwrap();
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     connected(&mut events).await;
     for round in 0..2 {
         let mut pings = 0;
@@ -831,7 +831,7 @@ async fn slow_peer_bounds_client_memory() {
         .outbox(OutboxPolicy::new(8, Overflow::Reject))
         .write_queue(4);
     let client = connect(&peer.url, config).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     connected(&mut events).await;
     peer.next().await;
     peer.send(PeerCmd::Stall);
@@ -871,7 +871,7 @@ async fn slow_peer_bounds_client_memory() {
 async fn verbatim_text_passthrough() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     let mut text = client.subscribe_text(16);
     connected(&mut events).await;
     peer.next().await;
@@ -897,8 +897,8 @@ async fn verbatim_text_passthrough() {
 async fn injected_text_is_routed_like_a_received_frame() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.events(64);
-    let mut quotes = client.subscribe_channel::<Quote>(16);
+    let mut events = client.subscribe_events(64);
+    let mut quotes = client.subscribe::<Quote>(16);
     connected(&mut events).await;
     assert!(matches!(peer.next().await, PeerEvent::Connected(_)));
 

@@ -67,7 +67,7 @@ async fn every_message_is_written_failed_or_dropped_across_a_lost_connection() {
     const TOTAL: u64 = 10_000;
     let (listener, url) = small_listener();
     let client = connect(&url, config(TOTAL as usize)).expect("client");
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let mut first = accept(&listener).await;
     wait_state(&mut events, "Connected", |s| {
         *s == ConnectionState::Connected
@@ -157,7 +157,7 @@ async fn every_message_is_written_failed_or_dropped_across_a_lost_connection() {
 async fn a_failed_request_is_never_written_later() {
     let (listener, url) = small_listener();
     let client = connect(&url, config(20_000)).expect("client");
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let first = accept(&listener).await;
     wait_state(&mut events, "Connected", |s| {
         *s == ConnectionState::Connected
@@ -268,7 +268,7 @@ async fn read_until(ws: &mut Ws, what: &str, pred: impl Fn(&Message) -> bool) ->
 async fn control_frames_are_never_starved_by_data() {
     let (listener, url) = small_listener();
     let client = connect(&url, config(20_000)).expect("client");
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let mut ws = accept(&listener).await;
     wait_state(&mut events, "Connected", |s| {
         *s == ConnectionState::Connected
@@ -309,7 +309,7 @@ async fn control_frames_are_never_starved_by_data() {
     // A peer's Close is echoed with its code while the outbox is full.
     let (listener, url) = small_listener();
     let client = connect(&url, config(20_000)).expect("client");
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let mut ws = accept(&listener).await;
     wait_state(&mut events, "Connected", |s| {
         *s == ConnectionState::Connected
@@ -339,7 +339,7 @@ async fn dropping_the_last_handle_closes_with_1000() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}/raw", listener.local_addr().expect("addr"));
     let client = connect(&url, client_test_config()).expect("client");
-    let mut events = client.events(16);
+    let mut events = client.subscribe_events(16);
     let mut ws = accept(&listener).await;
     wait_state(&mut events, "Connected", |s| {
         *s == ConnectionState::Connected
@@ -378,7 +378,7 @@ async fn dropping_the_last_handle_closes_with_1000() {
 async fn join_and_leave_keep_their_place_behind_waiting_messages() {
     let (listener, url) = small_listener();
     let client = connect(&url, config(20_000)).expect("client");
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let mut ws = accept(&listener).await;
     wait_state(&mut events, "Connected", |s| {
         *s == ConnectionState::Connected
@@ -416,7 +416,7 @@ async fn requests_are_refused_not_dropped_and_incoming_drops_are_counted_apart()
         client_test_config().outbox(OutboxPolicy::new(4, Overflow::DropNewest)),
     )
     .expect("client");
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let mut ws = accept(&listener).await;
     wait_state(&mut events, "Connected", |s| {
         *s == ConnectionState::Connected

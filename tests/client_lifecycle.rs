@@ -16,7 +16,7 @@ async fn waits_and_dropped_subscriptions_leave_nothing_behind() {
     let peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).expect("client");
     client.wait_connected(WAIT).await.expect("connected");
-    let _kept = client.subscribe_channel::<RoomMessage>(8);
+    let _kept = client.subscribe::<RoomMessage>(8);
     let start = client.subscriber_count().await.expect("count");
     assert_eq!(start, 1);
     for _ in 0..10_000 {
@@ -24,11 +24,11 @@ async fn waits_and_dropped_subscriptions_leave_nothing_behind() {
     }
     for i in 0..10_000 {
         match i % 5 {
-            0 => drop(client.subscribe_channel::<RoomMessage>(1)),
+            0 => drop(client.subscribe::<RoomMessage>(1)),
             1 => drop(client.subscribe_raw(1)),
             2 => drop(client.subscribe_text(1)),
             3 => drop(client.subscribe_binary(1)),
-            _ => drop(client.events(1)),
+            _ => drop(client.subscribe_events(1)),
         }
     }
     assert_eq!(client.subscriber_count().await.expect("count"), start);
@@ -74,7 +74,7 @@ async fn leave_is_not_replayed_and_duplicate_joins_replay_once() {
             r#"{"type":"leave","room":"b"}"#
         ]
     );
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     peer.send(PeerCmd::Abort);
     common::recv_until(&mut events, WAIT, "Connected again", |e| {
         matches!(

@@ -50,7 +50,7 @@ async fn single_frame_invalid_utf8_closes_with_1007() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/raw", listener.local_addr().unwrap());
     let client = connect(&url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     let mut ws = accept(&listener).await;
     let bad = Frame::message(
         &b"{\"type\":\"x\",\"data\":\"\xc3\x28\"}"[..],
@@ -82,7 +82,7 @@ async fn peer_close_is_echoed_and_reported() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/raw", listener.local_addr().unwrap());
     let client = connect(&url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     let mut ws = accept(&listener).await;
     ws.close(Some(CloseFrame {
         code: CloseCode::from(4000),
@@ -119,7 +119,7 @@ async fn reserved_bits_close_with_1002() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/raw", listener.local_addr().unwrap());
     let client = connect(&url, client_test_config()).unwrap();
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     let mut ws = accept(&listener).await;
     let mut bad = Frame::message(&b"{\"type\":\"x\"}"[..], OpCode::Data(Data::Text), true);
     bad.header_mut().rsv1 = true;

@@ -148,7 +148,7 @@ async fn declared_1gib_frame_from_the_server_ends_the_client_at_the_header() {
         .heartbeat(HeartbeatConfig::disabled())
         .reconnect(ReconnectPolicy::never());
     let client = connect(&url, config).expect("client");
-    let mut events = client.events(64);
+    let mut events = client.subscribe_events(64);
     recv_until(&mut events, WAIT, "Connected", |e| {
         matches!(e, Event::State(ConnectionState::Connected))
     })

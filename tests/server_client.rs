@@ -19,8 +19,8 @@ async fn crate_client_speaks_the_rooms_protocol() {
         ClientConfig::default().reconnect(ReconnectPolicy::never()),
     )
     .expect("client");
-    let mut events = client.events(64);
-    let mut messages = client.subscribe_channel::<RoomMessage>(16);
+    let mut events = client.subscribe_events(64);
+    let mut messages = client.subscribe::<RoomMessage>(16);
     client.wait_connected(WAIT).await.expect("connected");
 
     let joined = client

@@ -31,7 +31,7 @@ async fn trusted_client_talks_to_rooms_and_echo_over_tls() {
     );
     let config = client_test_config().tls_root_pem(ca.clone());
     let client = connect(&server.url(), config).expect("client");
-    let mut messages = client.subscribe_channel::<RoomMessage>(8);
+    let mut messages = client.subscribe::<RoomMessage>(8);
     client
         .wait_connected(WAIT)
         .await
@@ -74,7 +74,7 @@ async fn untrusted_certificate_fails_for_good() {
     let config = client_test_config().connect_timeout(connect_timeout);
     let started = Instant::now();
     let client = connect(&server.url(), config).expect("client");
-    let mut events = client.events(16);
+    let mut events = client.subscribe_events(16);
     // `wait_connected` keeps the reason of the `Failed` state.
     match client.wait_connected(WAIT).await {
         Err(actix_ws_manager::Error::ConnectFailed { reason, .. }) => {

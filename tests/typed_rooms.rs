@@ -41,10 +41,10 @@ async fn a_typed_publish_arrives_as_its_type() {
 
     let alice = connect(&url, client_test_config()).expect("client");
     let bob = connect(&url, client_test_config()).expect("client");
-    let mut alice_trades = alice.subscribe_channel::<Trade>(8);
-    let mut bob_trades = bob.subscribe_channel::<Trade>(8);
+    let mut alice_trades = alice.subscribe::<Trade>(8);
+    let mut bob_trades = bob.subscribe::<Trade>(8);
     for c in [&alice, &bob] {
-        let mut joined = c.subscribe_channel::<actix_ws_manager::protocol::Joined>(1);
+        let mut joined = c.subscribe::<actix_ws_manager::protocol::Joined>(1);
         c.wait_connected(WAIT).await.expect("connected");
         c.join("lobby").await.expect("join");
         // The server answers a join once it is in the hub's queue, ahead of anything later.
@@ -162,8 +162,8 @@ async fn handlers_members_and_send_to() {
     let server = actix_ws_manager::server::serve_with("127.0.0.1:0", "/ws", "/echo", rooms.clone())
         .expect("serve");
     let client = connect(&server.url(), client_test_config()).expect("client");
-    let mut fills = client.subscribe_channel::<Filled>(8);
-    let mut joined = client.subscribe_channel::<actix_ws_manager::protocol::Joined>(1);
+    let mut fills = client.subscribe::<Filled>(8);
+    let mut joined = client.subscribe::<actix_ws_manager::protocol::Joined>(1);
     client.wait_connected(WAIT).await.expect("connected");
     client.join("fills").await.expect("join");
     tokio::time::timeout(WAIT, joined.recv())
@@ -205,7 +205,7 @@ async fn handlers_members_and_send_to() {
 
     let members = rooms.members("fills").await.expect("members");
     assert_eq!(members, vec![filled.by]);
-    let mut orders = client.subscribe_channel::<Order>(1);
+    let mut orders = client.subscribe::<Order>(1);
     assert!(rooms
         .send_to(filled.by, &Order { qty: 9 })
         .await

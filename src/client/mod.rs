@@ -19,7 +19,7 @@
 //! let client = connect("ws://127.0.0.1:8080/ws", ClientConfig::default())?;
 //! // Sent now and again after every reconnect.
 //! client.send_on_connect(protocol::join("lobby")).await?;
-//! let mut messages = client.subscribe_channel::<RoomMessage>(256);
+//! let mut messages = client.subscribe::<RoomMessage>(256);
 //! client.wait_connected(Duration::from_secs(5)).await?;
 //! client.send_envelope(protocol::publish("lobby", &"hello")?).await?;
 //! while let Some(msg) = messages.recv().await {
@@ -135,7 +135,7 @@ pub fn validate_url(url: &str) -> Result<()> {
 }
 
 /// Start a client for `url` on the current arbiter and return its handle at once; the first
-/// connection is made in the background (watch [`Client::events`] or call
+/// connection is made in the background (watch [`Client::subscribe_events`] or call
 /// [`Client::wait_connected`]).
 ///
 /// Fails, without panicking, on a URL that is not `ws://host...` or an invalid config. Must be
@@ -341,20 +341,21 @@ impl Client {
             .map_err(closed_if_mailbox)?
     }
 
+    // Naming: `subscribe*(capacity)` answers a bounded channel (dropping the receiver
+    // unsubscribes); `subscribe*_actor(recipient)` delivers to an actor instead.
+
     /// Deliver every message of type `T` to an actor. The actor's mailbox is the buffer: keep
-    /// up, or use [`subscribe_channel`](Self::subscribe_channel) for a bounded one.
-    pub fn subscribe<T: WireMessage + Clone>(&self, recipient: Recipient<Inbound<T>>) {
+    /// up, or use [`subscribe`](Self::subscribe) for a bounded one.
+    pub fn subscribe_actor<T: WireMessage + Clone>(&self, recipient: Recipient<Inbound<T>>) {
         self.inner.router.do_send(Subscribe(Sink::Actor(recipient)));
     }
 
     /// Deliver every message of type `T` to a bounded channel of `capacity` messages (at least
     /// 1). When it is full, messages are dropped, counted in [`Stats::dropped_incoming`] and
-    /// reported as
-    /// [`MessageErrorKind::SubscriberFull`]. Dropping the receiver unsubscribes.
-    pub fn subscribe_channel<T: WireMessage + Clone>(
-        &self,
-        capacity: usize,
-    ) -> mpsc::Receiver<Inbound<T>> {
+    /// reported as [`MessageErrorKind::SubscriberFull`]. Dropping the receiver unsubscribes.
+    /// (Every `subscribe*` method answers such a channel; `subscribe*_actor` delivers to an
+    /// actor.)
+    pub fn subscribe<T: WireMessage + Clone>(&self, capacity: usize) -> mpsc::Receiver<Inbound<T>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner.router.do_send(Subscribe(Sink::Channel(tx)));
         rx
@@ -398,7 +399,7 @@ impl Client {
     }
 
     /// State changes and message errors, to a bounded channel of `capacity` events.
-    pub fn events(&self, capacity: usize) -> mpsc::Receiver<Event> {
+    pub fn subscribe_events(&self, capacity: usize) -> mpsc::Receiver<Event> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
@@ -407,7 +408,7 @@ impl Client {
     }
 
     /// State changes and message errors, to an actor.
-    pub fn subscribe_events(&self, recipient: Recipient<Event>) {
+    pub fn subscribe_events_actor(&self, recipient: Recipient<Event>) {
         self.inner
             .router
             .do_send(SubscribeTo::Events(Sink::Actor(recipient)));

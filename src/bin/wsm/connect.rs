@@ -122,7 +122,7 @@ pub fn run(args: ConnectArgs) -> Result<()> {
 
 async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
     let client = client::connect(&args.url, config)?;
-    let mut events = client.events(256);
+    let mut events = client.subscribe_events(256);
     let mut text = client.subscribe_text(1024);
     let mut binary = client.subscribe_binary(64);
     for room in &args.joins {

@@ -355,7 +355,7 @@ async fn preflight(url: &str, config: ClientConfig, pad: &str) -> Result<()> {
     }
     let config = config.name("preflight").reconnect(ReconnectPolicy::never());
     let c = client::connect(url, config)?;
-    let mut events = c.events(64);
+    let mut events = c.subscribe_events(64);
     let result = async {
         if let Err(e) = c.wait_connected(connect_timeout).await {
             // The state may have gone Connected -> Failed before the wait looked: the events
@@ -500,7 +500,7 @@ async fn wait_start(ctx: &Ctx, idx: usize) -> Option<Instant> {
 }
 
 async fn echo_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
-    let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
+    let mut errors_rx = client.subscribe::<ErrorReply>(64);
     let up = wait_up(&client, ctx.args.connect_timeout).await;
     let ok = up.is_ok();
     let _ = ctx.ready.send((idx, up));
@@ -567,7 +567,7 @@ async fn one_echo(client: &Client, seq: u64, pad: &str, timeout: Duration) -> Ec
 }
 
 async fn idle_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
-    let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
+    let mut errors_rx = client.subscribe::<ErrorReply>(64);
     let up = wait_up(&client, ctx.args.connect_timeout).await;
     let ok = up.is_ok();
     let _ = ctx.ready.send((idx, up));
@@ -589,9 +589,9 @@ async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Ctx>) {
     let room = format!("load-{room_idx}");
     let is_sender = idx < ctx.args.senders * rooms;
     // Subscribe before the join is registered: the router sees the subscription first.
-    let mut joined = client.subscribe_channel::<Joined>(4);
-    let mut msgs = client.subscribe_channel::<RoomMessage>(8192);
-    let mut errors_rx = client.subscribe_channel::<ErrorReply>(64);
+    let mut joined = client.subscribe::<Joined>(4);
+    let mut msgs = client.subscribe::<RoomMessage>(8192);
+    let mut errors_rx = client.subscribe::<ErrorReply>(64);
     let up = async {
         let join = protocol::join(&room);
         client
