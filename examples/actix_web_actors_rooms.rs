@@ -90,7 +90,18 @@ struct Args {
 }
 
 #[actix_web::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
+    // One line in words on failure (an `io::Result` main would print a Debug dump).
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("actix_web_actors_rooms: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     let Args { bind } = clap::Parser::parse();
     let rooms = Rooms::start(ServerConfig::default())?;
     let hook = rooms.on_connect();
@@ -100,7 +111,8 @@ async fn main() -> std::io::Result<()> {
             .route("/legacy", web::get().to(legacy))
     })
     .on_connect(hook)
-    .bind(bind.as_str())?;
+    .bind(bind.as_str())
+    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}")))?;
     for addr in server.addrs() {
         println!("listening: ws://{addr}/legacy (actix-web-actors) and ws://{addr}/ws (rooms)");
     }

@@ -118,7 +118,18 @@ struct Args {
 }
 
 #[actix_web::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
+    // One line in words on failure (an `io::Result` main would print a Debug dump).
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("embed_in_actix_web: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     let Args { bind, upstream } = clap::Parser::parse();
 
     // One rooms hub for every HTTP worker: started once, outside the App factory.
@@ -159,7 +170,8 @@ async fn main() -> std::io::Result<()> {
     })
     .on_connect(rooms.on_connect()) // socket options from the config; cuts stuck sockets
     .disable_signals() // Ctrl-C is handled below, so that sessions get their 1001 first
-    .bind(bind.as_str())?;
+    .bind(bind.as_str())
+    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}")))?;
     for addr in http.addrs() {
         println!("listening on http://{addr} (rooms at ws://{addr}/ws); upstream {upstream_url}");
     }
