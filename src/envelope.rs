@@ -173,15 +173,10 @@ impl Outgoing {
             }
             None => None,
         };
-        Ok(Self {
-            kind: Cow::Owned(kind.into()),
-            id: None,
-            room: None,
-            from: None,
-            event: None,
-            timestamp: None,
-            data,
-        })
+        let mut out = Self::bare("");
+        out.kind = Cow::Owned(kind.into());
+        out.data = data;
+        Ok(out)
     }
 
     /// An envelope with only a `type` (no `data`): cannot fail.
@@ -198,20 +193,9 @@ impl Outgoing {
     }
 
     fn raw(kind: &'static str, data: Box<RawValue>) -> Self {
-        let data = if data.get() == "null" {
-            None
-        } else {
-            Some(data)
-        };
-        Self {
-            kind: Cow::Borrowed(kind),
-            id: None,
-            room: None,
-            from: None,
-            event: None,
-            timestamp: None,
-            data,
-        }
+        let mut out = Self::bare(kind);
+        out.data = (data.get() != "null").then_some(data);
+        out
     }
 
     /// Set the `room` field.
