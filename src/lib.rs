@@ -69,6 +69,8 @@
 //! - `client` (default): the awc-based client.
 //! - `server` (default): the actix-web server side (actix-ws).
 //! - `cli` (default): the `wsm` binary (clap, tracing-subscriber).
+//! - `testkit`: `testkit::FaultProxy`, fault injection (delay, throttle, blackhole, reset,
+//!   refuse) between a client and a server, for your own tests.
 //! - `rustls` (default): `wss://` for the client and TLS for the server, with rustls 0.23 on its
 //!   `ring` provider (see [`tls`]).
 #![warn(missing_docs)]
@@ -77,6 +79,8 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod protocol;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 #[cfg(feature = "rustls")]
 pub mod tls;
 pub mod ws;
