@@ -185,7 +185,13 @@ fn loopback_addr(url: &str) -> Result<SocketAddr> {
     };
     let uri: awc::http::Uri = url.parse().map_err(|_| invalid("does not parse"))?;
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
     let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !loopback {
         return Err(invalid(
