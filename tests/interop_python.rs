@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{test_pki, WAIT};
+use common::{spawn_wsm_serve, test_pki};
 
 /// The venv's python with `websockets`, if it is there. Under CI (`CI` set) its absence is a
 /// failure, not a skip: `.ci/run` installs it.
@@ -34,15 +33,6 @@ fn python() -> Option<PathBuf> {
     found
 }
 
-/// Kills the child if the test fails half-way.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Python `websockets`, trusting only the test CA, joins, publishes (broadcast and ack), echoes
 /// and closes against `wsm serve --tls-cert --tls-key`.
 #[test]
@@ -59,28 +49,18 @@ fn python_websockets_client_speaks_rooms_over_wss() {
     for (path, pem) in [(&ca_path, &ca), (&cert_path, &cert), (&key_path, &key)] {
         std::fs::write(path, pem).expect("write pem");
     }
-    let mut serve = Child(
-        Command::new(env!("CARGO_BIN_EXE_wsm"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--tls-cert"])
-            .arg(&cert_path)
-            .arg("--tls-key")
-            .arg(&key_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wsm runs"),
+    let (cert_arg, key_arg) = (
+        cert_path.to_str().expect("utf-8 path"),
+        key_path.to_str().expect("utf-8 path"),
     );
-    let stdout = serve.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let url = rx.recv_timeout(WAIT).expect("first stdout line");
+    let (_serve, url) = spawn_wsm_serve(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+    ]);
     assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tls_rooms_client.py");

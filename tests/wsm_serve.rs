@@ -4,51 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Peer, WAIT};
-
-/// Kills the child if the test fails half-way.
-struct Child(Option<std::process::Child>);
-impl Drop for Child {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Start `wsm serve` with `args`; answers the child (killed on drop) and its first stdout line
-/// (the rooms URL). Stdout is drained on a thread so the child never blocks on a full pipe.
-fn spawn_serve(args: &[&str]) -> (Child, String) {
-    let mut child = Child(Some(
-        Command::new(env!("CARGO_BIN_EXE_wsm"))
-            .arg("serve")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wsm runs"),
-    ));
-    let stdout = child
-        .0
-        .as_mut()
-        .and_then(|c| c.stdout.take())
-        .expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let url = rx.recv_timeout(WAIT).expect("first stdout line");
-    (child, url)
-}
+use common::{spawn_wsm_serve, Peer, WAIT};
 
 async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
     match req.connect().await {
@@ -63,7 +21,7 @@ async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
 /// process exits with status 0.
 #[actix_rt::test]
 async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
-    let (mut child, url) = spawn_serve(&[
+    let (mut child, url) = spawn_wsm_serve(&[
         "--bind",
         "127.0.0.1:0",
         "--path",
@@ -142,7 +100,7 @@ async fn serve_prints_url_applies_flags_and_exits_on_sigterm() {
 /// burst the session is closed with 1008.
 #[actix_rt::test]
 async fn serve_applies_rate_and_per_address_limits() {
-    let (_child, url) = spawn_serve(&[
+    let (_child, url) = spawn_wsm_serve(&[
         "--bind",
         "127.0.0.1:0",
         "--max-per-ip",

@@ -243,3 +243,47 @@ pub fn test_pki() -> (String, String, String) {
     let cert = params.signed_by(&key, &ca).expect("cert");
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+pub struct KillOnDrop(pub Option<std::process::Child>);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Start the built `wsm serve` with `args`; answers the child and its first stdout line (the
+/// rooms URL). Stdout is drained on a thread so the child never blocks on a full pipe.
+#[cfg(unix)]
+pub fn spawn_wsm_serve(args: &[&str]) -> (KillOnDrop, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_wsm"))
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wsm runs"),
+    ));
+    let stdout = child
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let url = rx.recv_timeout(WAIT).expect("first stdout line");
+    (child, url)
+}
