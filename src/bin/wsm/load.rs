@@ -245,13 +245,32 @@ fn raise_fd_limit(connections: usize, embedded: bool) -> Option<u64> {
     }
 }
 
-/// `error`, with "EMFILE" named when the open-file limit is what stopped a connection.
-fn name_emfile(error: &str, limit: Option<u64>) -> String {
-    if error.contains("Too many open files") || error.contains("os error 24") {
-        let limit = limit.map_or_else(String::new, |l| format!(" of {l}"));
-        format!("{error} (EMFILE: the open-file limit{limit} stopped connections)")
-    } else {
-        error.to_owned()
+/// Whether `error` is the open-file limit (EMFILE) stopping this process.
+fn is_emfile(error: &str) -> bool {
+    error.contains("Too many open files") || error.contains("os error 24")
+}
+
+/// `error`, with "EMFILE" named when the open-file limit is what stopped a connection: either
+/// the error says so, or (with the embedded server, whose `accept` fails with EMFILE where the
+/// client only sees a connect that never completes) the limit was known to be too small.
+fn name_emfile(error: &str, args: &LoadArgs) -> String {
+    let limit = args
+        .fd_limit
+        .map_or_else(String::new, |l| format!(" of {l}"));
+    if is_emfile(error) {
+        return format!("{error} (EMFILE: the open-file limit{limit} stopped connections)");
+    }
+    let embedded = args.url.is_none();
+    let needed = args.connections as u64 * fds_per_connection(embedded) + 128;
+    match args.fd_limit {
+        Some(l) if l < needed && embedded => format!(
+            "{error} (likely EMFILE: the open-file limit{limit} also stops the embedded server \
+             from accepting connections)"
+        ),
+        Some(l) if l < needed => {
+            format!("{error} (the open-file limit{limit} is below what the run needs)")
+        }
+        _ => error.to_owned(),
     }
 }
 
@@ -891,6 +910,7 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     let mut admitted = vec![false; n];
     let (mut connected, mut reported) = (0usize, 0usize);
     let mut first_error: Option<String> = None;
+    let mut first_error_is_emfile = false;
     let mut connect_seconds = 0.0;
     while reported < n {
         match tokio::time::timeout_at(connect_deadline.into(), ready_rx.recv()).await {
@@ -906,8 +926,12 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
                         connect_seconds = t0.elapsed().as_secs_f64();
                         bar.inc(1);
                     }
+                    // An EMFILE error names the cause better than a timeout seen first.
                     Err(e) => {
-                        first_error.get_or_insert_with(|| name_emfile(&e, args.fd_limit));
+                        if first_error.is_none() || is_emfile(&e) && !first_error_is_emfile {
+                            first_error_is_emfile = is_emfile(&e);
+                            first_error = Some(name_emfile(&e, args));
+                        }
                     }
                 }
             }
@@ -932,7 +956,9 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
         eprintln!(
             "wsm load: {connected} of {n} connections came up; measuring with those (first \
              error: {})",
-            first_error.as_deref().unwrap_or("timed out")
+            first_error
+                .clone()
+                .unwrap_or_else(|| name_emfile("timed out", args))
         );
     }
 
