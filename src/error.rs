@@ -124,6 +124,19 @@ pub enum Error {
     #[error("actor mailbox closed: {0}")]
     Mailbox(String),
 
+    /// Something awaited did not happen in time: a connection state, a message or an event
+    /// awaited by the test kit's helpers. `last` says what was seen instead, so the failure
+    /// explains itself.
+    #[error("timed out after {within:?} waiting for {what} (last seen: {last})")]
+    Timeout {
+        /// What was awaited, in words.
+        what: String,
+        /// How long it was awaited.
+        within: Duration,
+        /// The last state or value seen, in words (`nothing` when nothing arrived).
+        last: String,
+    },
+
     /// A room name given to the server's HTTP-side publish breaks the room name rules of
     /// [`ServerConfig`](crate::config::ServerConfig) (empty, too long, or characters outside
     /// `A-Z a-z 0-9 _ . : -`).

@@ -103,8 +103,9 @@ pub(crate) struct Shared {
     closing: AtomicBool,
     /// Set to `true` by shutdown: every session watches it and closes with 1001.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
-    /// Woken each time a session slot is released (shutdown waits on it).
-    released: Notify,
+    /// Woken each time a session slot is reserved or released (shutdown and the session waits
+    /// wait on it).
+    changed: Notify,
     /// The per-room join check, if any ([`Rooms::with_join_check`]).
     pub(crate) join_check: std::sync::RwLock<Option<JoinCheck>>,
     /// Application handlers by message type ([`Rooms::on_message`]).
@@ -153,6 +154,7 @@ impl SessionSlot {
             *n += 1;
             slot.ip = Some(ip);
         }
+        shared.changed.notify_waiters();
         Ok(slot)
     }
 }
@@ -169,7 +171,7 @@ impl Drop for SessionSlot {
             }
         }
         self.shared.active.fetch_sub(1, Ordering::AcqRel);
-        self.shared.released.notify_waiters();
+        self.shared.changed.notify_waiters();
     }
 }
 
@@ -209,7 +211,7 @@ impl Rooms {
                 next_id: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
                 shutdown: tokio::sync::watch::Sender::new(false),
-                released: Notify::new(),
+                changed: Notify::new(),
                 per_ip: Mutex::new(HashMap::new()),
                 handlers: std::sync::RwLock::new(HashMap::new()),
                 join_check: std::sync::RwLock::new(None),
@@ -551,16 +553,27 @@ impl Rooms {
     /// Wait until at most `at_most` sessions remain, for at most `within`; answers whether that
     /// happened. A session counts until its actor is gone, after it has left every room.
     pub async fn wait_sessions(&self, at_most: usize, within: Duration) -> bool {
+        self.wait_sessions_until(|n| n <= at_most, within).await
+    }
+
+    /// Wait until at least `at_least` sessions are open (counted from their upgrade), for at most
+    /// `within`; answers whether that happened.
+    pub async fn wait_sessions_at_least(&self, at_least: usize, within: Duration) -> bool {
+        self.wait_sessions_until(|n| n >= at_least, within).await
+    }
+
+    /// Wait, woken by every session reserved or released, until `done(sessions)`.
+    async fn wait_sessions_until(&self, done: impl Fn(usize) -> bool, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let released = self.shared.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if self.sessions() <= at_most {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(self.sessions()) {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return self.sessions() <= at_most;
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return done(self.sessions());
             }
         }
     }
@@ -598,6 +611,14 @@ impl Server {
     /// The shared handle (hub, counters, HTTP-side publish).
     pub fn rooms(&self) -> &Rooms {
         &self.rooms
+    }
+
+    /// Stop at once without closing sessions: connections are dropped without a Close frame,
+    /// as in a crash (the test kit's `TestServer::kill`).
+    #[cfg(feature = "testkit")]
+    pub(crate) async fn kill(self) {
+        self.rooms.shared.closing.store(true, Ordering::Release);
+        self.handle.stop(false).await;
     }
 
     /// Close every session with 1001 (see [`Rooms::shutdown`]), then stop the HTTP server.
