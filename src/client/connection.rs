@@ -24,6 +24,7 @@
 //! `CloseSocket`, and the Connection tells it what happened (`Established`,
 //! `ConnectFailed`, `Lost`).
 
+use crate::client::census::{Counted, Kind as Census};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,8 @@ struct Link {
 
 /// The Connection actor of one client. See the [module docs](self).
 pub struct Connection {
+    /// Counted in the process-wide [`census`](crate::client::census) while alive.
+    _live: Counted,
     url: String,
     config: ClientConfig,
     shared: Arc<Shared>,
@@ -146,6 +149,7 @@ impl Connection {
         #[cfg(not(feature = "rustls"))]
         let awc = None;
         Self {
+            _live: Counted::new(Census::Actor),
             url,
             config,
             shared,

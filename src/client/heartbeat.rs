@@ -6,6 +6,7 @@
 //! have stalled cannot stop its timer (the actix-web #2441 trap): a silent peer is declared dead
 //! within `timeout + interval` whatever state the socket is in, and the Connection then cuts it.
 
+use crate::client::census::{Counted, Kind as Census};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,8 @@ const MAX_OUTSTANDING_PINGS: usize = 16;
 
 /// The Heartbeat actor of one client. See the [module docs](self).
 pub struct Heartbeat {
+    /// Counted in the process-wide [`census`](crate::client::census) while alive.
+    _live: Counted,
     config: HeartbeatConfig,
     shared: Arc<Shared>,
     connection: Addr<Connection>,
@@ -40,6 +43,7 @@ impl Heartbeat {
         connection: Addr<Connection>,
     ) -> Self {
         Self {
+            _live: Counted::new(Census::Actor),
             config,
             shared,
             connection,

@@ -156,6 +156,9 @@ pub struct ManagerStats {
     pub dropped: u64,
     /// Incoming messages dropped for full subscriber channels, all connections.
     pub dropped_incoming: u64,
+    /// What the client side of this process keeps alive (clients, actors, subscriptions),
+    /// process-wide: see [`census`](super::census).
+    pub live: super::Census,
     /// Connections that reached `Failed` and were forgotten (the manager stops tracking a
     /// connection once it has failed, so its name can be used again and nothing piles up).
     pub forgotten: u64,
@@ -422,6 +425,7 @@ impl Manager {
             total.add(&c.state(), &c.stats());
         }
         total.forgotten = self.forgotten.load(Ordering::Relaxed);
+        total.live = super::census();
         total
     }
 

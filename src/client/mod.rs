@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod census;
 pub mod connection;
 pub mod heartbeat;
 pub mod manager;
@@ -45,6 +46,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::sync::mpsc;
 
+pub use census::{census, Census};
 pub use manager::{Manager, ManagerConfig, ManagerStats};
 pub use router::Inbound;
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
@@ -347,7 +349,7 @@ impl Client {
     /// Deliver every message of type `T` to an actor. The actor's mailbox is the buffer: keep
     /// up, or use [`subscribe`](Self::subscribe) for a bounded one.
     pub fn subscribe_actor<T: WireMessage + Clone>(&self, recipient: Recipient<Inbound<T>>) {
-        self.inner.router.do_send(Subscribe(Sink::Actor(recipient)));
+        self.inner.router.do_send(Subscribe(Sink::actor(recipient)));
     }
 
     /// Deliver every message of type `T` to a bounded channel of `capacity` messages (at least
@@ -357,7 +359,7 @@ impl Client {
     /// actor.)
     pub fn subscribe<T: WireMessage + Clone>(&self, capacity: usize) -> mpsc::Receiver<Inbound<T>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.inner.router.do_send(Subscribe(Sink::Channel(tx)));
+        self.inner.router.do_send(Subscribe(Sink::channel(tx)));
         rx
     }
 
@@ -367,7 +369,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Raw(Sink::Channel(tx)));
+            .do_send(SubscribeTo::Raw(Sink::channel(tx)));
         rx
     }
 
@@ -379,7 +381,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Text(Sink::Channel(tx)));
+            .do_send(SubscribeTo::Text(Sink::channel(tx)));
         rx
     }
 
@@ -394,7 +396,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Binary(Sink::Channel(tx)));
+            .do_send(SubscribeTo::Binary(Sink::channel(tx)));
         rx
     }
 
@@ -403,7 +405,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Events(Sink::Channel(tx)));
+            .do_send(SubscribeTo::Events(Sink::channel(tx)));
         rx
     }
 
@@ -411,7 +413,7 @@ impl Client {
     pub fn subscribe_events_actor(&self, recipient: Recipient<Event>) {
         self.inner
             .router
-            .do_send(SubscribeTo::Events(Sink::Actor(recipient)));
+            .do_send(SubscribeTo::Events(Sink::actor(recipient)));
     }
 
     /// Wait until the state is `Connected`. Fails with [`Error::ConnectFailed`] carrying the

@@ -31,6 +31,7 @@
 //! rule); requests pending at the loss fail with [`Error::ConnectionLost`] rather than being
 //! resent.
 
+use crate::client::census::{Counted, Kind as Census};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,6 +55,8 @@ enum Phase {
 
 /// The ReconnectSupervisor actor of one client. See the [module docs](self).
 pub struct ReconnectSupervisor {
+    /// Counted in the process-wide [`census`](crate::client::census) while alive.
+    _live: Counted,
     policy: ReconnectPolicy,
     shared: Arc<Shared>,
     connection: Addr<Connection>,
@@ -88,6 +91,7 @@ impl ReconnectSupervisor {
             None => fastrand::Rng::new(),
         };
         Self {
+            _live: Counted::new(Census::Actor),
             policy,
             shared,
             connection,

@@ -4,6 +4,7 @@
 //! Unknown types and malformed payloads become counted, traced [`Event::MessageError`]s; they
 //! never close the connection.
 
+use crate::client::census::{Counted, Kind as Census};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,12 +44,34 @@ impl<T: 'static> Message for Inbound<T> {
     type Result = ();
 }
 
-/// Where a subscription delivers: an actor's mailbox or a bounded channel.
-pub(crate) enum Sink<M: Message<Result = ()> + Send> {
+/// Where a subscription delivers: an actor's mailbox or a bounded channel. Counted in the
+/// [`census`](crate::client::census) while the router holds it.
+pub(crate) struct Sink<M: Message<Result = ()> + Send> {
+    to: To<M>,
+    _live: Counted,
+}
+
+enum To<M: Message<Result = ()> + Send> {
     /// `do_send` to an actor: the subscriber's own mailbox is the buffer.
     Actor(Recipient<M>),
     /// `try_send` on a bounded channel: when it is full the message is dropped and counted.
     Channel(mpsc::Sender<M>),
+}
+
+impl<M: Message<Result = ()> + Send> Sink<M> {
+    pub(crate) fn actor(recipient: Recipient<M>) -> Self {
+        Sink {
+            to: To::Actor(recipient),
+            _live: Counted::new(Census::Subscription),
+        }
+    }
+
+    pub(crate) fn channel(tx: mpsc::Sender<M>) -> Self {
+        Sink {
+            to: To::Channel(tx),
+            _live: Counted::new(Census::Subscription),
+        }
+    }
 }
 
 enum Delivery {
@@ -60,15 +83,15 @@ enum Delivery {
 impl<M: Message<Result = ()> + Send> Sink<M> {
     /// Whether the receiving end is gone (the channel's receiver dropped, the actor stopped).
     fn is_gone(&self) -> bool {
-        match self {
-            Sink::Actor(r) => !r.connected(),
-            Sink::Channel(tx) => tx.is_closed(),
+        match &self.to {
+            To::Actor(r) => !r.connected(),
+            To::Channel(tx) => tx.is_closed(),
         }
     }
 
     fn deliver(&self, msg: M) -> Delivery {
-        match self {
-            Sink::Actor(r) => {
+        match &self.to {
+            To::Actor(r) => {
                 if r.connected() {
                     r.do_send(msg);
                     Delivery::Delivered
@@ -76,7 +99,7 @@ impl<M: Message<Result = ()> + Send> Sink<M> {
                     Delivery::Gone
                 }
             }
-            Sink::Channel(tx) => match tx.try_send(msg) {
+            To::Channel(tx) => match tx.try_send(msg) {
                 Ok(()) => Delivery::Delivered,
                 Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
                 Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
@@ -155,6 +178,8 @@ impl<T: WireMessage + Clone> TypedGroup for Group<T> {
 
 /// The Router actor of one client. See the [module docs](self).
 pub struct Router {
+    /// Counted in the process-wide [`census`](crate::client::census) while alive.
+    _live: Counted,
     shared: Arc<Shared>,
     typed: HashMap<&'static str, Vec<Box<dyn TypedGroup>>>,
     raw: Vec<Sink<Inbound<Envelope>>>,
@@ -187,6 +212,7 @@ impl Router {
         outbox: SharedOutbox,
     ) -> Self {
         Self {
+            _live: Counted::new(Census::Actor),
             shared,
             typed: HashMap::new(),
             raw: Vec::new(),

@@ -1,5 +1,6 @@
 //! Connection state, client events, and the counters behind [`Stats`].
 
+use crate::client::census::{Counted, Kind as Census};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +190,8 @@ pub struct Stats {
 /// without messaging the actors, and a manager on another thread can add them up.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// Counted in the process-wide [`census`](crate::client::census) while alive.
+    _live: Counted,
     pub(crate) name: Arc<str>,
     epoch: Instant,
     pub(crate) messages_in: AtomicU64,
@@ -215,6 +218,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(name: Arc<str>) -> Self {
         Self {
+            _live: Counted::new(Census::Client),
             name,
             epoch: Instant::now(),
             messages_in: AtomicU64::new(0),

@@ -124,6 +124,9 @@ pub struct HubStats {
     pub sessions: usize,
     /// Rooms with at least one member now.
     pub rooms: usize,
+    /// Room memberships now (a session in three rooms counts three): back to its earlier value
+    /// once the sessions that joined since have left or gone.
+    pub members: usize,
     /// Publishes accepted since start.
     pub published: u64,
     /// Frames handed to session queues since start.
@@ -573,6 +576,7 @@ impl Hub {
         HubStats {
             sessions: self.members.len(),
             rooms: self.rooms.len(),
+            members: self.rooms.values().map(HashSet::len).sum(),
             published: c.published.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),

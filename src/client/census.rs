@@ -1,0 +1,63 @@
+//! Process-wide counts of what the client side keeps alive, so that a test (or an operator) can
+//! check that connections which ended left nothing behind: [`census`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+static ACTORS: AtomicUsize = AtomicUsize::new(0);
+static SUBSCRIPTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// What the client side of this process holds alive now. All counts are process-wide (every
+/// [`Manager`](super::Manager) and every client made with [`connect`](super::connect)); each
+/// goes back to its earlier value once the connections made since have ended and their handles
+/// and receivers are dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Census {
+    /// Clients whose actors or handles are alive (one per `connect`).
+    pub clients: usize,
+    /// Client actors alive: four per running client (connection, heartbeat, reconnect
+    /// supervisor, router).
+    pub actors: usize,
+    /// Subscriptions (typed, raw, text, binary, events) held by routers.
+    pub subscriptions: usize,
+}
+
+/// The counts now (see [`Census`]).
+pub fn census() -> Census {
+    Census {
+        clients: CLIENTS.load(Ordering::Acquire),
+        actors: ACTORS.load(Ordering::Acquire),
+        subscriptions: SUBSCRIPTIONS.load(Ordering::Acquire),
+    }
+}
+
+/// What a [`Counted`] counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Client,
+    Actor,
+    Subscription,
+}
+
+/// Counted while alive: one more of its kind from creation to drop.
+#[derive(Debug)]
+pub(crate) struct Counted(&'static AtomicUsize);
+
+impl Counted {
+    pub(crate) fn new(kind: Kind) -> Counted {
+        let counter = match kind {
+            Kind::Client => &CLIENTS,
+            Kind::Actor => &ACTORS,
+            Kind::Subscription => &SUBSCRIPTIONS,
+        };
+        counter.fetch_add(1, Ordering::AcqRel);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
