@@ -69,8 +69,9 @@
 //! - `client` (default): the awc-based client.
 //! - `server` (default): the actix-web server side (actix-ws).
 //! - `cli` (default): the `wsm` binary (clap, tracing-subscriber).
-//! - `testkit`: `testkit::FaultProxy`, fault injection (delay, throttle, blackhole, reset,
-//!   refuse) between a client and a server, for your own tests.
+//! - `testkit`: a test server you can restart on the same port, a fault-injecting proxy (delay,
+//!   throttle, blackhole, reset, refuse) and waits without sleeps, for your own tests; see its
+//!   module guide, "Testing your reconnect logic" (docs.rs builds the docs with it).
 //! - `rustls` (default): `wss://` for the client and TLS for the server, with rustls 0.23 on its
 //!   `ring` provider (see [`tls`]).
 #![warn(missing_docs)]

@@ -36,7 +36,7 @@ struct Controls {
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `target`, with faults on command (see the
-/// [module docs](self)). Every control takes effect at once, on live connections and new ones,
+/// [module docs](crate::testkit)). Every control takes effect at once, on live connections and new ones,
 /// and may be called from any thread. Dropping the proxy stops accepting; live connections end
 /// with it.
 #[derive(Debug)]
