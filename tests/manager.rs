@@ -7,20 +7,21 @@ use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::{ConnectionState, Manager, ManagerConfig};
 use actix_ws_manager::config::{ClientConfig, ServerConfig};
-use actix_ws_manager::server;
+use actix_ws_manager::testkit::TestServer;
 use actix_ws_manager::Error;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn start_server() -> server::Server {
-    server::serve("127.0.0.1:0", "/ws", "/echo", ServerConfig::default()).expect("server starts")
+/// The kit's server: rooms at `/ws`, echo at `/echo`, on 127.0.0.1.
+fn start_server() -> TestServer {
+    TestServer::start(ServerConfig::default()).expect("server starts")
 }
 
 /// More than awc's default pool limit of 100 (150 connections, spread over 2 arbiters) all
 /// reach `Connected`, and the aggregate stats count them.
 #[actix_rt::test]
 async fn opens_more_than_100_connections() {
-    let server = start_server();
+    let mut server = start_server();
     let manager = Manager::new(
         ManagerConfig::default()
             .arbiters(Some(2))
@@ -47,14 +48,14 @@ async fn opens_more_than_100_connections() {
     assert_eq!(manager.arbiter_count(), 2);
     assert!(manager.get("c149").is_some());
     assert_eq!(manager.shutdown().await, 150);
-    server.shutdown().await.unwrap();
+    server.stop().await.unwrap();
 }
 
 /// The rate limit paces connections: 40 connections at 100 per second cannot all start in
 /// less than ~0.39 s (only a lower bound is asserted).
 #[actix_rt::test]
 async fn connect_rate_is_limited() {
-    let server = start_server();
+    let mut server = start_server();
     let manager = Manager::new(
         ManagerConfig::default()
             .arbiters(Some(2))
@@ -74,14 +75,14 @@ async fn connect_rate_is_limited() {
         "40 at 100/s took {took:?}"
     );
     manager.shutdown().await;
-    server.shutdown().await.unwrap();
+    server.stop().await.unwrap();
 }
 
 /// `close(name)` closes one connection, `close_all` closes the rest: every handle ends in
 /// `Closed` and the manager tracks none.
 #[actix_rt::test]
 async fn close_one_and_close_all() {
-    let server = start_server();
+    let mut server = start_server();
     let manager = Manager::new(ManagerConfig::default().connect_rate(None)).unwrap();
     let mut clients = Vec::new();
     for i in 0..20 {
@@ -106,13 +107,13 @@ async fn close_one_and_close_all() {
         assert_eq!(c.state(), ConnectionState::Closed, "{}", c.name());
     }
     manager.shutdown().await;
-    server.shutdown().await.unwrap();
+    server.stop().await.unwrap();
 }
 
 /// Names are unique, bad URLs fail before connecting, and a bad config is refused.
 #[actix_rt::test]
 async fn bad_input_is_an_error_not_a_panic() {
-    let server = start_server();
+    let mut server = start_server();
     let manager = Manager::new(ManagerConfig::default()).unwrap();
     manager.connect("a", &server.url()).await.unwrap();
     assert!(matches!(
@@ -144,7 +145,7 @@ async fn bad_input_is_an_error_not_a_panic() {
         Err(Error::Config(_))
     ));
     manager.shutdown().await;
-    server.shutdown().await.unwrap();
+    server.stop().await.unwrap();
 }
 
 /// Connections go round-robin over the arbiters (c0 and c2 share a thread, c0 and c1 do not,
@@ -153,7 +154,7 @@ async fn bad_input_is_an_error_not_a_panic() {
 #[actix_rt::test]
 async fn spreads_over_arbiters_and_sums_stats() {
     use actix_ws_manager::protocol;
-    let server = start_server();
+    let mut server = start_server();
     let manager = Manager::new(
         ManagerConfig::default()
             .arbiters(Some(2))
@@ -197,7 +198,7 @@ async fn spreads_over_arbiters_and_sums_stats() {
     assert!(after.bytes_out > before.bytes_out);
     assert_eq!(after.states.connected, 4);
     manager.shutdown().await;
-    server.shutdown().await.unwrap();
+    server.stop().await.unwrap();
 }
 
 /// A connection that fails for good (the server closes with the final code 1008) is forgotten:

@@ -7,7 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix_ws_manager::config::SlowConsumerPolicy;
-use common::{start_server, test_config, Peer, WAIT};
+use actix_ws_manager::testkit::TestServer;
+
+/// The kit's server: rooms at `/ws`, echo at `/echo`, on 127.0.0.1.
+fn start_server(config: actix_ws_manager::config::ServerConfig) -> TestServer {
+    TestServer::start(config).expect("server starts")
+}
+use common::{test_config, Peer, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message as TMessage;
@@ -107,9 +113,9 @@ async fn flood(
 async fn silent_client_is_disconnected_within_timeout_plus_interval() {
     let interval = Duration::from_millis(100);
     let timeout = Duration::from_millis(300);
-    let server = start_server(test_config().heartbeat(interval, timeout));
+    let mut server = start_server(test_config().heartbeat(interval, timeout));
 
-    let tcp = tokio::net::TcpStream::connect(server.local_addr())
+    let tcp = tokio::net::TcpStream::connect(server.addr())
         .await
         .expect("tcp");
     let (ws, _) = tokio_tungstenite::client_async(server.url(), tcp)
@@ -143,20 +149,12 @@ async fn silent_client_is_disconnected_within_timeout_plus_interval() {
         "disconnected late: {close_at:?}"
     );
     // Then the connection itself is gone at the latest `close_timeout` later (the socket is cut).
-    let close_timeout = server.rooms().config().close_timeout;
+    let close_timeout = server.rooms().expect("running").config().close_timeout;
     assert!(
         closed_at <= close_at + close_timeout + Duration::from_millis(200),
         "socket not cut: {closed_at:?}"
     );
-    assert_eq!(
-        server
-            .rooms()
-            .stats()
-            .await
-            .expect("stats")
-            .heartbeat_timeouts,
-        1
-    );
+    assert_eq!(server.stats().await.expect("stats").heartbeat_timeouts, 1);
 
     // A client that answers pings (awc, while it reads) outlives two timeouts.
     let (mut polite, _) = Peer::rooms(&server.url()).await;
@@ -164,7 +162,7 @@ async fn silent_client_is_disconnected_within_timeout_plus_interval() {
     assert!(quiet.is_err(), "polite client got {quiet:?}");
     polite.text(r#"{"type":"ping"}"#).await;
     assert_eq!(polite.json().await["type"], "pong");
-    server.shutdown().await.expect("shutdown");
+    server.stop().await.expect("stop");
 }
 
 /// A member that stops reading while others publish ~2.4 MB (far more than its queue, the
@@ -174,13 +172,13 @@ async fn silent_client_is_disconnected_within_timeout_plus_interval() {
 #[actix_rt::test]
 async fn stuck_reader_is_disconnected_and_others_get_everything() {
     let queue = 16;
-    let server = start_server(
+    let mut server = start_server(
         test_config()
             .session_queue(queue)
             .tcp_send_buffer(Some(SEND_BUFFER)),
     );
-    let rooms = server.rooms().clone();
-    let mut stuck = stuck_peer(&server.url(), server.local_addr(), "flood").await;
+    let rooms = server.rooms().expect("running").clone();
+    let mut stuck = stuck_peer(&server.url(), server.addr(), "flood").await;
     let (mut publisher, _) = Peer::rooms(&server.url()).await;
     let (mut receiver, _) = Peer::rooms(&server.url()).await;
     for p in [&mut publisher, &mut receiver] {
@@ -207,7 +205,7 @@ async fn stuck_reader_is_disconnected_and_others_get_everything() {
     // The healthy members are still connected.
     publisher.text(r#"{"type":"ping"}"#).await;
     assert_eq!(publisher.json().await["type"], "pong");
-    server.shutdown().await.expect("shutdown");
+    server.stop().await.expect("stop");
 }
 
 /// With policy `DropNewest`, a stuck reader keeps its session but only up to the queue bound
@@ -218,15 +216,15 @@ async fn heartbeat_fires_while_writes_are_stalled() {
     let queue = 16;
     let interval = Duration::from_millis(200);
     let timeout = Duration::from_millis(1000);
-    let server = start_server(
+    let mut server = start_server(
         test_config()
             .session_queue(queue)
             .slow_consumer(SlowConsumerPolicy::DropNewest)
             .tcp_send_buffer(Some(SEND_BUFFER))
             .heartbeat(interval, timeout),
     );
-    let rooms = server.rooms().clone();
-    let mut stuck = stuck_peer(&server.url(), server.local_addr(), "flood").await;
+    let rooms = server.rooms().expect("running").clone();
+    let mut stuck = stuck_peer(&server.url(), server.addr(), "flood").await;
     let silent_since = Instant::now();
     let (mut publisher, _) = Peer::rooms(&server.url()).await;
     let (mut receiver, _) = Peer::rooms(&server.url()).await;
@@ -268,5 +266,5 @@ async fn heartbeat_fires_while_writes_are_stalled() {
     assert!(stats.queue_high_water <= queue as u64, "{stats:?}");
     let code = drain_until_closed(&mut stuck).await;
     assert!(matches!(code, None | Some(1001)), "{code:?}");
-    server.shutdown().await.expect("shutdown");
+    server.stop().await.expect("stop");
 }
