@@ -95,6 +95,16 @@ pub struct Counters {
     pub rate_limit_disconnects: AtomicU64,
     /// Upgrades refused with HTTP 429 by `max_connections_per_ip`.
     pub per_ip_refusals: AtomicU64,
+    /// Publishes that could not be handed to the backplane (other nodes did not get them; the
+    /// publisher was told when its publish had an `id`).
+    pub backplane_publish_errors: AtomicU64,
+    /// Times the backplane's connection was lost (each is followed by reconnecting and
+    /// subscribing again to every room with local members).
+    pub backplane_disconnects: AtomicU64,
+    /// Messages from other nodes dropped because this node's inbound backplane buffer was full.
+    pub backplane_dropped: AtomicU64,
+    /// Messages from other nodes fanned out here.
+    pub backplane_received: AtomicU64,
 }
 
 impl Counters {
@@ -149,6 +159,14 @@ pub struct HubStats {
     pub rate_limit_disconnects: u64,
     /// Upgrades refused with HTTP 429 by `max_connections_per_ip`.
     pub per_ip_refusals: u64,
+    /// Publishes the backplane could not take (see [`Counters::backplane_publish_errors`]).
+    pub backplane_publish_errors: u64,
+    /// Backplane connections lost (see [`Counters::backplane_disconnects`]).
+    pub backplane_disconnects: u64,
+    /// Messages from other nodes dropped on a full buffer.
+    pub backplane_dropped: u64,
+    /// Messages from other nodes fanned out here.
+    pub backplane_received: u64,
 }
 
 /// Why the hub tells a session to go.
@@ -588,6 +606,10 @@ impl Hub {
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             rate_limit_disconnects: c.rate_limit_disconnects.load(Ordering::Relaxed),
             per_ip_refusals: c.per_ip_refusals.load(Ordering::Relaxed),
+            backplane_publish_errors: c.backplane_publish_errors.load(Ordering::Relaxed),
+            backplane_disconnects: c.backplane_disconnects.load(Ordering::Relaxed),
+            backplane_dropped: c.backplane_dropped.load(Ordering::Relaxed),
+            backplane_received: c.backplane_received.load(Ordering::Relaxed),
         }
     }
 }
