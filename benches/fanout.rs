@@ -52,6 +52,7 @@ fn fan_out(c: &mut Criterion) {
                 let join = Command::Join {
                     id,
                     room: room.clone(),
+                    reply: None,
                 };
                 for cmd in [connect, join] {
                     assert!(hub.send(cmd).await.is_ok(), "hub running");
@@ -86,6 +87,7 @@ async fn publish(
             event: None,
             data: data.clone(),
             reached: Some(tell),
+            reply_to: None,
         });
         assert!(hub.send(publish).await.is_ok(), "hub running");
         assert_eq!(reached.await.ok(), Some(members), "every member reached");

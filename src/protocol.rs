@@ -141,6 +141,10 @@ pub mod codes {
     /// The session went past its rate limit (`ServerConfig::rate_limit`); the message was not
     /// handled. Going on until twice the burst closes the session with 1008.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// With several server nodes: the publish reached this node's members but could not be
+    /// handed to the backplane (Redis down or too slow), so members on other nodes did not get
+    /// it. Sent only for a publish with an `id`, in place of its `ack`.
+    pub const BACKPLANE_UNAVAILABLE: &str = "backplane_unavailable";
 }
 
 /// The protocol's own message types, which a publish may not use as its `event` (members could

@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
+use super::backplane::{Backplane, InProcess};
 use crate::config::SlowConsumerPolicy;
 use crate::envelope::{encode_parts, now_rfc3339, WireMessage};
 use crate::protocol::RoomMessage;
@@ -212,6 +213,10 @@ pub enum Command {
         id: SessionId,
         /// The room.
         room: Arc<str>,
+        /// A frame for the hub to send the session once the join has taken effect (with a
+        /// remote backplane: once this node receives the room); `None` when the session
+        /// answered itself.
+        reply: Option<Outbound>,
     },
     /// Remove a session from a room.
     Leave {
@@ -222,6 +227,14 @@ pub enum Command {
     },
     /// Broadcast to a room.
     Publish(Publish),
+    /// A message another node published (from the backplane): fan it out to the local members
+    /// of `room` as it is.
+    Remote {
+        /// The room.
+        room: Arc<str>,
+        /// The frame, as members receive it.
+        frame: ByteString,
+    },
     /// Answer a [`HubStats`] snapshot. Through the queue, so it sees the effect of every command
     /// queued before it (a `joined` reply already sent means the join is counted).
     Stats(oneshot::Sender<HubStats>),
@@ -266,6 +279,10 @@ pub struct Publish {
     pub data: Option<Box<RawValue>>,
     /// Told how many members' queues took the message (server-code publishes wait for it).
     pub reached: Option<oneshot::Sender<usize>>,
+    /// With a remote backplane, the publishing session and the envelope id to answer: `ack`
+    /// once the other nodes will get it, an `error` (`backplane_unavailable`) when they will
+    /// not. `None` when the session answered itself (or nobody is waiting).
+    pub reply_to: Option<(SessionId, u64)>,
 }
 
 /// The sending end of the hub's command queue, with the high-water mark of the queue kept in
@@ -374,16 +391,19 @@ pub struct Hub {
     rooms: HashMap<Arc<str>, HashSet<SessionId>>,
     policy: SlowConsumerPolicy,
     counters: Arc<Counters>,
+    /// The other nodes ([`InProcess`] when there are none).
+    backplane: Box<dyn Backplane>,
 }
 
 impl Hub {
-    /// A hub applying `policy` to full queues and counting into `counters`.
+    /// A hub applying `policy` to full queues, counting into `counters`, with no other nodes.
     pub fn new(policy: SlowConsumerPolicy, counters: Arc<Counters>) -> Self {
         Self {
             members: HashMap::new(),
             rooms: HashMap::new(),
             policy,
             counters,
+            backplane: Box::new(InProcess),
         }
     }
 
@@ -391,14 +411,20 @@ impl Hub {
     fn remove(&mut self, id: SessionId) -> Option<Member> {
         let member = self.members.remove(&id)?;
         for room in &member.rooms {
-            if let Some(set) = self.rooms.get_mut(room) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.rooms.remove(room);
-                }
-            }
+            self.drop_membership(id, room);
         }
         Some(member)
+    }
+
+    /// Take `id` out of `room`'s member set; the room's last local member unsubscribes it.
+    fn drop_membership(&mut self, id: SessionId, room: &Arc<str>) {
+        if let Some(set) = self.rooms.get_mut(room) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.rooms.remove(room);
+                self.backplane.unsubscribe(room);
+            }
+        }
     }
 }
 
@@ -414,14 +440,27 @@ impl Hub {
         counters: Arc<Counters>,
         capacity: usize,
     ) -> (Addr<Hub>, HubSender) {
+        Self::launch_with_backplane(policy, counters, capacity, Box::new(InProcess))
+    }
+
+    /// [`launch`](Self::launch) as one node of several, joined by `backplane`.
+    pub fn launch_with_backplane(
+        policy: SlowConsumerPolicy,
+        counters: Arc<Counters>,
+        capacity: usize,
+        mut backplane: Box<dyn Backplane>,
+    ) -> (Addr<Hub>, HubSender) {
         let (tx, mut rx) = mpsc::channel(capacity);
         let sender = HubSender {
             tx,
             counters: counters.clone(),
         };
+        backplane.start(sender.clone(), counters.clone());
         let addr = Hub::create(move |ctx| {
             ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-            Hub::new(policy, counters)
+            let mut hub = Hub::new(policy, counters);
+            hub.backplane = backplane;
+            hub
         });
         (addr, sender)
     }
@@ -434,10 +473,36 @@ impl Hub {
         self.members.insert(id, member);
     }
 
-    fn join(&mut self, id: SessionId, room: Arc<str>) {
-        if let Some(member) = self.members.get_mut(&id) {
-            member.rooms.insert(room.clone());
-            self.rooms.entry(room).or_default().insert(id);
+    fn join(&mut self, id: SessionId, room: Arc<str>, reply: Option<Outbound>) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        member.rooms.insert(room.clone());
+        let reply_to = match (&member.sink, reply) {
+            (MemberSink::Session { queue, .. }, Some(reply)) => Some((queue.clone(), reply)),
+            _ => None,
+        };
+        let set = self.rooms.entry(room.clone()).or_default();
+        let first = set.is_empty();
+        set.insert(id);
+        if first {
+            // The first local member: this node starts receiving the room, and the member is
+            // told `joined` once it does (so what others publish after that reaches it).
+            let counters = self.counters.clone();
+            let label = room.clone();
+            self.backplane.subscribe(
+                &room,
+                Box::new(move |result| {
+                    if let Err(e) = result {
+                        tracing::warn!(room = %label, "backplane subscribe failed: {e}; local members only until it reconnects");
+                    }
+                    if let Some((queue, reply)) = reply_to {
+                        offer_reply(&queue, reply, &counters);
+                    }
+                }),
+            );
+        } else if let Some((queue, reply)) = reply_to {
+            offer_reply(&queue, reply, &self.counters);
         }
     }
 
@@ -445,12 +510,7 @@ impl Hub {
         if let Some(member) = self.members.get_mut(&id) {
             member.rooms.remove(&room);
         }
-        if let Some(set) = self.rooms.get_mut(&room) {
-            set.remove(&id);
-            if set.is_empty() {
-                self.rooms.remove(&room);
-            }
-        }
+        self.drop_membership(id, &room);
     }
 
     /// Offer `frame` to one member under the slow-consumer policy.
@@ -487,13 +547,15 @@ impl Hub {
         }
     }
 
-    /// Encode once, `try_send` the shared bytes to every member. Answers how many members'
-    /// queues took it.
+    /// Encode once, `try_send` the shared bytes to every local member, then hand the same
+    /// bytes to the backplane for the other nodes. Answers how many local members' queues took
+    /// it.
     fn publish(&mut self, msg: &Publish) -> usize {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        let Some(ids) = self.rooms.get(&msg.room) else {
+        let remote = self.backplane.is_remote();
+        if !remote && !self.rooms.contains_key(&msg.room) {
             return 0;
-        };
+        }
         let text = encode_parts(
             msg.event.as_deref().unwrap_or(RoomMessage::TYPE),
             None,
@@ -503,8 +565,57 @@ impl Hub {
             msg.data.as_deref(),
             Some(&now_rfc3339()),
         );
+        let reached = self.fan_out(&msg.room, &text);
+        if remote {
+            let reply = msg.reply_to.and_then(|(session, id)| {
+                match self.members.get(&session).map(|m| &m.sink) {
+                    Some(MemberSink::Session { queue, .. }) => Some((queue.clone(), id)),
+                    _ => None,
+                }
+            });
+            let counters = self.counters.clone();
+            let room = msg.room.clone();
+            self.backplane.publish(
+                &msg.room,
+                &text,
+                Some(Box::new(move |result| {
+                    let frame = match result {
+                        Ok(()) => reply.as_ref().map(|(_, id)| {
+                            Outbound::Text(encode_parts(
+                                crate::protocol::Ack::TYPE,
+                                Some(*id),
+                                None,
+                                None,
+                                None,
+                                None,
+                                None,
+                            ))
+                        }),
+                        Err(e) => {
+                            counters
+                                .backplane_publish_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%room, "publish not sent to other nodes: {e}");
+                            reply.as_ref().map(|(_, id)| backplane_error(*id, &e))
+                        }
+                    };
+                    if let (Some(frame), Some((queue, _))) = (frame, reply.as_ref()) {
+                        offer_reply(queue, frame, &counters);
+                    }
+                })),
+            );
+        }
+        reached
+    }
+
+    /// Offer `text` to every local member of `room` under the slow-consumer policy; answers how
+    /// many queues took it.
+    fn fan_out(&mut self, room: &Arc<str>, text: &ByteString) -> usize {
+        let Some(ids) = self.rooms.get(room) else {
+            return 0;
+        };
         let len = text.len();
-        let frame = Outbound::Text(text);
+        let frame = Outbound::Text(text.clone());
         let mut reached = 0;
         let mut max_depth = 0;
         let mut evicted = Vec::new();
@@ -520,7 +631,7 @@ impl Hub {
                 Offer::Full => match self.policy {
                     SlowConsumerPolicy::DropNewest => {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(session = id, room = %msg.room, "queue full; message dropped");
+                        tracing::debug!(session = id, %room, "queue full; message dropped");
                     }
                     SlowConsumerPolicy::Disconnect => evicted.push((*id, true)),
                 },
@@ -545,6 +656,37 @@ impl Hub {
     }
 }
 
+/// Offer a reply frame to a session's queue; a full queue drops it (counted: the session is
+/// too slow to read even its replies).
+fn offer_reply(queue: &mpsc::Sender<Outbound>, frame: Outbound, counters: &Counters) {
+    let len = frame.len();
+    match queue.try_send(frame) {
+        Ok(()) => counters.delivered(len, queue.max_capacity() - queue.capacity()),
+        Err(TrySendError::Full(_)) => {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(TrySendError::Closed(_)) => {}
+    }
+}
+
+/// The `error` a publisher gets when its publish could not reach the other nodes.
+fn backplane_error(id: u64, why: &str) -> Outbound {
+    let reply = crate::protocol::ErrorReply {
+        code: crate::protocol::codes::BACKPLANE_UNAVAILABLE.to_owned(),
+        message: format!("delivered on this node only; other nodes did not get it: {why}"),
+    };
+    let raw = serde_json::value::to_raw_value(&reply).ok();
+    Outbound::Text(encode_parts(
+        crate::protocol::ErrorReply::TYPE,
+        Some(id),
+        None,
+        None,
+        None,
+        raw.as_deref(),
+        None,
+    ))
+}
+
 /// Handler for the command queue: one command at a time, in queue order.
 impl StreamHandler<Command> for Hub {
     fn handle(&mut self, cmd: Command, _: &mut Context<Self>) {
@@ -556,7 +698,7 @@ impl StreamHandler<Command> for Hub {
             Command::Disconnect { id } => {
                 self.remove(id);
             }
-            Command::Join { id, room } => self.join(id, room),
+            Command::Join { id, room, reply } => self.join(id, room, reply),
             Command::Leave { id, room } => self.leave(id, room),
             Command::Stats(tell) => {
                 let _ = tell.send(self.stats());
@@ -572,6 +714,12 @@ impl StreamHandler<Command> for Hub {
                     .unwrap_or_default();
                 ids.sort_unstable();
                 let _ = tell.send(ids);
+            }
+            Command::Remote { room, frame } => {
+                self.counters
+                    .backplane_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.fan_out(&room, &frame);
             }
             Command::Publish(msg) => {
                 let reached = self.publish(&msg);

@@ -40,6 +40,7 @@
 //! The hub must be shared by every worker of the `HttpServer`, so it is started once, outside
 //! the `App` factory, and `mount` is a method of the shared handle rather than a free function.
 
+pub mod backplane;
 pub mod handler;
 pub mod hub;
 pub mod session;
@@ -95,6 +96,11 @@ pub type JoinCheck = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
 /// State shared by the handle, the HTTP handlers and every session of one server.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
+    /// Whether a backplane carries messages to other nodes: `joined` and `ack` then wait for
+    /// it (the hub sends them).
+    pub(crate) remote_backplane: bool,
+    /// This node's id with a backplane; session names carry it.
+    pub(crate) node_id: Option<Arc<str>>,
     pub(crate) counters: Arc<Counters>,
     /// Sessions that hold a slot; checked against `max_sessions` before the upgrade.
     active: AtomicUsize,
@@ -197,14 +203,32 @@ impl Rooms {
     /// Check `config` and start the hub on the current arbiter (call it inside an actix system,
     /// before `HttpServer::new`).
     pub fn start(config: ServerConfig) -> Result<Self> {
+        Self::start_with_backplane(config, backplane::InProcess)
+    }
+
+    /// [`start`](Self::start) as one node of several, joined by `backplane` (for example a
+    /// [`RedisBackplane`](backplane::RedisBackplane)): members on every node receive what is
+    /// published on any node. Session names then carry the node id.
+    pub fn start_with_backplane(
+        config: ServerConfig,
+        backplane: impl backplane::Backplane,
+    ) -> Result<Self> {
         config.validate()?;
         let config = config.saturated();
         let counters = Arc::new(Counters::default());
-        let (_hub, commands) =
-            Hub::launch(config.slow_consumer, counters.clone(), config.hub_queue);
+        let remote_backplane = backplane.is_remote();
+        let node_id = backplane.node_id().map(Arc::from);
+        let (_hub, commands) = Hub::launch_with_backplane(
+            config.slow_consumer,
+            counters.clone(),
+            config.hub_queue,
+            Box::new(backplane),
+        );
         Ok(Self {
             commands,
             shared: Arc::new(Shared {
+                remote_backplane,
+                node_id,
                 config,
                 counters,
                 active: AtomicUsize::new(0),
@@ -384,6 +408,7 @@ impl Rooms {
                 event: event.map(Arc::from),
                 data,
                 reached: Some(tell),
+                reply_to: None,
             })
         })
         .await
@@ -442,7 +467,12 @@ impl Rooms {
             return Err(Error::BadRoom(room.to_owned()));
         }
         let room = Arc::from(room);
-        self.command(Command::Join { id, room }).await
+        self.command(Command::Join {
+            id,
+            room,
+            reply: None,
+        })
+        .await
     }
 
     /// Take member `id` (an attached actor) out of `room`.

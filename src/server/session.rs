@@ -195,7 +195,10 @@ pub(crate) fn start(
         ctx.add_stream(reader);
         Session {
             id: params.id,
-            name: Arc::from(format!("s-{}", params.id)),
+            name: match &params.shared.node_id {
+                Some(node) => Arc::from(format!("{node}.s-{}", params.id)),
+                None => Arc::from(format!("s-{}", params.id)),
+            },
             mode: params.mode,
             identity: params.identity,
             hub: params.hub,
@@ -720,12 +723,19 @@ impl Session {
                     return self.error(id, codes::TOO_MANY_ROOMS, &msg, ctx);
                 }
                 self.rooms.insert(room.clone());
+                let joined = Self::envelope(protocol::Joined::TYPE, id, Some(&room), None);
+                // With other nodes, the hub answers once this node receives the room.
+                let (reply, joined) = if self.shared.remote_backplane {
+                    (Some(joined), None)
+                } else {
+                    (None, Some(joined))
+                };
                 let join = Command::Join {
                     id: self.id,
                     room: room.clone(),
+                    reply,
                 };
-                let joined = Self::envelope(protocol::Joined::TYPE, id, Some(&room), None);
-                return self.submit(join, Some(joined), ctx);
+                return self.submit(join, joined, ctx);
             }
             self.reply(protocol::Joined::TYPE, id, Some(&room), None, ctx);
         } else if kind == protocol::Leave::TYPE {
@@ -764,14 +774,20 @@ impl Session {
                     return self.error(id, codes::BAD_EVENT, &msg, ctx);
                 }
             };
+            // With other nodes, the hub answers once the backplane took it (or says it could
+            // not); otherwise the ack goes once the publish is in the hub's queue.
+            let remote = self.shared.remote_backplane;
             let publish = Command::Publish(Publish {
                 room,
                 from: Some(self.name.clone()),
                 event,
                 data: head.data.map(ToOwned::to_owned),
                 reached: None,
+                reply_to: id.filter(|_| remote).map(|id| (self.id, id)),
             });
-            let ack = id.map(|_| Self::envelope(protocol::Ack::TYPE, id, None, None));
+            let ack = id
+                .filter(|_| !remote)
+                .map(|_| Self::envelope(protocol::Ack::TYPE, id, None, None));
             self.submit(publish, ack, ctx);
         } else if kind == protocol::Echo::TYPE {
             let data = head.data.map(ToOwned::to_owned);

@@ -73,6 +73,26 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+
+    /// Share rooms with other `wsm serve` nodes through this Redis, such as
+    /// `redis://127.0.0.1:6379` (several nodes behind one load balancer).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+
+    /// This node's id among the nodes sharing --redis [default: `n-` and 8 random hex digits].
+    #[arg(long, value_name = "ID", requires = "redis")]
+    node_id: Option<String>,
+
+    /// Prefix of the Redis channels of rooms; nodes with another prefix do not see these rooms.
+    #[arg(long, value_name = "PREFIX", default_value = server::backplane::DEFAULT_PREFIX,
+          requires = "redis")]
+    redis_prefix: String,
+
+    /// How long a Redis operation may take before it counts as failed (publishes then get
+    /// `backplane_unavailable`), such as `2s`.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration,
+          requires = "redis")]
+    redis_timeout: std::time::Duration,
 }
 
 impl ServeArgs {
@@ -123,8 +143,30 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
         Ok(limit) => tracing::info!(open_files = limit, "open-file limit raised"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
+    let backplane = match &args.redis {
+        Some(url) => {
+            let mut redis = server::backplane::RedisConfig::new(url.clone())
+                .channel_prefix(args.redis_prefix.clone())
+                .timeout(args.redis_timeout);
+            if let Some(id) = &args.node_id {
+                redis = redis.node_id(id.clone());
+            }
+            Some(server::backplane::RedisBackplane::new(redis)?)
+        }
+        None => None,
+    };
     actix_rt::System::new().block_on(async move {
-        let rooms = server::Rooms::start(config)?;
+        let rooms = match backplane {
+            Some(backplane) => {
+                tracing::info!(
+                    node = %backplane.config().node_id,
+                    redis = %backplane.config().url,
+                    "sharing rooms through Redis"
+                );
+                server::Rooms::start_with_backplane(config, backplane)?
+            }
+            None => server::Rooms::start(config)?,
+        };
         let bind = args.bind.as_str();
         let started = match tls {
             Some(tls) => server::serve_tls(bind, &args.path, &args.echo_path, rooms, tls),
