@@ -69,6 +69,8 @@
 //! - `client` (default): the awc-based client.
 //! - `server` (default): the actix-web server side (actix-ws).
 //! - `cli` (default): the `wsm` binary (clap, tracing-subscriber).
+//! - `redis` (default): several server nodes sharing rooms through Redis pub/sub
+//!   (`server::backplane::RedisBackplane`, `wsm serve --redis`).
 //! - `testkit`: a test server you can restart on the same port, a fault-injecting proxy (delay,
 //!   throttle, blackhole, reset, refuse) and waits without sleeps, for your own tests; see its
 //!   module guide, "Testing your reconnect logic" (docs.rs builds the docs with it).

@@ -1,6 +1,8 @@
 //! `wsm load`, run as the built binary: its JSON report for the echo and broadcast scenarios
 //! against the embedded server, and one clear error line plus a non-zero exit on bad targets.
 
+mod common;
+
 use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -183,6 +185,16 @@ fn bad_flags_fail_cleanly() {
     assert_one_line_error(&out, "broadcast scenario needs the rooms protocol");
     let out = wsm(&["load", "--url", "ws://192.0.2.1/ws"]);
     assert_one_line_error(&out, "only targets loopback");
+    let out = wsm(&[
+        "load",
+        "--scenario",
+        "broadcast",
+        "--url",
+        "ws://127.0.0.1:9/ws",
+        "--sender-url",
+        "ws://192.0.2.1/ws",
+    ]);
+    assert_one_line_error(&out, "only targets loopback");
 }
 
 /// The idle scenario: 50 connections stay up for the whole run, nothing is lost, and the report
@@ -344,4 +356,35 @@ fn tls_embedded_server_echoes() {
     assert_eq!(r["connections_connected"], 20, "{r}");
     assert!(r["sent"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["sent"], r["received"], "{r}");
+}
+
+/// Broadcast across two `wsm serve --redis` nodes: members on one, senders (`--sender-url`) on
+/// the other; every publish reaches every member (received == sent x members, none missing).
+#[cfg(unix)]
+#[test]
+fn broadcast_across_two_nodes_with_sender_url() {
+    let redis = common::RedisServer::start();
+    let url = redis.url();
+    let (_a, a_url) = common::spawn_wsm_serve(&["--bind", "127.0.0.1:0", "--redis", &url]);
+    let (_b, b_url) = common::spawn_wsm_serve(&["--bind", "127.0.0.1:0", "--redis", &url]);
+    let out = wsm(&[
+        "load",
+        "--scenario",
+        "broadcast",
+        "--connections",
+        "20",
+        "--duration",
+        "1s",
+        "--url",
+        &a_url,
+        "--sender-url",
+        &b_url,
+        "--json",
+    ]);
+    let r = report(&out);
+    let sent = r["sent"].as_u64().expect("sent");
+    assert!(sent > 0, "{r}");
+    assert_eq!(r["received"].as_u64(), Some(sent * 20), "{r}");
+    assert_eq!(r["missing"], 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
 }

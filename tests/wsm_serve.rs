@@ -130,7 +130,22 @@ async fn serve_applies_rate_and_per_address_limits() {
 fn serve_names_bad_inputs_once() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let busy = busy.local_addr().expect("addr").to_string();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--bind", "127.0.0.1:0", "--redis", "http://x"],
+            "invalid Redis URL \"http://x\"",
+        ),
+        (
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--redis",
+                "redis://127.0.0.1:1",
+                "--node-id",
+                "a b",
+            ],
+            "node id \"a b\"",
+        ),
         (&["--bind", "nonsense"], "cannot listen on \"nonsense\""),
         (&["--bind", &busy], &format!("cannot listen on {busy}")),
         (
@@ -161,4 +176,29 @@ fn serve_names_bad_inputs_once() {
             "{stderr}"
         );
     }
+}
+
+/// Two `wsm serve --redis` processes share rooms: a member of one receives what a member of the
+/// other publishes, with the publisher's session name carrying its node id.
+#[actix_rt::test]
+async fn two_serve_processes_share_rooms_through_redis() {
+    let redis = common::RedisServer::start();
+    let url = redis.url();
+    let (_a, a_url) =
+        common::spawn_wsm_serve(&["--bind", "127.0.0.1:0", "--redis", &url, "--node-id", "na"]);
+    let (_b, b_url) =
+        common::spawn_wsm_serve(&["--bind", "127.0.0.1:0", "--redis", &url, "--node-id", "nb"]);
+    let (mut a, _) = Peer::rooms(&a_url).await;
+    let (mut b, b_name) = Peer::rooms(&b_url).await;
+    assert!(b_name.starts_with("nb."), "{b_name}");
+    for p in [&mut a, &mut b] {
+        p.text(r#"{"type":"join","room":"lobby"}"#).await;
+        assert_eq!(p.json().await["type"], "joined");
+    }
+    b.text(r#"{"type":"publish","room":"lobby","event":"chat","data":{"text":"hi"},"id":1}"#)
+        .await;
+    let got = a.json().await;
+    assert_eq!(got["type"], "chat", "{got}");
+    assert_eq!(got["data"]["text"], "hi");
+    assert_eq!(got["from"], b_name.as_str());
 }

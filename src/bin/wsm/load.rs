@@ -90,6 +90,10 @@ pub struct LoadArgs {
     /// Publishing connections per room (broadcast).
     #[arg(long, default_value_t = 2)]
     senders: usize,
+    /// Broadcast: the publishing connections connect here instead of --url (loopback only), for
+    /// example another `wsm serve --redis` node, to measure cross-node delivery.
+    #[arg(long, value_name = "URL", requires = "url")]
+    sender_url: Option<String>,
     /// Publishes per second, per sender (broadcast).
     #[arg(long, default_value_t = 10.0)]
     publish_rate: f64,
@@ -306,6 +310,9 @@ fn run_inner(mut args: LoadArgs) -> Result<()> {
         None
     };
     if let Some(url) = &args.url {
+        loopback_addr(url)?;
+    }
+    if let Some(url) = &args.sender_url {
         loopback_addr(url)?;
     }
     args.fd_limit = raise_fd_limit(args.connections, args.url.is_none());
@@ -882,7 +889,12 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
                     break;
                 }
                 let name = format!("load-{i}");
-                match manager.connect(name.clone(), &url).await {
+                let sender = i < ctx.args.senders * ctx.args.rooms;
+                let target = match &ctx.args.sender_url {
+                    Some(other) if sender && ctx.args.scenario == Scenario::Broadcast => other,
+                    _ => &url,
+                };
+                match manager.connect(name.clone(), target).await {
                     Ok(c) => {
                         let ctx2 = ctx.clone();
                         let spawned = match ctx.args.scenario {
