@@ -378,6 +378,10 @@ impl Rooms {
     /// Publishes wait in the hub's bounded FIFO queue with every session's, so the publishes
     /// of one task reach every member in the order that task made them, and a task that
     /// publishes faster than the hub fans out is slowed down here rather than growing memory.
+    ///
+    /// With a [backplane](backplane) the count is this node's members; the message also goes to
+    /// the other nodes, and when the backplane cannot take it that is counted in
+    /// `HubStats::backplane_publish_errors` and traced.
     pub async fn publish<T: WireMessage>(&self, room: &str, msg: &T) -> Result<usize> {
         let event = (T::TYPE != RoomMessage::TYPE).then_some(T::TYPE);
         self.publish_raw(room, event, msg).await

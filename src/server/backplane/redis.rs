@@ -12,9 +12,16 @@
 //!
 //! When the connection is lost, the node goes on delivering to its own members; publishes are
 //! answered `backplane_unavailable` at once (counted in `backplane_publish_errors`) instead of
-//! waiting; a probe (PING every `timeout / 4`, at most every 500 ms) notices when Redis is back,
-//! and every room with local members is subscribed again before publishes resume. The crate's
-//! own automatic resubscription is on too, but this does not depend on it.
+//! waiting; a probe (a new connection and a PING every `timeout / 4`, at most every 500 ms)
+//! notices when Redis is back, and every room with local members is subscribed again before
+//! publishes resume.
+//!
+//! Why not leave reconnection to the `redis` crate: its `ConnectionManager` does reconnect, and
+//! with RESP3 it resubscribes by itself, but commands issued meanwhile wait for its reconnection
+//! (a publish would hang for the whole timeout instead of being refused at once), and nothing
+//! tells the owner when the connection is back, so that it could count the outage and know the
+//! rooms are live again. So a lost connection is dropped and replaced; the crate's automatic
+//! resubscription stays on for the short window before the loss is noticed.
 //!
 //! What arrives from Redis goes through a bounded buffer (`RedisConfig::buffer`) into the hub's
 //! bounded queue; when the hub is slower than Redis for long enough to fill it, the excess is
