@@ -379,7 +379,7 @@ impl Rooms {
     /// of one task reach every member in the order that task made them, and a task that
     /// publishes faster than the hub fans out is slowed down here rather than growing memory.
     ///
-    /// With a [backplane](backplane) the count is this node's members; the message also goes to
+    /// With a [`backplane`] the count is this node's members; the message also goes to
     /// the other nodes, and when the backplane cannot take it that is counted in
     /// `HubStats::backplane_publish_errors` and traced.
     pub async fn publish<T: WireMessage>(&self, room: &str, msg: &T) -> Result<usize> {
