@@ -22,6 +22,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::child::{self, ChildServer};
+
 /// The protocol the target speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
@@ -60,7 +62,7 @@ impl Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Target WebSocket URL (loopback hosts only). Default: an embedded rooms server on
-    /// 127.0.0.1:0, in this process.
+    /// 127.0.0.1:0, run as a child process of this program (see --in-process).
     #[arg(long)]
     url: Option<String>,
     /// The protocol the target speaks (with the embedded server, `echo` uses its /echo path).
@@ -116,6 +118,11 @@ pub struct LoadArgs {
     /// measure what TLS costs. Only without --url.
     #[arg(long, conflicts_with = "url")]
     tls: bool,
+    /// Run the embedded server inside this process instead of as a child process (`wsm serve`
+    /// of this same program): client and server then share one open-file limit (3 descriptors
+    /// per connection instead of 1 each) and one RSS figure.
+    #[arg(long, conflicts_with = "url")]
+    in_process: bool,
     /// Root certificates the clients trust besides the web PKI (from --ca, or the embedded
     /// server's throwaway CA).
     #[arg(skip)]
@@ -131,12 +138,9 @@ fn now_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-/// The resident set size of this process, from `/proc/self/status` (Linux only).
+/// The resident set size of this process (Linux only).
 fn process_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    child::rss_bytes(None)
 }
 
 /// Room for the envelope around `--size` bytes of padding.
@@ -209,35 +213,63 @@ fn loopback_addr(url: &str) -> Result<SocketAddr> {
         .ok_or_else(|| invalid("the host resolves to no address"))
 }
 
-/// Descriptors one connection takes: the client's socket, and with the embedded server in
-/// this process its end of the connection and the duplicate the server keeps to cut stuck
-/// sockets (`keep_socket_handle`).
-fn fds_per_connection(embedded: bool) -> u64 {
-    if embedded {
-        3
-    } else {
-        1
+/// Where the server under load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerMode {
+    /// `--url`: somebody else's server.
+    External,
+    /// The default: `wsm serve` of this program, as a child process.
+    Child,
+    /// `--in-process`: in this process, sharing its limits.
+    InProcess,
+}
+
+impl ServerMode {
+    fn of(args: &LoadArgs) -> Self {
+        match (&args.url, args.in_process) {
+            (Some(_), _) => ServerMode::External,
+            (None, false) => ServerMode::Child,
+            (None, true) => ServerMode::InProcess,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ServerMode::External => "external",
+            ServerMode::Child => "child process",
+            ServerMode::InProcess => "in process",
+        }
+    }
+}
+
+/// Descriptors one connection takes in this process: the client's socket, and with the server
+/// in this process (`--in-process`) its end of the connection and the duplicate the server
+/// keeps to cut stuck sockets (`keep_socket_handle`). A child server has its own limit.
+fn fds_per_connection(mode: ServerMode) -> u64 {
+    match mode {
+        ServerMode::InProcess => 3,
+        ServerMode::External | ServerMode::Child => 1,
     }
 }
 
 /// Raise the open-file limit to its hard limit and say on stderr if it still caps the run.
 /// Answers the limit in force.
-fn raise_fd_limit(connections: usize, embedded: bool) -> Option<u64> {
-    let needed = connections as u64 * fds_per_connection(embedded) + 128;
+fn raise_fd_limit(connections: usize, mode: ServerMode) -> Option<u64> {
+    let per = fds_per_connection(mode);
+    let needed = connections as u64 * per + 128;
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             if limit < needed {
                 eprintln!(
                     "wsm load: the open-file limit is {limit}; {connections} connections need \
-                     about {needed} ({} each{}), so about {} can come up (raise the hard limit \
+                     about {needed} ({per} each{}), so about {} can come up (raise the hard limit \
                      with `ulimit -Hn`)",
-                    fds_per_connection(embedded),
-                    if embedded {
-                        " with the embedded server"
-                    } else {
-                        ""
+                    match mode {
+                        ServerMode::InProcess => " with the server in this process",
+                        ServerMode::Child => " here; the server child has its own limit",
+                        ServerMode::External => "",
                     },
-                    limit.saturating_sub(128) / fds_per_connection(embedded)
+                    limit.saturating_sub(128) / per
                 );
             }
             Some(limit)
@@ -264,10 +296,10 @@ fn name_emfile(error: &str, args: &LoadArgs) -> String {
     if is_emfile(error) {
         return format!("{error} (EMFILE: the open-file limit{limit} stopped connections)");
     }
-    let embedded = args.url.is_none();
-    let needed = args.connections as u64 * fds_per_connection(embedded) + 128;
+    let mode = ServerMode::of(args);
+    let needed = args.connections as u64 * fds_per_connection(mode) + 128;
     match args.fd_limit {
-        Some(l) if l < needed && embedded => format!(
+        Some(l) if l < needed && mode == ServerMode::InProcess => format!(
             "{error} (likely EMFILE: the open-file limit{limit} also stops the embedded server \
              from accepting connections)"
         ),
@@ -302,10 +334,11 @@ fn run_inner(mut args: LoadArgs) -> Result<()> {
     if let Some(ca) = &args.ca {
         args.roots.push(crate::tlsfiles::read_pem("--ca", ca)?);
     }
-    let pki = if args.tls {
+    let mode = ServerMode::of(&args);
+    let pem = if args.tls {
         let (ca, cert, key) = crate::tlsfiles::loopback_pki()?;
         args.roots.push(ca.into_bytes());
-        Some(tls::server_config(cert.as_bytes(), key.as_bytes())?)
+        Some((cert, key))
     } else {
         None
     };
@@ -315,37 +348,62 @@ fn run_inner(mut args: LoadArgs) -> Result<()> {
     if let Some(url) = &args.sender_url {
         loopback_addr(url)?;
     }
-    args.fd_limit = raise_fd_limit(args.connections, args.url.is_none());
+    args.fd_limit = raise_fd_limit(args.connections, mode);
+    let max_message_size =
+        config::DEFAULT_SERVER_MAX_MESSAGE_SIZE.max(args.size + MESSAGE_OVERHEAD);
+    let child = match mode {
+        ServerMode::Child => Some(ChildServer::spawn(
+            &[
+                "--max-sessions".into(),
+                (args.connections.max(1) + 64).to_string(),
+                "--max-message-size".into(),
+                max_message_size.to_string(),
+                "--session-queue".into(),
+                "4096".into(),
+                // One descriptor per connection, so 10,000 fit under a limit of 20,000.
+                "--no-socket-handle".into(),
+            ],
+            pem.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        )?),
+        _ => None,
+    };
     now_us();
     actix_rt::System::new().block_on(async move {
-        let embedded = match &args.url {
-            Some(_) => None,
-            None => {
+        let embedded = match mode {
+            ServerMode::InProcess => {
                 let config = ServerConfig::default()
                     .max_sessions(args.connections.max(1) + 64)
-                    .max_message_size(
-                        config::DEFAULT_SERVER_MAX_MESSAGE_SIZE.max(args.size + MESSAGE_OVERHEAD),
-                    )
+                    .max_message_size(max_message_size)
                     .session_queue(4096);
                 let rooms = server::Rooms::start(config)?;
-                Some(match pki.clone() {
-                    Some(tls) => server::serve_tls("127.0.0.1:0", "/ws", "/echo", rooms, tls)?,
+                Some(match &pem {
+                    Some((cert, key)) => server::serve_tls(
+                        "127.0.0.1:0",
+                        "/ws",
+                        "/echo",
+                        rooms,
+                        tls::server_config(cert.as_bytes(), key.as_bytes())?,
+                    )?,
                     None => server::serve_with("127.0.0.1:0", "/ws", "/echo", rooms)?,
                 })
             }
+            _ => None,
         };
-        let url = match (&args.url, &embedded) {
-            (Some(u), _) => u.clone(),
-            (None, Some(s)) if args.protocol == Protocol::Echo => s.echo_url(),
-            (None, Some(s)) => s.url(),
-            (None, None) => return Err(bad("no target")),
+        let url = match (&args.url, &embedded, &child) {
+            (Some(u), _, _) => u.clone(),
+            (None, Some(s), _) if args.protocol == Protocol::Echo => s.echo_url(),
+            (None, Some(s), _) => s.url(),
+            (None, None, Some(c)) if args.protocol == Protocol::Echo => c.echo_url.clone(),
+            (None, None, Some(c)) => c.url.clone(),
+            (None, None, None) => return Err(bad("no target")),
         };
-        let result = drive(&args, &url, embedded.is_some()).await;
+        let result = drive(&args, &url, mode, child.as_ref().map(ChildServer::pid)).await;
         if let Some(server) = embedded {
             if let Err(e) = server.shutdown().await {
                 tracing::warn!(error = %e, "embedded server shutdown");
             }
         }
+        drop(child);
         let report = result?;
         report.print(args.json)?;
         if report.connections_connected == 0 {
@@ -747,6 +805,14 @@ struct Report {
     /// divided by the connections that came up (client and, when embedded, server side).
     rss_per_connection_bytes: Option<u64>,
     server_rss_bytes: Option<u64>,
+    /// Growth of the server child's RSS over the run, divided by the connections that came up.
+    server_rss_per_connection_bytes: Option<u64>,
+    /// CPU time this process used from the first connection to the end of the run.
+    client_cpu_seconds: Option<f64>,
+    /// CPU time the server child used over the same span.
+    server_cpu_seconds: Option<f64>,
+    /// Where the server ran: `child process` (the default), `in process`, `external`.
+    server_mode: &'static str,
     rss_note: &'static str,
     first_connect_error: Option<String>,
 }
@@ -809,6 +875,22 @@ impl Report {
                 },
             ),
             ("server RSS", rss(self.server_rss_bytes)),
+            (
+                "server RSS/conn",
+                match self.server_rss_per_connection_bytes {
+                    Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
+                    None => "unknown".into(),
+                },
+            ),
+            (
+                "CPU s",
+                match (self.client_cpu_seconds, self.server_cpu_seconds) {
+                    (Some(c), Some(s)) => format!("client {c:.2}  server {s:.2}"),
+                    (Some(c), None) => format!("client {c:.2}"),
+                    _ => "unknown".into(),
+                },
+            ),
+            ("server", self.server_mode.to_owned()),
         ];
         for (k, v) in rows {
             // Idle runs send nothing; churn runs measure reopening, in their own words.
@@ -842,7 +924,13 @@ fn progress(len: u64, msg: &'static str) -> ProgressBar {
     bar
 }
 
-async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
+async fn drive(
+    args: &LoadArgs,
+    url: &str,
+    mode: ServerMode,
+    server_pid: Option<u32>,
+) -> Result<Report> {
+    let embedded = mode != ServerMode::External;
     preflight(
         url,
         client_config(args).connect_timeout(args.connect_timeout),
@@ -851,6 +939,11 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     .await?;
 
     let rss_before = process_rss_bytes();
+    let server_rss_before = server_pid.and_then(|pid| child::rss_bytes(Some(pid)));
+    let cpu_before = (
+        child::cpu_seconds(None),
+        server_pid.and_then(|pid| child::cpu_seconds(Some(pid))),
+    );
     let manager = Arc::new(Manager::new(
         ManagerConfig::default()
             .arbiters(args.arbiters)
@@ -1048,6 +1141,11 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
     }
     let stats = manager.stats();
     let rss = process_rss_bytes();
+    let server_rss = server_pid.and_then(|pid| child::rss_bytes(Some(pid)));
+    let cpu_after = (
+        child::cpu_seconds(None),
+        server_pid.and_then(|pid| child::cpu_seconds(Some(pid))),
+    );
     finish(manager).await;
     // At the file-descriptor limit /proc cannot be opened; it can once the sockets are closed.
     let rss = rss.or_else(process_rss_bytes);
@@ -1091,11 +1189,24 @@ async fn drive(args: &LoadArgs, url: &str, embedded: bool) -> Result<Report> {
         dropped: stats.dropped,
         client_rss_bytes: rss,
         rss_per_connection_bytes,
-        server_rss_bytes: None,
-        rss_note: if embedded {
-            "the embedded server shares this process: client_rss_bytes is the whole process (client and server)"
-        } else {
-            "client_rss_bytes is this process; the server's RSS is not measured"
+        server_rss_bytes: server_rss,
+        server_rss_per_connection_bytes: match (server_rss_before, server_rss) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b) / connected as u64),
+            _ => None,
+        },
+        client_cpu_seconds: cpu_before.0.zip(cpu_after.0).map(|(b, a)| a - b),
+        server_cpu_seconds: cpu_before.1.zip(cpu_after.1).map(|(b, a)| a - b),
+        server_mode: mode.name(),
+        rss_note: match mode {
+            ServerMode::InProcess => {
+                "the server shares this process (--in-process): client_rss_bytes is the whole process (client and server)"
+            }
+            ServerMode::Child => {
+                "client and server are separate processes: client_* and server_* are each their own"
+            }
+            ServerMode::External => {
+                "client_rss_bytes is this process; the server's RSS is not measured"
+            }
         },
         first_connect_error: first_error,
     })

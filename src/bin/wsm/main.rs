@@ -10,6 +10,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod child;
 mod connect;
 mod load;
 mod serve;
