@@ -1,22 +1,25 @@
 //! The client against a real actix-web peer on 127.0.0.1: typed round trips, fragments and
-//! limits, reconnect with backoff and on-connect replay, outbox policies, dead-peer detection,
-//! request/reply, bad input, and closing.
+//! limits, reconnect with backoff and on-connect replay, outbox policies, dead-peer detection
+//! (a silent peer, and a blackholed link through the test kit's `FaultProxy`), request/reply,
+//! bad input, and closing. States and messages are awaited with the test kit
+//! (`StateRecorder`, `next_message`), never with a sleep.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix_ws::Item;
-use actix_ws_manager::client::{connect, ConnectionState, Event, MessageErrorKind};
+use actix_ws_manager::client::{connect, Client, ConnectionState, MessageErrorKind};
 use actix_ws_manager::config::{
     ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, PingMode, ReconnectPolicy,
 };
+use actix_ws_manager::testkit::{next_message, FaultProxy, StateRecorder};
 use actix_ws_manager::{Error, Outgoing, WireMessage};
 use bytes::Bytes;
 use common::peer::{Behaviour, Peer, PeerCmd, PeerEvent};
-use common::{client_test_config, recv_within, wait_state, WAIT};
+use common::{client_test_config, WAIT};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::Receiver;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Chat {
@@ -64,8 +67,44 @@ fn chat(text: &str) -> Chat {
     Chat { text: text.into() }
 }
 
-async fn connected(events: &mut Receiver<Event>) {
-    wait_state(events, "Connected", |s| *s == ConnectionState::Connected).await;
+/// The scripted peer's address, for a `FaultProxy` in front of it.
+fn peer_addr(peer: &Peer) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], peer.port))
+}
+
+fn is_reconnecting(s: &ConnectionState) -> bool {
+    matches!(s, ConnectionState::Reconnecting { .. })
+}
+
+/// The states a recorder saw, in short words: `connected`, `disconnected 1009`,
+/// `reconnecting 1`, `failed`, `closed`. `Connecting` is left out: the recorder's first state is
+/// the snapshot taken when it was attached, which the first `Connecting` event may repeat.
+fn seen(states: &mut StateRecorder) -> Vec<String> {
+    states
+        .states()
+        .iter()
+        .filter_map(|s| match s {
+            ConnectionState::Connecting { .. } => None,
+            ConnectionState::Connected => Some("connected".to_owned()),
+            ConnectionState::Disconnected { code, .. } => Some(format!("disconnected {code}")),
+            ConnectionState::Reconnecting { attempt, .. } => {
+                Some(format!("reconnecting {attempt}"))
+            }
+            ConnectionState::Failed { .. } => Some("failed".to_owned()),
+            ConnectionState::Closed => Some("closed".to_owned()),
+        })
+        .collect()
+}
+
+/// Close the client, wait for `Closed`, and answer every state it went through ([`seen`]); a
+/// close while connected ends in `disconnected 1000`, `closed`.
+async fn close_and_replay(client: &Client, states: &mut StateRecorder) -> Vec<String> {
+    client.close().await;
+    states
+        .wait_for("closed", WAIT, |s| *s == ConnectionState::Closed)
+        .await
+        .expect("closed");
+    seen(states)
 }
 
 /// Typed messages go out as `{"type":..,"data":..}` envelopes, come back decoded as the same Rust
@@ -74,11 +113,11 @@ async fn connected(events: &mut Receiver<Event>) {
 async fn typed_round_trip_both_ways_and_binary_passthrough() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
+    let mut states = StateRecorder::attach(&client);
     let mut chats = client.subscribe::<Chat>(16);
     let mut quotes = client.subscribe::<Quote>(16);
     let mut binary = client.subscribe_binary(16);
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("connected");
     assert!(matches!(peer.next().await, PeerEvent::Connected(_)));
 
     client.send(&chat("hi")).await.unwrap();
@@ -87,14 +126,14 @@ async fn typed_round_trip_both_ways_and_binary_passthrough() {
         wire,
         serde_json::json!({"type": "chat", "data": {"text": "hi"}})
     );
-    let got = recv_within(&mut chats, WAIT, "echoed chat").await;
+    let got = next_message(&mut chats, WAIT).await.expect("echoed chat");
     assert_eq!(got.data, chat("hi"));
     assert_eq!(&*got.connection, peer.url.as_str());
 
     peer.send(PeerCmd::Text(
         r#"{"type":"quote","room":"fx","timestamp":"2026-11-24T18:00:00.000Z","data":{"symbol":"EURUSD","price":1.05}}"#.into(),
     ));
-    let q = recv_within(&mut quotes, WAIT, "server quote").await;
+    let q = next_message(&mut quotes, WAIT).await.expect("server quote");
     assert_eq!(
         q.data,
         Quote {
@@ -113,14 +152,25 @@ async fn typed_round_trip_both_ways_and_binary_passthrough() {
     client.send_binary(bytes.clone()).await.unwrap();
     assert_eq!(peer.next().await, PeerEvent::Binary(0, bytes.clone()));
     assert_eq!(
-        recv_within(&mut binary, WAIT, "echoed binary").await.data,
+        next_message(&mut binary, WAIT)
+            .await
+            .expect("echoed binary")
+            .data,
         bytes
     );
 
     let stats = client.stats();
     assert_eq!(stats.messages_out, 2);
     assert_eq!(stats.messages_in, 3);
-    client.close().await;
+    assert!(
+        states.message_errors().is_empty(),
+        "{:?}",
+        states.message_errors()
+    );
+    assert_eq!(
+        close_and_replay(&client, &mut states).await,
+        ["connected", "disconnected 1000", "closed"]
+    );
 }
 
 /// A message split into continuation frames (with a UTF-8 character split across fragments and a
@@ -129,9 +179,9 @@ async fn typed_round_trip_both_ways_and_binary_passthrough() {
 async fn fragmented_message_arrives_whole() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
+    let mut states = StateRecorder::attach(&client);
     let mut chats = client.subscribe::<Chat>(16);
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
 
     let text = r#"{"type":"chat","data":{"text":"héllo wörld"}}"#.as_bytes();
@@ -148,7 +198,10 @@ async fn fragmented_message_arrives_whole() {
         &text[second..],
     ))));
     assert_eq!(
-        recv_within(&mut chats, WAIT, "reassembled chat").await.data,
+        next_message(&mut chats, WAIT)
+            .await
+            .expect("reassembled chat")
+            .data,
         chat("héllo wörld")
     );
     let pong = loop {
@@ -160,10 +213,16 @@ async fn fragmented_message_arrives_whole() {
     };
     assert_eq!(pong, Bytes::from_static(b"mid"));
     assert_eq!(client.state(), ConnectionState::Connected);
-    client.close().await;
+    // The interleaved ping did not cost the connection.
+    assert_eq!(
+        close_and_replay(&client, &mut states).await,
+        ["connected", "disconnected 1000", "closed"]
+    );
 }
 
-async fn expect_close(peer: &mut Peer, events: &mut Receiver<Event>, code: u16) {
+/// The peer receives a Close with `code` (the client's answer) and the client reports
+/// `Disconnected` with that code.
+async fn expect_close(peer: &mut Peer, states: &mut StateRecorder, code: u16) {
     loop {
         match peer.next().await {
             PeerEvent::Closed(_, got) => {
@@ -174,13 +233,9 @@ async fn expect_close(peer: &mut Peer, events: &mut Receiver<Event>, code: u16) 
             other => panic!("expected close {code}, got {other:?}"),
         }
     }
-    let state = wait_state(events, "Disconnected", |s| {
-        matches!(s, ConnectionState::Disconnected { .. })
-    })
-    .await;
-    assert!(
-        matches!(state, ConnectionState::Disconnected { code: c, .. } if c == code),
-        "{state:?}"
+    assert_eq!(
+        states.wait_disconnected(WAIT).await.expect("disconnected"),
+        code
     );
 }
 
@@ -190,17 +245,17 @@ async fn expect_close(peer: &mut Peer, events: &mut Receiver<Event>, code: u16) 
 async fn oversize_messages_close_with_1009() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config().max_message_size(1024)).unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
 
     peer.send(PeerCmd::Text(format!(
         r#"{{"type":"chat","data":{{"text":"{}"}}}}"#,
         "x".repeat(2000)
     )));
-    expect_close(&mut peer, &mut events, 1009).await;
+    expect_close(&mut peer, &mut states, 1009).await;
 
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("reconnected");
     assert!(matches!(peer.next().await, PeerEvent::Connected(1)));
     for item in [
         Item::FirstText(Bytes::from(vec![b'a'; 600])),
@@ -209,8 +264,20 @@ async fn oversize_messages_close_with_1009() {
     ] {
         peer.send(PeerCmd::Fragment(item));
     }
-    expect_close(&mut peer, &mut events, 1009).await;
-    client.close().await;
+    expect_close(&mut peer, &mut states, 1009).await;
+    let seen = close_and_replay(&client, &mut states).await;
+    // What follows the second 1009 (a reconnect, maybe) depends on when `close` came.
+    assert_eq!(
+        seen[..5],
+        [
+            "connected",
+            "disconnected 1009",
+            "reconnecting 1",
+            "connected",
+            "disconnected 1009"
+        ],
+        "{seen:?}"
+    );
 }
 
 /// Invalid UTF-8 in a text message closes with 1007, detected in the first fragment that holds
@@ -219,14 +286,14 @@ async fn oversize_messages_close_with_1009() {
 async fn invalid_utf8_closes_with_1007() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
     // No Last fragment follows: the 1007 must come from the first one.
     peer.send(PeerCmd::Fragment(Item::FirstText(Bytes::from_static(
         b"{\"type\":\"chat\xff\xfe",
     ))));
-    expect_close(&mut peer, &mut events, 1007).await;
+    expect_close(&mut peer, &mut states, 1007).await;
     client.close().await;
 }
 
@@ -237,7 +304,7 @@ async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let port = peer.port;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(256);
+    let mut states = StateRecorder::attach(&client);
     client
         .send_on_connect(Outgoing::new(&chat("join lobby")).unwrap())
         .await
@@ -246,26 +313,25 @@ async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
         .send_on_connect(Outgoing::new(&chat("join news")).unwrap())
         .await
         .unwrap();
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("connected");
     assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
     assert!(peer.next_text().await.contains("join lobby"));
     assert!(peer.next_text().await.contains("join news"));
 
     peer.stop().await;
-    wait_state(&mut events, "Disconnected", |s| {
-        matches!(s, ConnectionState::Disconnected { .. })
-    })
-    .await;
+    states.wait_disconnected(WAIT).await.expect("disconnected");
     let mut delays = Vec::new();
-    while delays.len() < 3 {
-        if let ConnectionState::Reconnecting { attempt, delay, .. } =
-            wait_state(&mut events, "Reconnecting", |s| {
-                matches!(s, ConnectionState::Reconnecting { .. })
-            })
+    for want_attempt in 1..=3 {
+        match states
+            .wait_for("reconnecting", WAIT, is_reconnecting)
             .await
+            .expect("reconnecting")
         {
-            assert_eq!(attempt as usize, delays.len() + 1);
-            delays.push(delay);
+            ConnectionState::Reconnecting { attempt, delay, .. } => {
+                assert_eq!(attempt, want_attempt);
+                delays.push(delay);
+            }
+            other => unreachable!("{other:?}"),
         }
     }
     assert_eq!(
@@ -290,7 +356,7 @@ async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
         },
     )
     .await;
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("reconnected");
     assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
     let mut got = Vec::new();
     for _ in 0..7 {
@@ -305,19 +371,31 @@ async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
     assert_eq!(got, want);
     assert_eq!(client.stats().reconnects, 1);
     assert_eq!(client.stats().outbox_len, 0);
-    client.close().await;
+    // Connected before the stop and after the restart, with only failed attempts in between
+    // (at least the three above; more while the peer was starting), numbered from 1.
+    let seen = close_and_replay(&client, &mut states).await;
+    let retries = seen.len().saturating_sub(5);
+    assert!(retries >= 3, "{seen:?}");
+    let want: Vec<String> = ["connected", "disconnected 1006"]
+        .into_iter()
+        .map(String::from)
+        .chain((1..=retries).map(|i| format!("reconnecting {i}")))
+        .chain(["connected", "disconnected 1000", "closed"].map(String::from))
+        .collect();
+    assert_eq!(seen, want);
 }
 
 /// Fill the outbox of a client that is waiting to reconnect, then let it connect: returns what
-/// the peer received and the client's drop count.
+/// the peer received and the client's drop count. The first attempt is refused by a
+/// `FaultProxy` in front of the peer; the next is two seconds away.
 async fn overflow_outbox(overflow: Overflow) -> (Vec<String>, Vec<Result<(), Error>>, u64) {
-    // Reserve a port with nothing listening on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut peer = Peer::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let proxy = FaultProxy::start(peer_addr(&peer)).await.expect("proxy");
+    proxy.refuse(true);
     let config = client_test_config()
         .outbox(OutboxPolicy::new(3, overflow))
         .reconnect(
@@ -325,34 +403,30 @@ async fn overflow_outbox(overflow: Overflow) -> (Vec<String>, Vec<Result<(), Err
                 .backoff(Duration::from_secs(2), 2.0, Duration::from_secs(2))
                 .jitter(0.0, None),
         );
-    let client = connect(&url, config).unwrap();
-    let mut events = client.subscribe_events(64);
-    // The first attempt fails; the next is two seconds away.
-    wait_state(&mut events, "Reconnecting", |s| {
-        matches!(s, ConnectionState::Reconnecting { .. })
-    })
-    .await;
+    let client = connect(&proxy.url("/ws"), config).unwrap();
+    let mut states = StateRecorder::attach(&client);
+    states
+        .wait_for("reconnecting", WAIT, is_reconnecting)
+        .await
+        .expect("the first attempt fails");
     let mut results = Vec::new();
     for i in 0..5 {
         results.push(client.send(&chat(&format!("m{i}"))).await);
     }
     let dropped = client.stats().dropped;
-    let mut peer = Peer::start_on(
-        port,
-        Behaviour {
-            echo: false,
-            ..Behaviour::default()
-        },
-    )
-    .await;
-    connected(&mut events).await;
-    peer.next().await;
+    proxy.refuse(false);
+    states.wait_connected(WAIT).await.expect("connected");
+    assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
+    assert_eq!(proxy.connections(), 1, "the refused attempt is not counted");
     let mut got = Vec::new();
     for _ in 0..3 {
         let v: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
         got.push(v["data"]["text"].as_str().unwrap().to_owned());
     }
-    client.close().await;
+    assert_eq!(
+        close_and_replay(&client, &mut states).await,
+        ["reconnecting 1", "connected", "disconnected 1000", "closed"]
+    );
     (got, results, dropped)
 }
 
@@ -389,6 +463,23 @@ async fn outbox_drop_newest_policy_drops_and_counts() {
     assert_eq!(dropped, 2);
 }
 
+/// Wait for the heartbeat to declare the peer dead: `Disconnected` with 1006 and a reason that
+/// names the heartbeat. Answers how long after `since` it came.
+async fn declared_dead(states: &mut StateRecorder, since: Instant) -> Duration {
+    let state = states
+        .wait_for("declared dead by the heartbeat", WAIT, |s| {
+            matches!(s, ConnectionState::Disconnected { .. })
+        })
+        .await
+        .expect("disconnected");
+    let took = since.elapsed();
+    assert!(
+        matches!(&state, ConnectionState::Disconnected { code: 1006, reason } if reason.contains("heartbeat")),
+        "{state:?}"
+    );
+    took
+}
+
 /// A peer that swallows pings and sends nothing is declared dead within timeout + one interval,
 /// and reconnection starts.
 #[actix_rt::test]
@@ -406,8 +497,8 @@ async fn silent_peer_is_declared_dead_and_reconnection_starts() {
         client_test_config().heartbeat(HeartbeatConfig::new(interval, timeout)),
     )
     .unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     let since = Instant::now();
     assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
     // The peer really receives pings and ignores them.
@@ -416,15 +507,7 @@ async fn silent_peer_is_declared_dead_and_reconnection_starts() {
         PeerEvent::Ping(0, _)
     ));
 
-    let state = wait_state(&mut events, "Disconnected", |s| {
-        matches!(s, ConnectionState::Disconnected { .. })
-    })
-    .await;
-    let took = since.elapsed();
-    assert!(
-        matches!(&state, ConnectionState::Disconnected { code: 1006, reason } if reason.contains("heartbeat")),
-        "{state:?}"
-    );
+    let took = declared_dead(&mut states, since).await;
     // The silence clock starts when the socket opens, a moment before `Connected` is seen here.
     assert!(
         took >= timeout - interval,
@@ -435,12 +518,110 @@ async fn silent_peer_is_declared_dead_and_reconnection_starts() {
         took <= timeout + interval + Duration::from_millis(400),
         "declared dead only after {took:?}"
     );
-    wait_state(&mut events, "Reconnecting", |s| {
-        matches!(s, ConnectionState::Reconnecting { .. })
-    })
-    .await;
-    connected(&mut events).await;
+    states
+        .wait_for("reconnecting", WAIT, is_reconnecting)
+        .await
+        .expect("reconnecting");
+    states.wait_connected(WAIT).await.expect("reconnected");
+    second_connection(&mut peer).await;
+    assert_eq!(client.stats().reconnects, 1);
     client.close().await;
+}
+
+/// Wait for the peer to see the client's second connection (the first may end before it).
+async fn second_connection(peer: &mut Peer) {
+    for _ in 0..4 {
+        match peer.next().await {
+            PeerEvent::Connected(1) => return,
+            PeerEvent::Gone(0) | PeerEvent::Closed(0, _) => continue,
+            other => panic!("expected the second connection, got {other:?}"),
+        }
+    }
+    panic!("the peer saw no second connection");
+}
+
+/// The same through a `FaultProxy` whose link stops carrying packets (blackhole) while the peer
+/// itself would answer: the heartbeat declares it dead within timeout + one interval of the
+/// fault, the reconnect attempts cannot get through while it lasts, and once the link heals the
+/// client connects again and messages flow both ways.
+#[actix_rt::test]
+async fn blackholed_link_is_declared_dead_and_reconnects_once_healed() {
+    let mut peer = Peer::start(Behaviour::default()).await;
+    let proxy = FaultProxy::start(peer_addr(&peer)).await.expect("proxy");
+    let interval = Duration::from_millis(100);
+    let timeout = Duration::from_millis(400);
+    let client = connect(
+        &proxy.url("/ws"),
+        client_test_config().heartbeat(HeartbeatConfig::new(interval, timeout)),
+    )
+    .unwrap();
+    let mut states = StateRecorder::attach(&client);
+    let mut chats = client.subscribe::<Chat>(16);
+    states.wait_connected(WAIT).await.expect("connected");
+    assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
+    client.send(&chat("before")).await.unwrap();
+    assert!(peer.next_text().await.contains("before"));
+    assert_eq!(
+        next_message(&mut chats, WAIT).await.expect("echo").data,
+        chat("before")
+    );
+
+    proxy.blackhole();
+    let since = Instant::now();
+    let took = declared_dead(&mut states, since).await;
+    // Pongs came every interval until the fault, so the silence began at most an interval
+    // before it.
+    assert!(
+        took >= timeout - interval,
+        "declared dead after {took:?}, before the timeout"
+    );
+    assert!(
+        took <= timeout + interval + Duration::from_millis(400),
+        "declared dead only after {took:?}"
+    );
+    // Nothing crosses the blackhole from here on (any write under way when it began is done).
+    let held = (proxy.bytes_up(), proxy.bytes_down());
+    // The client retries at once (50 ms), but its handshake is held in the blackhole.
+    states
+        .wait_for("reconnecting", WAIT, is_reconnecting)
+        .await
+        .expect("reconnecting");
+    states
+        .wait_for(
+            "a reconnect attempt",
+            WAIT,
+            |s| matches!(s, ConnectionState::Connecting { attempt } if *attempt >= 1),
+        )
+        .await
+        .expect("connecting again");
+    assert_ne!(client.state(), ConnectionState::Connected);
+    assert_eq!((proxy.bytes_up(), proxy.bytes_down()), held);
+
+    proxy.pass();
+    states.wait_connected(WAIT).await.expect("reconnected");
+    second_connection(&mut peer).await;
+    client.send(&chat("after")).await.unwrap();
+    assert_eq!(
+        next_message(&mut chats, WAIT)
+            .await
+            .expect("echo after healing")
+            .data,
+        chat("after")
+    );
+    assert_eq!(client.stats().reconnects, 1);
+    assert_eq!(proxy.connections(), 2);
+    let seen = close_and_replay(&client, &mut states).await;
+    assert_eq!(
+        seen,
+        [
+            "connected",
+            "disconnected 1006",
+            "reconnecting 1",
+            "connected",
+            "disconnected 1000",
+            "closed"
+        ]
+    );
 }
 
 /// With a peer that answers pings, the heartbeat measures a round-trip time.
@@ -452,8 +633,8 @@ async fn heartbeat_measures_round_trip_time() {
         Duration::from_secs(5),
     ));
     let client = connect(&peer.url, config).unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     // By the third ping the first pong has long been processed.
     let mut pings = 0;
     while pings < 3 {
@@ -467,7 +648,10 @@ async fn heartbeat_measures_round_trip_time() {
         "{stats:?}"
     );
     assert!(stats.last_rtt.unwrap() < Duration::from_secs(5));
-    client.close().await;
+    assert_eq!(
+        close_and_replay(&client, &mut states).await,
+        ["connected", "disconnected 1000", "closed"]
+    );
 }
 
 /// Replies are matched by id (several requests in flight), a request with no reply times out, an
@@ -481,8 +665,8 @@ async fn request_reply_timeout_remote_error_and_failure_on_disconnect() {
     })
     .await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
 
     let (a, b, c) = tokio::join!(
         client.request::<_, Answer>(&Ask(1), WAIT),
@@ -534,9 +718,10 @@ async fn request_reply_timeout_remote_error_and_failure_on_disconnect() {
         .await
         .expect("pending request not failed")
         .unwrap();
+    let lost = states.wait_disconnected(WAIT).await.expect("disconnected");
     assert!(
-        matches!(result, Err(Error::ConnectionLost { .. })),
-        "{result:?}"
+        matches!(result, Err(Error::ConnectionLost { code, .. }) if code == lost),
+        "{result:?} (disconnected with {lost})"
     );
     assert!(since.elapsed() < Duration::from_secs(5));
     client.close().await;
@@ -552,9 +737,9 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
     })
     .await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
+    let mut states = StateRecorder::attach(&client);
     let mut chats = client.subscribe::<Chat>(16);
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
 
     peer.send(PeerCmd::Text("this is not json".into()));
@@ -564,12 +749,20 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
         r#"{"type":"chat","data":{"text":"still here"}}"#.into(),
     ));
 
-    let mut kinds = Vec::new();
-    while kinds.len() < 3 {
-        if let Event::MessageError(e) = recv_within(&mut events, WAIT, "message error").await {
-            kinds.push((e.kind, e.message_type));
-        }
-    }
+    // The Router handles frames in order and reports an error while it handles the frame, so
+    // once the valid chat is delivered the three error events have been sent.
+    assert_eq!(
+        next_message(&mut chats, WAIT)
+            .await
+            .expect("valid chat")
+            .data,
+        chat("still here")
+    );
+    let kinds: Vec<_> = states
+        .message_errors()
+        .iter()
+        .map(|e| (e.kind, e.message_type.clone()))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -578,16 +771,15 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
             (MessageErrorKind::BadData, Some("chat".into())),
         ]
     );
-    assert_eq!(
-        recv_within(&mut chats, WAIT, "valid chat").await.data,
-        chat("still here")
-    );
     client.send(&chat("me too")).await.unwrap();
     assert!(peer.next_text().await.contains("me too"));
     let stats = client.stats();
     assert_eq!((stats.decode_errors, stats.unknown_types), (2, 1));
     assert_eq!(client.state(), ConnectionState::Connected);
-    client.close().await;
+    assert_eq!(
+        close_and_replay(&client, &mut states).await,
+        ["connected", "disconnected 1000", "closed"]
+    );
 }
 
 /// The user's close sends 1000, ends in `Closed`, and nothing reconnects; sends then fail.
@@ -595,17 +787,34 @@ async fn bad_input_produces_error_events_and_the_connection_stays_up() {
 async fn user_close_never_reconnects() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
+    let mut states = StateRecorder::attach(&client);
+    // The recorder cannot tell an ended event stream from a quiet one: a plain subscription
+    // shows that the Router stopped.
     let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
     client.close().await;
     assert_eq!(peer.next().await, PeerEvent::Closed(0, Some(1000)));
-    wait_state(&mut events, "Closed", |s| *s == ConnectionState::Closed).await;
-    // The router stops after `Closed`: no later state can be published.
-    assert!(tokio::time::timeout(WAIT, events.recv())
+    states
+        .wait_for("closed", WAIT, |s| *s == ConnectionState::Closed)
         .await
-        .unwrap()
-        .is_none());
+        .expect("closed");
+    // The router stops after `Closed`: no later state can be published.
+    let mut ended = false;
+    for _ in 0..64 {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
+            Some(_) => continue,
+            None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(ended, "the event stream did not end");
+    assert_eq!(
+        seen(&mut states),
+        ["connected", "disconnected 1000", "closed"]
+    );
     assert_eq!(client.state(), ConnectionState::Closed);
     assert!(matches!(
         client.send(&chat("late")).await,
@@ -625,19 +834,40 @@ async fn final_close_codes_and_statuses_end_in_failed() {
                 .final_close_codes(4000..=4999),
         );
         let client = connect(&peer.url, config).unwrap();
+        let mut states = StateRecorder::attach(&client);
+        // For the end of the event stream (see `user_close_never_reconnects`).
         let mut events = client.subscribe_events(64);
-        connected(&mut events).await;
+        states.wait_connected(WAIT).await.expect("connected");
         peer.next().await;
         peer.send(PeerCmd::Close(code));
-        let state = wait_state(&mut events, "Failed", |s| s.is_terminal()).await;
+        let state = states
+            .wait_for("failed", WAIT, ConnectionState::is_terminal)
+            .await
+            .expect("failed");
         assert!(
             matches!(&state, ConnectionState::Failed { reason } if reason.contains(&code.to_string())),
             "{state:?}"
         );
-        assert!(tokio::time::timeout(WAIT, events.recv())
-            .await
-            .unwrap()
-            .is_none());
+        let mut ended = false;
+        for _ in 0..64 {
+            match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
+                Some(_) => continue,
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        assert!(ended, "the event stream did not end");
+        // No reconnect between the close and `Failed`.
+        assert_eq!(
+            seen(&mut states),
+            [
+                "connected".to_owned(),
+                format!("disconnected {code}"),
+                "failed".to_owned()
+            ]
+        );
         // The client echoes the code; actix-ws may already have shut the TCP connection after its
         // own close frame, in which case the peer sees the stream end instead.
         let answer = peer.next().await;
@@ -651,11 +881,19 @@ async fn final_close_codes_and_statuses_end_in_failed() {
     let peer = Peer::start(Behaviour::default()).await;
     let url = format!("ws://127.0.0.1:{}/forbidden", peer.port);
     let client = connect(&url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
-    let state = wait_state(&mut events, "Failed", |s| s.is_terminal()).await;
+    let mut states = StateRecorder::attach(&client);
+    let state = states
+        .wait_for("failed", WAIT, ConnectionState::is_terminal)
+        .await
+        .expect("failed");
     assert!(
         matches!(&state, ConnectionState::Failed { reason } if reason.contains("403")),
         "{state:?}"
+    );
+    assert_eq!(
+        seen(&mut states),
+        ["failed"],
+        "never connected, never retried"
     );
 }
 
@@ -664,26 +902,48 @@ async fn final_close_codes_and_statuses_end_in_failed() {
 async fn non_final_close_and_503_are_retried() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
     peer.send(PeerCmd::Close(1001));
-    wait_state(&mut events, "Reconnecting", |s| {
-        matches!(s, ConnectionState::Reconnecting { .. })
-    })
-    .await;
-    connected(&mut events).await;
-    client.close().await;
+    assert_eq!(
+        states.wait_disconnected(WAIT).await.expect("disconnected"),
+        1001
+    );
+    states
+        .wait_for("reconnecting", WAIT, is_reconnecting)
+        .await
+        .expect("reconnecting");
+    states.wait_connected(WAIT).await.expect("reconnected");
+    assert_eq!(
+        close_and_replay(&client, &mut states).await,
+        [
+            "connected",
+            "disconnected 1001",
+            "reconnecting 1",
+            "connected",
+            "disconnected 1000",
+            "closed"
+        ]
+    );
 
     let url = format!("ws://127.0.0.1:{}/unavailable", peer.port);
     let client = connect(&url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
-    wait_state(&mut events, "Reconnecting", |s| {
-        matches!(s, ConnectionState::Reconnecting { .. })
-    })
-    .await;
+    let mut states = StateRecorder::attach(&client);
+    let state = states
+        .wait_for("reconnecting", WAIT, is_reconnecting)
+        .await
+        .expect("reconnecting");
+    assert!(
+        matches!(&state, ConnectionState::Reconnecting { attempt: 1, cause, .. } if cause.contains("503")),
+        "{state:?}"
+    );
     client.close().await;
-    wait_state(&mut events, "Closed", |s| *s == ConnectionState::Closed).await;
+    states
+        .wait_for("closed", WAIT, |s| *s == ConnectionState::Closed)
+        .await
+        .expect("closed");
+    assert_eq!(states.connects(), 0);
 }
 
 /// Bad URLs and bad configs are errors from `connect`, never panics.
@@ -732,8 +992,8 @@ async fn application_level_heartbeat_measures_rtt() {
     let heartbeat = HeartbeatConfig::new(Duration::from_millis(50), Duration::from_secs(5))
         .mode(PingMode::Application);
     let client = connect(&peer.url, client_test_config().heartbeat(heartbeat)).unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
     for _ in 0..3 {
         assert_eq!(peer.next_text().await, r#"{"type":"ping"}"#);
@@ -741,6 +1001,11 @@ async fn application_level_heartbeat_measures_rtt() {
     let stats = client.stats();
     assert!(stats.last_rtt.is_some(), "{stats:?}");
     assert_eq!(stats.unknown_types, 0);
+    assert!(
+        states.message_errors().is_empty(),
+        "{:?}",
+        states.message_errors()
+    );
     client.close().await;
 }
 
@@ -754,17 +1019,29 @@ async fn attempts_reset_only_after_a_stable_connection() {
     })
     .await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(256);
+    let mut states = StateRecorder::attach(&client);
     let mut delays = Vec::new();
-    let mut connects = 0;
-    while delays.len() < 3 {
-        match recv_within(&mut events, WAIT, "state").await {
-            Event::State(ConnectionState::Connected) => connects += 1,
-            Event::State(ConnectionState::Reconnecting { delay, .. }) => delays.push(delay),
-            _ => {}
+    for _ in 0..3 {
+        match states
+            .wait_for("reconnecting", WAIT, is_reconnecting)
+            .await
+            .expect("reconnecting")
+        {
+            ConnectionState::Reconnecting { delay, .. } => delays.push(delay),
+            other => unreachable!("{other:?}"),
         }
     }
-    assert!(connects >= 2, "the peer accepted the connections");
+    // Connections counted up to the third `Reconnecting`.
+    let seen = seen(&mut states);
+    let third = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.starts_with("reconnecting"))
+        .nth(2)
+        .map(|(i, _)| i)
+        .expect("three reconnecting states");
+    let connects = seen[..third].iter().filter(|s| *s == "connected").count();
+    assert!(connects >= 2, "the peer accepted the connections: {seen:?}");
     assert_eq!(
         delays,
         vec![
@@ -790,8 +1067,8 @@ async fn attempts_reset_only_after_a_stable_connection() {
                 .stable_after(Duration::from_millis(100)),
         );
     let client = connect(&peer.url, config).unwrap();
-    let mut events = client.subscribe_events(256);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     for round in 0..2 {
         let mut pings = 0;
         while pings < 5 {
@@ -800,10 +1077,10 @@ async fn attempts_reset_only_after_a_stable_connection() {
             }
         }
         peer.send(PeerCmd::Abort);
-        let state = wait_state(&mut events, "Reconnecting", |s| {
-            matches!(s, ConnectionState::Reconnecting { .. })
-        })
-        .await;
+        let state = states
+            .wait_for("reconnecting", WAIT, is_reconnecting)
+            .await
+            .expect("reconnecting");
         assert!(
             matches!(
                 &state,
@@ -812,9 +1089,22 @@ async fn attempts_reset_only_after_a_stable_connection() {
             ),
             "round {round}: {state:?}"
         );
-        connected(&mut events).await;
+        states.wait_connected(WAIT).await.expect("reconnected");
     }
-    client.close().await;
+    assert_eq!(
+        close_and_replay(&client, &mut states).await,
+        [
+            "connected",
+            "disconnected 1006",
+            "reconnecting 1",
+            "connected",
+            "disconnected 1006",
+            "reconnecting 1",
+            "connected",
+            "disconnected 1000",
+            "closed"
+        ]
+    );
 }
 
 /// A peer that stops reading: the client's memory stays bounded by the writer queue plus the
@@ -831,8 +1121,8 @@ async fn slow_peer_bounds_client_memory() {
         .outbox(OutboxPolicy::new(8, Overflow::Reject))
         .write_queue(4);
     let client = connect(&peer.url, config).unwrap();
-    let mut events = client.subscribe_events(64);
-    connected(&mut events).await;
+    let mut states = StateRecorder::attach(&client);
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
     peer.send(PeerCmd::Stall);
     assert_eq!(peer.next().await, PeerEvent::Stalled(0));
@@ -862,6 +1152,8 @@ async fn slow_peer_bounds_client_memory() {
     assert_eq!(stats.outbox_len, 8);
     assert_eq!(stats.dropped, 0);
     assert_eq!(client.state(), ConnectionState::Connected);
+    // Never disconnected while the peer stalled.
+    assert_eq!(seen(&mut states), ["connected"]);
     client.close().await;
 }
 
@@ -871,23 +1163,34 @@ async fn slow_peer_bounds_client_memory() {
 async fn verbatim_text_passthrough() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
+    let mut states = StateRecorder::attach(&client);
     let mut text = client.subscribe_text(16);
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
     client.send_text("plain words, not JSON").await.unwrap();
     assert_eq!(peer.next_text().await, "plain words, not JSON");
     assert_eq!(
-        &*recv_within(&mut text, WAIT, "echoed text").await.data,
+        &*next_message(&mut text, WAIT)
+            .await
+            .expect("echoed text")
+            .data,
         "plain words, not JSON"
     );
     peer.send(PeerCmd::Text(r#"{"type":"nobody-listens"}"#.into()));
     assert_eq!(
-        &*recv_within(&mut text, WAIT, "envelope as text").await.data,
+        &*next_message(&mut text, WAIT)
+            .await
+            .expect("envelope as text")
+            .data,
         r#"{"type":"nobody-listens"}"#
     );
     let stats = client.stats();
     assert_eq!((stats.decode_errors, stats.unknown_types), (0, 0));
+    assert!(
+        states.message_errors().is_empty(),
+        "{:?}",
+        states.message_errors()
+    );
     client.close().await;
 }
 
@@ -897,13 +1200,15 @@ async fn verbatim_text_passthrough() {
 async fn injected_text_is_routed_like_a_received_frame() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
-    let mut events = client.subscribe_events(64);
+    let mut states = StateRecorder::attach(&client);
     let mut quotes = client.subscribe::<Quote>(16);
-    connected(&mut events).await;
+    states.wait_connected(WAIT).await.expect("connected");
     assert!(matches!(peer.next().await, PeerEvent::Connected(_)));
 
     client.inject_text(r#"{"type":"quote","room":"fx","data":{"symbol":"EURUSD","price":1.05}}"#);
-    let q = recv_within(&mut quotes, WAIT, "injected quote").await;
+    let q = next_message(&mut quotes, WAIT)
+        .await
+        .expect("injected quote");
     assert_eq!(q.data.symbol, "EURUSD");
     assert_eq!(q.room.as_deref(), Some("fx"));
     assert_eq!(client.stats().messages_in, 0);

@@ -14,7 +14,7 @@ const EVENTS: usize = 4096;
 
 /// Records the states a [`Client`] goes through, from the moment it is attached, and awaits the
 /// next state that matches, with a timeout that fails with [`Error::Timeout`] naming the last
-/// state seen.
+/// state seen ([`Error::ClientClosed`] when the client has stopped and nothing more can come).
 ///
 /// It subscribes to the client's events with a channel of 4096 events: attach it before the
 /// fault you test and wait on it (or call [`states`](Self::states)) now and then, so that a long
@@ -26,6 +26,8 @@ pub struct StateRecorder {
     /// States before this index have been returned by a wait (or skipped by one).
     read: usize,
     errors: Vec<MessageError>,
+    /// Message errors before this index have been returned by `wait_message_error`.
+    errors_read: usize,
 }
 
 impl StateRecorder {
@@ -37,6 +39,7 @@ impl StateRecorder {
             states: vec![client.state()],
             read: 0,
             errors: Vec::new(),
+            errors_read: 0,
         }
     }
 
@@ -57,7 +60,9 @@ impl StateRecorder {
             }
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(event)) => self.record(event),
-                Ok(None) | Err(_) => {
+                // The client stopped (`Closed` or `Failed`): nothing more will come.
+                Ok(None) => return Err(Error::ClientClosed),
+                Err(_) => {
                     return Err(Error::Timeout {
                         what: what.to_owned(),
                         within,
@@ -78,16 +83,52 @@ impl StateRecorder {
             .map(drop)
     }
 
-    /// Wait for a `Disconnected` state; answers its close code.
+    /// Wait for a `Disconnected` state; answers its close code (see
+    /// [`wait_disconnected_reason`](Self::wait_disconnected_reason) for the reason too).
     pub async fn wait_disconnected(&mut self, within: Duration) -> Result<u16> {
-        match self
+        self.wait_disconnected_reason(within)
+            .await
+            .map(|(code, _)| code)
+    }
+
+    /// Wait for a `Disconnected` state; answers its close code and reason.
+    pub async fn wait_disconnected_reason(&mut self, within: Duration) -> Result<(u16, String)> {
+        let state = self
             .wait_for("disconnected", within, |s| {
                 matches!(s, ConnectionState::Disconnected { .. })
             })
-            .await?
-        {
-            ConnectionState::Disconnected { code, .. } => Ok(code),
-            _ => Ok(1006),
+            .await?;
+        match state {
+            ConnectionState::Disconnected { code, reason } => Ok((code, reason)),
+            // `wait_for` only answers a state its predicate accepted.
+            other => Err(Error::Timeout {
+                what: "disconnected".to_owned(),
+                within,
+                last: other.to_string(),
+            }),
+        }
+    }
+
+    /// Wait, for at most `within`, for the next message that could not be delivered
+    /// (`Event::MessageError`) after the ones already returned by this call.
+    pub async fn wait_message_error(&mut self, within: Duration) -> Result<MessageError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(e) = self.errors.get(self.errors_read) {
+                self.errors_read += 1;
+                return Ok(e.clone());
+            }
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => self.record(event),
+                Ok(None) => return Err(Error::ClientClosed),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: "a message error".to_owned(),
+                        within,
+                        last: format!("{} message errors", self.errors.len()),
+                    })
+                }
+            }
         }
     }
 
@@ -115,6 +156,9 @@ impl StateRecorder {
 
     fn record(&mut self, event: Event) {
         match event {
+            // The state read at `attach` may come again as the first event (the subscription
+            // is registered after it was read); a state never follows itself otherwise.
+            Event::State(state) if self.states.last() == Some(&state) => {}
             Event::State(state) => self.states.push(state),
             Event::MessageError(e) => self.errors.push(e),
         }
