@@ -513,8 +513,10 @@ pub const DEFAULT_SERVER_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 pub const DEFAULT_SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default time a client may stay completely silent before the server disconnects it: 30 s.
 pub const DEFAULT_SERVER_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default bound of each session's outbound queue, in messages: 256.
-pub const DEFAULT_SESSION_QUEUE: usize = 256;
+/// Default bound of each session's outbound queue, in messages: 1024, the client's default
+/// outbox, so that a client flushing a full outbox after a reconnect does not make every member
+/// of its room (itself included) look like a slow consumer.
+pub const DEFAULT_SESSION_QUEUE: usize = 1024;
 /// Default most concurrent sessions per server: 10 000.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default most rooms one session may be a member of: 64.
@@ -551,7 +553,16 @@ pub struct ServerConfig {
     pub heartbeat_timeout: Duration,
     /// Bound of each session's outbound queue, in messages. This is what a client that stops
     /// reading can cost the server (plus the fixed write buffers of one connection): the queue
-    /// holds shared, already-encoded frames. Default: 256.
+    /// holds shared, already-encoded frames, allocated as they arrive (an idle session costs
+    /// nothing here).
+    ///
+    /// It is also the largest burst one member can take at once: the hub offers a broadcast to
+    /// every member's queue at once, and a session writes to its socket at its own pace, so a
+    /// burst of more than `session_queue` messages to one room arriving faster than a member's
+    /// writer drains them fills that member's queue even when its client reads promptly (and
+    /// [`SlowConsumerPolicy`] applies). Size it above the largest burst you expect (a client
+    /// flushing its outbox after a reconnect sends up to its outbox capacity at once).
+    /// Default: 1024 ([`DEFAULT_SESSION_QUEUE`]).
     pub session_queue: usize,
     /// What happens when a session's outbound queue is full. Default:
     /// [`SlowConsumerPolicy::Disconnect`].
@@ -838,7 +849,7 @@ mod server_config_tests {
         assert_eq!(c.max_message_size, 64 * 1024);
         assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(30));
-        assert_eq!(c.session_queue, 256);
+        assert_eq!(c.session_queue, 1024);
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(c.max_sessions, 10_000);
         assert_eq!(c.max_rooms_per_session, 64);

@@ -167,9 +167,9 @@ async fn half_open_link_is_noticed_by_both_heartbeats() {
 
 /// 2. 2,000 messages sent across a partition longer than both heartbeat timeouts: 500 before
 ///    it, 500 into the dead link, 1,000 while the client knows it is disconnected (into an
-///    outbox of 256 that drops its oldest). Afterwards `written + failed + dropped == accepted`
+///    outbox of 512 that drops its oldest). Afterwards `written + failed + dropped == accepted`
 ///    exactly, the receiver sees no duplicate and every sequence in order, everything before
-///    the partition, and the newest 256 after it.
+///    the partition, and the newest 512 after it.
 #[actix_rt::test]
 async fn partition_while_sending_accounts_for_every_message() {
     let _serial = SERIAL.lock().await;
@@ -184,7 +184,7 @@ async fn partition_while_sending_accounts_for_every_message() {
             Duration::from_millis(600),
         ))
         .reconnect(fast_reconnect())
-        .outbox(OutboxPolicy::new(256, Overflow::DropOldest));
+        .outbox(OutboxPolicy::new(512, Overflow::DropOldest));
     let sender = client::connect(&proxy.url("/ws"), config).expect("sender");
     let receiver = client::connect(&server.url(), ClientConfig::default()).expect("receiver");
     let mut states = StateRecorder::attach(&sender);
@@ -196,18 +196,19 @@ async fn partition_while_sending_accounts_for_every_message() {
     join(&receiver, &mut receiver_joined, "p").await;
     join(&sender, &mut sender_joined, "p").await;
 
+    // Before the partition, in steps of 100 that the outbox always holds (a loaded machine's
+    // writer may lag the publishing loop; a full outbox would drop the oldest by policy).
     let mut seen = Vec::new();
-    for n in 0..500 {
-        sender.publish("p", &seq(n)).await.expect("accepted");
-    }
-    while seen.len() < 500 {
-        seen.push(
-            next_matching(&mut got, "the first 500", WAIT, |_| true)
+    for step in 0..5u32 {
+        for n in step * 100..(step + 1) * 100 {
+            sender.publish("p", &seq(n)).await.expect("accepted");
+        }
+        while seen.len() < ((step + 1) * 100) as usize {
+            let m = next_matching(&mut got, "the first 500", WAIT, |_| true)
                 .await
-                .expect("first 500")
-                .data
-                .n,
-        );
+                .unwrap_or_else(|e| panic!("{e}: {} of the first 500 arrived", seen.len()));
+            seen.push(m.data.n);
+        }
     }
 
     proxy.blackhole();
@@ -236,7 +237,14 @@ async fn partition_while_sending_accounts_for_every_message() {
     loop {
         let n = next_matching(&mut got, "seq 1999", WAIT, |_| true)
             .await
-            .expect("the last one")
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {} arrived, the last {:?}; sender {:?}",
+                    seen.len(),
+                    seen.last(),
+                    sender.stats()
+                )
+            })
             .data
             .n;
         seen.push(n);
@@ -247,13 +255,17 @@ async fn partition_while_sending_accounts_for_every_message() {
     sender.close().await;
     let s = sender.stats();
     assert_eq!(s.accepted, 2000, "{s:?}");
+    // One reconnection, for the partition: the burst after it (the outbox flushing 512 at once
+    // into a room of two) made nobody look like a slow consumer.
+    assert_eq!(s.reconnects, 1, "{s:?}");
+    assert_eq!(receiver.stats().reconnects, 0, "{:?}", receiver.stats());
     assert_eq!(
         s.messages_out + s.failed + s.dropped,
         s.accepted,
         "every accepted message is written, failed or dropped: {s:?}"
     );
     assert!(
-        s.dropped >= 1000 - 256,
+        s.dropped >= 1000 - 512,
         "the outbox dropped its oldest: {s:?}"
     );
     assert!(
@@ -261,11 +273,11 @@ async fn partition_while_sending_accounts_for_every_message() {
         "no duplicate, order kept"
     );
     assert_eq!(&seen[..500], &(0..500).collect::<Vec<_>>()[..]);
-    let tail: Vec<u32> = seen.iter().copied().filter(|n| *n >= 1744).collect();
+    let tail: Vec<u32> = seen.iter().copied().filter(|n| *n >= 1488).collect();
     assert_eq!(
         tail,
-        (1744..2000).collect::<Vec<_>>(),
-        "the newest 256 all arrive"
+        (1488..2000).collect::<Vec<_>>(),
+        "the newest 512 all arrive"
     );
     assert!(
         seen.len() as u64 <= s.messages_out,
