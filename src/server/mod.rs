@@ -12,6 +12,8 @@
 //! - [`session`]: one actor per client plus a writer task behind a bounded queue; the only file
 //!   that touches the WebSocket transport (actix-ws; its docs say why not actix-web-actors).
 //! - [`hub`]: rooms, membership, broadcast (encoded once, shared bytes) and counters.
+//! - [`metrics`]: those counters as a [`ServerMetrics`](metrics::ServerMetrics) snapshot
+//!   ([`Rooms::metrics`]).
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer, HttpResponse};
@@ -42,6 +44,7 @@
 
 pub mod handler;
 pub mod hub;
+pub mod metrics;
 pub mod session;
 
 use std::any::Any;
