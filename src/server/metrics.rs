@@ -1,10 +1,12 @@
 //! What a rooms server has done, read without asking the hub: the [`ServerMetrics`] snapshot
-//! ([`Rooms::metrics`]).
+//! ([`Rooms::metrics`]) and, with the `metrics` feature, the same figures as Prometheus text
+//! ([`Rooms::register_metrics`], [`Rooms::mount_metrics`]).
 //!
 //! Every figure is an atomic that the hub and the sessions already update as they work (or a
 //! gauge the hub stores after each command), so a scrape costs a few loads and never waits in
 //! the hub's queue behind publishes: a server under load is measured without being slowed, and
-//! a hub that is stuck can still be seen.
+//! a hub that is stuck can still be seen. The names, types and meanings of the exported metrics
+//! are listed in [`crate::metrics`].
 //!
 //! [`HubStats`](super::hub::HubStats) ([`Rooms::stats`]) is the other view: it goes through the
 //! hub's queue, so it sees every command queued before it (and counts room memberships), which
@@ -132,8 +134,9 @@ impl Drop for FanoutTimer {
     }
 }
 
-/// What a rooms server has done since it started, and what it holds now, as a struct, for code
-/// that wants them as figures (a status page, a log line, a test, a metrics exporter).
+/// What a rooms server has done since it started, and what it holds now: the figures that
+/// [`Rooms::register_metrics`] exports, as a struct, for code that wants them without
+/// Prometheus (a status page, a log line, a test).
 ///
 /// Read from atomics by [`Rooms::metrics`] without waiting in the hub's queue, so figures that
 /// two threads update (a session counts a message in, the hub counts it out) may be a message
@@ -222,6 +225,97 @@ impl Rooms {
     /// [`ServerMetrics`]); it does not wait in the hub's queue, unlike [`stats`](Self::stats).
     pub fn metrics(&self) -> ServerMetrics {
         ServerMetrics::read(&self.shared)
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod prometheus {
+    use std::sync::Arc;
+
+    use actix_web::web;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::DescriptorEncoder;
+    use prometheus_client::registry::Registry;
+
+    use super::ServerMetrics;
+    use crate::metrics::{
+        figure, histogram,
+        Kind::{Counter, Gauge},
+    };
+    use crate::server::{Rooms, Shared};
+
+    /// Reads a server's figures at each scrape. It holds the server's counters only (not the
+    /// hub's queue), so a registry that outlives the server keeps no hub alive.
+    struct ServerCollector {
+        shared: Arc<Shared>,
+    }
+
+    impl std::fmt::Debug for ServerCollector {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ServerCollector").finish_non_exhaustive()
+        }
+    }
+
+    impl Collector for ServerCollector {
+        fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+            let m = ServerMetrics::read(&self.shared);
+            #[rustfmt::skip]
+            let figures = [
+                (Gauge, "wsm_server_sessions", m.sessions as u64, "WebSocket sessions open now (rooms and echo endpoints)"),
+                (Gauge, "wsm_server_rooms", m.rooms, "Rooms with at least one member"),
+                (Counter, "wsm_server_messages_in", m.messages_in, "Whole messages received from clients (text and binary, refused ones included)"),
+                (Counter, "wsm_server_bytes_in", m.bytes_in, "Payload bytes of the messages received from clients"),
+                (Counter, "wsm_server_messages_out", m.messages_out, "Frames handed to session queues (broadcast copies, replies, errors, welcomes)"),
+                (Counter, "wsm_server_bytes_out", m.bytes_out, "Payload bytes of the frames handed to session queues"),
+                (Counter, "wsm_server_published", m.published, "Publishes the hub took, from clients and from server code"),
+                (Counter, "wsm_server_slow_consumer_drops", m.slow_consumer_drops, "Frames dropped because a member's queue was full (policy drop_newest)"),
+                (Counter, "wsm_server_slow_consumer_disconnects", m.slow_consumer_disconnects, "Sessions disconnected because their queue was full (policy disconnect, close 1013)"),
+                (Counter, "wsm_server_heartbeat_timeouts", m.heartbeat_timeouts, "Sessions disconnected because nothing arrived within the heartbeat timeout"),
+                (Counter, "wsm_server_rate_limited", m.rate_limited, "Messages refused with rate_limited"),
+                (Counter, "wsm_server_rate_limit_disconnects", m.rate_limit_disconnects, "Sessions closed with 1008 for going on past twice their burst"),
+                (Counter, "wsm_server_per_ip_refusals", m.per_ip_refusals, "Upgrades refused with HTTP 429 by the per-address limit"),
+                (Counter, "wsm_server_backplane_publish_errors", m.backplane_publish_errors, "Publishes the backplane could not take (other nodes did not get them)"),
+                (Counter, "wsm_server_backplane_reconnects", m.backplane_reconnects, "Times the backplane connection was lost and made again"),
+                (Counter, "wsm_server_backplane_dropped", m.backplane_dropped, "Messages from other nodes dropped on a full inbound buffer"),
+                (Counter, "wsm_server_backplane_received", m.backplane_received, "Messages from other nodes fanned out here"),
+                (Gauge, "wsm_server_session_queue_high_water", m.session_queue_high_water, "Deepest any session queue has been, in frames"),
+                (Gauge, "wsm_server_hub_queue_high_water", m.hub_queue_high_water, "Deepest the hub's command queue has been, in commands"),
+            ];
+            for (kind, name, value, help) in figures {
+                figure(&mut e, kind, name, help, value)?;
+            }
+            histogram(
+                &mut e,
+                "wsm_server_fanout_latency_seconds",
+                "Time the hub took per publish, from taking it off its queue to having offered \
+                 it to every member",
+                &m.fanout_latency,
+            )?;
+            Ok(())
+        }
+    }
+
+    impl Rooms {
+        /// Add this server's metrics (the table in [`crate::metrics`]) to `registry`, read at
+        /// each scrape. Use it to serve them with your own metrics from one registry (mount it
+        /// with [`metrics::mount`](crate::metrics::mount)); a sub-registry with a prefix
+        /// prefixes their names. The registry holds the server's counters, not its hub.
+        pub fn register_metrics(&self, registry: &mut Registry) {
+            registry.register_collector(Box::new(ServerCollector {
+                shared: self.shared.clone(),
+            }));
+        }
+
+        /// An `App::configure` function that serves this server's metrics alone as Prometheus
+        /// text at `GET path` (usually `/metrics`), like [`mount`](Self::mount) serves the
+        /// rooms. For one page with your own metrics too, use
+        /// [`register_metrics`](Self::register_metrics) and
+        /// [`metrics::mount`](crate::metrics::mount).
+        pub fn mount_metrics(&self, path: &str) -> impl FnOnce(&mut web::ServiceConfig) + 'static {
+            let mut registry = Registry::default();
+            self.register_metrics(&mut registry);
+            crate::metrics::mount(path, Arc::new(registry))
+        }
     }
 }
 

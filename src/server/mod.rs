@@ -13,7 +13,8 @@
 //!   that touches the WebSocket transport (actix-ws; its docs say why not actix-web-actors).
 //! - [`hub`]: rooms, membership, broadcast (encoded once, shared bytes) and counters.
 //! - [`metrics`]: those counters as a [`ServerMetrics`](metrics::ServerMetrics) snapshot
-//!   ([`Rooms::metrics`]).
+//!   ([`Rooms::metrics`]) and, with the `metrics` feature, as Prometheus text
+//!   ([`Rooms::mount_metrics`], [`Rooms::register_metrics`]).
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer, HttpResponse};
