@@ -101,7 +101,8 @@ pub enum Error {
     #[error("decode failed: {0}")]
     Decode(String),
 
-    /// A value could not be encoded to JSON (a `Serialize` impl returned an error).
+    /// A value could not be encoded to JSON (a `Serialize` impl returned an error), or a
+    /// metrics registry could not be rendered as text (a collector of its returned an error).
     #[error("encode failed: {0}")]
     Encode(String),
 

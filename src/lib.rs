@@ -63,6 +63,8 @@
 //!   runs them standalone. One *Session* actor per client (protocol, membership, heartbeat; the
 //!   only code on the actix-ws transport) writes through a bounded queue; the *Hub* actor holds
 //!   rooms and broadcasts each message encoded once.
+//! - [`metrics`] (feature `metrics`): the server's and a client `Manager`'s figures as
+//!   Prometheus text (a table of every metric name), read from their counters at each scrape.
 //!
 //! # Feature flags
 //!
@@ -74,6 +76,8 @@
 //! - `testkit`: a test server you can restart on the same port, a fault-injecting proxy (delay,
 //!   throttle, blackhole, reset, refuse) and waits without sleeps, for your own tests; see its
 //!   module guide, "Testing your reconnect logic" (docs.rs builds the docs with it).
+//! - `metrics` (default): Prometheus metrics on `prometheus-client` (`Rooms::mount_metrics`,
+//!   `Manager::register_metrics`, `wsm serve --metrics-bind`); see [`metrics`].
 //! - `rustls` (default): `wss://` for the client and TLS for the server, with rustls 0.23 on its
 //!   `ring` provider (see [`tls`]).
 #![warn(missing_docs)]
@@ -81,6 +85,8 @@
 pub mod config;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod protocol;
 #[cfg(feature = "testkit")]
 pub mod testkit;

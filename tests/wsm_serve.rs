@@ -6,7 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{spawn_wsm_serve, Peer, WAIT};
+use common::prom::{documented, get, histogram_count, scrape};
+use common::{spawn_wsm_serve, spawn_wsm_serve_lines, Peer, WAIT};
 
 async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
     match req.connect().await {
@@ -124,13 +125,94 @@ async fn serve_applies_rate_and_per_address_limits() {
     assert_eq!(peer.close_code().await, Some(1008));
 }
 
+/// `--metrics-bind 127.0.0.1:0` serves Prometheus text at `/metrics` on a second listener
+/// whose URL is the third stdout line (port 0 resolved; the rooms URL stays first). The page
+/// lists the documented server metrics and follows real traffic: 3 sessions and 1 room, 5
+/// publishes in published and the fan-out histogram, every message in and out counted exactly,
+/// and the `rate_limited` errors a client got past its burst.
+#[actix_rt::test]
+async fn serve_metrics_bind_serves_prometheus_text() {
+    let (_child, lines) = spawn_wsm_serve_lines(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "1",
+            "--rate-burst",
+            "8",
+        ],
+        3,
+    );
+    let (url, page) = (&lines[0], &lines[2]);
+    assert!(
+        url.starts_with("ws://127.0.0.1:") && url.ends_with("/ws"),
+        "{url}"
+    );
+    assert!(page.starts_with("http://127.0.0.1:"), "{page}");
+    assert!(
+        page.ends_with("/metrics") && !page.contains(":0/"),
+        "{page}"
+    );
+
+    let (mut a, _) = Peer::rooms(url).await;
+    let (mut b, _) = Peer::rooms(url).await;
+    for peer in [&mut a, &mut b] {
+        peer.text(r#"{"type":"join","room":"lobby","id":1}"#).await;
+        assert_eq!(peer.json().await["type"], "joined");
+    }
+    for i in 0..5 {
+        a.text(&format!(
+            r#"{{"type":"publish","room":"lobby","id":{i},"data":{i}}}"#
+        ))
+        .await;
+    }
+    for _ in 0..10 {
+        a.json().await; // 5 copies and 5 acks
+    }
+    for i in 0..5 {
+        assert_eq!(b.json().await["data"], i);
+    }
+    // C pings 10 times with a burst of 8: the errors it is told of are the ones counted.
+    let (mut c, _) = Peer::rooms(url).await;
+    for i in 0..10 {
+        c.text(&format!(r#"{{"type":"ping","id":{i}}}"#)).await;
+    }
+    let mut refused = 0;
+    for _ in 0..10 {
+        if c.json().await["type"] == "error" {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "past the burst, pings are refused");
+
+    let (m, types) = scrape(page).await;
+    let names: std::collections::BTreeSet<_> = types.into_iter().collect();
+    assert_eq!(names, documented("wsm_server_"));
+    assert_eq!(get(&m, "wsm_server_sessions"), 3.0);
+    assert_eq!(get(&m, "wsm_server_rooms"), 1.0);
+    assert_eq!(get(&m, "wsm_server_published_total"), 5.0);
+    assert_eq!(
+        histogram_count(&m, "wsm_server_fanout_latency_seconds"),
+        5.0
+    );
+    // 2 joins, 5 publishes, 10 pings.
+    assert_eq!(get(&m, "wsm_server_messages_in_total"), 17.0);
+    // 3 welcomes, 2 joined, 10 copies, 5 acks, 10 answers to pings.
+    assert_eq!(get(&m, "wsm_server_messages_out_total"), 30.0);
+    assert_eq!(get(&m, "wsm_server_rate_limited_total"), f64::from(refused));
+}
+
 /// A bind address that does not parse, a port already in use, and a missing TLS file each end
-/// with exit status 1 and one `wsm: ...` line naming the input, printed once.
+/// with exit status 1 and one `wsm: ...` line naming the input, printed once; so do a
+/// `--metrics-bind` address that does not parse and one already in use.
 #[test]
 fn serve_names_bad_inputs_once() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let busy = busy.local_addr().expect("addr").to_string();
-    let cases: [(&[&str], &str); 5] = [
+    let metrics_busy = format!("--metrics-bind: cannot listen on {busy}");
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--bind", "127.0.0.1:0", "--redis", "http://x"],
             "invalid Redis URL \"http://x\"",
@@ -148,6 +230,14 @@ fn serve_names_bad_inputs_once() {
         ),
         (&["--bind", "nonsense"], "cannot listen on \"nonsense\""),
         (&["--bind", &busy], &format!("cannot listen on {busy}")),
+        (
+            &["--bind", "127.0.0.1:0", "--metrics-bind", "nonsense"],
+            "--metrics-bind: cannot listen on \"nonsense\"",
+        ),
+        (
+            &["--bind", "127.0.0.1:0", "--metrics-bind", &busy],
+            &metrics_busy,
+        ),
         (
             &[
                 "--bind",

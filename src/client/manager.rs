@@ -135,7 +135,10 @@ impl StateCounts {
     }
 }
 
-/// The sum of every tracked connection's [`Stats`], with connections counted by state.
+/// The sum of every tracked connection's [`Stats`], with connections counted by state and the
+/// round-trip times of the connected ones. With the `metrics` feature,
+/// `Manager::register_metrics` exports the same figures to Prometheus (there the counters also
+/// keep what connections no longer tracked had counted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManagerStats {
     /// Connections tracked (every state, including `Failed` and `Closed`).
@@ -162,6 +165,15 @@ pub struct ManagerStats {
     /// Connections that reached `Failed` and were forgotten (the manager stops tracking a
     /// connection once it has failed, so its name can be used again and nothing piles up).
     pub forgotten: u64,
+    /// `Connected` connections whose heartbeat has measured a round-trip time: how many the
+    /// two RTT figures below cover (a connection that is down keeps its last figure, which would
+    /// only mislead, so it is left out).
+    pub rtt_connections: usize,
+    /// The mean of those connections' smoothed round-trip times; `None` without any.
+    pub smoothed_rtt_mean: Option<Duration>,
+    /// The largest of those connections' smoothed round-trip times: the feed furthest away, or
+    /// the one in trouble. `None` without any.
+    pub smoothed_rtt_max: Option<Duration>,
 }
 
 impl ManagerStats {
@@ -175,6 +187,59 @@ impl ManagerStats {
         self.reconnects += s.reconnects;
         self.dropped += s.dropped;
         self.dropped_incoming += s.dropped_incoming;
+    }
+
+    /// Sum every connection in `clients`, with the RTT figures of the connected ones.
+    fn of<'a>(clients: impl Iterator<Item = &'a Client>) -> Self {
+        let mut total = ManagerStats::default();
+        let mut rtt_sum = Duration::ZERO;
+        for c in clients {
+            let (state, stats) = (c.state(), c.stats());
+            total.add(&state, &stats);
+            if let (ConnectionState::Connected, Some(rtt)) = (&state, stats.smoothed_rtt) {
+                total.rtt_connections += 1;
+                rtt_sum = rtt_sum.saturating_add(rtt);
+                total.smoothed_rtt_max = total.smoothed_rtt_max.max(Some(rtt));
+            }
+        }
+        let n = u32::try_from(total.rtt_connections).unwrap_or(u32::MAX);
+        total.smoothed_rtt_mean = (n > 0).then(|| rtt_sum / n);
+        total
+    }
+}
+
+/// What the connections a manager no longer tracks (closed, or failed and forgotten) had
+/// counted, kept so that the exported counters never go down when a connection leaves. Updated
+/// under the lock of the tracked map, at the moment a connection leaves it, so a scrape (which
+/// reads both under that lock) never sees a connection in both or in neither. What a connection
+/// still counts after it left (the last messages of a closing one) is not added: the counters
+/// may miss those, but never go down.
+#[derive(Debug, Default)]
+struct Retired {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    reconnects: AtomicU64,
+    dropped: AtomicU64,
+    dropped_incoming: AtomicU64,
+}
+
+impl Retired {
+    /// Keep what `client` has counted so far; it is leaving the tracked map now.
+    fn retire(&self, client: &Client) {
+        let s = client.stats();
+        for (total, n) in [
+            (&self.messages_in, s.messages_in),
+            (&self.messages_out, s.messages_out),
+            (&self.bytes_in, s.bytes_in),
+            (&self.bytes_out, s.bytes_out),
+            (&self.reconnects, s.reconnects),
+            (&self.dropped, s.dropped),
+            (&self.dropped_incoming, s.dropped_incoming),
+        ] {
+            total.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -200,6 +265,8 @@ pub struct Manager {
     clients: Arc<Mutex<HashMap<String, (Client, usize)>>>,
     /// Connections forgotten after failing.
     forgotten: Arc<AtomicU64>,
+    /// What connections no longer tracked had counted (for the exported counters).
+    retired: Arc<Retired>,
     /// The earliest instant the next connection may start (the pacer of the rate limit).
     next_slot: Mutex<Instant>,
 }
@@ -250,6 +317,7 @@ impl Manager {
             next_arbiter: AtomicUsize::new(0),
             clients: Arc::new(Mutex::new(HashMap::new())),
             forgotten: Arc::new(AtomicU64::new(0)),
+            retired: Arc::new(Retired::default()),
             next_slot: Mutex::new(Instant::now()),
         })
     }
@@ -338,6 +406,9 @@ impl Manager {
                 Some((c, _)) if !c.state().is_terminal() => false,
                 _ => {
                     let old = clients.insert(name.clone(), (client.clone(), i));
+                    if let Some((c, _)) = &old {
+                        self.retired.retire(c);
+                    }
                     // An ended connection under this name is replaced (its watcher may not have
                     // run yet); a failed one counts as forgotten here, exactly once.
                     if old.is_some_and(|(c, _)| matches!(c.state(), ConnectionState::Failed { .. }))
@@ -355,13 +426,18 @@ impl Manager {
         }
         // Forget the connection when it ends (`close` removes it itself); count it when it
         // failed.
-        let (watched, clients, forgotten) =
-            (client.clone(), self.clients.clone(), self.forgotten.clone());
+        let (watched, clients, forgotten, retired) = (
+            client.clone(),
+            self.clients.clone(),
+            self.forgotten.clone(),
+            self.retired.clone(),
+        );
         let watcher = self.arbiters[i].spawn(async move {
             let end = watched.closed().await;
             let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
             if clients.get(&name).is_some_and(|(c, _)| c.same(&watched)) {
                 clients.remove(&name);
+                retired.retire(&watched);
                 if let ConnectionState::Failed { reason } = end {
                     forgotten.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(name, reason, "failed connection forgotten");
@@ -420,10 +496,7 @@ impl Manager {
     /// Counters summed over every tracked connection, and connections by state. Reads atomics
     /// only; no actor is messaged.
     pub fn stats(&self) -> ManagerStats {
-        let mut total = ManagerStats::default();
-        for (c, _) in self.lock_clients().values() {
-            total.add(&c.state(), &c.stats());
-        }
+        let mut total = ManagerStats::of(self.lock_clients().values().map(|(c, _)| c));
         total.forgotten = self.forgotten.load(Ordering::Relaxed);
         total.live = super::census();
         total
@@ -440,7 +513,14 @@ impl Manager {
     /// [`ManagerConfig::close_timeout`] for it to reach `Closed`, and stop tracking it. Returns
     /// `false` when no connection has that name.
     pub async fn close(&self, name: &str) -> bool {
-        let client = self.lock_clients().remove(name);
+        let client = {
+            let mut clients = self.lock_clients();
+            let client = clients.remove(name);
+            if let Some((c, _)) = &client {
+                self.retired.retire(c);
+            }
+            client
+        };
         match client {
             Some((c, _)) => {
                 close_and_wait(&c, self.config.close_timeout).await;
@@ -454,7 +534,14 @@ impl Manager {
     /// [`ManagerConfig::close_timeout`] for each to finish, and stop tracking them. Returns how
     /// many were closed.
     pub async fn close_all(&self) -> usize {
-        let clients: Vec<Client> = self.lock_clients().drain().map(|(_, (c, _))| c).collect();
+        let clients: Vec<Client> = {
+            let mut tracked = self.lock_clients();
+            let clients: Vec<Client> = tracked.drain().map(|(_, (c, _))| c).collect();
+            for c in &clients {
+                self.retired.retire(c);
+            }
+            clients
+        };
         let timeout = self.config.close_timeout;
         let mut closing: FuturesUnordered<_> =
             clients.iter().map(|c| close_and_wait(c, timeout)).collect();
@@ -485,5 +572,118 @@ impl Drop for Manager {
 async fn close_and_wait(client: &Client, timeout: Duration) {
     if tokio::time::timeout(timeout, client.close()).await.is_err() {
         tracing::warn!(name = client.name(), state = ?client.state(), "close timed out");
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod prometheus {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, Weak};
+
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::DescriptorEncoder;
+    use prometheus_client::registry::Registry;
+
+    use super::{Client, Manager, ManagerStats, Retired};
+    use crate::metrics::{
+        figure, gauge, labelled_gauge,
+        Kind::{Counter, Gauge},
+    };
+
+    /// Reads a manager's connections at each scrape. It holds the tracked map weakly, so a
+    /// registry that outlives the manager keeps no connection alive (it then exports nothing).
+    struct ManagerCollector {
+        clients: Weak<Mutex<HashMap<String, (Client, usize)>>>,
+        forgotten: Arc<AtomicU64>,
+        retired: Arc<Retired>,
+    }
+
+    impl std::fmt::Debug for ManagerCollector {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ManagerCollector").finish_non_exhaustive()
+        }
+    }
+
+    impl Collector for ManagerCollector {
+        fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+            let Some(clients) = self.clients.upgrade() else {
+                return Ok(());
+            };
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            // The tracked sum and the retired totals under one lock: a connection leaving the
+            // map is retired under it too, so it is counted exactly once.
+            let (m, r) = {
+                let clients = clients.lock().unwrap_or_else(|e| e.into_inner());
+                let m = ManagerStats::of(clients.values().map(|(c, _)| c));
+                let r = &self.retired;
+                let r = [
+                    get(&r.messages_in),
+                    get(&r.bytes_in),
+                    get(&r.messages_out),
+                    get(&r.bytes_out),
+                    get(&r.reconnects),
+                    get(&r.dropped),
+                    get(&r.dropped_incoming),
+                ];
+                (m, r)
+            };
+            let s = &m.states;
+            labelled_gauge(
+                &mut e,
+                "wsm_client_connections",
+                "Tracked connections by state",
+                "state",
+                &[
+                    ("connecting", s.connecting as u64),
+                    ("connected", s.connected as u64),
+                    ("disconnected", s.disconnected as u64),
+                    ("reconnecting", s.reconnecting as u64),
+                    ("failed", s.failed as u64),
+                    ("closed", s.closed as u64),
+                ],
+            )?;
+            #[rustfmt::skip]
+            let figures = [
+                (Counter, "wsm_client_messages_in", m.messages_in + r[0], "Messages received"),
+                (Counter, "wsm_client_bytes_in", m.bytes_in + r[1], "Payload bytes received"),
+                (Counter, "wsm_client_messages_out", m.messages_out + r[2], "Messages written to sockets"),
+                (Counter, "wsm_client_bytes_out", m.bytes_out + r[3], "Payload bytes written to sockets"),
+                (Counter, "wsm_client_reconnects", m.reconnects + r[4], "Successful reconnections"),
+                (Counter, "wsm_client_dropped", m.dropped + r[5], "Outgoing messages dropped (outbox policy, lost connections)"),
+                (Counter, "wsm_client_dropped_incoming", m.dropped_incoming + r[6], "Incoming messages dropped for full subscriber channels"),
+                (Counter, "wsm_client_failed_connections", get(&self.forgotten), "Connections that reached Failed and were forgotten"),
+                (Gauge, "wsm_client_rtt_connections", m.rtt_connections as u64, "Connected connections with a measured round-trip time"),
+            ];
+            for (kind, name, value, help) in figures {
+                figure(&mut e, kind, name, help, value)?;
+            }
+            if let (Some(mean), Some(max)) = (m.smoothed_rtt_mean, m.smoothed_rtt_max) {
+                let help = "Mean smoothed round-trip time of the connected connections";
+                let name = "wsm_client_smoothed_rtt_mean_seconds";
+                gauge(&mut e, name, help, mean.as_secs_f64())?;
+                let help = "Largest smoothed round-trip time of the connected connections";
+                let name = "wsm_client_smoothed_rtt_max_seconds";
+                gauge(&mut e, name, help, max.as_secs_f64())?;
+            }
+            Ok(())
+        }
+    }
+
+    impl Manager {
+        /// Add this manager's aggregate figures (the client table in [`crate::metrics`]) to
+        /// `registry`, read at each scrape: connections by state, messages and bytes in and
+        /// out, reconnects, drops, failed connections and round-trip times, so that a service
+        /// following many feeds can graph them. Unlike [`stats`](Self::stats), the counters
+        /// keep what connections no longer tracked had counted, so they never go down. The
+        /// registry holds the manager's map weakly: after the manager is dropped it exports
+        /// nothing from it.
+        pub fn register_metrics(&self, registry: &mut Registry) {
+            registry.register_collector(Box::new(ManagerCollector {
+                clients: Arc::downgrade(&self.clients),
+                forgotten: self.forgotten.clone(),
+                retired: self.retired.clone(),
+            }));
+        }
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
 use super::backplane::{Backplane, InProcess};
+use super::metrics::{FanoutTimer, LatencyHistogram};
 use crate::config::SlowConsumerPolicy;
 use crate::envelope::{encode_parts, now_rfc3339, WireMessage};
 use crate::protocol::RoomMessage;
@@ -106,9 +107,26 @@ pub struct Counters {
     pub backplane_dropped: AtomicU64,
     /// Messages from other nodes fanned out here.
     pub backplane_received: AtomicU64,
+    /// Whole messages (text and binary, both endpoints) received from clients, counted before
+    /// the rate limit or the protocol looks at them.
+    pub messages_in: AtomicU64,
+    /// Payload bytes of the messages counted in `messages_in`.
+    pub bytes_in: AtomicU64,
+    /// Rooms with at least one member after the hub's last command: a gauge the hub keeps so
+    /// that a metrics scrape reads it without waiting its turn in the hub's queue.
+    pub rooms: AtomicU64,
+    /// How long each publish took the hub, from taking it off the queue to having offered it to
+    /// every member (see [`LatencyHistogram`]).
+    pub fanout: LatencyHistogram,
 }
 
 impl Counters {
+    /// Count one whole message of `len` bytes received from a client.
+    pub(crate) fn received(&self, len: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
     /// Count one frame of `len` bytes handed to a queue that now holds `depth` frames.
     pub(crate) fn delivered(&self, len: usize, depth: usize) {
         self.delivered_many(1, len as u64, depth);
@@ -551,6 +569,7 @@ impl Hub {
     /// bytes to the backplane for the other nodes. Answers how many local members' queues took
     /// it.
     fn publish(&mut self, msg: &Publish) -> usize {
+        let _timer = FanoutTimer::start(&self.counters);
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         let remote = self.backplane.is_remote();
         if !remote && !self.rooms.contains_key(&msg.room) {
@@ -728,6 +747,8 @@ impl StreamHandler<Command> for Hub {
                 }
             }
         }
+        let rooms = self.rooms.len() as u64;
+        self.counters.rooms.store(rooms, Ordering::Relaxed);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

@@ -12,6 +12,9 @@
 //! - [`session`]: one actor per client plus a writer task behind a bounded queue; the only file
 //!   that touches the WebSocket transport (actix-ws; its docs say why not actix-web-actors).
 //! - [`hub`]: rooms, membership, broadcast (encoded once, shared bytes) and counters.
+//! - [`metrics`]: those counters as a [`ServerMetrics`](metrics::ServerMetrics) snapshot
+//!   ([`Rooms::metrics`]) and, with the `metrics` feature, as Prometheus text
+//!   ([`Rooms::mount_metrics`], [`Rooms::register_metrics`]).
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer, HttpResponse};
@@ -43,6 +46,7 @@
 pub mod backplane;
 pub mod handler;
 pub mod hub;
+pub mod metrics;
 pub mod session;
 
 use std::any::Any;

@@ -685,6 +685,7 @@ impl Session {
 
     /// A whole text message (unfragmented, or put together).
     fn on_text(&mut self, text: ByteString, ctx: &mut Context<Self>) {
+        self.shared.counters.received(text.len());
         if self.mode == Mode::Echo {
             if self.admit(None, ctx) {
                 self.send(Outbound::Text(text), ctx);
@@ -861,6 +862,7 @@ impl Session {
 
     /// A whole binary message.
     fn on_binary(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        self.shared.counters.received(bytes.len());
         if !self.admit(None, ctx) {
             return;
         }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod prom;
 
 use std::time::Duration;
 
@@ -259,6 +260,14 @@ impl Drop for KillOnDrop {
 /// rooms URL). Stdout is drained on a thread so the child never blocks on a full pipe.
 #[cfg(unix)]
 pub fn spawn_wsm_serve(args: &[&str]) -> (KillOnDrop, String) {
+    let (child, mut lines) = spawn_wsm_serve_lines(args, 1);
+    (child, lines.remove(0))
+}
+
+/// [`spawn_wsm_serve`], answering the first `n` stdout lines (rooms URL, echo URL, and the
+/// metrics URL with `--metrics-bind`).
+#[cfg(unix)]
+pub fn spawn_wsm_serve_lines(args: &[&str], n: usize) -> (KillOnDrop, Vec<String>) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = KillOnDrop(Some(
@@ -279,13 +288,22 @@ pub fn spawn_wsm_serve(args: &[&str]) -> (KillOnDrop, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
+        for _ in 0..n {
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
         }
         for _ in lines {}
     });
-    let url = rx.recv_timeout(WAIT).expect("first stdout line");
-    (child, url)
+    let deadline = std::time::Instant::now() + WAIT;
+    let lines = (0..n)
+        .map(|i| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            rx.recv_timeout(left)
+                .unwrap_or_else(|_| panic!("stdout line {} of wsm serve", i + 1))
+        })
+        .collect();
+    (child, lines)
 }
 
 /// A real `redis-server` on a free 127.0.0.1 port, for the backplane tests: no persistence,

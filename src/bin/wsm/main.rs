@@ -6,7 +6,8 @@
 //! - `wsm load`: open many connections and measure echo or broadcast latency, see `load.rs`.
 //!
 //! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`);
-//! stdout carries only what scripts read (for `serve`, the URL it listens on, first line).
+//! stdout carries only what scripts read (for `serve`, the URL it listens on, first line; then
+//! the echo URL, and the metrics URL with `--metrics-bind`).
 
 use clap::{Parser, Subcommand};
 

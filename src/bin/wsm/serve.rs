@@ -93,6 +93,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration,
           requires = "redis")]
     redis_timeout: std::time::Duration,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics on a second listener (off by default;
+    /// port 0 picks a free port: the URL is the third line of stdout).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<String>,
 }
 
 impl ServeArgs {
@@ -131,6 +136,13 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
             args.bind
         )));
     }
+    if let Some(Err(e)) = args.metrics_bind.as_deref().map(str::to_socket_addrs) {
+        return Err(Error::Config(format!(
+            "--metrics-bind: cannot listen on {:?}: {e} (expected HOST:PORT, such as \
+             127.0.0.1:9090)",
+            args.metrics_bind.as_deref().unwrap_or_default()
+        )));
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(
             &tlsfiles::read_pem("--tls-cert", cert)?,
@@ -167,6 +179,12 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
             }
             None => server::Rooms::start(config)?,
         };
+        // Bound before the rooms listener, so that a busy metrics address stops nothing that
+        // has started.
+        let metrics = match &args.metrics_bind {
+            Some(addr) => Some(bind_metrics(addr, &rooms)?),
+            None => None,
+        };
         let bind = args.bind.as_str();
         let started = match tls {
             Some(tls) => server::serve_tls(bind, &args.path, &args.echo_path, rooms, tls),
@@ -183,12 +201,52 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", server.url())?;
             writeln!(out, "{}", server.echo_url())?;
+            if let Some((_, url)) = &metrics {
+                writeln!(out, "{url}")?;
+            }
             out.flush()?;
         }
         wait_for_signal().await?;
         tracing::info!("signal received; closing sessions with 1001");
-        server.shutdown().await
+        let closed = server.shutdown().await;
+        if let Some((metrics, _)) = metrics {
+            metrics.stop(true).await;
+        }
+        closed
     })
+}
+
+/// Start the metrics listener on `addr`: `GET /metrics` answers the server's figures as
+/// Prometheus text. Answers its handle and its URL (the real port when asked for port 0).
+fn bind_metrics(
+    addr: &str,
+    rooms: &server::Rooms,
+) -> actix_ws_manager::Result<(actix_web::dev::ServerHandle, String)> {
+    let cannot = |e: std::io::Error| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("--metrics-bind: cannot listen on {addr}: {e}"),
+        ))
+    };
+    let rooms = rooms.clone();
+    let http = actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(rooms.mount_metrics("/metrics"))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(addr)
+    .map_err(cannot)?;
+    let bound = http
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| cannot(std::io::Error::other("bound to no address")))?;
+    let running = http.run();
+    let handle = running.handle();
+    actix_rt::spawn(running);
+    tracing::info!(%bound, "metrics at /metrics");
+    Ok((handle, format!("http://{bound}/metrics")))
 }
 
 #[cfg(unix)]
