@@ -158,9 +158,9 @@ impl ClientConfig {
                      control characters)"
                 ))
             };
-            awc::http::header::HeaderName::from_bytes(name.as_bytes())
+            actix_http::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| bad("invalid name"))?;
-            awc::http::header::HeaderValue::from_str(value).map_err(|_| bad("invalid value"))?;
+            actix_http::header::HeaderValue::from_str(value).map_err(|_| bad("invalid value"))?;
         }
         #[cfg(feature = "rustls")]
         if !self.tls_roots_pem.is_empty() {
@@ -747,6 +747,7 @@ impl ServerConfig {
 
     /// This configuration with every duration capped at [`MAX_CONFIG_DURATION`] (the server runs with
     /// this, so no value overflows its timer arithmetic).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn saturated(mut self) -> Self {
         for d in [
             &mut self.heartbeat_interval,
