@@ -1,5 +1,5 @@
 //! A fault-injection kit for tests of code built on this crate (feature `testkit`, off by
-//! default; it pulls in the `server` feature).
+//! default; it pulls in the `server` and `client` features).
 //!
 //! - [`TestServer`]: the rooms (`/ws`) and echo (`/echo`) endpoints on 127.0.0.1, with
 //!   [`stop`](TestServer::stop), [`kill`](TestServer::kill) and
