@@ -173,6 +173,24 @@ async fn redis_restart_keeps_local_delivery_and_resubscribes() {
     let stats = b.stats().await.expect("stats");
     assert!(stats.backplane_publish_errors >= 1, "{stats:?}");
     assert!(stats.backplane_disconnects >= 1, "{stats:?}");
+    // The same figures on the Prometheus page operators scrape.
+    let page = actix_ws_manager::metrics::render(&{
+        let mut registry =
+            actix_ws_manager::metrics::prometheus_client::registry::Registry::default();
+        b.rooms().expect("running").register_metrics(&mut registry);
+        registry
+    })
+    .expect("render");
+    let value = |name: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{page}"))
+    };
+    assert_eq!(
+        value("wsm_server_backplane_publish_errors_total "),
+        stats.backplane_publish_errors
+    );
+    assert!(value("wsm_server_backplane_reconnects_total ") >= 1);
 
     redis.restart();
     // Publish until one is acknowledged and reaches the other node: both nodes must have
