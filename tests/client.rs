@@ -98,6 +98,18 @@ fn seen(states: &mut StateRecorder) -> Vec<String> {
 
 /// Close the client, wait for `Closed`, and answer every state it went through ([`seen`]); a
 /// close while connected ends in `disconnected 1000`, `closed`.
+/// The client's event stream ends once it has stopped (its Router is gone): waiting for any
+/// further state answers `ClientClosed` rather than timing out.
+async fn assert_events_end(states: &mut StateRecorder) {
+    match states
+        .wait_for("the end of the events", WAIT, |_| false)
+        .await
+    {
+        Err(Error::ClientClosed) => {}
+        other => panic!("the event stream did not end: {other:?}"),
+    }
+}
+
 async fn close_and_replay(client: &Client, states: &mut StateRecorder) -> Vec<String> {
     client.close().await;
     states
@@ -788,9 +800,6 @@ async fn user_close_never_reconnects() {
     let mut peer = Peer::start(Behaviour::default()).await;
     let client = connect(&peer.url, client_test_config()).unwrap();
     let mut states = StateRecorder::attach(&client);
-    // The recorder cannot tell an ended event stream from a quiet one: a plain subscription
-    // shows that the Router stopped.
-    let mut events = client.subscribe_events(64);
     states.wait_connected(WAIT).await.expect("connected");
     peer.next().await;
     client.close().await;
@@ -800,17 +809,7 @@ async fn user_close_never_reconnects() {
         .await
         .expect("closed");
     // The router stops after `Closed`: no later state can be published.
-    let mut ended = false;
-    for _ in 0..64 {
-        match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
-            Some(_) => continue,
-            None => {
-                ended = true;
-                break;
-            }
-        }
-    }
-    assert!(ended, "the event stream did not end");
+    assert_events_end(&mut states).await;
     assert_eq!(
         seen(&mut states),
         ["connected", "disconnected 1000", "closed"]
@@ -835,8 +834,6 @@ async fn final_close_codes_and_statuses_end_in_failed() {
         );
         let client = connect(&peer.url, config).unwrap();
         let mut states = StateRecorder::attach(&client);
-        // For the end of the event stream (see `user_close_never_reconnects`).
-        let mut events = client.subscribe_events(64);
         states.wait_connected(WAIT).await.expect("connected");
         peer.next().await;
         peer.send(PeerCmd::Close(code));
@@ -848,17 +845,7 @@ async fn final_close_codes_and_statuses_end_in_failed() {
             matches!(&state, ConnectionState::Failed { reason } if reason.contains(&code.to_string())),
             "{state:?}"
         );
-        let mut ended = false;
-        for _ in 0..64 {
-            match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
-                Some(_) => continue,
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        assert!(ended, "the event stream did not end");
+        assert_events_end(&mut states).await;
         // No reconnect between the close and `Failed`.
         assert_eq!(
             seen(&mut states),
