@@ -192,7 +192,7 @@ impl Outgoing {
         }
     }
 
-    fn raw(kind: &'static str, data: Box<RawValue>) -> Self {
+    pub(crate) fn raw(kind: &'static str, data: Box<RawValue>) -> Self {
         let mut out = Self::bare(kind);
         out.data = (data.get() != "null").then_some(data);
         out

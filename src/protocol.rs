@@ -169,8 +169,7 @@ pub fn is_valid_event(event: &str) -> bool {
 /// room; every member receives it as type `T::TYPE` (subscribe `T` to get it), with `room` and
 /// `from`.
 pub fn publish_event<T: WireMessage>(room: &str, msg: &T) -> Result<Outgoing> {
-    let raw = serde_json::to_value(msg).map_err(|e| crate::error::Error::Encode(e.to_string()))?;
-    let out = Outgoing::new(&Publish(raw))?.room(room);
+    let out = Outgoing::raw(Publish::TYPE, raw_data(msg)?).room(room);
     // "message" is what a publish without an event is delivered as.
     Ok(if T::TYPE == RoomMessage::TYPE {
         out
@@ -191,14 +190,16 @@ pub fn leave(room: &str) -> Outgoing {
 
 /// `{"type":"publish","room":room,"data":data}`.
 pub fn publish<T: Serialize>(room: &str, data: &T) -> Result<Outgoing> {
-    let value =
-        serde_json::to_value(data).map_err(|e| crate::error::Error::Encode(e.to_string()))?;
-    Ok(Outgoing::new(&Publish(value))?.room(room))
+    Ok(Outgoing::raw(Publish::TYPE, raw_data(data)?).room(room))
 }
 
 /// `{"type":"echo","data":data}`.
 pub fn echo<T: Serialize>(data: &T) -> Result<Outgoing> {
-    let value =
-        serde_json::to_value(data).map_err(|e| crate::error::Error::Encode(e.to_string()))?;
-    Outgoing::new(&Echo(value))
+    Ok(Outgoing::raw(Echo::TYPE, raw_data(data)?))
+}
+
+/// `data` serialised once, straight to the JSON text the envelope carries (not through a
+/// `serde_json::Value` first).
+fn raw_data<T: Serialize + ?Sized>(data: &T) -> Result<Box<serde_json::value::RawValue>> {
+    serde_json::value::to_raw_value(data).map_err(|e| crate::error::Error::Encode(e.to_string()))
 }
