@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::{
-    self, census, Census, Client, ConnectionState, Event, Inbound, Manager, ManagerConfig,
+    self, census, wait_census, Census, Client, ConnectionState, Event, Inbound, Manager,
+    ManagerConfig,
 };
 use actix_ws_manager::config::{
     ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, ReconnectPolicy, ServerConfig,
@@ -82,21 +83,6 @@ async fn wait_joined(joined: &mut tokio::sync::mpsc::Receiver<Inbound<Joined>>, 
     })
     .await
     .expect("joined");
-}
-
-/// Wait for a condition that no event announces (counters settling after actors on other
-/// threads stop), checking every 10 ms for at most `within`; `what` describes the state when it
-/// fails.
-async fn eventually(within: Duration, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "not within {within:?}: {}",
-            what()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// 1. A live connection is blackholed: the client's heartbeat (200 ms / 600 ms) and the
@@ -514,12 +500,11 @@ async fn ten_thousand_cycles_leave_nothing_behind() {
     // The scenarios run one at a time: what an earlier one left (its manager's arbiters stop
     // on their own threads) must be gone before counting starts.
     let zero = Census::default();
-    eventually(
-        WAIT,
-        || census() == zero,
-        || format!("leftovers before the start: {:?}", census()),
-    )
-    .await;
+    assert!(
+        wait_census(|c| *c == zero, WAIT).await,
+        "leftovers before the start: {:?}",
+        census()
+    );
     let manager = Arc::new(
         Manager::new(
             ManagerConfig::default()
@@ -557,18 +542,17 @@ async fn ten_thousand_cycles_leave_nothing_behind() {
         .expect("every session gone");
     let hub = server.stats().await.expect("stats");
     assert_eq!((hub.sessions, hub.rooms, hub.members), (0, 0, 0), "{hub:?}");
-    eventually(
-        WAIT,
-        || manager.is_empty(),
-        || format!("the manager still tracks {}", manager.len()),
-    )
-    .await;
-    eventually(
-        WAIT,
-        || census() == zero,
-        || format!("left behind: {:?}", census()),
-    )
-    .await;
+    // Woken by every release; a client the manager still tracked would keep the count up.
+    assert!(
+        wait_census(|c| *c == zero, WAIT).await,
+        "left behind: {:?}",
+        census()
+    );
+    assert!(
+        manager.is_empty(),
+        "the manager still tracks {}",
+        manager.len()
+    );
     let stats = manager.stats();
     assert_eq!(stats.connections, 0, "{stats:?}");
     assert_eq!(stats.live, zero, "{stats:?}");

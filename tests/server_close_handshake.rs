@@ -130,5 +130,8 @@ async fn slow_consumer_close_reaches_a_client_that_is_still_sending() {
     stop.store(true, Ordering::Relaxed);
     assert_eq!(code, Some(1013));
     let stats = rooms.stats().await.expect("stats");
-    assert!(stats.slow_consumer_disconnects >= 1, "never evicted: {stats:?}");
+    assert!(
+        stats.slow_consumer_disconnects >= 1,
+        "never evicted: {stats:?}"
+    );
 }

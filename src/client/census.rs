@@ -2,10 +2,15 @@
 //! check that connections which ended left nothing behind: [`census`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 static CLIENTS: AtomicUsize = AtomicUsize::new(0);
 static ACTORS: AtomicUsize = AtomicUsize::new(0);
 static SUBSCRIPTIONS: AtomicUsize = AtomicUsize::new(0);
+/// Woken whenever a count goes down (a client, actor or subscription ended).
+static RELEASED: Notify = Notify::const_new();
 
 /// What the client side of this process holds alive now. All counts are process-wide (every
 /// [`Manager`](super::Manager) and every client made with [`connect`](super::connect)); each
@@ -29,6 +34,25 @@ pub fn census() -> Census {
         clients: CLIENTS.load(Ordering::Acquire),
         actors: ACTORS.load(Ordering::Acquire),
         subscriptions: SUBSCRIPTIONS.load(Ordering::Acquire),
+    }
+}
+
+/// Wait, for at most `within`, until the census satisfies `done` (for example, until it is back
+/// where it was before a batch of connections that have now ended): woken by every release,
+/// since actors stop on their own arbiters after their client is `Closed`. Answers whether it
+/// happened.
+pub async fn wait_census(done: impl Fn(&Census) -> bool, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let released = RELEASED.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if done(&census()) {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, released).await.is_err() {
+            return done(&census());
+        }
     }
 }
 
@@ -59,5 +83,6 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        RELEASED.notify_waiters();
     }
 }

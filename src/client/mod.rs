@@ -46,7 +46,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::sync::mpsc;
 
-pub use census::{census, Census};
+pub use census::{census, wait_census, Census};
 pub use manager::{Manager, ManagerConfig, ManagerStats};
 pub use router::Inbound;
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
