@@ -13,10 +13,8 @@
 //! suits tests and admin pages rather than a scraper that runs every few seconds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::hub::Counters;
 use super::{Rooms, Shared};
 
 /// Upper bounds of the fan-out latency buckets, in nanoseconds: 5 µs to 100 ms in 1-2.5-5 steps.
@@ -108,29 +106,6 @@ impl LatencySnapshot {
     pub fn mean(&self) -> Option<Duration> {
         let count = u32::try_from(self.count).unwrap_or(u32::MAX);
         (count > 0).then(|| self.sum / count)
-    }
-}
-
-/// Times one publish in the hub: observes the fan-out histogram when dropped, so every way out
-/// of `Hub::publish` (an empty room included) is counted once.
-pub(crate) struct FanoutTimer {
-    counters: Arc<Counters>,
-    started: Instant,
-}
-
-impl FanoutTimer {
-    /// Start timing a publish that counts into `counters.fanout`.
-    pub(crate) fn start(counters: &Arc<Counters>) -> Self {
-        Self {
-            counters: counters.clone(),
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for FanoutTimer {
-    fn drop(&mut self) {
-        self.counters.fanout.observe(self.started.elapsed());
     }
 }
 
