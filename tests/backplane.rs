@@ -36,7 +36,9 @@ fn node(redis: &RedisServer, id: &str) -> TestServer {
                 .node_id(id.clone())
                 .timeout(Duration::from_millis(500)),
         )?;
-        Rooms::start_with_backplane(test_config(), backplane)
+        // A hub queue of 2: the hub is saturated on purpose, so messages from Redis wait for room
+        // in it (in order) as often as sessions do.
+        Rooms::start_with_backplane(test_config().hub_queue(2), backplane)
     })
     .expect("node starts")
 }
@@ -125,6 +127,11 @@ async fn two_nodes_deliver_across_exactly_once_in_order() {
         );
     }
     let (sa, sb) = (a.stats().await.expect("a"), b.stats().await.expect("b"));
+    assert_eq!(
+        (sa.hub_queue_high_water, sb.hub_queue_high_water),
+        (2, 2),
+        "saturated"
+    );
     assert_eq!(sa.backplane_received, u64::from(N + 1), "{sa:?}");
     assert_eq!(sb.backplane_received, u64::from(N + 1), "{sb:?}");
     assert_eq!(
