@@ -1,10 +1,11 @@
 //! Hub fan-out by number of room members, in process (no sockets).
 //!
-//! The [`Hub`] only ever sees each session's bounded outbound queue, so members here are plain
-//! `mpsc` queues registered with [`Command::Connect`] through the hub's command queue, exactly
+//! The [`Hub`] only ever sees each session's bounded outbound queue, so members here are
+//! [`outbox`]es registered with [`Command::Connect`] through the hub's command queue, exactly
 //! as sessions register. Each iteration sends one [`Publish`] to a room of `n` members (the hub
 //! encodes the envelope once and `try_send`s the shared bytes to every queue), waits for the
-//! count of members reached, and then empties every queue, as the sessions' writers would.
+//! count of members reached, and then polls every outbox's body, which encodes the frames as
+//! actix-http would have it write them.
 //!
 //! Run: `cargo bench --bench fanout`.
 
@@ -12,11 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_http::body::MessageBody;
 use actix_ws_manager::config::SlowConsumerPolicy;
-use actix_ws_manager::server::hub::{Command, Counters, Evict, Hub, HubSender, Outbound, Publish};
+use actix_ws_manager::server::hub::{Command, Counters, Evict, Hub, HubSender, Publish};
+use actix_ws_manager::server::outbox::{outbox, OutboxBody};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures_util::FutureExt;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 /// Stands in for a session's actor: only receives [`Evict`], which never happens here (queues
 /// are drained after every publish).
@@ -43,7 +46,7 @@ fn fan_out(c: &mut Criterion) {
             let room: Arc<str> = Arc::from("lobby");
             let mut queues = Vec::with_capacity(members);
             for id in 0..members as u64 {
-                let (tx, rx) = mpsc::channel::<Outbound>(64);
+                let (tx, rx) = outbox(64);
                 let connect = Command::Connect {
                     id,
                     queue: tx,
@@ -71,7 +74,7 @@ fn fan_out(c: &mut Criterion) {
 
 async fn publish(
     hub: &HubSender,
-    queues: &mut [mpsc::Receiver<Outbound>],
+    queues: &mut [OutboxBody],
     members: usize,
     iters: u64,
 ) -> Duration {
@@ -92,7 +95,10 @@ async fn publish(
         assert!(hub.send(publish).await.is_ok(), "hub running");
         assert_eq!(reached.await.ok(), Some(members), "every member reached");
         for q in queues.iter_mut() {
-            while q.try_recv().is_ok() {}
+            while let Some(Some(_)) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut *q).poll_next(cx)).now_or_never()
+            {
+            }
         }
     }
     start.elapsed()

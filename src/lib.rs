@@ -60,8 +60,8 @@
 //!   on-connect replay) and the *Router* (typed subscriptions, request/reply, state events).
 //! - `server` (feature `server`): rooms sessions for actix-web. [`server::Rooms`] mounts the
 //!   rooms and echo routes into any `App` and publishes from HTTP handlers; [`server::serve`]
-//!   runs them standalone. One *Session* actor per client (protocol, membership, heartbeat; the
-//!   only code on the actix-ws transport) writes through a bounded queue; the *Hub* actor holds
+//!   runs them standalone. One *Session* actor per client (protocol, membership, heartbeat)
+//!   writes through a bounded queue that actix-http reads as the response body; the *Hub* actor holds
 //!   rooms and broadcasts each message encoded once.
 //! - [`metrics`] (feature `metrics`): the server's and a client `Manager`'s figures as
 //!   Prometheus text (a table of every metric name), read from their counters at each scrape.
@@ -69,7 +69,7 @@
 //! # Feature flags
 //!
 //! - `client` (default): the awc-based client.
-//! - `server` (default): the actix-web server side (actix-ws).
+//! - `server` (default): the actix-web server side.
 //! - `cli` (default): the `wsm` binary (clap, tracing-subscriber).
 //! - `redis` (default): several server nodes sharing rooms through Redis pub/sub
 //!   (`server::backplane::RedisBackplane`, `wsm serve --redis`).

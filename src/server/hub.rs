@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use super::backplane::{Backplane, InProcess};
 use super::metrics::LatencyHistogram;
+use super::outbox::{Outbox, Refused};
 use crate::config::SlowConsumerPolicy;
 use crate::envelope::{encode_parts, now_rfc3339, WireMessage};
 use crate::protocol::RoomMessage;
@@ -216,7 +217,7 @@ pub enum Command {
         /// The session's id.
         id: SessionId,
         /// The session's bounded outbound queue.
-        queue: mpsc::Sender<Outbound>,
+        queue: Outbox,
         /// Where [`Evict`] goes.
         evict: Recipient<Evict>,
     },
@@ -348,7 +349,7 @@ struct Member {
 /// example an existing actix-web-actors session) through its bounded mailbox.
 enum MemberSink {
     Session {
-        queue: mpsc::Sender<Outbound>,
+        queue: Outbox,
         /// Where to send [`Evict`].
         evict: Recipient<Evict>,
     },
@@ -367,9 +368,9 @@ impl MemberSink {
     fn offer(&self, frame: &Outbound) -> Offer {
         match self {
             MemberSink::Session { queue, .. } => match queue.try_send(frame.clone()) {
-                Ok(()) => Offer::Taken(queue.max_capacity() - queue.capacity()),
-                Err(TrySendError::Full(_)) => Offer::Full,
-                Err(TrySendError::Closed(_)) => Offer::Gone,
+                Ok(depth) => Offer::Taken(depth),
+                Err(Refused::Full(_)) => Offer::Full,
+                Err(Refused::Closed(_)) => Offer::Gone,
             },
             MemberSink::Actor(recipient) => {
                 let Outbound::Text(text) = frame else {
@@ -684,14 +685,14 @@ impl Hub {
 
 /// Offer a reply frame to a session's queue; a full queue drops it (counted: the session is
 /// too slow to read even its replies).
-fn offer_reply(queue: &mpsc::Sender<Outbound>, frame: Outbound, counters: &Counters) {
+fn offer_reply(queue: &Outbox, frame: Outbound, counters: &Counters) {
     let len = frame.len();
     match queue.try_send(frame) {
-        Ok(()) => counters.delivered(len, queue.max_capacity() - queue.capacity()),
-        Err(TrySendError::Full(_)) => {
+        Ok(depth) => counters.delivered(len, depth),
+        Err(Refused::Full(_)) => {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        Err(TrySendError::Closed(_)) => {}
+        Err(Refused::Closed(_)) => {}
     }
 }
 

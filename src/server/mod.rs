@@ -9,8 +9,9 @@
 //!   returning a [`Server`] with its [`local_addr`](Server::local_addr), its `Rooms` and a
 //!   graceful [`shutdown`](Server::shutdown). This is what `wsm serve` and in-process benchmarks
 //!   use.
-//! - [`session`]: one actor per client plus a writer task behind a bounded queue; the only file
-//!   that touches the WebSocket transport (actix-ws; its docs say why not actix-web-actors).
+//! - [`session`]: one actor per client, writing through its [`outbox`] (a bounded queue that
+//!   is the response body actix-http writes); its docs say why neither actix-web-actors nor
+//!   actix-ws.
 //! - [`hub`]: rooms, membership, broadcast (encoded once, shared bytes) and counters.
 //! - [`metrics`]: those counters as a [`ServerMetrics`](metrics::ServerMetrics) snapshot
 //!   ([`Rooms::metrics`]) and, with the `metrics` feature, as Prometheus text
@@ -47,6 +48,7 @@ pub mod backplane;
 pub mod handler;
 pub mod hub;
 pub mod metrics;
+pub mod outbox;
 pub mod session;
 
 use std::any::Any;

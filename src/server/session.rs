@@ -1,24 +1,27 @@
 //! The [`Session`] actor: one per client, and the only file that touches the WebSocket transport.
 //!
-//! # Why actix-ws and not actix-web-actors
+//! # Why not actix-web-actors, and why not actix-ws either
 //!
 //! actix-web-actors' `WebsocketContext` buffers outgoing frames without bound inside the actor's
 //! context, messages sent to it with `do_send` pile up in its mailbox, and an actor whose writes
 //! stall stops running its timers (actix-web issue 2441; `tests/server_actors_limit.rs` shows it
 //! on this stack). A client that stops reading would grow server memory without bound, and the
 //! heartbeat that should notice it would never fire; neither can be fixed from outside that
-//! context. So the transport is [`actix_ws`] (`actix_ws::handle` does the handshake and gives a
-//! writer `Session`; frames are read by the shared frame layer, see "Inbound limits"), and each
+//! context. actix-ws avoids that, but its `Session` hands every frame through a channel of its
+//! own to the response body, which needed a writer task in front of it: three queues and a task
+//! per client, about 7 KB of an idle session's heap (see [`outbox`](super::outbox) and
+//! `BENCHMARKS.md`). So the handshake is actix-http's (`actix_http::ws::handshake`) and each
 //! client gets two pieces:
 //!
 //! - the **`Session` actor** (still one actix actor per client): it reads frames from a
 //!   [`FrameReader`] (`add_stream`), speaks the rooms protocol (or echoes), owns the session's
-//!   room membership,
-//!   and runs the heartbeat timer. It never awaits a socket write, so nothing a client does can
-//!   stop its timers;
-//! - a **writer task** that owns the actix-ws `Session`, fed by a *bounded* `tokio::sync::mpsc`
-//!   queue of [`session_queue`](crate::config::ServerConfig::session_queue) frames. The actor
-//!   and the [`Hub`](super::hub::Hub) only ever `try_send` into it; a full queue applies
+//!   room membership, and runs the heartbeat timer. It never awaits a socket write, so nothing
+//!   a client does can stop its timers;
+//! - its **[`Outbox`]**: a *bounded* queue of
+//!   [`session_queue`](crate::config::ServerConfig::session_queue) data frames, with control
+//!   frames ahead of data, which *is* the HTTP response body: actix-http polls it whenever the
+//!   socket can take more and writes the encoded frames. The actor and the
+//!   [`Hub`](super::hub::Hub) only ever `try_send` into it; a full queue applies
 //!   [`slow_consumer`](crate::config::ServerConfig::slow_consumer).
 //!
 //! # Closing and cutting a stuck socket
@@ -29,20 +32,19 @@
 //! [`close_timeout`](crate::config::ServerConfig::close_timeout) passes: the closing handshake
 //! of RFC 6455, so a client that is still sending reads the server's code rather than a reset.
 //! A close frame cannot be written to a socket whose peer stopped reading: for a heartbeat
-//! timeout or a slow consumer the writer drops its backlog first. When the handshake does not
-//! complete in time the writer task is aborted and, when the HTTP server installs
+//! timeout or a slow consumer the outbox drops its backlog first ([`Outbox::kill`]). When the
+//! handshake does not complete in time the body is ended and, when the HTTP server installs
 //! [`Rooms::on_connect`](super::Rooms::on_connect) (as [`serve`](super::serve) does), the TCP
 //! socket is shut down with `SO_LINGER` 0, which wakes actix-http's stalled dispatcher with an
-//! error so it drops the connection. Without the hook the stalled connection holds only
-//! actix-ws's 32-frame hand-off channel and actix-http's bounded write buffer until TCP gives up.
+//! error so it drops the connection. Without the hook the stalled connection holds only the
+//! bounded outbox and actix-http's bounded write buffer until TCP gives up.
 //!
 //! # Inbound limits
 //!
 //! Frames are read by the shared frame layer ([`crate::ws`]): a [`FrameReader`] over the raw
 //! request payload refuses a frame whose *header* declares more than
 //! [`max_message_size`](crate::config::ServerConfig::max_message_size) (1009) before any of its
-//! payload is buffered (actix-ws's own `MessageStream` would buffer it all first, so it is not
-//! used), and an [`Assembler`] puts fragments together with the same cap, checking UTF-8 as they
+//! payload is buffered (actix-ws's `MessageStream` would buffer it all first), and an [`Assembler`] puts fragments together with the same cap, checking UTF-8 as they
 //! arrive (1007). Every command to the hub goes through its bounded FIFO queue: when it is
 //! full the session stops reading until there is room. An optional token bucket
 //! ([`rate_limit`](crate::config::ServerConfig::rate_limit)) bounds what one client can make the
@@ -55,27 +57,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_http::body::MessageBody;
+use actix_http::ws::CloseReason;
 use actix_http::ws::Frame;
 use actix_web::dev::Extensions;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use bytestring::ByteString;
-use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{Command, Evict, EvictReason, HubSender, Outbound, Publish, SessionId};
+use super::outbox::{outbox, Outbox, Refused};
 use super::Shared;
 use crate::config::{RateLimit, ServerConfig, SlowConsumerPolicy};
 use crate::envelope::{encode_parts, Head, WireMessage};
 use crate::protocol::{self, codes};
 use crate::ws::{close, Assembler, Event, Fault, FrameCodec, FrameReader};
-
-/// Control frames (pings, pongs, a close answer) waiting for the writer, apart from data. Only
-/// a client that stopped reading fills it; a ping or pong that does not fit is skipped.
-const CONTROL_QUEUE: usize = 8;
 
 /// Which endpoint a session serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,34 +158,23 @@ pub(crate) struct SessionParams {
     pub(crate) slot: super::SessionSlot,
 }
 
-/// Upgrade the request and start the session's actor and writer task.
+/// Upgrade the request and start the session's actor; its outbox is the response body.
 pub(crate) fn start(
     req: &HttpRequest,
-    body: web::Payload,
+    body_payload: web::Payload,
     params: SessionParams,
 ) -> Result<HttpResponse, actix_web::Error> {
     let config = &params.shared.config;
-    // actix-ws does the handshake and owns the writing side; the reading side is ours (the
-    // frame layer's guarded reader), so actix-ws gets an empty payload and its MessageStream,
-    // which would buffer whole frames before checking their size, is dropped unused.
-    let empty = web::Payload::extract(req)
-        .now_or_never()
-        .unwrap_or_else(|| Err(actix_web::error::ErrorInternalServerError("payload")))?;
-    let (response, ws, _unused) = actix_ws::handle(req, empty)?;
+    // The handshake is actix-http's; the response body is the session's outbox, which
+    // actix-http polls and writes (see `super::outbox` for why no writer task and no actix-ws
+    // `Session`). The reading side is the frame layer's guarded reader.
+    let mut response = actix_http::ws::handshake(req.head())?;
+    let (outbox, body) = outbox(config.session_queue);
+    let response = response.message_body(MessageBody::boxed(body))?.into();
     let reader = FrameReader::new(
-        body.into_inner(),
+        body_payload.into_inner(),
         FrameCodec::server(config.max_message_size),
     );
-    let (queue, rx) = mpsc::channel(config.session_queue);
-    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-    let (kill, kill_rx) = oneshot::channel();
-    let writer = actix_rt::spawn(write_loop(
-        ws,
-        rx,
-        control_rx,
-        kill_rx,
-        config.close_timeout,
-    ));
     let cutter = req.conn_data::<SocketCutter>().cloned();
     let bucket = config.rate_limit.map(Bucket::new);
     let assembler = Assembler::new(config.max_message_size);
@@ -203,10 +190,8 @@ pub(crate) fn start(
             identity: params.identity,
             hub: params.hub,
             registered: false,
-            queue: Some(queue),
-            control: Some(control),
-            writer: Some(writer),
-            kill: Some(kill),
+            outbox: Some(outbox),
+            accept_data: true,
             cutter,
             closing: false,
             peer_closed: false,
@@ -219,77 +204,6 @@ pub(crate) fn start(
         }
     });
     Ok(response)
-}
-
-/// The writer task: takes frames from the bounded queue and hands them to actix-ws, one at a
-/// time, control frames (pings, pongs, the answer to a client's close) first. A kill signal
-/// (slow consumer, heartbeat timeout) drops the backlog and tries the close frame for at most
-/// `close_timeout`.
-async fn write_loop(
-    mut ws: actix_ws::Session,
-    mut rx: mpsc::Receiver<Outbound>,
-    mut control: mpsc::Receiver<Outbound>,
-    mut kill: oneshot::Receiver<(u16, String)>,
-    close_timeout: Duration,
-) {
-    loop {
-        let step = tokio::select! {
-            biased;
-            k = &mut kill => Step::Kill(k.ok()),
-            Some(item) = control.recv() => Step::Write(item),
-            item = rx.recv() => match item {
-                Some(item) => Step::Write(item),
-                // Every sender is gone without a close frame: dropping `ws` ends the body.
-                None => return,
-            },
-        };
-        let item = match step {
-            Step::Write(item) => item,
-            Step::Kill(k) => return kill_close(ws, k, close_timeout).await,
-        };
-        let write = async {
-            match item {
-                Outbound::Text(t) => ws.text(t).await.is_ok(),
-                Outbound::Binary(b) => ws.binary(b).await.is_ok(),
-                Outbound::Ping(b) => ws.ping(&b).await.is_ok(),
-                Outbound::Pong(b) => ws.pong(&b).await.is_ok(),
-                Outbound::Close(code, reason) => {
-                    let _ = ws.clone().close(Some(reason_of(code, reason))).await;
-                    false
-                }
-            }
-        };
-        let keep_going = tokio::select! {
-            biased;
-            k = &mut kill => Err(k.ok()),
-            ok = write => Ok(ok),
-        };
-        match keep_going {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(k) => return kill_close(ws, k, close_timeout).await,
-        }
-    }
-}
-
-/// What the writer does next.
-enum Step {
-    Write(Outbound),
-    Kill(Option<(u16, String)>),
-}
-
-/// Try the close frame of a kill signal, for at most `close_timeout`.
-async fn kill_close(ws: actix_ws::Session, kill: Option<(u16, String)>, close_timeout: Duration) {
-    if let Some((code, reason)) = kill {
-        let _ = tokio::time::timeout(close_timeout, ws.close(Some(reason_of(code, reason)))).await;
-    }
-}
-
-fn reason_of(code: u16, reason: String) -> CloseReason {
-    CloseReason {
-        code: CloseCode::from(code),
-        description: (!reason.is_empty()).then_some(reason),
-    }
 }
 
 /// A session's token bucket (see [`RateLimit`]).
@@ -350,13 +264,11 @@ pub struct Session {
     hub: HubSender,
     /// Whether the hub knows this session (it is told to forget it once, when closing starts).
     registered: bool,
-    /// The bounded queue into the writer task; `None` once the session is closing.
-    queue: Option<mpsc::Sender<Outbound>>,
-    /// The control path into the writer task, which data cannot fill ("control before data").
-    control: Option<mpsc::Sender<Outbound>>,
-    writer: Option<actix_rt::task::JoinHandle<()>>,
-    /// Tells the writer to drop its backlog and close at once.
-    kill: Option<oneshot::Sender<(u16, String)>>,
+    /// The bounded outbound queue (data, and control frames ahead of data), read by the
+    /// response body; `None` once the session has stopped.
+    outbox: Option<Outbox>,
+    /// Whether data frames are still offered (no longer once the session is closing).
+    accept_data: bool,
     cutter: Option<SocketCutter>,
     /// The session has sent (or queued) its close frame and waits for the client's.
     closing: bool,
@@ -377,7 +289,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(queue) = &self.queue {
+        if let Some(queue) = &self.outbox {
             let connect = Command::Connect {
                 id: self.id,
                 queue: queue.clone(),
@@ -429,24 +341,25 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.queue = None;
-        self.control = None;
-        let writer = self.writer.take();
+        self.accept_data = false;
+        let Some(outbox) = self.outbox.take() else {
+            return;
+        };
+        let watch = outbox.watch();
+        // Our handle no longer keeps the body open: once the hub drops its own, the body
+        // writes what is queued and ends.
+        drop(outbox);
         let cutter = self.cutter.take();
         let grace = self.shared.config.close_timeout;
         let complete = self.peer_closed;
         let name = self.name.clone();
-        // The writer reads a dropped kill sender as "kill": keep it alive until the writer is done.
-        let kill = self.kill.take();
         actix_rt::spawn(async move {
-            let _kill = kill;
-            let Some(mut writer) = writer else { return };
-            // After a complete handshake the writer only has our close frame (or the reply to
-            // the client's) left to write; otherwise the wait for the client already took
+            // After a complete handshake only our close frame (or the reply to the client's)
+            // is left to write; otherwise the wait for the client already took
             // `close_timeout`, or the connection is gone: stop at once.
-            let finished = complete && tokio::time::timeout(grace, &mut writer).await.is_ok();
+            let finished = complete && tokio::time::timeout(grace, watch.finished()).await.is_ok();
             if !finished {
-                writer.abort();
+                watch.abort();
                 if let Some(cutter) = cutter {
                     tracing::debug!(session = %name, "cutting the socket");
                     cutter.cut();
@@ -458,16 +371,15 @@ impl Actor for Session {
 }
 
 impl Session {
-    /// Offer a frame to the writer; a full queue applies the slow-consumer policy.
+    /// Offer a data frame to the outbox; a full queue applies the slow-consumer policy.
     fn send(&mut self, out: Outbound, ctx: &mut Context<Self>) {
-        let Some(queue) = &self.queue else { return };
+        let Some(queue) = self.outbox.as_ref().filter(|_| self.accept_data) else {
+            return;
+        };
         let len = out.len();
         match queue.try_send(out) {
-            Ok(()) => {
-                let depth = queue.max_capacity() - queue.capacity();
-                self.shared.counters.delivered(len, depth);
-            }
-            Err(TrySendError::Full(_)) => match self.shared.config.slow_consumer {
+            Ok(depth) => self.shared.counters.delivered(len, depth),
+            Err(Refused::Full(_)) => match self.shared.config.slow_consumer {
                 SlowConsumerPolicy::DropNewest => {
                     self.shared
                         .counters
@@ -483,18 +395,18 @@ impl Session {
                     self.cut(close::TRY_AGAIN, "slow consumer", ctx);
                 }
             },
-            Err(TrySendError::Closed(_)) => ctx.stop(),
+            Err(Refused::Closed(_)) => ctx.stop(),
         }
     }
 
-    /// Offer a control frame to the writer on its own path: it goes ahead of queued data and is
+    /// Offer a control frame to the outbox on its own path: it goes ahead of queued data and is
     /// never dropped for a full data queue. A full control path means the client stopped
     /// reading; the frame is skipped (the heartbeat deals with such a client).
     fn send_control(&mut self, out: Outbound) {
         let sent = self
-            .control
+            .outbox
             .as_ref()
-            .is_some_and(|c| c.try_send(out).is_ok());
+            .is_some_and(|c| c.try_send_control(out).is_ok());
         if !sent {
             tracing::debug!(session = %self.name, "control path full or closed; frame skipped");
         }
@@ -552,7 +464,7 @@ impl Session {
     /// `close_timeout` for the client's close frame (read, data discarded, in the meantime).
     fn begin_closing(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        self.queue = None;
+        self.accept_data = false;
         self.leave_hub();
         ctx.run_later(self.shared.config.close_timeout, |act, ctx| {
             tracing::debug!(session = %act.name, "no close frame from the client in time");
@@ -568,8 +480,9 @@ impl Session {
         }
         tracing::debug!(session = %self.name, code, reason, "closing");
         let queued = self
-            .queue
+            .outbox
             .as_ref()
+            .filter(|_| self.accept_data)
             .is_some_and(|q| q.try_send(Outbound::Close(code, reason.to_owned())).is_ok());
         if !queued {
             // No room for even the close frame: the client is not reading.
@@ -584,8 +497,8 @@ impl Session {
         if self.closing {
             return;
         }
-        if let Some(kill) = self.kill.take() {
-            let _ = kill.send((code, reason.to_owned()));
+        if let Some(outbox) = &self.outbox {
+            outbox.kill(code, reason);
         }
         self.begin_closing(ctx);
     }
@@ -882,7 +795,7 @@ impl Session {
         self.peer_closed = true;
         if !self.closing {
             let code = close::reply_to(reason.map(|r| u16::from(r.code)));
-            self.queue = None;
+            self.accept_data = false;
             self.send_control(Outbound::Close(code, String::new()));
             self.closing = true;
         }

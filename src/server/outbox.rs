@@ -1,0 +1,525 @@
+//! A session's outbound queue, read directly by the HTTP response body.
+//!
+//! # Why not a tokio channel, a writer task and actix-ws's `Session`
+//!
+//! Until this module, every session had a writer task that read two `tokio::sync::mpsc`
+//! channels (data and control) and a oneshot (kill) and handed each frame to actix-ws's
+//! `Session`, which sent it through a third channel (32 frames) to the streaming response body.
+//! A tokio channel allocates its first block of 32 slots and a cache-padded header up front
+//! (about 1.8 KB each here), so an idle session carried three of them plus a task: measured
+//! with heaptrack at 1000 idle connections, about 7 KB of the session's 28.7 KB of heap, and
+//! the reason its RSS per connection was above plain actix-web-actors (see `BENCHMARKS.md`).
+//! Every frame also crossed two queues and woke two tasks before reaching actix-http.
+//!
+//! Here one allocation holds everything: a bounded FIFO of data frames and a small FIFO of
+//! control frames, both `VecDeque`s that allocate on first use and give memory back after a
+//! burst, and the state of the closing handshake. The sending side ([`Outbox`]) is what the
+//! session actor and the hub `try_send` into; the reading side ([`OutboxBody`]) *is* the
+//! response body: actix-http's dispatcher polls it when the socket can take more, and it
+//! encodes every frame that is waiting into one chunk. So there is no writer task, a frame is
+//! copied once (into the chunk), and a peer that stops reading stops the dispatcher polling,
+//! which fills this queue and applies the slow-consumer policy at the configured bound.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use actix_codec::Encoder;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
+use bytes::{Bytes, BytesMut};
+
+use super::hub::Outbound;
+
+/// Control frames (pings, pongs, the answer to a client's close) that may wait apart from data.
+/// Only a client that stopped reading fills it; what does not fit is refused.
+pub const CONTROL_QUEUE: usize = 8;
+
+/// One chunk handed to actix-http holds at most about this many bytes of frames (more frames
+/// wait for the next poll), so one poll never copies an unbounded backlog at once.
+const CHUNK: usize = 64 * 1024;
+
+/// A queue whose capacity grew past this during a burst is shrunk back when it empties.
+const SHRINK_ABOVE: usize = 64;
+
+/// RFC 6455: a control frame's payload is at most 125 bytes; a close reason follows a 2-byte
+/// code.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
+
+/// Why a frame was not queued.
+#[derive(Debug)]
+pub enum Refused {
+    /// The queue holds its bound; the frame is handed back.
+    Full(Outbound),
+    /// Nothing more will be written (a close frame was written, or the connection is gone).
+    Closed(Outbound),
+}
+
+struct State {
+    data: VecDeque<Outbound>,
+    control: VecDeque<Outbound>,
+    /// A close that skips the backlog (slow consumer, heartbeat timeout).
+    kill: Option<(u16, String)>,
+    /// Stop at once, writing nothing more.
+    abort: bool,
+    /// The body has ended (after a close frame, an abort, or every sender gone) or was dropped:
+    /// nothing more is accepted.
+    ended: bool,
+    /// Sending handles alive ([`Outbox`] clones). None left and nothing queued ends the body.
+    senders: usize,
+    /// The body, waiting for a frame.
+    body: Option<Waker>,
+    /// Someone waiting for the body to end ([`OutboxWatch::finished`]).
+    finished: Option<Waker>,
+}
+
+struct Shared {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// The state, even if a thread panicked while holding the lock (every update leaves it
+    /// consistent).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending side of a session's outbound queue: the session actor and the hub offer frames
+/// with [`try_send`](Self::try_send) and never wait. Cloning adds a sender; when every sender is
+/// dropped the body writes what is queued and ends.
+pub struct Outbox(Arc<Shared>);
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("capacity", &self.0.capacity)
+            .field("depth", &self.depth())
+            .finish()
+    }
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.0.lock().senders += 1;
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.0.lock();
+            st.senders -= 1;
+            if st.senders == 0 {
+                st.body.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A queue of at most `capacity` data frames (and [`CONTROL_QUEUE`] control frames), and the
+/// response body that writes them. Sessions make theirs when they start; it is public for
+/// benchmarks and for anyone registering a member of their own with
+/// [`Command::Connect`](super::hub::Command::Connect) (poll the body to read encoded frames).
+pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
+    let shared = Arc::new(Shared {
+        capacity: capacity.max(1),
+        state: Mutex::new(State {
+            data: VecDeque::new(),
+            control: VecDeque::new(),
+            kill: None,
+            abort: false,
+            ended: false,
+            senders: 1,
+            body: None,
+            finished: None,
+        }),
+    });
+    (
+        Outbox(shared.clone()),
+        OutboxBody {
+            shared,
+            codec: Codec::new(),
+            done: false,
+        },
+    )
+}
+
+impl Outbox {
+    /// Queue a data frame behind the others; returns how many data frames are now queued. A
+    /// close frame queued here is written after everything before it, and nothing after it.
+    pub fn try_send(&self, frame: Outbound) -> Result<usize, Refused> {
+        let waker = {
+            let mut st = self.0.lock();
+            if st.ended || st.kill.is_some() || st.abort {
+                return Err(Refused::Closed(frame));
+            }
+            if st.data.len() >= self.0.capacity {
+                return Err(Refused::Full(frame));
+            }
+            st.data.push_back(frame);
+            let depth = st.data.len();
+            (st.body.take(), depth)
+        };
+        if let Some(w) = waker.0 {
+            w.wake();
+        }
+        Ok(waker.1)
+    }
+
+    /// Queue a control frame ahead of all queued data ("control before data"); refused when
+    /// [`CONTROL_QUEUE`] of them already wait (the client is not reading).
+    pub fn try_send_control(&self, frame: Outbound) -> Result<(), Refused> {
+        let waker = {
+            let mut st = self.0.lock();
+            if st.ended || st.kill.is_some() || st.abort {
+                return Err(Refused::Closed(frame));
+            }
+            if st.control.len() >= CONTROL_QUEUE {
+                return Err(Refused::Full(frame));
+            }
+            st.control.push_back(frame);
+            st.body.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Drop everything queued and write only a close frame with `code` and `reason`: for a
+    /// client that stopped reading (its backlog would never drain) or went silent.
+    pub fn kill(&self, code: u16, reason: &str) {
+        let waker = {
+            let mut st = self.0.lock();
+            if st.ended || st.kill.is_some() {
+                return;
+            }
+            st.data = VecDeque::new();
+            st.control = VecDeque::new();
+            st.kill = Some((code, reason.to_owned()));
+            st.body.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Frames waiting in the data queue.
+    pub fn depth(&self) -> usize {
+        self.0.lock().data.len()
+    }
+
+    /// The bound on data frames.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity
+    }
+
+    /// A handle that can wait for the body to end, or end it, without counting as a sender.
+    pub(crate) fn watch(&self) -> OutboxWatch {
+        OutboxWatch(self.0.clone())
+    }
+}
+
+/// Watches a session's body end (see [`Outbox::watch`]).
+pub(crate) struct OutboxWatch(Arc<Shared>);
+
+impl OutboxWatch {
+    /// Resolves once the body has ended: its last frame handed to actix-http, or the body
+    /// dropped with the connection.
+    pub(crate) async fn finished(&self) {
+        std::future::poll_fn(|cx| {
+            let mut st = self.0.lock();
+            if st.ended {
+                Poll::Ready(())
+            } else {
+                st.finished = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// End the body at its next poll, dropping whatever is queued.
+    pub(crate) fn abort(&self) {
+        let waker = {
+            let mut st = self.0.lock();
+            st.abort = true;
+            st.data = VecDeque::new();
+            st.control = VecDeque::new();
+            st.body.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The response body of an upgraded WebSocket connection: every queued frame, encoded as
+/// server frames (unmasked), control frames first, in chunks of up to 64 KiB. It ends after a
+/// close frame, on [`Outbox::kill`], or when every [`Outbox`] is dropped and the queue is empty.
+pub struct OutboxBody {
+    shared: Arc<Shared>,
+    codec: Codec,
+    done: bool,
+}
+
+/// Control frames that RFC 6455 would make invalid are cut to size rather than sent so.
+fn to_message(frame: Outbound) -> Message {
+    match frame {
+        Outbound::Text(t) => Message::Text(t),
+        Outbound::Binary(b) => Message::Binary(b),
+        Outbound::Ping(b) => Message::Ping(cut_control(b)),
+        Outbound::Pong(b) => Message::Pong(cut_control(b)),
+        Outbound::Close(code, reason) => Message::Close(Some(close_reason(code, reason))),
+    }
+}
+
+fn cut_control(b: Bytes) -> Bytes {
+    if b.len() > MAX_CONTROL_PAYLOAD {
+        b.slice(..MAX_CONTROL_PAYLOAD)
+    } else {
+        b
+    }
+}
+
+fn close_reason(code: u16, mut reason: String) -> CloseReason {
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut end = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    CloseReason {
+        code: CloseCode::from(code),
+        description: (!reason.is_empty()).then_some(reason),
+    }
+}
+
+/// Give a queue's memory back once a burst has drained.
+fn shrink(q: &mut VecDeque<Outbound>) {
+    if q.is_empty() && q.capacity() > SHRINK_ABOVE {
+        *q = VecDeque::new();
+    }
+}
+
+impl OutboxBody {
+    fn end(&mut self, st: &mut State) -> Option<Waker> {
+        self.done = true;
+        st.ended = true;
+        st.data = VecDeque::new();
+        st.control = VecDeque::new();
+        st.finished.take()
+    }
+
+    fn encode(&mut self, frame: Outbound, buf: &mut BytesMut) {
+        if let Err(e) = self.codec.encode(to_message(frame), buf) {
+            // The server codec encodes every message; nothing to write if it ever cannot.
+            tracing::debug!("cannot encode a frame: {e}");
+        }
+    }
+}
+
+impl MessageBody for OutboxBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let shared = this.shared.clone();
+        let mut st = shared.lock();
+        let mut buf = BytesMut::new();
+        let mut wake = None;
+        if st.abort {
+            wake = this.end(&mut st);
+        } else if let Some((code, reason)) = st.kill.take() {
+            this.encode(Outbound::Close(code, reason), &mut buf);
+            wake = this.end(&mut st);
+        } else {
+            while buf.len() < CHUNK {
+                let Some(frame) = st.control.pop_front().or_else(|| st.data.pop_front()) else {
+                    break;
+                };
+                let close = matches!(frame, Outbound::Close(..));
+                this.encode(frame, &mut buf);
+                if close {
+                    wake = this.end(&mut st);
+                    break;
+                }
+            }
+            if !this.done {
+                shrink(&mut st.data);
+                shrink(&mut st.control);
+                if buf.is_empty() {
+                    if st.senders == 0 {
+                        wake = this.end(&mut st);
+                    } else if !st.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        st.body = Some(cx.waker().clone());
+                    }
+                }
+            }
+        }
+        drop(st);
+        if let Some(w) = wake {
+            w.wake();
+        }
+        if !buf.is_empty() {
+            Poll::Ready(Some(Ok(buf.freeze())))
+        } else if this.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for OutboxBody {
+    fn drop(&mut self) {
+        let waker = {
+            let shared = self.shared.clone();
+            let mut st = shared.lock();
+            if st.ended {
+                return;
+            }
+            self.end(&mut st)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytestring::ByteString;
+    use futures_util::task::noop_waker;
+
+    fn text(s: &'static str) -> Outbound {
+        Outbound::Text(ByteString::from_static(s))
+    }
+
+    fn poll(body: &mut OutboxBody) -> Poll<Option<Bytes>> {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        Pin::new(body)
+            .poll_next(&mut cx)
+            .map(|o| o.map(|r| r.unwrap_or_default()))
+    }
+
+    #[test]
+    fn bounded_control_first_and_close_ends_it() {
+        let (tx, mut body) = outbox(2);
+        assert_eq!(tx.try_send(text("a")).ok(), Some(1));
+        assert_eq!(tx.try_send(text("b")).ok(), Some(2));
+        assert!(matches!(tx.try_send(text("c")), Err(Refused::Full(_))));
+        for _ in 0..CONTROL_QUEUE {
+            assert!(tx.try_send_control(Outbound::Ping(Bytes::new())).is_ok());
+        }
+        assert!(matches!(
+            tx.try_send_control(Outbound::Ping(Bytes::new())),
+            Err(Refused::Full(_))
+        ));
+        let Poll::Ready(Some(chunk)) = poll(&mut body) else {
+            panic!("a chunk");
+        };
+        // 8 empty pings (2 bytes each) first, then "a" and "b" (3 bytes each).
+        assert_eq!(chunk.len(), CONTROL_QUEUE * 2 + 6);
+        assert_eq!(chunk[0], 0x89);
+        assert_eq!(&chunk[CONTROL_QUEUE * 2..], b"\x81\x01a\x81\x01b");
+        assert!(poll(&mut body).is_pending());
+        assert!(tx.try_send(Outbound::Close(1000, String::new())).is_ok());
+        let Poll::Ready(Some(chunk)) = poll(&mut body) else {
+            panic!("the close frame");
+        };
+        assert_eq!(&chunk[..], b"\x88\x02\x03\xe8");
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+        assert!(matches!(tx.try_send(text("late")), Err(Refused::Closed(_))));
+    }
+
+    #[test]
+    fn kill_drops_the_backlog_and_writes_only_the_close() {
+        let (tx, mut body) = outbox(16);
+        for _ in 0..16 {
+            assert!(tx.try_send(text("x")).is_ok());
+        }
+        tx.kill(1013, "slow consumer");
+        assert!(matches!(tx.try_send(text("y")), Err(Refused::Closed(_))));
+        let Poll::Ready(Some(chunk)) = poll(&mut body) else {
+            panic!("the close frame");
+        };
+        assert_eq!(chunk[0], 0x88);
+        assert_eq!(&chunk[2..4], &1013u16.to_be_bytes());
+        assert_eq!(&chunk[4..], b"slow consumer");
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn every_sender_gone_drains_then_ends() {
+        let (tx, mut body) = outbox(4);
+        let hub = tx.clone();
+        assert!(tx.try_send(text("a")).is_ok());
+        drop(tx);
+        assert!(hub.try_send(text("b")).is_ok());
+        drop(hub);
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(_))));
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn abort_ends_without_writing_and_finished_resolves() {
+        let (tx, mut body) = outbox(4);
+        let watch = tx.watch();
+        assert!(tx.try_send(text("a")).is_ok());
+        watch.abort();
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+        futures_util::FutureExt::now_or_never(watch.finished()).expect("finished");
+    }
+
+    #[test]
+    fn oversized_control_payloads_are_cut_to_the_rfc_limits() {
+        let (tx, mut body) = outbox(4);
+        assert!(tx
+            .try_send_control(Outbound::Ping(Bytes::from(vec![b'p'; 300])))
+            .is_ok());
+        assert!(tx.try_send(Outbound::Close(1000, "é".repeat(100))).is_ok());
+        let Poll::Ready(Some(chunk)) = poll(&mut body) else {
+            panic!("frames");
+        };
+        assert_eq!(&chunk[..2], &[0x89, 125]);
+        let close = &chunk[2 + 125..];
+        assert_eq!(close[0], 0x88);
+        assert!(usize::from(close[1]) <= MAX_CONTROL_PAYLOAD);
+        assert!(std::str::from_utf8(&close[4..]).is_ok());
+    }
+
+    #[test]
+    fn a_burst_gives_its_memory_back() {
+        let (tx, mut body) = outbox(1024);
+        for _ in 0..1024 {
+            assert!(tx.try_send(text("x")).is_ok());
+        }
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(_))));
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(tx.0.lock().data.capacity(), 0);
+    }
+}
