@@ -142,8 +142,12 @@ impl Counters {
         }
         self.delivered.fetch_add(frames, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.queue_high_water
-            .fetch_max(max_depth as u64, Ordering::Relaxed);
+        // Read first: the mark rarely moves, and a read keeps the cache line shared between
+        // the worker threads where a read-modify-write on every frame would not.
+        if max_depth as u64 > self.queue_high_water.load(Ordering::Relaxed) {
+            self.queue_high_water
+                .fetch_max(max_depth as u64, Ordering::Relaxed);
+        }
     }
 }
 
