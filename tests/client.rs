@@ -1200,3 +1200,75 @@ async fn injected_text_is_routed_like_a_received_frame() {
     assert_eq!(client.stats().messages_in, 0);
     client.close().await;
 }
+
+/// A server that speaks first, in the same write as its handshake response: the frames that
+/// arrive with the `101` (awc reads them along with the head) are delivered first and whole,
+/// and so is what follows, at several sizes that cross the client's read buffer.
+#[actix_rt::test]
+async fn frames_sent_with_the_handshake_response_are_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    // Text frames of 5 bytes, 3 KiB, 20 KiB and 100 KiB (over the 4 KiB read buffer).
+    let sizes = [5usize, 3 * 1024, 20 * 1024, 100 * 1024];
+    let frame = |n: usize| {
+        let body = "x".repeat(n);
+        let mut out = vec![0x81u8];
+        match n {
+            0..=125 => out.push(n as u8),
+            126..=65535 => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(body.as_bytes());
+        out
+    };
+    let server = actix_rt::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "request head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("a key");
+        let accept = actix_http::ws::hash_key(key.as_bytes());
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            std::str::from_utf8(&accept).unwrap()
+        )
+        .into_bytes();
+        // The first two frames go in the same write as the response head.
+        out.extend(frame(sizes[0]));
+        out.extend(frame(sizes[1]));
+        tcp.write_all(&out).await.unwrap();
+        for &n in &sizes[2..] {
+            tcp.write_all(&frame(n)).await.unwrap();
+        }
+        // Hold the connection until the client has read everything and goes away.
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+    });
+    let client = connect(&url, client_test_config()).unwrap();
+    let mut texts = client.subscribe_text(8);
+    for n in sizes {
+        let got = next_message(&mut texts, WAIT).await.expect("a frame");
+        assert_eq!(got.data.len(), n);
+    }
+    client.close().await;
+    let _ = actix_rt::time::timeout(WAIT, server).await;
+}
