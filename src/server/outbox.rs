@@ -40,6 +40,11 @@ pub const CONTROL_QUEUE: usize = 8;
 /// wait for the next poll), so one poll never copies an unbounded backlog at once.
 const CHUNK: usize = 64 * 1024;
 
+/// The body keeps its encoding buffer between polls (actix-http copies each chunk and drops it,
+/// so the next poll reuses the allocation instead of making a new one) while the buffer is at
+/// most this big; a burst's larger buffer is let go.
+const KEEP_BUFFER: usize = 4 * 1024;
+
 /// A queue whose capacity grew past this during a burst is shrunk back when it empties.
 const SHRINK_ABOVE: usize = 64;
 
@@ -149,6 +154,7 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
         OutboxBody {
             shared,
             codec: Codec::new(),
+            buf: BytesMut::new(),
             done: false,
         },
     )
@@ -270,6 +276,8 @@ impl OutboxWatch {
 pub struct OutboxBody {
     shared: Arc<Shared>,
     codec: Codec,
+    /// Where frames are encoded; what is written is split off as the chunk.
+    buf: BytesMut,
     done: bool,
 }
 
@@ -347,7 +355,7 @@ impl MessageBody for OutboxBody {
         }
         let shared = this.shared.clone();
         let mut st = shared.lock();
-        let mut buf = BytesMut::new();
+        let mut buf = std::mem::take(&mut this.buf);
         let mut wake = None;
         if st.abort {
             wake = this.end(&mut st);
@@ -383,10 +391,15 @@ impl MessageBody for OutboxBody {
             w.wake();
         }
         if !buf.is_empty() {
-            Poll::Ready(Some(Ok(buf.freeze())))
+            let chunk = buf.split().freeze();
+            if chunk.len() + buf.capacity() <= KEEP_BUFFER && !this.done {
+                this.buf = buf;
+            }
+            Poll::Ready(Some(Ok(chunk)))
         } else if this.done {
             Poll::Ready(None)
         } else {
+            this.buf = buf;
             Poll::Pending
         }
     }
