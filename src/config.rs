@@ -559,7 +559,7 @@ pub struct ServerConfig {
     /// It is also the largest burst one member can take at once: the hub offers a broadcast to
     /// every member's queue at once, and a session writes to its socket at its own pace, so a
     /// burst of more than `session_queue` messages to one room arriving faster than a member's
-    /// writer drains them fills that member's queue even when its client reads promptly (and
+    /// socket drains them fills that member's queue even when its client reads promptly (and
     /// [`SlowConsumerPolicy`] applies). Size it above the largest burst you expect (a client
     /// flushing its outbox after a reconnect sends up to its outbox capacity at once).
     /// Default: 1024 ([`DEFAULT_SESSION_QUEUE`]).

@@ -252,7 +252,7 @@ impl Bucket {
     }
 }
 
-/// One client. See the module docs for how it splits work with its writer task.
+/// One client. See the module docs for how it splits work with its outbox.
 pub struct Session {
     id: SessionId,
     /// `s-<id>`: what the client is told in `welcome` and what appears as `from`.
