@@ -321,20 +321,20 @@ fn shrink(q: &mut VecDeque<Outbound>) {
     }
 }
 
-impl OutboxBody {
-    fn end(&mut self, st: &mut State) -> Option<Waker> {
-        self.done = true;
-        st.ended = true;
-        st.data = VecDeque::new();
-        st.control = VecDeque::new();
-        st.finished.take()
-    }
+/// Mark the body ended (nothing more is accepted, what is queued is dropped); answers whom to
+/// wake.
+fn end(done: &mut bool, st: &mut State) -> Option<Waker> {
+    *done = true;
+    st.ended = true;
+    st.data = VecDeque::new();
+    st.control = VecDeque::new();
+    st.finished.take()
+}
 
-    fn encode(&mut self, frame: Outbound, buf: &mut BytesMut) {
-        if let Err(e) = self.codec.encode(to_message(frame), buf) {
-            // The server codec encodes every message; nothing to write if it ever cannot.
-            tracing::debug!("cannot encode a frame: {e}");
-        }
+fn encode(codec: &mut Codec, frame: Outbound, buf: &mut BytesMut) {
+    if let Err(e) = codec.encode(to_message(frame), buf) {
+        // The server codec encodes every message; nothing to write if it ever cannot.
+        tracing::debug!("cannot encode a frame: {e}");
     }
 }
 
@@ -349,37 +349,41 @@ impl MessageBody for OutboxBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
-        if this.done {
+        let OutboxBody {
+            shared,
+            codec,
+            buf: kept,
+            done,
+        } = self.get_mut();
+        if *done {
             return Poll::Ready(None);
         }
-        let shared = this.shared.clone();
         let mut st = shared.lock();
-        let mut buf = std::mem::take(&mut this.buf);
+        let mut buf = std::mem::take(kept);
         let mut wake = None;
         if st.abort {
-            wake = this.end(&mut st);
+            wake = end(done, &mut st);
         } else if let Some((code, reason)) = st.kill.take() {
-            this.encode(Outbound::Close(code, reason), &mut buf);
-            wake = this.end(&mut st);
+            encode(codec, Outbound::Close(code, reason), &mut buf);
+            wake = end(done, &mut st);
         } else {
             while buf.len() < CHUNK {
                 let Some(frame) = st.control.pop_front().or_else(|| st.data.pop_front()) else {
                     break;
                 };
                 let close = matches!(frame, Outbound::Close(..));
-                this.encode(frame, &mut buf);
+                encode(codec, frame, &mut buf);
                 if close {
-                    wake = this.end(&mut st);
+                    wake = end(done, &mut st);
                     break;
                 }
             }
-            if !this.done {
+            if !*done {
                 shrink(&mut st.data);
                 shrink(&mut st.control);
                 if buf.is_empty() {
                     if st.senders == 0 {
-                        wake = this.end(&mut st);
+                        wake = end(done, &mut st);
                     } else if !st.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                         st.body = Some(cx.waker().clone());
                     }
@@ -392,14 +396,14 @@ impl MessageBody for OutboxBody {
         }
         if !buf.is_empty() {
             let chunk = buf.split().freeze();
-            if chunk.len() + buf.capacity() <= KEEP_BUFFER && !this.done {
-                this.buf = buf;
+            if chunk.len() + buf.capacity() <= KEEP_BUFFER && !*done {
+                *kept = buf;
             }
             Poll::Ready(Some(Ok(chunk)))
-        } else if this.done {
+        } else if *done {
             Poll::Ready(None)
         } else {
-            this.buf = buf;
+            *kept = buf;
             Poll::Pending
         }
     }
@@ -408,12 +412,11 @@ impl MessageBody for OutboxBody {
 impl Drop for OutboxBody {
     fn drop(&mut self) {
         let waker = {
-            let shared = self.shared.clone();
-            let mut st = shared.lock();
+            let mut st = self.shared.lock();
             if st.ended {
                 return;
             }
-            self.end(&mut st)
+            end(&mut self.done, &mut st)
         };
         if let Some(w) = waker {
             w.wake();
