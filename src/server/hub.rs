@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use super::backplane::{Backplane, InProcess};
 use super::metrics::LatencyHistogram;
-use super::outbox::{Outbox, Refused};
+use super::outbox::{Outbox, Refused, Wakes};
 use crate::config::SlowConsumerPolicy;
 use crate::envelope::{encode_parts, now_rfc3339, WireMessage};
 use crate::protocol::RoomMessage;
@@ -369,9 +369,10 @@ enum Offer {
 }
 
 impl MemberSink {
-    fn offer(&self, frame: &Outbound) -> Offer {
+    fn offer(&self, frame: &Outbound, wakes: &mut Wakes) -> Offer {
         match self {
-            MemberSink::Session { queue, .. } => match queue.try_send(frame.clone()) {
+            MemberSink::Session { queue, .. } => match queue.try_send_batched(frame.clone(), wakes)
+            {
                 Ok(depth) => Offer::Taken(depth),
                 Err(Refused::Full(_)) => Offer::Full,
                 Err(Refused::Closed(_)) => Offer::Gone,
@@ -542,7 +543,10 @@ impl Hub {
             return false;
         };
         let len = frame.len();
-        match member.sink.offer(&frame) {
+        let mut wakes = Wakes::new();
+        let offer = member.sink.offer(&frame, &mut wakes);
+        wakes.wake_all();
+        match offer {
             Offer::Taken(depth) => {
                 self.counters.delivered(len, depth);
                 true
@@ -650,11 +654,12 @@ impl Hub {
         let mut reached = 0;
         let mut max_depth = 0;
         let mut evicted = Vec::new();
+        let mut wakes = Wakes::new();
         for id in ids {
             let Some(member) = self.members.get(id) else {
                 continue;
             };
-            match member.sink.offer(&frame) {
+            match member.sink.offer(&frame, &mut wakes) {
                 Offer::Taken(depth) => {
                     reached += 1;
                     max_depth = max_depth.max(depth);
@@ -669,6 +674,7 @@ impl Hub {
                 Offer::Gone => evicted.push((*id, false)),
             }
         }
+        wakes.wake_all();
         self.counters
             .delivered_many(reached as u64, (len * reached) as u64, max_depth);
         for (id, slow) in evicted {

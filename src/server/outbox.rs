@@ -22,8 +22,9 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::thread::ThreadId;
 
 use actix_codec::Encoder;
 use actix_http::body::{BodySize, MessageBody};
@@ -83,6 +84,64 @@ struct State {
 struct Shared {
     capacity: usize,
     state: Mutex<State>,
+    /// Where the body runs, set when it first waits for a frame.
+    home: OnceLock<Home>,
+}
+
+/// A body's thread and that thread's arbiter: a fan-out hands each worker its wake-ups in one
+/// message ([`Wakes`]).
+struct Home {
+    thread: ThreadId,
+    arbiter: actix_rt::ArbiterHandle,
+}
+
+/// The wake-ups of one fan-out, batched per worker thread. The hub offers a broadcast to every
+/// member's outbox from its own thread; waking each body from there is a cross-thread wake
+/// per member (the worker's remote run queue and, when it sleeps, an unpark). Batched, each
+/// worker gets one message and wakes its own bodies locally.
+pub(crate) struct Wakes {
+    here: ThreadId,
+    batches: Vec<(ThreadId, actix_rt::ArbiterHandle, Vec<Waker>)>,
+    now: Vec<Waker>,
+}
+
+impl Wakes {
+    pub(crate) fn new() -> Self {
+        Self {
+            here: std::thread::current().id(),
+            batches: Vec::new(),
+            now: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, home: Option<&Home>, waker: Waker) {
+        match home {
+            Some(home) if home.thread != self.here => {
+                match self.batches.iter_mut().find(|(t, _, _)| *t == home.thread) {
+                    Some((_, _, wakers)) => wakers.push(waker),
+                    None => self
+                        .batches
+                        .push((home.thread, home.arbiter.clone(), vec![waker])),
+                }
+            }
+            _ => self.now.push(waker),
+        }
+    }
+
+    /// Wake every body: those on this thread (or of unknown home) now, the others through one
+    /// message to their arbiter each. A stopped arbiter's bodies are gone with it.
+    pub(crate) fn wake_all(self) {
+        for waker in self.now {
+            waker.wake();
+        }
+        for (_, arbiter, wakers) in self.batches {
+            arbiter.spawn(async move {
+                for waker in wakers {
+                    waker.wake();
+                }
+            });
+        }
+    }
 }
 
 impl Shared {
@@ -137,6 +196,7 @@ impl Drop for Outbox {
 /// [`Command::Connect`](super::hub::Command::Connect) (poll the body to read encoded frames).
 pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
     let shared = Arc::new(Shared {
+        home: OnceLock::new(),
         capacity: capacity.max(1),
         state: Mutex::new(State {
             data: VecDeque::new(),
@@ -180,6 +240,30 @@ impl Outbox {
             w.wake();
         }
         Ok(waker.1)
+    }
+
+    /// [`try_send`](Self::try_send) for a fan-out: the body's wake-up goes into `wakes`
+    /// instead of happening now ([`Wakes::wake_all`] after the last member).
+    pub(crate) fn try_send_batched(
+        &self,
+        frame: Outbound,
+        wakes: &mut Wakes,
+    ) -> Result<usize, Refused> {
+        let (waker, depth) = {
+            let mut st = self.0.lock();
+            if st.ended || st.kill.is_some() || st.abort {
+                return Err(Refused::Closed(frame));
+            }
+            if st.data.len() >= self.0.capacity {
+                return Err(Refused::Full(frame));
+            }
+            st.data.push_back(frame);
+            (st.body.take(), st.data.len())
+        };
+        if let Some(w) = waker {
+            wakes.add(self.0.home.get(), w);
+        }
+        Ok(depth)
     }
 
     /// Queue a control frame ahead of all queued data ("control before data"); refused when
@@ -358,6 +442,14 @@ impl MessageBody for OutboxBody {
         if *done {
             return Poll::Ready(None);
         }
+        if shared.home.get().is_none() {
+            if let Some(arbiter) = actix_rt::Arbiter::try_current() {
+                let _ = shared.home.set(Home {
+                    thread: std::thread::current().id(),
+                    arbiter,
+                });
+            }
+        }
         let mut st = shared.lock();
         let mut buf = std::mem::take(kept);
         let mut wake = None;
@@ -526,6 +618,45 @@ mod tests {
         assert_eq!(close[0], 0x88);
         assert!(usize::from(close[1]) <= MAX_CONTROL_PAYLOAD);
         assert!(std::str::from_utf8(&close[4..]).is_ok());
+    }
+
+    #[test]
+    fn batched_wakes_reach_bodies_on_their_own_arbiter() {
+        let sys = actix_rt::System::new();
+        sys.block_on(async {
+            let worker = actix_rt::Arbiter::new();
+            let (tx, body) = outbox(8);
+            let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+            // The body waits on the worker, as under actix-http.
+            assert!(worker.spawn(async move {
+                let mut body = body;
+                let chunk = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await;
+                let _ = got_tx.send(chunk.map(|c| c.unwrap_or_default()));
+            }));
+            // Offer from here until the body has parked on the worker and been woken by a batch.
+            let mut sent = false;
+            // Bounded in time: the worker thread parks the body within milliseconds.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if tx.0.home.get().is_some() && tx.0.lock().body.is_some() {
+                    let mut wakes = Wakes::new();
+                    assert_eq!(tx.try_send_batched(text("a"), &mut wakes).ok(), Some(1));
+                    assert_eq!(wakes.batches.len(), 1, "one batch for the worker");
+                    wakes.wake_all();
+                    sent = true;
+                    break;
+                }
+                actix_rt::task::yield_now().await;
+                std::thread::yield_now();
+            }
+            assert!(sent, "the body parked on its worker");
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), got_rx)
+                .await
+                .expect("woken")
+                .expect("sent");
+            assert_eq!(chunk.as_deref(), Some(&b"\x81\x01a"[..]));
+            worker.stop();
+        });
     }
 
     #[test]
