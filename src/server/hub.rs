@@ -651,6 +651,10 @@ impl Hub {
         };
         let len = text.len();
         let frame = Outbound::Text(text.clone());
+        // One copy of the frame per worker thread: every member's queue holds a reference to
+        // it, released by the worker once written, so with one shared copy the workers would
+        // contend for its reference count on every member.
+        let mut copies: Vec<(std::thread::ThreadId, Outbound)> = Vec::new();
         let mut reached = 0;
         let mut max_depth = 0;
         let mut evicted = Vec::new();
@@ -659,7 +663,25 @@ impl Hub {
             let Some(member) = self.members.get(id) else {
                 continue;
             };
-            match member.sink.offer(&frame, &mut wakes) {
+            let mine = match &member.sink {
+                MemberSink::Session { queue, .. } => queue.home_thread().map(|thread| match copies
+                    .iter()
+                    .position(|(t, _)| *t == thread)
+                {
+                    Some(i) => i,
+                    None => {
+                        let copy = ByteString::from(String::from(&**text));
+                        copies.push((thread, Outbound::Text(copy)));
+                        copies.len() - 1
+                    }
+                }),
+                MemberSink::Actor(_) => None,
+            };
+            let frame = match mine {
+                Some(i) => &copies[i].1,
+                None => &frame,
+            };
+            match member.sink.offer(frame, &mut wakes) {
                 Offer::Taken(depth) => {
                     reached += 1;
                     max_depth = max_depth.max(depth);

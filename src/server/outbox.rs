@@ -266,6 +266,11 @@ impl Outbox {
         Ok(depth)
     }
 
+    /// The thread the body runs on, once it has waited for a frame there.
+    pub(crate) fn home_thread(&self) -> Option<ThreadId> {
+        self.0.home.get().map(|home| home.thread)
+    }
+
     /// Queue a control frame ahead of all queued data ("control before data"); refused when
     /// [`CONTROL_QUEUE`] of them already wait (the client is not reading).
     pub fn try_send_control(&self, frame: Outbound) -> Result<(), Refused> {
