@@ -2,9 +2,11 @@
 //!
 //! The hub knows each live session by its id, the bounded outbound queue of that session, and
 //! which rooms it is in. It never touches a socket and never waits: a broadcast encodes the
-//! `message` envelope once and offers the same shared bytes to every member's queue with
-//! `try_send`. A member whose queue is full gets the [`SlowConsumerPolicy`] (disconnect, or
-//! drop and count); the other members are not slowed down by it.
+//! `message` envelope once and offers the same bytes (one shared copy per worker thread) to
+//! every member's queue with `try_send`. A member whose queue is full gets the
+//! [`SlowConsumerPolicy`] (disconnect, or drop and count); the other members are not slowed
+//! down by it. The members' connections are woken after the last offer, one message per worker
+//! thread ([`Wakes`](super::outbox)), rather than one cross-thread wake per member.
 //!
 //! Everything that changes the hub's state arrives through one bounded FIFO queue of
 //! [`Command`]s (`ServerConfig::hub_queue`): sessions register (`Connect`) in their `started()`,
