@@ -54,6 +54,12 @@ const SHRINK_ABOVE: usize = 64;
 const MAX_CONTROL_PAYLOAD: usize = 125;
 const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 
+/// The two queues of an outbox.
+enum Lane {
+    Data,
+    Control,
+}
+
 /// Why a frame was not queued.
 #[derive(Debug)]
 pub enum Refused {
@@ -224,22 +230,11 @@ impl Outbox {
     /// Queue a data frame behind the others; returns how many data frames are now queued. A
     /// close frame queued here is written after everything before it, and nothing after it.
     pub fn try_send(&self, frame: Outbound) -> Result<usize, Refused> {
-        let waker = {
-            let mut st = self.0.lock();
-            if st.ended || st.kill.is_some() || st.abort {
-                return Err(Refused::Closed(frame));
-            }
-            if st.data.len() >= self.0.capacity {
-                return Err(Refused::Full(frame));
-            }
-            st.data.push_back(frame);
-            let depth = st.data.len();
-            (st.body.take(), depth)
-        };
-        if let Some(w) = waker.0 {
+        let (waker, depth) = self.push(frame, Lane::Data)?;
+        if let Some(w) = waker {
             w.wake();
         }
-        Ok(waker.1)
+        Ok(depth)
     }
 
     /// [`try_send`](Self::try_send) for a fan-out: the body's wake-up goes into `wakes`
@@ -249,17 +244,7 @@ impl Outbox {
         frame: Outbound,
         wakes: &mut Wakes,
     ) -> Result<usize, Refused> {
-        let (waker, depth) = {
-            let mut st = self.0.lock();
-            if st.ended || st.kill.is_some() || st.abort {
-                return Err(Refused::Closed(frame));
-            }
-            if st.data.len() >= self.0.capacity {
-                return Err(Refused::Full(frame));
-            }
-            st.data.push_back(frame);
-            (st.body.take(), st.data.len())
-        };
+        let (waker, depth) = self.push(frame, Lane::Data)?;
         if let Some(w) = waker {
             wakes.add(self.0.home.get(), w);
         }
@@ -274,21 +259,30 @@ impl Outbox {
     /// Queue a control frame ahead of all queued data ("control before data"); refused when
     /// [`CONTROL_QUEUE`] of them already wait (the client is not reading).
     pub fn try_send_control(&self, frame: Outbound) -> Result<(), Refused> {
-        let waker = {
-            let mut st = self.0.lock();
-            if st.ended || st.kill.is_some() || st.abort {
-                return Err(Refused::Closed(frame));
-            }
-            if st.control.len() >= CONTROL_QUEUE {
-                return Err(Refused::Full(frame));
-            }
-            st.control.push_back(frame);
-            st.body.take()
-        };
+        let (waker, _) = self.push(frame, Lane::Control)?;
         if let Some(w) = waker {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Queue `frame` in its lane under that lane's bound; answers the body's waker (when it
+    /// waits for a frame) and the lane's new depth.
+    fn push(&self, frame: Outbound, lane: Lane) -> Result<(Option<Waker>, usize), Refused> {
+        let mut st = self.0.lock();
+        if st.ended || st.kill.is_some() || st.abort {
+            return Err(Refused::Closed(frame));
+        }
+        let (queue, bound) = match lane {
+            Lane::Data => (&mut st.data, self.0.capacity),
+            Lane::Control => (&mut st.control, CONTROL_QUEUE),
+        };
+        if queue.len() >= bound {
+            return Err(Refused::Full(frame));
+        }
+        queue.push_back(frame);
+        let depth = queue.len();
+        Ok((st.body.take(), depth))
     }
 
     /// Drop everything queued and write only a close frame with `code` and `reason`: for a
