@@ -191,7 +191,6 @@ pub(crate) fn start(
             hub: params.hub,
             registered: false,
             outbox: Some(outbox),
-            accept_data: true,
             cutter,
             closing: false,
             peer_closed: false,
@@ -267,10 +266,9 @@ pub struct Session {
     /// The bounded outbound queue (data, and control frames ahead of data), read by the
     /// response body; `None` once the session has stopped.
     outbox: Option<Outbox>,
-    /// Whether data frames are still offered (no longer once the session is closing).
-    accept_data: bool,
     cutter: Option<SocketCutter>,
-    /// The session has sent (or queued) its close frame and waits for the client's.
+    /// The session has sent (or queued) its close frame and waits for the client's; no data
+    /// frame is offered to the outbox after that.
     closing: bool,
     /// The client's close frame arrived: the closing handshake is complete.
     peer_closed: bool,
@@ -341,7 +339,6 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.accept_data = false;
         let Some(outbox) = self.outbox.take() else {
             return;
         };
@@ -373,7 +370,7 @@ impl Actor for Session {
 impl Session {
     /// Offer a data frame to the outbox; a full queue applies the slow-consumer policy.
     fn send(&mut self, out: Outbound, ctx: &mut Context<Self>) {
-        let Some(queue) = self.outbox.as_ref().filter(|_| self.accept_data) else {
+        let Some(queue) = self.outbox.as_ref().filter(|_| !self.closing) else {
             return;
         };
         let len = out.len();
@@ -464,7 +461,6 @@ impl Session {
     /// `close_timeout` for the client's close frame (read, data discarded, in the meantime).
     fn begin_closing(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        self.accept_data = false;
         self.leave_hub();
         ctx.run_later(self.shared.config.close_timeout, |act, ctx| {
             tracing::debug!(session = %act.name, "no close frame from the client in time");
@@ -482,7 +478,6 @@ impl Session {
         let queued = self
             .outbox
             .as_ref()
-            .filter(|_| self.accept_data)
             .is_some_and(|q| q.try_send(Outbound::Close(code, reason.to_owned())).is_ok());
         if !queued {
             // No room for even the close frame: the client is not reading.
@@ -491,7 +486,7 @@ impl Session {
         self.begin_closing(ctx);
     }
 
-    /// Close a stuck or silent client: the writer drops its backlog and tries the close frame;
+    /// Close a stuck or silent client: the outbox drops its backlog and tries the close frame;
     /// the socket is cut if the client has not answered within `close_timeout`.
     fn cut(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
         if self.closing {
@@ -795,7 +790,6 @@ impl Session {
         self.peer_closed = true;
         if !self.closing {
             let code = close::reply_to(reason.map(|r| u16::from(r.code)));
-            self.accept_data = false;
             self.send_control(Outbound::Close(code, String::new()));
             self.closing = true;
         }
