@@ -185,6 +185,91 @@ async fn rooms_publish_from_many_tasks_keeps_each_tasks_order() {
     }
 }
 
+/// The same through *full* member queues: 4 tasks x 3,000 `Rooms::publish` into a room of 6
+/// members whose queues hold 32 frames and who read nothing until the publishing is over
+/// (`DropNewest`). Every member gets what its queue took, each task's messages still strictly
+/// in order (gaps are the drops), and nothing is lost uncounted: the members receive exactly
+/// what the publishes reached, and reached + dropped is every copy published.
+#[actix_rt::test]
+async fn order_and_accounting_hold_through_full_member_queues() {
+    const TASKS: u64 = 4;
+    const EACH: u64 = 3_000;
+    const MEMBERS: usize = 6;
+    const QUEUE: usize = 32;
+    let server = start_server(
+        test_config()
+            .hub_queue(2)
+            .session_queue(QUEUE)
+            .slow_consumer(actix_ws_manager::config::SlowConsumerPolicy::DropNewest)
+            .heartbeat(Duration::from_secs(60), Duration::from_secs(120)),
+    );
+    let mut sockets = Vec::new();
+    for _ in 0..MEMBERS {
+        sockets.push(member(&server.url(), "full").await);
+    }
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let rooms = server.rooms().clone();
+        tasks.push(actix_rt::spawn(async move {
+            let mut reached = 0;
+            for seq in 0..EACH {
+                reached += rooms
+                    .publish_json("full", &[t, seq])
+                    .await
+                    .expect("publish");
+            }
+            reached
+        }));
+    }
+    let mut reached = 0;
+    for t in tasks {
+        reached += t.await.expect("publisher task");
+    }
+    let stats = server.rooms().stats().await.expect("stats");
+    let copies = TASKS as usize * EACH as usize * MEMBERS;
+    assert!(
+        stats.dropped > 0,
+        "the member queues never filled: {stats:?}"
+    );
+    assert_eq!(reached + stats.dropped as usize, copies, "{stats:?}");
+    assert!(stats.queue_high_water <= QUEUE as u64, "{stats:?}");
+
+    // Now read: every member gets what its queue took, each task's sequence increasing.
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
+    let count_tx = std::sync::Arc::new(count_tx);
+    let mut keep = Vec::new();
+    for (ws, _) in sockets {
+        let (tx, mut rx) = ws.split();
+        keep.push(tx);
+        let count_tx = count_tx.clone();
+        actix_rt::spawn(async move {
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            while let Some(Ok(frame)) = rx.next().await {
+                let TMessage::Text(text) = frame else {
+                    continue;
+                };
+                let v: Value = serde_json::from_str(&text).expect("json");
+                if v["type"] != "message" {
+                    continue;
+                }
+                let (task, seq) = (v["data"][0].as_u64(), v["data"][1].as_u64());
+                let (Some(task), Some(seq)) = (task, seq) else {
+                    panic!("bad data: {v}")
+                };
+                if let Some(prev) = last.insert(task, seq) {
+                    assert!(seq > prev, "task {task}: {seq} after {prev}");
+                }
+                count_tx.send_modify(|n| *n += 1);
+            }
+        });
+    }
+    tokio::time::timeout(WAIT, count_rx.wait_for(|&n| n >= reached))
+        .await
+        .expect("every message the queues took arrives")
+        .expect("readers running");
+    assert_eq!(*count_rx.borrow(), reached);
+}
+
 /// 50 clients flood joins and leaves (2,000 each) through a hub queue of 8: every one is
 /// answered, the hub's queue never holds more than 8 commands, and afterwards no room is left.
 #[actix_rt::test]
