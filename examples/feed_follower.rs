@@ -64,6 +64,13 @@ struct Follower {
 
 impl Actor for Follower {
     type Context = Context<Self>;
+
+    /// One follower serves every connection, so its mailbox (the subscription's buffer: the
+    /// client `try_send`s into it and drops and counts what does not fit) is larger than
+    /// actix's default of 16.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+    }
 }
 
 /// Handler for [`Inbound<Tick>`]: count it under its connection's name.

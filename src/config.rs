@@ -65,6 +65,12 @@ pub struct ClientConfig {
     /// certificates, beside the web PKI roots (feature `rustls`). For a private CA or a
     /// self-signed test server. Default: none.
     pub tls_roots_pem: Vec<Vec<u8>>,
+    /// Most distinct on-connect messages ([`Client::join`](crate::client::Client::join),
+    /// [`Client::send_on_connect`](crate::client::Client::send_on_connect)) a client keeps; one
+    /// more fails with [`Error::OnConnectFull`]. They are sent first on every connection, ahead
+    /// of the outbox (which may then hold up to `outbox.capacity` plus this many messages), so
+    /// the bound keeps both memory and the replay after a reconnect in check. Default: 1024.
+    pub max_on_connect: usize,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +86,7 @@ impl Default for ClientConfig {
             reconnect: ReconnectPolicy::default(),
             outbox: OutboxPolicy::default(),
             tls_roots_pem: Vec::new(),
+            max_on_connect: 1024,
         }
     }
 }
@@ -98,6 +105,11 @@ impl ClientConfig {
     /// Set [`write_queue`](Self::write_queue).
     pub fn write_queue(mut self, frames: usize) -> Self {
         self.write_queue = frames;
+        self
+    }
+    /// Set [`max_on_connect`](Self::max_on_connect).
+    pub fn max_on_connect(mut self, messages: usize) -> Self {
+        self.max_on_connect = messages;
         self
     }
     /// Set [`connect_timeout`](Self::connect_timeout).
@@ -150,6 +162,9 @@ impl ClientConfig {
         check_duration("connect_timeout", self.connect_timeout)?;
         if self.write_queue == 0 {
             return Err(Error::Config("write_queue must be at least 1".into()));
+        }
+        if self.max_on_connect == 0 {
+            return Err(Error::Config("max_on_connect must be at least 1".into()));
         }
         for (name, value) in &self.headers {
             let bad = |what: &str| {

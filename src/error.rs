@@ -115,8 +115,18 @@ pub enum Error {
         limit: usize,
     },
 
-    /// A configuration value is out of range (for example a zero heartbeat interval or an outbox
-    /// capacity of zero with the `Reject` policy).
+    /// [`Client::join`](crate::client::Client::join) or
+    /// [`Client::send_on_connect`](crate::client::Client::send_on_connect) would keep more
+    /// distinct on-connect messages than the configured limit.
+    #[error(
+        "too many on-connect messages (at most {limit}: joins and send_on_connect registrations); \
+         leave a room or remove one first, or raise ClientConfig::max_on_connect"
+    )]
+    OnConnectFull {
+        /// The limit ([`ClientConfig::max_on_connect`](crate::config::ClientConfig::max_on_connect)).
+        limit: usize,
+    },
+    /// A configuration value is out of range or malformed; the text names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
 

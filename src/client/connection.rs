@@ -38,6 +38,7 @@ use futures_util::stream::{self, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Notify;
 
+use super::gate::{Gated, ReadGate};
 use super::heartbeat::{Heartbeat, PongReceived, Watch};
 use super::outbox::{Kind, SharedOutbox};
 use super::reconnect::{ConnectFailed, Established, Lost, ReconnectSupervisor};
@@ -53,10 +54,12 @@ pub(crate) use super::outbox::OutFrame;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a writer may take to flush its last frames (a Close reply) before it is aborted.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
-/// Control frames (pongs, pings, a close) waiting for the writer. Only a socket whose writes
-/// stall fills it; a pong that does not fit is skipped (the next ping gets one), a close that
-/// does not fit cuts the socket.
-const CONTROL_QUEUE: usize = 16;
+/// Control frames (pongs, pings, a close) waiting for the writer. The socket is not read while
+/// [`CONTROL_AHEAD`](super::gate::CONTROL_AHEAD) of them wait (see [`gate`](super::gate)), so a
+/// peer's ping always finds room for its pong; the two slots above that are for a heartbeat
+/// ping (skipped when there is no room: liveness is judged by what arrives) and our Close (a
+/// close that does not fit means the writes have stalled: the socket is cut).
+pub(crate) const CONTROL_QUEUE: usize = 16;
 
 /// Bytes each of the socket's buffers starts with; the read buffer grows for a larger message,
 /// the write buffer for a larger batch. awc hands the connection over in actix-codec's
@@ -175,14 +178,19 @@ pub struct Connection {
     heartbeat: Option<Addr<Heartbeat>>,
     supervisor: Option<Addr<ReconnectSupervisor>>,
     outbox: SharedOutbox,
-    /// Sent first on every socket; no duplicates.
+    /// Sent first on every socket, in registration order; at most
+    /// [`max_on_connect`](ClientConfig::max_on_connect), no duplicates (`on_connect_set` makes
+    /// the check O(1)).
     on_connect: Vec<ByteString>,
+    on_connect_set: std::collections::HashSet<ByteString>,
     link: Option<Link>,
     connecting: Option<SpawnHandle>,
     gen: u64,
     assembler: Assembler,
     /// An awc client of this connection's own, when its config trusts extra TLS roots.
     awc: Option<awc::Client>,
+    /// Closed while the Router or the control path is behind: the socket is not read then.
+    gate: Rc<ReadGate>,
 }
 
 impl Connection {
@@ -192,6 +200,7 @@ impl Connection {
         shared: Arc<Shared>,
         router: Addr<Router>,
         outbox: SharedOutbox,
+        gate: Rc<ReadGate>,
     ) -> Self {
         let assembler = Assembler::new(config.max_message_size);
         // `connect` validated the config, so the roots parse.
@@ -212,11 +221,13 @@ impl Connection {
             supervisor: None,
             outbox,
             on_connect: Vec::new(),
+            on_connect_set: std::collections::HashSet::new(),
             link: None,
             connecting: None,
             gen: 0,
             assembler,
             awc,
+            gate,
         }
     }
 
@@ -236,9 +247,14 @@ impl Connection {
     /// Hand a control frame to the writer of the open socket. False when there is no socket or
     /// its control path is full (its writes have stalled).
     fn write_control(&mut self, msg: ws::Message) -> bool {
-        self.link
-            .as_mut()
-            .is_some_and(|l| l.control.try_send(msg).is_ok())
+        let Some(link) = self.link.as_mut() else {
+            return false;
+        };
+        let sent = link.control.try_send(msg).is_ok();
+        if sent {
+            self.gate.control_queued(link.gen);
+        }
+        sent
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
@@ -289,6 +305,7 @@ impl Connection {
         let gen = self.gen;
         let (sink, stream) = framed.split();
         let (control, control_rx) = control_channel(CONTROL_QUEUE);
+        self.gate.control_reset(gen);
         let wake = Rc::new(Notify::new());
         self.outbox
             .borrow_mut()
@@ -297,7 +314,11 @@ impl Connection {
             sink,
             self.outbox.clone(),
             wake,
-            control_rx,
+            Taken {
+                rx: control_rx,
+                gate: self.gate.clone(),
+                gen,
+            },
             self.config.write_queue,
             ctx.address(),
             gen,
@@ -308,7 +329,7 @@ impl Connection {
                 item: Some(item.and_then(|frame| frame)),
             })
             .chain(stream::once(async move { Tagged { gen, item: None } }));
-        let reader = ctx.add_stream(tagged);
+        let reader = ctx.add_stream(Gated::new(tagged, self.gate.clone()));
         self.link = Some(Link {
             gen,
             control,
@@ -410,16 +431,21 @@ impl Connection {
             Event::Text(text) => {
                 Shared::add(&self.shared.messages_in, 1);
                 Shared::add(&self.shared.bytes_in, text.len() as u64);
+                // Bounded: the gate stops reading while too much waits for the Router.
+                self.gate.routing_started(text.len());
                 self.router.do_send(Incoming::Text(text));
             }
             Event::Binary(bytes) => {
                 Shared::add(&self.shared.messages_in, 1);
                 Shared::add(&self.shared.bytes_in, bytes.len() as u64);
+                self.gate.routing_started(bytes.len());
                 self.router.do_send(Incoming::Binary(bytes));
             }
             Event::Ping(p) => {
+                // The gate read this frame only because the control path had room for its
+                // pong; so this cannot fail while the socket is open.
                 if !self.write_control(ws::Message::Pong(p)) {
-                    tracing::debug!(connection = %self.shared.name, "control path full; pong skipped");
+                    tracing::warn!(connection = %self.shared.name, "control path full; pong not sent");
                 }
             }
             Event::Pong(p) => {
@@ -514,7 +540,7 @@ async fn write_loop(
     mut sink: WsSink,
     outbox: SharedOutbox,
     wake: Rc<Notify>,
-    mut control: ControlRx,
+    mut control: Taken,
     batch: usize,
     addr: Addr<Connection>,
     gen: u64,
@@ -636,6 +662,28 @@ impl actix_codec::AsyncWrite for Prefixed {
     }
 }
 
+/// The writer's end of the control path; every frame taken is reported to the read gate (the
+/// Connection reads on once the path has room again).
+struct Taken {
+    rx: ControlRx,
+    gate: Rc<ReadGate>,
+    gen: u64,
+}
+
+impl Taken {
+    fn try_recv(&mut self) -> Result<ws::Message, futures_channel::mpsc::TryRecvError> {
+        let msg = self.rx.try_recv()?;
+        self.gate.control_taken(self.gen);
+        Ok(msg)
+    }
+
+    async fn next(&mut self) -> Option<ws::Message> {
+        let msg = self.rx.next().await?;
+        self.gate.control_taken(self.gen);
+        Some(msg)
+    }
+}
+
 /// What [`write_control`] found.
 #[derive(Debug, PartialEq, Eq)]
 enum Control {
@@ -646,10 +694,7 @@ enum Control {
 }
 
 /// Feed every control frame waiting (not flushed: the caller flushes with what follows).
-async fn write_control(
-    sink: &mut WsSink,
-    control: &mut ControlRx,
-) -> Result<Control, ProtocolError> {
+async fn write_control(sink: &mut WsSink, control: &mut Taken) -> Result<Control, ProtocolError> {
     loop {
         match control.try_recv() {
             Ok(msg) => {
@@ -793,15 +838,22 @@ impl Handler<OnConnect> for Connection {
         }
         match msg {
             OnConnect::Add(text) => {
-                if !self.on_connect.contains(&text) {
+                if !self.on_connect_set.contains(&text) {
+                    let limit = self.config.max_on_connect;
+                    if self.on_connect.len() >= limit {
+                        return Err(Error::OnConnectFull { limit });
+                    }
                     if open {
                         outbox.push_replay(text.clone())?;
                     }
+                    self.on_connect_set.insert(text.clone());
                     self.on_connect.push(text);
                 }
             }
             OnConnect::Remove { text, then } => {
-                self.on_connect.retain(|t| *t != text);
+                if self.on_connect_set.remove(&text) {
+                    self.on_connect.retain(|t| *t != text);
+                }
                 if let (true, Some(then)) = (open, then) {
                     outbox.push_replay(then)?;
                 }

@@ -5,6 +5,14 @@
 //! from the client's shared counters. It never waits on the socket, so a socket whose writes
 //! have stalled cannot stop its timer (the actix-web #2441 trap): a silent peer is declared dead
 //! within `timeout + interval` whatever state the socket is in, and the Connection then cuts it.
+//!
+//! **While the client itself has paused reading** (a subscriber with
+//! [`Overflow::Backpressure`](super::Overflow::Backpressure) is full, or the Router is behind:
+//! see [`gate`](super::gate)), the peer is not declared dead: it is alive, we are slow, and
+//! whatever it sends waits unread in the socket. The heartbeat keeps pinging, and its silence
+//! clock starts again when reading resumes. A subscriber that never catches up therefore keeps
+//! the connection open but not read; the peer's own slow-consumer policy decides what happens
+//! to it (a server of this crate closes it with 1013 or drops messages for it, as configured).
 
 use crate::client::census::{Counted, Kind as Census};
 use std::collections::VecDeque;
@@ -55,6 +63,14 @@ impl Heartbeat {
 
     fn tick(&mut self) {
         let Some(gen) = self.watching else { return };
+        if self.shared.reading_paused() {
+            // We stopped reading because we are behind (a full subscriber that asked for
+            // backpressure): the peer may be sending into a socket we do not read, so its
+            // silence is not evidence. The clock starts again when reading resumes. Pings still
+            // go out; their pongs are read with everything else.
+            self.ping(gen);
+            return;
+        }
         let silent = self.shared.silent_for();
         if silent >= self.config.timeout {
             tracing::warn!(
@@ -69,6 +85,10 @@ impl Heartbeat {
             });
             return;
         }
+        self.ping(gen);
+    }
+
+    fn ping(&mut self, gen: u64) {
         let nonce = self.next_nonce;
         self.next_nonce += 1;
         if self.outstanding.len() == MAX_OUTSTANDING_PINGS {

@@ -31,6 +31,7 @@
 
 mod census;
 pub mod connection;
+pub mod gate;
 pub mod heartbeat;
 pub mod manager;
 pub mod outbox;
@@ -47,8 +48,9 @@ use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 pub use census::{census, wait_census, Census};
+pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
 pub use manager::{Manager, ManagerConfig, ManagerStats};
-pub use router::Inbound;
+pub use router::{Inbound, Overflow};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 
 use crate::config::ClientConfig;
@@ -169,13 +171,20 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         config.max_message_size,
         shared.clone(),
     );
-    router_ctx.run(Router::new(shared.clone(), app_heartbeat, outbox.clone()));
+    let gate = gate::ReadGate::new(shared.clone());
+    router_ctx.run(Router::new(
+        shared.clone(),
+        app_heartbeat,
+        outbox.clone(),
+        gate.clone(),
+    ));
     let mut connection = Connection::new(
         url.to_owned(),
         config.clone(),
         shared.clone(),
         router_addr.clone(),
         outbox,
+        gate,
     );
     connection.wire(heartbeat.clone(), sup_addr.clone());
     conn_ctx.run(connection);
@@ -344,12 +353,31 @@ impl Client {
     }
 
     // Naming: `subscribe*(capacity)` answers a bounded channel (dropping the receiver
-    // unsubscribes); `subscribe*_actor(recipient)` delivers to an actor instead.
+    // unsubscribes); `subscribe*_actor(recipient)` delivers to an actor instead; `*_with` takes
+    // the [`Overflow`] policy (the others use the default, `DropNewest`).
 
-    /// Deliver every message of type `T` to an actor. The actor's mailbox is the buffer: keep
-    /// up, or use [`subscribe`](Self::subscribe) for a bounded one.
+    /// Deliver every message of type `T` to an actor, bounded by the actor's mailbox capacity
+    /// (actix's default is 16; `ctx.set_mailbox_capacity` changes it): when the mailbox is full
+    /// the message is dropped for this actor, counted in [`Stats::dropped_incoming`] and
+    /// reported as [`MessageErrorKind::SubscriberFull`]. For a subscriber that must see every
+    /// message, use [`subscribe_actor_with`](Self::subscribe_actor_with) and
+    /// [`Overflow::Backpressure`].
     pub fn subscribe_actor<T: WireMessage + Clone>(&self, recipient: Recipient<Inbound<T>>) {
-        self.inner.router.do_send(Subscribe(Sink::actor(recipient)));
+        self.subscribe_actor_with(recipient, Overflow::DropNewest)
+    }
+
+    /// [`subscribe_actor`](Self::subscribe_actor) with the policy for a full mailbox:
+    /// [`Overflow::DropNewest`] drops and counts, [`Overflow::Backpressure`] waits for room and
+    /// meanwhile stops reading the socket once [`ROUTE_AHEAD`] messages wait (nothing is
+    /// dropped, the peer is slowed by TCP).
+    pub fn subscribe_actor_with<T: WireMessage + Clone>(
+        &self,
+        recipient: Recipient<Inbound<T>>,
+        overflow: Overflow,
+    ) {
+        self.inner
+            .router
+            .do_send(Subscribe(Sink::actor(recipient, overflow)));
     }
 
     /// Deliver every message of type `T` to a bounded channel of `capacity` messages (at least
@@ -358,18 +386,39 @@ impl Client {
     /// (Every `subscribe*` method answers such a channel; `subscribe*_actor` delivers to an
     /// actor.)
     pub fn subscribe<T: WireMessage + Clone>(&self, capacity: usize) -> mpsc::Receiver<Inbound<T>> {
+        self.subscribe_with(capacity, Overflow::DropNewest)
+    }
+
+    /// [`subscribe`](Self::subscribe) with the policy for a full channel (see [`Overflow`]).
+    pub fn subscribe_with<T: WireMessage + Clone>(
+        &self,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> mpsc::Receiver<Inbound<T>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.inner.router.do_send(Subscribe(Sink::channel(tx)));
+        self.inner
+            .router
+            .do_send(Subscribe(Sink::channel(tx, overflow)));
         rx
     }
 
     /// Deliver every text message, whatever its type, as an undecoded [`Envelope`]. With a raw
-    /// subscriber, no type counts as unknown.
+    /// subscriber, no type counts as unknown. A full channel drops and counts (see
+    /// [`subscribe_raw_with`](Self::subscribe_raw_with)).
     pub fn subscribe_raw(&self, capacity: usize) -> mpsc::Receiver<Inbound<Envelope>> {
+        self.subscribe_raw_with(capacity, Overflow::DropNewest)
+    }
+
+    /// [`subscribe_raw`](Self::subscribe_raw) with the policy for a full channel.
+    pub fn subscribe_raw_with(
+        &self,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> mpsc::Receiver<Inbound<Envelope>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Raw(Sink::channel(tx)));
+            .do_send(SubscribeTo::Raw(Sink::channel(tx, overflow)));
         rx
     }
 
@@ -378,10 +427,21 @@ impl Client {
     /// malformed JSON and unknown types are not reported as errors, and when there is no other
     /// subscriber, pending request or application heartbeat, frames are not parsed at all.
     pub fn subscribe_text(&self, capacity: usize) -> mpsc::Receiver<Inbound<ByteString>> {
+        self.subscribe_text_with(capacity, Overflow::DropNewest)
+    }
+
+    /// [`subscribe_text`](Self::subscribe_text) with the policy for a full channel (`wsm
+    /// connect` uses [`Overflow::Backpressure`]: a terminal that prints slowly slows the peer
+    /// rather than losing lines).
+    pub fn subscribe_text_with(
+        &self,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> mpsc::Receiver<Inbound<ByteString>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Text(Sink::channel(tx)));
+            .do_send(SubscribeTo::Text(Sink::channel(tx, overflow)));
         rx
     }
 
@@ -391,29 +451,43 @@ impl Client {
         self.send_frame(OutFrame::Text(text.into())).await
     }
 
-    /// Deliver binary messages, as bytes.
+    /// Deliver binary messages, as bytes. A full channel drops and counts.
     pub fn subscribe_binary(&self, capacity: usize) -> mpsc::Receiver<Inbound<Bytes>> {
+        self.subscribe_binary_with(capacity, Overflow::DropNewest)
+    }
+
+    /// [`subscribe_binary`](Self::subscribe_binary) with the policy for a full channel.
+    pub fn subscribe_binary_with(
+        &self,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> mpsc::Receiver<Inbound<Bytes>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Binary(Sink::channel(tx)));
+            .do_send(SubscribeTo::Binary(Sink::channel(tx, overflow)));
         rx
     }
 
-    /// State changes and message errors, to a bounded channel of `capacity` events.
+    /// State changes and message errors, to a bounded channel of `capacity` events. A full
+    /// channel drops the event and counts it in [`Stats::dropped_incoming`] (events never hold
+    /// up routing: the current state is always readable with [`state`](Self::state)).
     pub fn subscribe_events(&self, capacity: usize) -> mpsc::Receiver<Event> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.inner
             .router
-            .do_send(SubscribeTo::Events(Sink::channel(tx)));
+            .do_send(SubscribeTo::Events(Sink::channel(tx, Overflow::DropNewest)));
         rx
     }
 
-    /// State changes and message errors, to an actor.
+    /// State changes and message errors, to an actor, bounded by its mailbox capacity like
+    /// [`subscribe_events`](Self::subscribe_events): a full mailbox drops the event and counts
+    /// it in [`Stats::dropped_incoming`].
     pub fn subscribe_events_actor(&self, recipient: Recipient<Event>) {
-        self.inner
-            .router
-            .do_send(SubscribeTo::Events(Sink::actor(recipient)));
+        self.inner.router.do_send(SubscribeTo::Events(Sink::actor(
+            recipient,
+            Overflow::DropNewest,
+        )));
     }
 
     /// Wait until the state is `Connected`. Fails with [`Error::ConnectFailed`] carrying the
@@ -495,6 +569,6 @@ impl Client {
     pub fn inject_text(&self, text: impl Into<ByteString>) {
         self.inner
             .router
-            .do_send(router::Incoming::Text(text.into()));
+            .do_send(router::Incoming::Injected(text.into()));
     }
 }

@@ -7,14 +7,18 @@
 use crate::client::census::{Counted, Kind as Census};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use bytestring::ByteString;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::gate::ReadGate;
 use super::heartbeat::{AppPong, Heartbeat};
 use super::outbox::{Kind, OutFrame, SharedOutbox};
 use super::state::{ConnectionState, Event, MessageError, MessageErrorKind, Shared};
@@ -44,43 +48,77 @@ impl<T: 'static> Message for Inbound<T> {
     type Result = ();
 }
 
+/// What a subscription does with a message when its subscriber is full (a channel at its
+/// capacity, an actor's mailbox at its capacity: actix's default is 16, set with
+/// `ctx.set_mailbox_capacity`).
+///
+/// Either way nothing between the socket and the subscriber grows without bound: the client
+/// never uses `do_send` towards a subscriber. (Not to be confused with
+/// [`config::Overflow`](crate::config::Overflow), the policy of the *outgoing* outbox.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop the message for this subscriber, count it in
+    /// [`Stats::dropped_incoming`](super::Stats::dropped_incoming), trace it, and report it as
+    /// [`MessageErrorKind::SubscriberFull`]. Other subscribers still get it, and the socket is
+    /// read at full speed. The default: a feed whose consumer falls behind keeps its freshest
+    /// data flowing and the connection healthy.
+    #[default]
+    DropNewest,
+    /// Wait until the subscriber has room. Meanwhile this client routes nothing else (every
+    /// subscriber of the connection waits too, to keep order) and, once
+    /// [`ROUTE_AHEAD`](super::ROUTE_AHEAD) messages are waiting, stops reading its socket:
+    /// TCP then slows the peer, whose own slow-consumer policy applies. Nothing is dropped and
+    /// order is kept; the heartbeat does not declare the peer dead while the client itself is
+    /// the slow one (see [`heartbeat`](super::heartbeat)). Request replies and state events
+    /// wait as well, so a request's timeout can fire late.
+    Backpressure,
+}
+
 /// Where a subscription delivers: an actor's mailbox or a bounded channel. Counted in the
 /// [`census`](crate::client::census) while the router holds it.
 pub(crate) struct Sink<M: Message<Result = ()> + Send> {
     to: To<M>,
+    overflow: Overflow,
     _live: Counted,
 }
 
 enum To<M: Message<Result = ()> + Send> {
-    /// `do_send` to an actor: the subscriber's own mailbox is the buffer.
+    /// `try_send` to an actor: its mailbox (bounded by its capacity) is the buffer.
     Actor(Recipient<M>),
-    /// `try_send` on a bounded channel: when it is full the message is dropped and counted.
+    /// `try_send` on a bounded channel.
     Channel(mpsc::Sender<M>),
 }
 
-impl<M: Message<Result = ()> + Send> Sink<M> {
-    pub(crate) fn actor(recipient: Recipient<M>) -> Self {
+impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
+    pub(crate) fn actor(recipient: Recipient<M>, overflow: Overflow) -> Self {
         Sink {
             to: To::Actor(recipient),
+            overflow,
             _live: Counted::new(Census::Subscription),
         }
     }
 
-    pub(crate) fn channel(tx: mpsc::Sender<M>) -> Self {
+    pub(crate) fn channel(tx: mpsc::Sender<M>, overflow: Overflow) -> Self {
         Sink {
             to: To::Channel(tx),
+            overflow,
             _live: Counted::new(Census::Subscription),
         }
     }
 }
+
+/// A delivery to a full [`Overflow::Backpressure`] subscriber: resolves once the message is in.
+/// The Router waits for all of them before it routes the next message.
+type Wait = LocalBoxFuture<'static, ()>;
 
 enum Delivery {
     Delivered,
     Full,
     Gone,
+    Wait(Wait),
 }
 
-impl<M: Message<Result = ()> + Send> Sink<M> {
+impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
     /// Whether the receiving end is gone (the channel's receiver dropped, the actor stopped).
     fn is_gone(&self) -> bool {
         match &self.to {
@@ -90,17 +128,31 @@ impl<M: Message<Result = ()> + Send> Sink<M> {
     }
 
     fn deliver(&self, msg: M) -> Delivery {
+        let backpressure = self.overflow == Overflow::Backpressure;
         match &self.to {
-            To::Actor(r) => {
-                if r.connected() {
-                    r.do_send(msg);
-                    Delivery::Delivered
-                } else {
-                    Delivery::Gone
+            // actix's `try_send` honours the mailbox capacity (it lets one message past it per
+            // sender, then refuses until the actor has taken one).
+            To::Actor(r) => match r.try_send(msg) {
+                Ok(()) => Delivery::Delivered,
+                Err(SendError::Full(msg)) if backpressure => {
+                    // `send` waits for room (this sender's one slot past the capacity) and
+                    // resolves once the actor has handled it; until then nothing else is routed.
+                    let request = r.send(msg);
+                    Delivery::Wait(Box::pin(async move {
+                        let _ = request.await;
+                    }))
                 }
-            }
+                Err(SendError::Full(_)) => Delivery::Full,
+                Err(SendError::Closed(_)) => Delivery::Gone,
+            },
             To::Channel(tx) => match tx.try_send(msg) {
                 Ok(()) => Delivery::Delivered,
+                Err(mpsc::error::TrySendError::Full(msg)) if backpressure => {
+                    let tx = tx.clone();
+                    Delivery::Wait(Box::pin(async move {
+                        let _ = tx.send(msg).await;
+                    }))
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
                 Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
             },
@@ -108,10 +160,12 @@ impl<M: Message<Result = ()> + Send> Sink<M> {
     }
 }
 
-/// Deliver `make()` to every sink, dropping sinks whose receiver is gone and counting full ones.
-/// Returns how many sinks were full.
-fn fan_out<M: Message<Result = ()> + Send>(
+/// Deliver `make()` to every sink, dropping sinks whose receiver is gone, counting full ones,
+/// and adding a wait for each full one that asked for backpressure to `waits`. Returns how many
+/// sinks were full (and dropped the message).
+fn fan_out<M: Message<Result = ()> + Send + 'static>(
     sinks: &mut Vec<Sink<M>>,
+    waits: &mut Vec<Wait>,
     mut make: impl FnMut() -> M,
 ) -> u64 {
     let mut full = 0;
@@ -121,13 +175,17 @@ fn fan_out<M: Message<Result = ()> + Send>(
             full += 1;
             true
         }
+        Delivery::Wait(w) => {
+            waits.push(w);
+            true
+        }
         Delivery::Gone => false,
     });
     full
 }
 
 /// Forget the sinks whose receiver is gone; answers how many are left.
-fn prune<M: Message<Result = ()> + Send>(sinks: &mut Vec<Sink<M>>) -> usize {
+fn prune<M: Message<Result = ()> + Send + 'static>(sinks: &mut Vec<Sink<M>>) -> usize {
     sinks.retain(|s| !s.is_gone());
     sinks.len()
 }
@@ -136,8 +194,14 @@ fn prune<M: Message<Result = ()> + Send>(sinks: &mut Vec<Sink<M>>) -> usize {
 trait TypedGroup {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn rust_type(&self) -> TypeId;
-    /// Decode and deliver; `Ok(n)` with the number of full subscribers.
-    fn dispatch(&mut self, head: &Head<'_>, connection: &Arc<str>) -> Result<u64, Error>;
+    /// Decode and deliver; `Ok(n)` with the number of full subscribers that dropped it (waits
+    /// for full subscribers that asked for backpressure go to `waits`).
+    fn dispatch(
+        &mut self,
+        head: &Head<'_>,
+        connection: &Arc<str>,
+        waits: &mut Vec<Wait>,
+    ) -> Result<u64, Error>;
     fn is_empty(&self) -> bool;
     /// Forget sinks whose receiver is gone; answers how many are left.
     fn prune(&mut self) -> usize;
@@ -154,12 +218,17 @@ impl<T: WireMessage + Clone> TypedGroup for Group<T> {
     fn rust_type(&self) -> TypeId {
         TypeId::of::<T>()
     }
-    fn dispatch(&mut self, head: &Head<'_>, connection: &Arc<str>) -> Result<u64, Error> {
+    fn dispatch(
+        &mut self,
+        head: &Head<'_>,
+        connection: &Arc<str>,
+        waits: &mut Vec<Wait>,
+    ) -> Result<u64, Error> {
         let data: T = head.data_as()?;
         let room = head.room.as_deref().map(str::to_owned);
         let from = head.from.as_deref().map(str::to_owned);
         let timestamp = head.timestamp.as_deref().map(str::to_owned);
-        Ok(fan_out(&mut self.sinks, || Inbound {
+        Ok(fan_out(&mut self.sinks, waits, || Inbound {
             connection: connection.clone(),
             id: head.id,
             room: room.clone(),
@@ -196,6 +265,10 @@ pub struct Router {
     outbox: SharedOutbox,
     /// The heartbeat, only in application ping mode: `{"type":"pong"}` envelopes go to it.
     app_heartbeat: Option<Addr<Heartbeat>>,
+    /// Told when a message from the socket has been routed, so the Connection reads on.
+    gate: Rc<ReadGate>,
+    /// Deliveries to full backpressure subscribers made while routing the current message.
+    waits: Vec<Wait>,
 }
 
 struct PendingRequest {
@@ -210,6 +283,7 @@ impl Router {
         shared: Arc<Shared>,
         app_heartbeat: Option<Addr<Heartbeat>>,
         outbox: SharedOutbox,
+        gate: Rc<ReadGate>,
     ) -> Self {
         Self {
             _live: Counted::new(Census::Actor),
@@ -224,7 +298,24 @@ impl Router {
             next_id: 1,
             outbox,
             app_heartbeat,
+            gate,
+            waits: Vec::new(),
         }
+    }
+
+    /// Hold every further message (and timer) of this Router until the waits of the message
+    /// just routed are done: the full backpressure subscribers have taken it. The Connection
+    /// reads on only until [`ROUTE_AHEAD`](super::ROUTE_AHEAD) messages wait in the mailbox.
+    fn wait_for_subscribers(&mut self, ctx: &mut Context<Self>) {
+        if self.waits.is_empty() {
+            return;
+        }
+        let waits = std::mem::take(&mut self.waits);
+        ctx.wait(
+            futures_util::future::join_all(waits)
+                .map(|_| ())
+                .into_actor(self),
+        );
     }
 
     fn message_error(
@@ -259,7 +350,9 @@ impl Router {
         };
         // Events about full subscribers are not themselves counted again when the event
         // channel is full, to avoid a feedback loop.
-        let _ = fan_out(&mut self.events, || Event::MessageError(err.clone()));
+        let _ = fan_out(&mut self.events, &mut self.waits, || {
+            Event::MessageError(err.clone())
+        });
     }
 
     fn subscribers_full(&mut self, kind: &str, n: u64) {
@@ -267,7 +360,7 @@ impl Router {
             self.message_error(
                 MessageErrorKind::SubscriberFull,
                 Some(kind.to_owned()),
-                "subscriber channel full; message dropped".into(),
+                "subscriber full (channel or mailbox at its capacity); message dropped".into(),
             );
         }
     }
@@ -277,7 +370,7 @@ impl Router {
         let mut handled = false;
         if !self.text.is_empty() {
             let name = self.shared.name.clone();
-            let full = fan_out(&mut self.text, || Inbound {
+            let full = fan_out(&mut self.text, &mut self.waits, || Inbound {
                 connection: name.clone(),
                 id: None,
                 room: None,
@@ -327,7 +420,7 @@ impl Router {
             let mut errors = Vec::new();
             let mut full = 0;
             for g in groups.iter_mut() {
-                match g.dispatch(&head, &self.shared.name) {
+                match g.dispatch(&head, &self.shared.name, &mut self.waits) {
                     Ok(n) => full += n,
                     Err(e) => errors.push(e.to_string()),
                 }
@@ -349,7 +442,7 @@ impl Router {
         if !self.raw.is_empty() {
             let env = head.to_owned_envelope();
             let name = self.shared.name.clone();
-            let full = fan_out(&mut self.raw, || Inbound {
+            let full = fan_out(&mut self.raw, &mut self.waits, || Inbound {
                 connection: name.clone(),
                 id: env.id,
                 room: env.room.clone(),
@@ -440,19 +533,37 @@ impl Actor for Router {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) enum Incoming {
+    /// A text message from the socket (counted by the read gate).
     Text(ByteString),
+    /// A binary message from the socket (counted by the read gate).
     Binary(Bytes),
+    /// Text injected by the user, as though received (not counted by the gate).
+    Injected(ByteString),
 }
 
 /// Handler for [`Incoming`]: text is decoded (head once) and routed; binary goes to binary
-/// subscribers untouched.
+/// subscribers untouched. Then the read gate is told (the Connection may read on), and a full
+/// backpressure subscriber holds the Router until it has taken the message.
 impl Handler<Incoming> for Router {
     type Result = ();
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
-        let bytes = match msg {
-            Incoming::Text(text) => return self.route_text(&text, ctx),
-            Incoming::Binary(bytes) => bytes,
-        };
+        match msg {
+            Incoming::Text(text) => {
+                self.route_text(&text, ctx);
+                self.gate.routing_done(text.len());
+            }
+            Incoming::Injected(text) => self.route_text(&text, ctx),
+            Incoming::Binary(bytes) => {
+                self.route_binary(&bytes);
+                self.gate.routing_done(bytes.len());
+            }
+        }
+        self.wait_for_subscribers(ctx);
+    }
+}
+
+impl Router {
+    fn route_binary(&mut self, bytes: &Bytes) {
         if self.binary.is_empty() {
             self.message_error(
                 MessageErrorKind::UnknownType,
@@ -465,7 +576,7 @@ impl Handler<Incoming> for Router {
             return;
         }
         let name = self.shared.name.clone();
-        let full = fan_out(&mut self.binary, || Inbound {
+        let full = fan_out(&mut self.binary, &mut self.waits, || Inbound {
             connection: name.clone(),
             id: None,
             room: None,
@@ -619,11 +730,14 @@ impl Handler<PublishState> for Router {
             _ => {}
         }
         let terminal = state.is_terminal();
-        let full = fan_out(&mut self.events, || Event::State(state.clone()));
+        let full = fan_out(&mut self.events, &mut self.waits, || {
+            Event::State(state.clone())
+        });
         if full > 0 {
             Shared::add(&self.shared.dropped_incoming, full);
             tracing::warn!(connection = %self.shared.name, full, "event subscriber full; state event dropped");
         }
+        self.wait_for_subscribers(ctx);
         if terminal {
             ctx.stop();
         }

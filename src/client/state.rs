@@ -172,8 +172,15 @@ pub struct Stats {
     /// Accepted messages dropped: by the outbox policy, at a lost connection (those being
     /// written) or when the client stopped.
     pub dropped: u64,
-    /// Incoming messages (or events) not delivered because a subscriber's channel was full.
+    /// Incoming messages (or events) not delivered because a subscriber was full (a channel at
+    /// its capacity, an actor's mailbox at its capacity) under
+    /// [`Overflow::DropNewest`](super::Overflow::DropNewest).
     pub dropped_incoming: u64,
+    /// Times the client paused reading its socket because it was behind: a subscriber with
+    /// [`Overflow::Backpressure`](super::Overflow::Backpressure) was full, or the Router had
+    /// [`ROUTE_AHEAD`](super::ROUTE_AHEAD) messages not yet routed. The peer then sees its
+    /// writes slow down; nothing is dropped.
+    pub read_pauses: u64,
     /// Incoming messages that could not be decoded (malformed JSON, bad `data`).
     pub decode_errors: u64,
     /// Incoming messages of a `type` nobody subscribed to.
@@ -203,6 +210,10 @@ pub(crate) struct Shared {
     pub(crate) reconnects: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) dropped_incoming: AtomicU64,
+    pub(crate) read_pauses: AtomicU64,
+    /// Set while the Connection does not read because the client is behind (see
+    /// [`gate`](super::gate)); the heartbeat does not count that time as the peer's silence.
+    reading_paused: std::sync::atomic::AtomicBool,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) unknown_types: AtomicU64,
     pub(crate) outbox_len: AtomicU64,
@@ -230,6 +241,8 @@ impl Shared {
             reconnects: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             dropped_incoming: AtomicU64::new(0),
+            read_pauses: AtomicU64::new(0),
+            reading_paused: std::sync::atomic::AtomicBool::new(false),
             decode_errors: AtomicU64::new(0),
             unknown_types: AtomicU64::new(0),
             outbox_len: AtomicU64::new(0),
@@ -246,6 +259,15 @@ impl Shared {
 
     pub(crate) fn set(counter: &AtomicU64, n: u64) {
         counter.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether reading is paused because the client is behind (not the peer).
+    pub(crate) fn reading_paused(&self) -> bool {
+        self.reading_paused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_reading_paused(&self, paused: bool) {
+        self.reading_paused.store(paused, Ordering::Relaxed);
     }
 
     /// Record that something arrived now.
@@ -294,6 +316,7 @@ impl Shared {
             reconnects: get(&self.reconnects),
             dropped: get(&self.dropped),
             dropped_incoming: get(&self.dropped_incoming),
+            read_pauses: get(&self.read_pauses),
             decode_errors: get(&self.decode_errors),
             unknown_types: get(&self.unknown_types),
             outbox_len: get(&self.outbox_len),

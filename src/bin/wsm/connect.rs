@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use actix_ws_manager::client::{self, ConnectionState, Event};
+use actix_ws_manager::client::{self, ConnectionState, Event, Overflow};
 use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
 use actix_ws_manager::{protocol, Error, Outgoing, Result};
 use clap::Args;
@@ -123,8 +123,8 @@ pub fn run(args: ConnectArgs) -> Result<()> {
 async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
     let client = client::connect(&args.url, config)?;
     let mut events = client.subscribe_events(256);
-    let mut text = client.subscribe_text(1024);
-    let mut binary = client.subscribe_binary(64);
+    let mut text = client.subscribe_text_with(1024, Overflow::Backpressure);
+    let mut binary = client.subscribe_binary_with(64, Overflow::Backpressure);
     for room in &args.joins {
         client.send_on_connect(protocol::join(room)).await?;
     }
