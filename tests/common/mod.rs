@@ -245,6 +245,56 @@ pub fn test_pki() -> (String, String, String) {
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
+/// A self-signed certificate marked as a CA, like the one that
+/// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost
+/// -addext subjectAltName=DNS:localhost,IP:127.0.0.1` makes (`CA:TRUE`), for the names `sans`
+/// (an IP address becomes an IP SAN) and, when given, valid only from `valid.0` to `valid.1`
+/// (calendar years, 1 January). Answers (certificate PEM, key PEM).
+pub fn self_signed_ca_cert(sans: &[&str], valid: Option<(i32, i32)>) -> (String, String) {
+    let names: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        sans.first().copied().unwrap_or("none"),
+    );
+    if let Some((from, to)) = valid {
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+    }
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Files that a test writes for a child process (a certificate, a key), in a directory of
+/// their own that is removed when dropped.
+pub struct TempFiles(pub std::path::PathBuf);
+
+impl TempFiles {
+    /// A new, empty directory under the system's temporary directory, named for `test`.
+    pub fn new(test: &str) -> TempFiles {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("wsm-{test}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("make a temporary directory");
+        TempFiles(dir)
+    }
+
+    /// Write `contents` to `name` in the directory; answers the path as text.
+    pub fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write a temporary file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
 pub struct KillOnDrop(pub Option<std::process::Child>);
 impl Drop for KillOnDrop {

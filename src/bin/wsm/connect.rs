@@ -8,7 +8,8 @@
 //! - stderr: state changes (`wsm: connected`, `wsm: reconnecting in 500ms (attempt 1)`, ...).
 //!
 //! The first connection must succeed within `--connect-timeout`, else `wsm` exits 1 with one
-//! line saying why (refused, HTTP status, timeout). Later losses reconnect with backoff. When
+//! line saying why (refused, HTTP status, timeout, a refused TLS certificate: at once, since
+//! retrying cannot help). Later losses reconnect with backoff. When
 //! stdin closes, the connection is closed with 1000 (replies already on the way are printed)
 //! and `wsm` exits 0.
 
@@ -170,7 +171,7 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
             }
             Some(event) = events.recv() => {
                 if let Some(reason) = report(&event) {
-                    return Err(Error::ConnectFailed { url: args.url.clone(), reason });
+                    return Err(gave_up(&args.url, &reason));
                 }
             }
         }
@@ -228,14 +229,7 @@ async fn first_connection(events: &mut mpsc::Receiver<Event>, args: &ConnectArgs
                     return Ok(());
                 }
                 Event::State(ConnectionState::Failed { reason }) => {
-                    // Keep the cause; the URL is in the error already.
-                    let prefix = format!("connect to {} failed: ", args.url);
-                    let reason = reason
-                        .strip_suffix(" (reconnection is disabled)")
-                        .unwrap_or(&reason);
-                    return Err(failed(
-                        reason.strip_prefix(&prefix).unwrap_or(reason).into(),
-                    ));
+                    return Err(gave_up(&args.url, &reason))
                 }
                 Event::State(ConnectionState::Reconnecting { cause, .. }) => {
                     return Err(failed(cause))
@@ -255,6 +249,28 @@ async fn first_connection(events: &mut mpsc::Receiver<Event>, args: &ConnectArgs
             "not connected within {}",
             client::round_duration(args.connect_timeout)
         ))),
+    }
+}
+
+/// The error for the reason of a `Failed` state, naming the URL once: a refused certificate
+/// keeps its own words (what is wrong, what to do), anything else is a failed connect with its
+/// cause.
+fn gave_up(url: &str, reason: &str) -> Error {
+    if let Some(words) = reason.strip_prefix(&format!("TLS certificate of {url} refused: ")) {
+        return Error::Certificate {
+            url: url.to_owned(),
+            reason: words.to_owned(),
+        };
+    }
+    let reason = reason
+        .strip_suffix(" (reconnection is disabled)")
+        .unwrap_or(reason);
+    let reason = reason
+        .strip_prefix(&format!("connect to {url} failed: "))
+        .unwrap_or(reason);
+    Error::ConnectFailed {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
     }
 }
 
