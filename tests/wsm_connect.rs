@@ -2,7 +2,7 @@
 //! (verbatim, or as envelopes with `--json`), incoming messages come out on stdout, state changes
 //! on stderr; it reconnects after a server restart, exits 0 when stdin closes, and exits non-zero
 //! with one clear line for a bad URL, a refused connection, a refused upgrade and a refused TLS
-//! certificate. With `--ca` it trusts the self-signed certificate that `openssl req -x509` makes
+//! certificate; every numeric flag out of its range gets clap's one line. With `--ca` it trusts the self-signed certificate that `openssl req -x509` makes
 //! and `wsm serve --tls-cert` serves.
 #![cfg(unix)]
 
@@ -316,6 +316,26 @@ async fn connect_refused_certificate_fails_at_once_in_one_line() {
         );
         for dump in ["Other(", "OtherError", "{", "DnsName("] {
             assert!(!stderr.contains(dump), "{stderr}");
+        }
+    }
+}
+
+/// Every numeric flag of `wsm connect` refuses extreme values (zero, `u64::MAX`, past `u64`,
+/// negative, a billion years) with clap's one line naming the flag and status 2, before it
+/// dials.
+#[test]
+fn every_numeric_flag_is_range_checked() {
+    use common::{assert_flag_refused, EXTREME_COUNTS, EXTREME_DURATIONS};
+    let table: &[(&str, &[&str])] = &[
+        ("--connect-timeout", EXTREME_DURATIONS),
+        ("--heartbeat-interval", EXTREME_DURATIONS),
+        ("--heartbeat-timeout", EXTREME_DURATIONS),
+        ("--max-message-size", EXTREME_COUNTS),
+    ];
+    for (flag, values) in table {
+        for value in *values {
+            let arg = format!("{flag}={value}");
+            assert_flag_refused(&["connect", &arg, "ws://127.0.0.1:1/ws"], flag);
         }
     }
 }

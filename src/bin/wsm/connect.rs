@@ -19,6 +19,8 @@ use actix_ws_manager::client::{self, ConnectionState, Event};
 use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
 use actix_ws_manager::{protocol, Error, Outgoing, Result};
 use clap::Args;
+
+use crate::flags;
 use tokio::sync::mpsc;
 
 /// Flags of `wsm connect`.
@@ -41,8 +43,9 @@ pub struct ConnectArgs {
     /// repeatable).
     #[arg(long = "join", value_name = "ROOM")]
     joins: Vec<String>,
-    /// Time the first connection may take (TCP, upgrade), such as `10s`.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Time the first connection may take (TCP, upgrade), such as `10s` (above zero, at most
+    /// 365 days).
+    #[arg(long, default_value = "10s", value_parser = flags::duration)]
     connect_timeout: Duration,
     /// Do not reconnect after a loss: exit 1 instead.
     #[arg(long)]
@@ -53,15 +56,16 @@ pub struct ConnectArgs {
     /// A WebSocket subprotocol to offer (repeatable, in order of preference).
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
-    /// Time between heartbeat pings, such as `15s`.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    /// Time between heartbeat pings, such as `15s` (above zero, at most 365 days).
+    #[arg(long, default_value = "15s", value_parser = flags::duration)]
     heartbeat_interval: Duration,
     /// Silence after which the server counts as dead and the connection is re-made, such as
-    /// `30s`.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// `30s` (above zero, at most 365 days).
+    #[arg(long, default_value = "30s", value_parser = flags::duration)]
     heartbeat_timeout: Duration,
-    /// Largest message accepted, in bytes (bigger: close 1009).
-    #[arg(long, default_value_t = actix_ws_manager::config::DEFAULT_MAX_MESSAGE_SIZE)]
+    /// Largest message accepted, in bytes, 1 to 1 GiB (bigger: close 1009).
+    #[arg(long, default_value_t = actix_ws_manager::config::DEFAULT_MAX_MESSAGE_SIZE,
+          value_parser = flags::count(1..=flags::MAX_MESSAGE_SIZE))]
     max_message_size: usize,
     /// A PEM file of extra root certificates to trust for `wss://` (a private CA, a
     /// self-signed server).
