@@ -93,9 +93,11 @@ pub fn client_config(extra_roots_pem: &[Vec<u8>]) -> Result<Arc<rustls::ClientCo
 ///
 /// - The exception: when webpki refuses the certificate and it is byte for byte one that the
 ///   user gave as a root, it is accepted if it names the host of the URL and `now` is within
-///   its validity period. Pinning exact bytes is what trusting a self-signed certificate means;
-///   it does not extend to any certificate that certificate signed, nor to another certificate
-///   with the same name or key.
+///   its validity period. Pinning exact bytes is what trusting a self-signed certificate means
+///   (as curl, Python's ssl and browsers do when told to trust it); the exception does not
+///   extend to another certificate with the same name or key, and certificates that a given one
+///   signed go through webpki as usual, with the given one as a root. Its key usage is not
+///   checked (webpki keeps that check private too): the user vouched for this very certificate.
 /// - The rewording: a self-signed CA certificate that the user did not give is refused as
 ///   [`CertificateError::UnknownIssuer`] instead of webpki's `CaUsedAsEndEntity` (webpki checks
 ///   basic constraints before it looks for an issuer), because what the user has to do is trust
