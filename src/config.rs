@@ -63,7 +63,9 @@ pub struct ClientConfig {
     pub outbox: OutboxPolicy,
     /// Extra root certificates to trust for `wss://`, each a PEM text holding one or more
     /// certificates, beside the web PKI roots (feature `rustls`). For a private CA or a
-    /// self-signed test server. Default: none.
+    /// self-signed server: a server presenting one of these very certificates as its own is
+    /// trusted even when it is marked as a CA (`openssl req -x509` makes such certificates), as
+    /// long as it names the URL's host and is within its validity period. Default: none.
     pub tls_roots_pem: Vec<Vec<u8>>,
     /// Most distinct on-connect messages ([`Client::join`](crate::client::Client::join),
     /// [`Client::send_on_connect`](crate::client::Client::send_on_connect)) a client keeps; one

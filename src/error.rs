@@ -42,14 +42,18 @@ pub enum Error {
         status: u16,
     },
 
-    /// The server's TLS certificate was refused (not signed by a trusted root, expired, or for
-    /// another name). Final for a client: retrying cannot help, so it ends in `Failed` without
-    /// reconnecting. Trust an extra root with `ClientConfig::tls_root_pem` (`wsm --ca FILE`).
+    /// The server's TLS certificate was refused (not signed by a trusted root, expired or not
+    /// yet valid, for another name, a CA certificate in the server's place). Final for a
+    /// client: retrying cannot help, so it ends in `Failed` without reconnecting. Trust an
+    /// extra root, or a self-signed server certificate as it is, with
+    /// `ClientConfig::tls_root_pem` (`wsm --ca FILE`).
     #[error("TLS certificate of {url} refused: {reason}")]
     Certificate {
         /// The URL that was dialled.
         url: String,
-        /// What the TLS library said about the certificate.
+        /// What is wrong with the certificate and what to do about it, as a sentence (the
+        /// host and the names the certificate has, the dates of its validity period, where to
+        /// pass a certificate to trust).
         reason: String,
     },
 

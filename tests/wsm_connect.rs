@@ -1,7 +1,9 @@
 //! `wsm connect`, the built binary, against servers started in the test: stdin lines go out
 //! (verbatim, or as envelopes with `--json`), incoming messages come out on stdout, state changes
 //! on stderr; it reconnects after a server restart, exits 0 when stdin closes, and exits non-zero
-//! with one clear line for a bad URL, a refused connection and a refused upgrade.
+//! with one clear line for a bad URL, a refused connection, a refused upgrade and a refused TLS
+//! certificate; every numeric flag out of its range gets clap's one line. With `--ca` it trusts the self-signed certificate that `openssl req -x509` makes
+//! and `wsm serve --tls-cert` serves.
 #![cfg(unix)]
 
 mod common;
@@ -10,7 +12,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 
 use actix_ws_manager::server;
-use common::{recv_until, recv_within, start_server, test_config, WAIT};
+use common::{
+    recv_until, recv_within, self_signed_ca_cert, spawn_wsm_serve_lines, start_server, test_config,
+    KillOnDrop, TempFiles, WAIT,
+};
 use tokio::sync::mpsc;
 
 /// A running `wsm connect`: its stdin, and its stdout and stderr lines as channels (read on
@@ -214,4 +219,123 @@ async fn connect_fails_clearly_on_bad_url_refusal_and_http_error() {
         assert!(!stderr.contains(" {"), "{url}: {stderr}");
     }
     server.shutdown().await.expect("shutdown");
+}
+
+/// `wsm serve --tls-cert FILE --tls-key FILE` on 127.0.0.1:0 with the certificate `cert` (PEM)
+/// and its key, written into `files`: answers the child, the certificate's path and the echo URL
+/// (the second line `wsm serve` prints).
+fn serve_tls(files: &TempFiles, name: &str, cert: &str, key: &str) -> (KillOnDrop, String, String) {
+    let cert_path = files.write(&format!("{name}.pem"), cert);
+    let key_path = files.write(&format!("{name}.key"), key);
+    let (child, lines) = spawn_wsm_serve_lines(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert_path,
+            "--tls-key",
+            &key_path,
+        ],
+        2,
+    );
+    let echo = lines[1].clone();
+    assert!(echo.starts_with("wss://127.0.0.1:"), "{echo}");
+    (child, cert_path, echo)
+}
+
+/// The certificate that `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -addext
+/// subjectAltName=DNS:localhost,IP:127.0.0.1` makes (self-signed, `CA:TRUE`), served by
+/// `wsm serve --tls-cert cert.pem --tls-key key.pem`: `wsm connect --ca cert.pem
+/// wss://127.0.0.1:P/echo` connects, lines echo, and closing stdin exits 0.
+#[actix_rt::test]
+async fn connect_with_ca_trusts_the_self_signed_certificate_wsm_serve_presents() {
+    let files = TempFiles::new("connect-ca");
+    let (cert, key) = self_signed_ca_cert(&["localhost", "127.0.0.1"], None);
+    let (_serve, cert_path, echo) = serve_tls(&files, "cert", &cert, &key);
+    let mut wsm = Wsm::start(&["--ca", &cert_path, &echo]);
+    recv_until(&mut wsm.err, WAIT, "connected", |l: &String| {
+        l == "wsm: connected"
+    })
+    .await;
+    wsm.send("over tls");
+    assert_eq!(recv_within(&mut wsm.out, WAIT, "echo").await, "over tls");
+    let status = wsm.exit().await;
+    assert!(status.success(), "{status:?}");
+}
+
+/// A refused certificate ends `wsm connect` at once (long before its 30 s connect timeout) with a
+/// non-zero status and one line that names the URL once, what is wrong and what to do: a
+/// self-signed certificate without `--ca` (an issuer it does not trust), with `--ca` but by an
+/// address the certificate does not name, and with `--ca` but expired.
+#[actix_rt::test]
+async fn connect_refused_certificate_fails_at_once_in_one_line() {
+    let files = TempFiles::new("connect-refused");
+    let (good, good_key) = self_signed_ca_cert(&["localhost", "127.0.0.1"], None);
+    let (named, named_key) = self_signed_ca_cert(&["localhost"], None);
+    let (old, old_key) = self_signed_ca_cert(&["localhost", "127.0.0.1"], Some((2020, 2021)));
+    let (_a, _, untrusted) = serve_tls(&files, "good", &good, &good_key);
+    let (_b, named_path, wrong_name) = serve_tls(&files, "named", &named, &named_key);
+    let (_c, old_path, expired) = serve_tls(&files, "old", &old, &old_key);
+    let cases = [
+        (
+            None,
+            untrusted,
+            "is signed by an issuer this client does not trust (or it is self-signed); pass",
+        ),
+        (
+            Some(named_path),
+            wrong_name,
+            "it is not valid for 127.0.0.1: it names only localhost;",
+        ),
+        (
+            Some(old_path),
+            expired,
+            "it expired on 2021-01-01 00:00:00 UTC",
+        ),
+    ];
+    for (ca, url, why) in cases {
+        let mut args = vec!["--connect-timeout", "30s"];
+        if let Some(ca) = &ca {
+            args.extend(["--ca", ca.as_str()]);
+        }
+        args.push(&url);
+        let started = std::time::Instant::now();
+        let mut wsm = Wsm::start(&args);
+        let status = wsm.exit().await;
+        assert!(!status.success(), "{url}: {status:?}");
+        assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
+        let stderr = wsm.stderr().await;
+        let line = format!("wsm: TLS certificate of {url} refused: ");
+        // The state line, then the error: one line.
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{stderr}");
+        assert_eq!(lines[0], "wsm: connecting", "{stderr}");
+        assert!(
+            lines[1].starts_with(&line) && lines[1].contains(why),
+            "{stderr}"
+        );
+        for dump in ["Other(", "OtherError", "{", "DnsName("] {
+            assert!(!stderr.contains(dump), "{stderr}");
+        }
+    }
+}
+
+/// Every numeric flag of `wsm connect` refuses extreme values (zero, `u64::MAX`, past `u64`,
+/// negative, a billion years) with clap's one line naming the flag and status 2, before it
+/// dials.
+#[test]
+fn every_numeric_flag_is_range_checked() {
+    use common::{assert_flag_refused, EXTREME_COUNTS, EXTREME_DURATIONS};
+    let table: &[(&str, &[&str])] = &[
+        ("--connect-timeout", EXTREME_DURATIONS),
+        ("--heartbeat-interval", EXTREME_DURATIONS),
+        ("--heartbeat-timeout", EXTREME_DURATIONS),
+        ("--max-message-size", EXTREME_COUNTS),
+    ];
+    for (flag, values) in table {
+        for value in *values {
+            let arg = format!("{flag}={value}");
+            assert_flag_refused(&["connect", &arg, "ws://127.0.0.1:1/ws"], flag);
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! `wsm load`, run as the built binary: its JSON report for the echo and broadcast scenarios
-//! against the embedded server, and one clear error line plus a non-zero exit on bad targets.
+//! against the embedded server, one clear error line plus a non-zero exit on bad targets, and
+//! clap's one-line error for every numeric flag out of its range.
 
 mod common;
 
@@ -427,4 +428,33 @@ fn broadcast_across_two_nodes_with_sender_url() {
     assert_eq!(r["received"].as_u64(), Some(sent * 20), "{r}");
     assert_eq!(r["missing"], 0, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
+}
+
+/// Every numeric flag of `wsm load` refuses extreme values (zero where at least 1 is needed,
+/// `u64::MAX`, past `u64`, negative, a billion years, infinite or NaN rates) with clap's one line
+/// naming the flag and status 2, before anything starts: no panic, no capacity overflow.
+#[cfg(unix)]
+#[test]
+fn every_numeric_flag_is_range_checked() {
+    use common::{assert_flag_refused, EXTREME_COUNTS, EXTREME_DURATIONS, EXTREME_RATES};
+    // --size may be 0, so its extremes are the ones past its top (16 MiB less 4 KiB).
+    let sizes: &[&str] = &["16773121", "18446744073709551615", "-1"];
+    let table: &[(&str, &[&str])] = &[
+        ("--connections", EXTREME_COUNTS),
+        ("--duration", EXTREME_DURATIONS),
+        ("--window", EXTREME_COUNTS),
+        ("--size", sizes),
+        ("--rate", EXTREME_RATES),
+        ("--rooms", EXTREME_COUNTS),
+        ("--senders", EXTREME_COUNTS),
+        ("--publish-rate", EXTREME_RATES),
+        ("--connect-timeout", EXTREME_DURATIONS),
+        ("--timeout", EXTREME_DURATIONS),
+        ("--arbiters", EXTREME_COUNTS),
+    ];
+    for (flag, values) in table {
+        for value in *values {
+            assert_flag_refused(&["load", &format!("{flag}={value}")], flag);
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! `wsm serve`, the built binary: prints its URL first, applies its flags, and exits cleanly on
-//! SIGTERM after closing sessions with 1001.
+//! `wsm serve`, the built binary: prints its URL first, applies its flags, exits cleanly on
+//! SIGTERM after closing sessions with 1001, and refuses every numeric flag out of its range.
 #![cfg(unix)]
 
 mod common;
@@ -291,4 +291,39 @@ async fn two_serve_processes_share_rooms_through_redis() {
     assert_eq!(got["type"], "chat", "{got}");
     assert_eq!(got["data"]["text"], "hi");
     assert_eq!(got["from"], b_name.as_str());
+}
+
+/// Every numeric flag of `wsm serve` refuses extreme values (zero where at least 1 is needed,
+/// `u64::MAX`, past `u64`, negative, a billion years) with clap's one line naming the flag and
+/// status 2, before anything listens.
+#[test]
+fn every_numeric_flag_is_range_checked() {
+    use common::{assert_flag_refused, EXTREME_COUNTS, EXTREME_DURATIONS};
+    // Flags that need another flag get it, so that only the value is wrong.
+    let table: &[(&str, &[&str], &[&str])] = &[
+        ("--max-message-size", EXTREME_COUNTS, &[]),
+        ("--heartbeat-interval", EXTREME_DURATIONS, &[]),
+        ("--heartbeat-timeout", EXTREME_DURATIONS, &[]),
+        ("--max-sessions", EXTREME_COUNTS, &[]),
+        ("--session-queue", EXTREME_COUNTS, &[]),
+        ("--tcp-user-timeout", EXTREME_DURATIONS, &[]),
+        ("--rate-limit", EXTREME_COUNTS, &[]),
+        ("--rate-burst", EXTREME_COUNTS, &["--rate-limit", "1"]),
+        ("--max-per-ip", EXTREME_COUNTS, &[]),
+        ("--hub-queue", EXTREME_COUNTS, &[]),
+        (
+            "--redis-timeout",
+            EXTREME_DURATIONS,
+            &["--redis", "redis://127.0.0.1:1"],
+        ),
+    ];
+    for (flag, values, extra) in table {
+        for value in *values {
+            let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+            args.extend_from_slice(extra);
+            let arg = format!("{flag}={value}");
+            args.push(&arg);
+            assert_flag_refused(&args, flag);
+        }
+    }
 }

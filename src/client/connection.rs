@@ -501,18 +501,24 @@ fn map_connect_error(url: String, e: awc::error::WsClientError) -> Error {
         }
         Err(_) => (url.clone(), url.clone()),
     };
+    #[cfg(feature = "rustls")]
+    {
+        // awc's errors do not expose their sources: the TLS error sits in the connect I/O error.
+        let refusal = match &e {
+            WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Io(io))) => {
+                crate::tls::certificate_refusal(io, &host)
+            }
+            other => crate::tls::certificate_refusal(other, &host),
+        };
+        if let Some(reason) = refusal {
+            return Error::Certificate { url, reason };
+        }
+    }
     let reason = match e {
         WsClientError::InvalidResponseStatus(status) => {
             return Error::HandshakeRejected {
                 url,
                 status: status.as_u16(),
-            }
-        }
-        #[cfg(feature = "rustls")]
-        ref other if crate::tls::is_certificate_error(other) => {
-            return Error::Certificate {
-                url,
-                reason: other.to_string(),
             }
         }
         WsClientError::SendRequest(SendRequestError::Connect(c)) => match c {

@@ -8,7 +8,8 @@
 //! - stderr: state changes (`wsm: connected`, `wsm: reconnecting in 500ms (attempt 1)`, ...).
 //!
 //! The first connection must succeed within `--connect-timeout`, else `wsm` exits 1 with one
-//! line saying why (refused, HTTP status, timeout). Later losses reconnect with backoff. When
+//! line saying why (refused, HTTP status, timeout, a refused TLS certificate: at once, since
+//! retrying cannot help). Later losses reconnect with backoff. When
 //! stdin closes, the connection is closed with 1000 (replies already on the way are printed)
 //! and `wsm` exits 0.
 
@@ -18,6 +19,8 @@ use actix_ws_manager::client::{self, ConnectionState, Event, Overflow};
 use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
 use actix_ws_manager::{protocol, Error, Outgoing, Result};
 use clap::Args;
+
+use crate::flags;
 use tokio::sync::mpsc;
 
 /// Flags of `wsm connect`.
@@ -40,8 +43,9 @@ pub struct ConnectArgs {
     /// repeatable).
     #[arg(long = "join", value_name = "ROOM")]
     joins: Vec<String>,
-    /// Time the first connection may take (TCP, upgrade), such as `10s`.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Time the first connection may take (TCP, upgrade), such as `10s` (above zero, at most
+    /// 365 days).
+    #[arg(long, default_value = "10s", value_parser = flags::duration)]
     connect_timeout: Duration,
     /// Do not reconnect after a loss: exit 1 instead.
     #[arg(long)]
@@ -52,15 +56,16 @@ pub struct ConnectArgs {
     /// A WebSocket subprotocol to offer (repeatable, in order of preference).
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
-    /// Time between heartbeat pings, such as `15s`.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    /// Time between heartbeat pings, such as `15s` (above zero, at most 365 days).
+    #[arg(long, default_value = "15s", value_parser = flags::duration)]
     heartbeat_interval: Duration,
     /// Silence after which the server counts as dead and the connection is re-made, such as
-    /// `30s`.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// `30s` (above zero, at most 365 days).
+    #[arg(long, default_value = "30s", value_parser = flags::duration)]
     heartbeat_timeout: Duration,
-    /// Largest message accepted, in bytes (bigger: close 1009).
-    #[arg(long, default_value_t = actix_ws_manager::config::DEFAULT_MAX_MESSAGE_SIZE)]
+    /// Largest message accepted, in bytes, 1 to 1 GiB (bigger: close 1009).
+    #[arg(long, default_value_t = actix_ws_manager::config::DEFAULT_MAX_MESSAGE_SIZE,
+          value_parser = flags::count(1..=flags::MAX_MESSAGE_SIZE))]
     max_message_size: usize,
     /// A PEM file of extra root certificates to trust for `wss://` (a private CA, a
     /// self-signed server).
@@ -170,7 +175,7 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
             }
             Some(event) = events.recv() => {
                 if let Some(reason) = report(&event) {
-                    return Err(Error::ConnectFailed { url: args.url.clone(), reason });
+                    return Err(gave_up(&args.url, &reason));
                 }
             }
         }
@@ -228,14 +233,7 @@ async fn first_connection(events: &mut mpsc::Receiver<Event>, args: &ConnectArgs
                     return Ok(());
                 }
                 Event::State(ConnectionState::Failed { reason }) => {
-                    // Keep the cause; the URL is in the error already.
-                    let prefix = format!("connect to {} failed: ", args.url);
-                    let reason = reason
-                        .strip_suffix(" (reconnection is disabled)")
-                        .unwrap_or(&reason);
-                    return Err(failed(
-                        reason.strip_prefix(&prefix).unwrap_or(reason).into(),
-                    ));
+                    return Err(gave_up(&args.url, &reason))
                 }
                 Event::State(ConnectionState::Reconnecting { cause, .. }) => {
                     return Err(failed(cause))
@@ -255,6 +253,28 @@ async fn first_connection(events: &mut mpsc::Receiver<Event>, args: &ConnectArgs
             "not connected within {}",
             client::round_duration(args.connect_timeout)
         ))),
+    }
+}
+
+/// The error for the reason of a `Failed` state, naming the URL once: a refused certificate
+/// keeps its own words (what is wrong, what to do), anything else is a failed connect with its
+/// cause.
+fn gave_up(url: &str, reason: &str) -> Error {
+    if let Some(words) = reason.strip_prefix(&format!("TLS certificate of {url} refused: ")) {
+        return Error::Certificate {
+            url: url.to_owned(),
+            reason: words.to_owned(),
+        };
+    }
+    let reason = reason
+        .strip_suffix(" (reconnection is disabled)")
+        .unwrap_or(reason);
+    let reason = reason
+        .strip_prefix(&format!("connect to {url} failed: "))
+        .unwrap_or(reason);
+    Error::ConnectFailed {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
     }
 }
 

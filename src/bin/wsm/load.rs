@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::child::{self, ChildServer};
+use crate::flags;
 
 /// The protocol the target speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,42 +72,45 @@ pub struct LoadArgs {
     /// What the connections do.
     #[arg(long, value_enum, default_value_t = Scenario::Echo)]
     scenario: Scenario,
-    /// Connections to open.
-    #[arg(long, default_value_t = 1000)]
+    /// Connections to open, 1 to 1000000.
+    #[arg(long, default_value_t = 1000, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
     connections: usize,
-    /// How long to measure, after every connection is up (such as `10s`).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long to measure, after every connection is up (such as `10s`; above zero, at most
+    /// 365 days).
+    #[arg(long, default_value = "10s", value_parser = flags::duration)]
     duration: Duration,
-    /// Echo messages in flight per connection.
-    #[arg(long, default_value_t = 1)]
+    /// Echo messages in flight per connection, 1 to 10000.
+    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_WINDOW))]
     window: usize,
-    /// Payload bytes per message (a padding string inside `data`).
-    #[arg(long, default_value_t = 64)]
+    /// Payload bytes per message (a padding string inside `data`), 0 to 16 MiB less 4 KiB
+    /// (the client's message size limit, less room for the envelope).
+    #[arg(long, default_value_t = 64, value_parser = flags::count(0..=MAX_SIZE))]
     size: usize,
-    /// New connections per second.
-    #[arg(long, default_value_t = 1000.0)]
+    /// New connections per second, 0.01 to 1000000.
+    #[arg(long, default_value_t = 1000.0, value_parser = flags::per_second)]
     rate: f64,
-    /// Rooms the connections are spread over (broadcast).
-    #[arg(long, default_value_t = 1)]
+    /// Rooms the connections are spread over (broadcast), 1 to 1000000.
+    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
     rooms: usize,
-    /// Publishing connections per room (broadcast).
-    #[arg(long, default_value_t = 2)]
+    /// Publishing connections per room (broadcast), 1 to 1000000.
+    #[arg(long, default_value_t = 2, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
     senders: usize,
     /// Broadcast: the publishing connections connect here instead of --url (loopback only), for
     /// example another `wsm serve --redis` node, to measure cross-node delivery.
     #[arg(long, value_name = "URL", requires = "url")]
     sender_url: Option<String>,
-    /// Publishes per second, per sender (broadcast).
-    #[arg(long, default_value_t = 10.0)]
+    /// Publishes per second, per sender (broadcast), 0.01 to 1000000.
+    #[arg(long, default_value_t = 10.0, value_parser = flags::per_second)]
     publish_rate: f64,
-    /// How long each connection may take to connect (and join).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long each connection may take to connect (and join); above zero, at most 365 days.
+    #[arg(long, default_value = "10s", value_parser = flags::duration)]
     connect_timeout: Duration,
-    /// How long a reply or a receipt may take before it counts as missing.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How long a reply or a receipt may take before it counts as missing; above zero, at most
+    /// 365 days.
+    #[arg(long, default_value = "5s", value_parser = flags::duration)]
     timeout: Duration,
-    /// Client arbiters (threads); default one per core.
-    #[arg(long)]
+    /// Client arbiters (threads), 1 to 1024; default one per core.
+    #[arg(long, value_parser = flags::count(1..=flags::MAX_ARBITERS))]
     arbiters: Option<usize>,
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
@@ -146,35 +150,16 @@ fn process_rss_bytes() -> Option<u64> {
 /// Room for the envelope around `--size` bytes of padding.
 const MESSAGE_OVERHEAD: usize = 4096;
 
+/// The largest `--size`: the client's message size limit, less the envelope's room.
+const MAX_SIZE: u64 = (config::DEFAULT_MAX_MESSAGE_SIZE - MESSAGE_OVERHEAD) as u64;
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::Config(msg.into())
 }
 
 impl LoadArgs {
+    /// What the flags' own ranges (checked by clap, see `flags`) cannot say: combinations.
     fn check(&self) -> Result<()> {
-        if self.connections == 0 {
-            return Err(bad("--connections must be at least 1"));
-        }
-        if self.window == 0 {
-            return Err(bad("--window must be at least 1"));
-        }
-        if self.rooms == 0 || self.senders == 0 {
-            return Err(bad("--rooms and --senders must be at least 1"));
-        }
-        if !(self.publish_rate.is_finite() && self.publish_rate > 0.0) {
-            return Err(bad("--publish-rate must be a positive number"));
-        }
-        if self.duration.is_zero() || self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(bad(
-                "--duration, --timeout and --connect-timeout must be above zero",
-            ));
-        }
-        if self.size + MESSAGE_OVERHEAD > config::DEFAULT_MAX_MESSAGE_SIZE {
-            return Err(bad(format!(
-                "--size must be at most {} bytes (the client's message size limit)",
-                config::DEFAULT_MAX_MESSAGE_SIZE - MESSAGE_OVERHEAD
-            )));
-        }
         if self.scenario == Scenario::Broadcast && self.protocol == Protocol::Echo {
             return Err(bad(
                 "the broadcast scenario needs the rooms protocol (--protocol rooms)",

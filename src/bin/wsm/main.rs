@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod child;
 mod connect;
+mod flags;
 mod load;
 mod serve;
 mod tlsfiles;

@@ -9,7 +9,7 @@ use std::net::ToSocketAddrs;
 use actix_ws_manager::config::{self, RateLimit, ServerConfig};
 use actix_ws_manager::{server, tls, Error};
 
-use crate::tlsfiles;
+use crate::{flags, tlsfiles};
 use clap::Args;
 
 /// Flags of `wsm serve`.
@@ -24,21 +24,25 @@ pub struct ServeArgs {
     /// Path of the plain echo endpoint.
     #[arg(long, default_value = "/echo")]
     echo_path: String,
-    /// Largest message accepted, in bytes (bigger: close 1009).
-    #[arg(long, default_value_t = config::DEFAULT_SERVER_MAX_MESSAGE_SIZE)]
+    /// Largest message accepted, in bytes, 1 to 1 GiB (bigger: close 1009).
+    #[arg(long, default_value_t = config::DEFAULT_SERVER_MAX_MESSAGE_SIZE,
+          value_parser = flags::count(1..=flags::MAX_MESSAGE_SIZE))]
     max_message_size: usize,
-    /// Time between protocol pings, such as `10s` or `500ms`.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Time between protocol pings, such as `10s` or `500ms` (above zero, at most 365 days).
+    #[arg(long, default_value = "10s", value_parser = flags::duration)]
     heartbeat_interval: Duration,
-    /// A client silent for this long is disconnected, such as `30s`.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// A client silent for this long is disconnected, such as `30s` (above zero, at most 365
+    /// days).
+    #[arg(long, default_value = "30s", value_parser = flags::duration)]
     heartbeat_timeout: Duration,
-    /// Most concurrent sessions; more upgrades get HTTP 503.
-    #[arg(long, default_value_t = config::DEFAULT_MAX_SESSIONS)]
+    /// Most concurrent sessions, 1 to 10000000; more upgrades get HTTP 503.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_SESSIONS,
+          value_parser = flags::count(1..=flags::MAX_SESSIONS))]
     max_sessions: usize,
-    /// Bound of each session's outbound queue, in messages (full: the client is disconnected
-    /// with 1013).
-    #[arg(long, default_value_t = config::DEFAULT_SESSION_QUEUE)]
+    /// Bound of each session's outbound queue, in messages, 1 to 1048576 (full: the client is
+    /// disconnected with 1013).
+    #[arg(long, default_value_t = config::DEFAULT_SESSION_QUEUE,
+          value_parser = flags::count(1..=config::MAX_QUEUE as u64))]
     session_queue: usize,
     /// Allowed `Origin` (repeatable); when given, other origins get HTTP 403.
     #[arg(long = "allowed-origin")]
@@ -48,24 +52,30 @@ pub struct ServeArgs {
     /// --tcp-user-timeout).
     #[arg(long)]
     no_socket_handle: bool,
-    /// TCP_USER_TIMEOUT for accepted connections, such as `30s` (Linux): the kernel aborts a
-    /// connection whose data stays unacknowledged this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// TCP_USER_TIMEOUT for accepted connections, such as `30s` (Linux; above zero, at most
+    /// 365 days): the kernel aborts a connection whose data stays unacknowledged this long.
+    #[arg(long, value_parser = flags::duration)]
     tcp_user_timeout: Option<Duration>,
-    /// Per-session rate limit, in messages per second (token bucket; off by default). Past it
-    /// the client gets the error `rate_limited`; past twice the burst, close 1008.
-    #[arg(long, value_name = "PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Per-session rate limit, in messages per second, 1 to 1000000 (token bucket; off by
+    /// default). Past it the client gets the error `rate_limited`; past twice the burst, close
+    /// 1008.
+    #[arg(long, value_name = "PER_SECOND",
+          value_parser = clap::value_parser!(u32).range(1..=flags::MAX_PER_SECOND as i64))]
     rate_limit: Option<u32>,
-    /// Messages a session may send at once under --rate-limit [default: the --rate-limit value].
+    /// Messages a session may send at once under --rate-limit, 1 to 1000000 [default: the
+    /// --rate-limit value].
     #[arg(long, value_name = "MESSAGES", requires = "rate_limit",
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=flags::MAX_PER_SECOND as i64))]
     rate_burst: Option<u32>,
-    /// Most concurrent sessions from one IP address; more upgrades get HTTP 429 (off by
-    /// default).
-    #[arg(long, value_name = "SESSIONS", value_parser = clap::value_parser!(u64).range(1..))]
-    max_per_ip: Option<u64>,
-    /// Bound of the hub's command queue (joins, leaves, publishes of every session).
-    #[arg(long, default_value_t = config::DEFAULT_HUB_QUEUE)]
+    /// Most concurrent sessions from one IP address, 1 to 10000000; more upgrades get HTTP 429
+    /// (off by default).
+    #[arg(long, value_name = "SESSIONS",
+          value_parser = flags::count(1..=flags::MAX_SESSIONS))]
+    max_per_ip: Option<usize>,
+    /// Bound of the hub's command queue (joins, leaves, publishes of every session), 1 to
+    /// 1048576.
+    #[arg(long, default_value_t = config::DEFAULT_HUB_QUEUE,
+          value_parser = flags::count(1..=config::MAX_QUEUE as u64))]
     hub_queue: usize,
     /// Serve TLS (`wss://`) with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -89,9 +99,8 @@ pub struct ServeArgs {
     redis_prefix: String,
 
     /// How long a Redis operation may take before it counts as failed (publishes then get
-    /// `backplane_unavailable`), such as `2s`.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration,
-          requires = "redis")]
+    /// `backplane_unavailable`), such as `2s` (above zero, at most 365 days).
+    #[arg(long, default_value = "2s", value_parser = flags::duration, requires = "redis")]
     redis_timeout: std::time::Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics on a second listener (off by default;
@@ -110,10 +119,7 @@ impl ServeArgs {
             .keep_socket_handle(!self.no_socket_handle)
             .tcp_user_timeout(self.tcp_user_timeout)
             .hub_queue(self.hub_queue)
-            .max_connections_per_ip(
-                self.max_per_ip
-                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-            )
+            .max_connections_per_ip(self.max_per_ip)
             .rate_limit(
                 self.rate_limit
                     .map(|rate| RateLimit::new(rate, self.rate_burst.unwrap_or(rate))),
