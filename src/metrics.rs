@@ -88,7 +88,8 @@
 //! | `wsm_client_bytes_out_total` | counter | payload bytes written to sockets |
 //! | `wsm_client_reconnects_total` | counter | successful reconnections |
 //! | `wsm_client_dropped_total` | counter | outgoing messages dropped (outbox policy, lost connections) |
-//! | `wsm_client_dropped_incoming_total` | counter | incoming messages dropped for full subscriber channels |
+//! | `wsm_client_dropped_incoming_total` | counter | incoming messages dropped for full subscribers (channels or actor mailboxes) |
+//! | `wsm_client_read_pauses_total` | counter | times a connection paused reading because a backpressure subscriber or its router was behind |
 //! | `wsm_client_failed_connections_total` | counter | connections that reached `Failed` and were forgotten |
 //! | `wsm_client_rtt_connections` | gauge | connected connections with a measured round-trip time (heartbeat pongs) |
 //! | `wsm_client_smoothed_rtt_mean_seconds` | gauge | mean of their smoothed round-trip times (absent without any) |

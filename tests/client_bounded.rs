@@ -603,3 +603,51 @@ async fn on_connect_set_is_bounded_and_replayed_in_order() {
     assert_eq!(joined, expected);
     client.close().await;
 }
+
+/// `Overflow::Backpressure` on a channel subscriber: while the channel is not read, the client
+/// pauses reading and the server cannot finish; then every message is read, in order, none
+/// dropped.
+#[actix_rt::test]
+async fn backpressure_channel_delivers_everything_in_order() {
+    let _turn = SERIAL.lock().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/feed", listener.local_addr().unwrap());
+    let client = connect(&url, flood_config()).unwrap();
+    let mut ticks = client.subscribe_with::<Tick>(16, Overflow::Backpressure);
+    let tcp = accept_raw(&listener).await;
+    const N: u64 = 2_000;
+    let frame = |seq: u64| {
+        let text = format!(
+            r#"{{"type":"tick","data":{{"seq":{seq},"pad":"{}"}}}}"#,
+            "z".repeat(16 * 1024)
+        );
+        text_frame(text.as_bytes())
+    };
+    let total: u64 = (0..N).map(|i| frame(i).len() as u64).sum();
+    let progress = Arc::new(Flood::default());
+    let mut i = 0u64;
+    let server = actix_rt::spawn(flood(tcp, total, WAIT * 6, progress.clone(), move |_| {
+        i += 1;
+        if i <= N {
+            frame(i - 1)
+        } else {
+            Vec::new()
+        }
+    }));
+    let deadline = Instant::now() + WAIT;
+    while client.stats().read_pauses == 0 {
+        assert!(Instant::now() < deadline, "the client never paused reading");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !progress.done.load(Ordering::Relaxed),
+        "32 MiB went through an unread channel"
+    );
+    for seq in 0..N {
+        let tick = common::recv_within(&mut ticks, WAIT, "the next tick").await;
+        assert_eq!(tick.data.seq, seq, "in order, none missing");
+    }
+    assert_eq!(client.stats().dropped_incoming, 0);
+    let _ = server.await;
+    client.close().await;
+}

@@ -157,8 +157,13 @@ pub struct ManagerStats {
     pub reconnects: u64,
     /// Outgoing messages dropped (outbox policy, lost connections), all connections.
     pub dropped: u64,
-    /// Incoming messages dropped for full subscriber channels, all connections.
+    /// Incoming messages dropped for full subscribers (channels or actor mailboxes), all
+    /// connections.
     pub dropped_incoming: u64,
+    /// Times a connection paused reading its socket because it was behind (a full
+    /// [`Overflow::Backpressure`](super::Overflow::Backpressure) subscriber, or the Router),
+    /// all connections.
+    pub read_pauses: u64,
     /// What the client side of this process keeps alive (clients, actors, subscriptions),
     /// process-wide: see [`census`](super::census).
     pub live: super::Census,
@@ -187,6 +192,7 @@ impl ManagerStats {
         self.reconnects += s.reconnects;
         self.dropped += s.dropped;
         self.dropped_incoming += s.dropped_incoming;
+        self.read_pauses += s.read_pauses;
     }
 
     /// Sum every connection in `clients`, with the RTT figures of the connected ones.
@@ -223,6 +229,7 @@ struct Retired {
     reconnects: AtomicU64,
     dropped: AtomicU64,
     dropped_incoming: AtomicU64,
+    read_pauses: AtomicU64,
 }
 
 impl Retired {
@@ -237,6 +244,7 @@ impl Retired {
             (&self.reconnects, s.reconnects),
             (&self.dropped, s.dropped),
             (&self.dropped_incoming, s.dropped_incoming),
+            (&self.read_pauses, s.read_pauses),
         ] {
             total.fetch_add(n, Ordering::Relaxed);
         }
@@ -625,6 +633,7 @@ mod prometheus {
                     get(&r.reconnects),
                     get(&r.dropped),
                     get(&r.dropped_incoming),
+                    get(&r.read_pauses),
                 ];
                 (m, r)
             };
@@ -651,7 +660,8 @@ mod prometheus {
                 (Counter, "wsm_client_bytes_out", m.bytes_out + r[3], "Payload bytes written to sockets"),
                 (Counter, "wsm_client_reconnects", m.reconnects + r[4], "Successful reconnections"),
                 (Counter, "wsm_client_dropped", m.dropped + r[5], "Outgoing messages dropped (outbox policy, lost connections)"),
-                (Counter, "wsm_client_dropped_incoming", m.dropped_incoming + r[6], "Incoming messages dropped for full subscriber channels"),
+                (Counter, "wsm_client_dropped_incoming", m.dropped_incoming + r[6], "Incoming messages dropped for full subscribers (channels or actor mailboxes)"),
+                (Counter, "wsm_client_read_pauses", m.read_pauses + r[7], "Times a connection paused reading because a backpressure subscriber or its router was behind"),
                 (Counter, "wsm_client_failed_connections", get(&self.forgotten), "Connections that reached Failed and were forgotten"),
                 (Gauge, "wsm_client_rtt_connections", m.rtt_connections as u64, "Connected connections with a measured round-trip time"),
             ];
