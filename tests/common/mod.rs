@@ -4,6 +4,7 @@
 
 pub mod peer;
 pub mod prom;
+pub mod raw;
 
 use std::time::Duration;
 
