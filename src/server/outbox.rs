@@ -33,8 +33,10 @@ use bytes::{Bytes, BytesMut};
 
 use super::hub::Outbound;
 
-/// Control frames (pings, pongs, the answer to a client's close) that may wait apart from data.
-/// Only a client that stopped reading fills it; what does not fit is refused.
+/// Control frames (pings, pongs, close frames) that may wait apart from data. Only a client that
+/// stopped reading fills it; what does not fit is refused. The session reads no frame from its
+/// client while the lane is full ([`OutboxWatch::poll_control_room`]), so a client's pings wait
+/// in TCP rather than lose their pongs, and memory stays bounded whatever the client sends.
 pub const CONTROL_QUEUE: usize = 8;
 
 /// One chunk handed to actix-http holds at most about this many bytes of frames (more frames
@@ -83,6 +85,8 @@ struct State {
     senders: usize,
     /// The body, waiting for a frame.
     body: Option<Waker>,
+    /// The session's reader, waiting for room in the control lane.
+    reader: Option<Waker>,
     /// Someone waiting for the body to end ([`OutboxWatch::finished`]).
     finished: Option<Waker>,
 }
@@ -212,6 +216,7 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
             ended: false,
             senders: 1,
             body: None,
+            reader: None,
             finished: None,
         }),
     });
@@ -296,11 +301,9 @@ impl Outbox {
             st.data = VecDeque::new();
             st.control = VecDeque::new();
             st.kill = Some((code, reason.to_owned()));
-            st.body.take()
+            Wake([st.body.take(), st.reader.take()])
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
     }
 
     /// Frames waiting in the data queue.
@@ -338,6 +341,22 @@ impl OutboxWatch {
         .await
     }
 
+    /// Ready when the control lane has room for one more frame (or nothing more will be
+    /// written); otherwise the task is woken when the body takes control frames out. The
+    /// session reads its client's next frame only then: each frame read makes at most one
+    /// control frame (a pong, the reply to a close), so a full lane pauses reading instead of
+    /// dropping a pong, and the client's further frames wait in TCP.
+    pub(crate) fn poll_control_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.0.lock();
+        if st.control.len() < CONTROL_QUEUE || st.ended || st.abort || st.kill.is_some() {
+            return Poll::Ready(());
+        }
+        if !st.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.reader = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// End the body at its next poll, dropping whatever is queued.
     pub(crate) fn abort(&self) {
         let waker = {
@@ -345,11 +364,9 @@ impl OutboxWatch {
             st.abort = true;
             st.data = VecDeque::new();
             st.control = VecDeque::new();
-            st.body.take()
+            Wake([st.body.take(), st.reader.take()])
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
     }
 }
 
@@ -406,12 +423,24 @@ fn shrink(q: &mut VecDeque<Outbound>) {
 
 /// Mark the body ended (nothing more is accepted, what is queued is dropped); answers whom to
 /// wake.
-fn end(done: &mut bool, st: &mut State) -> Option<Waker> {
+fn end(done: &mut bool, st: &mut State) -> Wake {
     *done = true;
     st.ended = true;
     st.data = VecDeque::new();
     st.control = VecDeque::new();
-    st.finished.take()
+    Wake([st.finished.take(), st.reader.take()])
+}
+
+/// Whom to wake once the lock is released.
+#[derive(Default)]
+struct Wake([Option<Waker>; 2]);
+
+impl Wake {
+    fn wake(self) {
+        for w in self.0.into_iter().flatten() {
+            w.wake();
+        }
+    }
 }
 
 fn encode(codec: &mut Codec, frame: Outbound, buf: &mut BytesMut) {
@@ -451,7 +480,7 @@ impl MessageBody for OutboxBody {
         }
         let mut st = shared.lock();
         let mut buf = std::mem::take(kept);
-        let mut wake = None;
+        let mut wake = Wake::default();
         if st.abort {
             wake = end(done, &mut st);
         } else if let Some((code, reason)) = st.kill.take() {
@@ -472,6 +501,10 @@ impl MessageBody for OutboxBody {
             if !*done {
                 shrink(&mut st.data);
                 shrink(&mut st.control);
+                if st.control.len() < CONTROL_QUEUE {
+                    // Room for the reply to the next frame the session reads.
+                    wake.0[1] = st.reader.take();
+                }
                 if buf.is_empty() {
                     if st.senders == 0 {
                         wake = end(done, &mut st);
@@ -482,9 +515,7 @@ impl MessageBody for OutboxBody {
             }
         }
         drop(st);
-        if let Some(w) = wake {
-            w.wake();
-        }
+        wake.wake();
         if !buf.is_empty() {
             let chunk = buf.split().freeze();
             if chunk.len() + buf.capacity() <= KEEP_BUFFER && !*done {
@@ -509,9 +540,7 @@ impl Drop for OutboxBody {
             }
             end(&mut self.done, &mut st)
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
     }
 }
 
@@ -656,6 +685,38 @@ mod tests {
             assert_eq!(chunk.as_deref(), Some(&b"\x81\x01a"[..]));
             worker.stop();
         });
+    }
+
+    #[test]
+    fn a_full_control_lane_pauses_the_reader_until_the_body_drains_it() {
+        let (tx, mut body) = outbox(4);
+        let watch = tx.watch();
+        let (woken, waker) = flag_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..CONTROL_QUEUE {
+            assert!(watch.poll_control_room(&mut cx).is_ready());
+            assert!(tx.try_send_control(Outbound::Pong(Bytes::new())).is_ok());
+        }
+        assert!(watch.poll_control_room(&mut cx).is_pending());
+        assert!(!woken.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(_))));
+        assert!(
+            woken.load(std::sync::atomic::Ordering::SeqCst),
+            "reader woken"
+        );
+        assert!(watch.poll_control_room(&mut cx).is_ready());
+    }
+
+    /// A waker that records being woken.
+    fn flag_waker() -> (Arc<std::sync::atomic::AtomicBool>, Waker) {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (flag.clone(), Waker::from(Arc::new(Flag(flag))))
     }
 
     #[test]

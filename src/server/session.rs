@@ -68,7 +68,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::hub::{Command, Evict, EvictReason, HubSender, Outbound, Publish, SessionId};
-use super::outbox::{outbox, Outbox, Refused};
+use super::outbox::{outbox, Outbox, OutboxWatch, Refused};
 use super::Shared;
 use crate::config::{RateLimit, ServerConfig, SlowConsumerPolicy};
 use crate::envelope::{encode_parts, Head, WireMessage};
@@ -171,10 +171,13 @@ pub(crate) fn start(
     let mut response = actix_http::ws::handshake(req.head())?;
     let (outbox, body) = outbox(config.session_queue);
     let response = response.message_body(MessageBody::boxed(body))?.into();
-    let reader = FrameReader::new(
-        body_payload.into_inner(),
-        FrameCodec::server(config.max_message_size),
-    );
+    let reader = Paced {
+        frames: FrameReader::new(
+            body_payload.into_inner(),
+            FrameCodec::server(config.max_message_size),
+        ),
+        outbox: outbox.watch(),
+    };
     let cutter = req.conn_data::<SocketCutter>().cloned();
     let bucket = config.rate_limit.map(Bucket::new);
     let assembler = Assembler::new(config.max_message_size);
@@ -203,6 +206,30 @@ pub(crate) fn start(
         }
     });
     Ok(response)
+}
+
+/// The session's frames, read only while its outbox's control lane has room: every frame read
+/// can make one control frame (a pong, the reply to a close), and a pong must never be skipped
+/// ("every ping answered"). While a client does not read our pongs the lane stays full, this
+/// stream stays pending, actix-http stops reading the socket, and the client's further pings
+/// wait in TCP: memory stays bounded, and the client, heard from no more, meets the heartbeat
+/// timeout (the heartbeat runs on the actor's timer, not on this stream).
+struct Paced<S> {
+    frames: S,
+    outbox: OutboxWatch,
+}
+
+impl<S: Stream + Unpin> Stream for Paced<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        std::task::ready!(this.outbox.poll_control_room(cx));
+        std::pin::Pin::new(&mut this.frames).poll_next(cx)
+    }
 }
 
 /// A session's token bucket (see [`RateLimit`]).
@@ -397,8 +424,10 @@ impl Session {
     }
 
     /// Offer a control frame to the outbox on its own path: it goes ahead of queued data and is
-    /// never dropped for a full data queue. A full control path means the client stopped
-    /// reading; the frame is skipped (the heartbeat deals with such a client).
+    /// never dropped for a full data queue. A frame is read only while the control path has
+    /// room ([`Paced`]), so a pong or a close reply always fits; only the heartbeat's own ping
+    /// can find the path full (the client stopped reading) and is then skipped: the heartbeat
+    /// timeout deals with such a client.
     fn send_control(&mut self, out: Outbound) {
         let sent = self
             .outbox

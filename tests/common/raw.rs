@@ -74,7 +74,9 @@ pub async fn response_head(tcp: &mut TcpStream) -> (u16, Vec<u8>) {
 
 /// A WebSocket connection over a plain `TcpStream`, after a successful handshake.
 pub struct RawWs {
-    pub tcp: TcpStream,
+    rx: tokio::net::tcp::OwnedReadHalf,
+    /// The writing half; a test may take it to write from another task while it reads.
+    pub tx: Option<tokio::net::tcp::OwnedWriteHalf>,
     /// Bytes read from the socket, not yet taken as frames.
     buf: Vec<u8>,
 }
@@ -98,18 +100,31 @@ impl ServerFrame {
 impl RawWs {
     /// Connect to `addr` and upgrade `path`; panics unless the server answers 101.
     pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
-        let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        RawWs::upgrade(tcp, path).await
+    }
+
+    /// Upgrade `path` over an already connected `tcp` (one with socket options of the test's
+    /// choosing); panics unless the server answers 101.
+    pub async fn upgrade(mut tcp: TcpStream, path: &str) -> RawWs {
+        let addr = tcp.peer_addr().expect("peer address");
         tcp.write_all(&request(addr, path, true))
             .await
             .expect("write the upgrade");
         let (status, rest) = response_head(&mut tcp).await;
         assert_eq!(status, 101, "the upgrade is accepted");
-        RawWs { tcp, buf: rest }
+        let (rx, tx) = tcp.into_split();
+        RawWs {
+            rx,
+            tx: Some(tx),
+            buf: rest,
+        }
     }
 
     /// Write `bytes` (frames built with [`masked`]) in one `write_all`.
     pub async fn write(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).await.expect("write frames");
+        let tx = self.tx.as_mut().expect("the writing half is here");
+        tx.write_all(bytes).await.expect("write frames");
     }
 
     /// The next frame within [`WAIT`]; `None` when the server ended the connection (EOF or
@@ -121,7 +136,7 @@ impl RawWs {
                 return Some(frame);
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk))
+            let n = tokio::time::timeout(WAIT, self.rx.read(&mut chunk))
                 .await
                 .expect("a frame in time");
             match n {
