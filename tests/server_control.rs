@@ -172,3 +172,65 @@ async fn a_client_that_pings_but_never_reads_meets_the_heartbeat_timeout() {
     drop(ws);
     server.shutdown().await.expect("shutdown");
 }
+
+/// A rate-limited client that floods publishes without reading the room messages they bring
+/// back, then reads slowly (1 KiB per 5 ms, about 200 KB/s): it still gets the server's close
+/// 1008 before the close timeout (2 s) cuts the socket, because the close frame goes ahead of
+/// the 1.3 MB backlog instead of behind it (behind it, the socket was cut first and the client
+/// saw only an abnormal end, 1006, and would reconnect).
+#[actix_rt::test]
+async fn rate_limit_close_overtakes_a_backlog_the_client_reads_slowly() {
+    use actix_ws_manager::config::RateLimit;
+    use std::time::Duration;
+    const BURST: u32 = 40;
+    let server = start_server(
+        test_config()
+            .rate_limit(Some(RateLimit::new(1, BURST)))
+            .tcp_send_buffer(Some(4096))
+            .close_timeout(Duration::from_secs(2)),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let tcp = socket
+        .connect(server.local_addr())
+        .await
+        .expect("tcp connect");
+    let mut ws = RawWs::upgrade(tcp, "/ws").await;
+    let welcome = ws.frame().await.expect("welcome");
+    assert_eq!(welcome.opcode, 0x1);
+    ws.write(&masked(0x1, br#"{"type":"join","room":"r"}"#))
+        .await;
+    let joined = ws.frame().await.expect("joined");
+    assert!(
+        String::from_utf8_lossy(&joined.payload).contains("joined"),
+        "{joined:?}"
+    );
+    // The join took a token: BURST - 1 publishes pass (32 KiB each, back to this member),
+    // the next BURST + 1 are refused, and then the session closes with 1008.
+    let data = "x".repeat(32 * 1024);
+    let publish = format!(r#"{{"type":"publish","room":"r","data":"{data}"}}"#);
+    let flood: Vec<u8> = (0..3 * BURST)
+        .flat_map(|_| masked(0x1, publish.as_bytes()))
+        .collect();
+    let mut writer = ws.tx.take().expect("writer");
+    let flooding = actix_rt::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.write_all(&flood).await;
+        writer
+    });
+    ws.read_slowly(1024, Duration::from_millis(5));
+    let mut texts = 0;
+    let code = loop {
+        match ws.frame().await {
+            Some(f) if f.opcode == 0x8 => break f.close_code(),
+            Some(f) if f.opcode == 0x1 => texts += 1,
+            Some(_) => {}
+            None => panic!("the connection ended without a close frame after {texts} texts"),
+        }
+    };
+    assert_eq!(code, Some(1008), "after {texts} texts");
+    let stats = server.rooms().stats().await.expect("stats");
+    assert_eq!(stats.rate_limit_disconnects, 1, "{stats:?}");
+    let _ = tokio::time::timeout(WAIT, flooding).await;
+    server.shutdown().await.expect("shutdown");
+}

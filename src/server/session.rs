@@ -27,8 +27,9 @@
 //! # Closing and cutting a stuck socket
 //!
 //! When the server closes a session (shutdown 1001, heartbeat 1001, slow consumer 1013, rate
-//! limit 1008, a protocol fault) it leaves every room at once, sends its close frame and keeps
-//! reading, discarding data, until the client's close frame arrives or
+//! limit 1008, a protocol fault) it leaves every room at once, sends its close frame on the
+//! control lane (ahead of queued data, which is dropped: the close code must not wait behind a
+//! backlog that outlasts `close_timeout`) and keeps reading, discarding data, until the client's close frame arrives or
 //! [`close_timeout`](crate::config::ServerConfig::close_timeout) passes: the closing handshake
 //! of RFC 6455, so a client that is still sending reads the server's code rather than a reset.
 //! A close frame cannot be written to a socket whose peer stopped reading: for a heartbeat
@@ -497,19 +498,24 @@ impl Session {
         });
     }
 
-    /// Close politely: queue the close frame behind what is already queued, then wait for the
-    /// client's.
+    /// Close: queue the close frame on the control lane, ahead of queued data, then wait for
+    /// the client's. Data frames still queued are dropped when the close is written (nothing
+    /// follows a close frame, RFC 6455): the close code is what the client needs, and behind a
+    /// backlog that a slow client reads it would arrive after `close_timeout` cut the socket,
+    /// leaving the client an abnormal end (1006) instead of, say, a rate limit's 1008, on which
+    /// this crate's client stops rather than reconnects. The data already handed to the socket
+    /// still arrives first.
     fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
         tracing::debug!(session = %self.name, code, reason, "closing");
-        let queued = self
-            .outbox
-            .as_ref()
-            .is_some_and(|q| q.try_send(Outbound::Close(code, reason.to_owned())).is_ok());
+        let queued = self.outbox.as_ref().is_some_and(|q| {
+            q.try_send_control(Outbound::Close(code, reason.to_owned()))
+                .is_ok()
+        });
         if !queued {
-            // No room for even the close frame: the client is not reading.
+            // The control lane is full: the client is not reading.
             return self.cut(code, reason, ctx);
         }
         self.begin_closing(ctx);

@@ -79,6 +79,8 @@ pub struct RawWs {
     pub tx: Option<tokio::net::tcp::OwnedWriteHalf>,
     /// Bytes read from the socket, not yet taken as frames.
     buf: Vec<u8>,
+    /// A slow reader: at most this many bytes per tick of this interval.
+    pace: Option<(usize, tokio::time::Interval)>,
 }
 
 /// One frame from the server (never masked).
@@ -118,7 +120,14 @@ impl RawWs {
             rx,
             tx: Some(tx),
             buf: rest,
+            pace: None,
         }
+    }
+
+    /// From now on read like a slow client: at most `bytes` per `every` (the scenario of a
+    /// client on a slow link; nothing waits on it to synchronise).
+    pub fn read_slowly(&mut self, bytes: usize, every: std::time::Duration) {
+        self.pace = Some((bytes, tokio::time::interval(every)));
     }
 
     /// Write `bytes` (frames built with [`masked`]) in one `write_all`.
@@ -136,7 +145,12 @@ impl RawWs {
                 return Some(frame);
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = tokio::time::timeout(WAIT, self.rx.read(&mut chunk))
+            let mut limit = chunk.len();
+            if let Some((bytes, tick)) = &mut self.pace {
+                tick.tick().await;
+                limit = (*bytes).min(limit);
+            }
+            let n = tokio::time::timeout(WAIT, self.rx.read(&mut chunk[..limit]))
                 .await
                 .expect("a frame in time");
             match n {
