@@ -69,6 +69,7 @@
 //! | `wsm_server_backplane_dropped_total` | counter | messages from other nodes dropped on a full inbound buffer |
 //! | `wsm_server_backplane_received_total` | counter | messages from other nodes fanned out here |
 //! | `wsm_server_session_queue_high_water` | gauge | deepest any session queue has been, in frames (at most `session_queue`) |
+//! | `wsm_server_session_queue_bytes_high_water` | gauge | most payload bytes any session queue has held (at most `session_queue_bytes` plus one message) |
 //! | `wsm_server_hub_queue_high_water` | gauge | deepest the hub's command queue has been, in commands (at most `hub_queue`) |
 //!
 //! # Client metrics

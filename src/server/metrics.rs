@@ -157,6 +157,9 @@ pub struct ServerMetrics {
     pub backplane_received: u64,
     /// Gauge (high-water mark): the deepest any session queue has been, in frames.
     pub session_queue_high_water: u64,
+    /// Gauge (high-water mark): the most payload bytes any session queue has held; next to
+    /// `session_queue_bytes` it says how close members came to the byte bound.
+    pub session_queue_bytes_high_water: u64,
     /// Gauge (high-water mark): the deepest the hub's command queue has been, in commands.
     pub hub_queue_high_water: u64,
     /// How long each publish took the hub, from taking it off its queue to having offered it to
@@ -189,6 +192,7 @@ impl ServerMetrics {
             backplane_dropped: get(&c.backplane_dropped),
             backplane_received: get(&c.backplane_received),
             session_queue_high_water: get(&c.queue_high_water),
+            session_queue_bytes_high_water: get(&c.queue_bytes_high_water),
             hub_queue_high_water: get(&c.hub_queue_high_water),
             fanout_latency: c.fanout.snapshot(),
         }
@@ -254,6 +258,7 @@ mod prometheus {
                 (Counter, "wsm_server_backplane_dropped", m.backplane_dropped, "Messages from other nodes dropped on a full inbound buffer"),
                 (Counter, "wsm_server_backplane_received", m.backplane_received, "Messages from other nodes fanned out here"),
                 (Gauge, "wsm_server_session_queue_high_water", m.session_queue_high_water, "Deepest any session queue has been, in frames"),
+                (Gauge, "wsm_server_session_queue_bytes_high_water", m.session_queue_bytes_high_water, "Most payload bytes any session queue has held"),
                 (Gauge, "wsm_server_hub_queue_high_water", m.hub_queue_high_water, "Deepest the hub's command queue has been, in commands"),
             ];
             for (kind, name, value, help) in figures {

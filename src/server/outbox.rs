@@ -62,6 +62,15 @@ enum Lane {
     Control,
 }
 
+/// How much a data lane holds once a frame was taken (what the high-water marks are made of).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    /// Frames queued.
+    pub frames: usize,
+    /// Payload bytes queued.
+    pub bytes: usize,
+}
+
 /// Why a frame was not queued.
 #[derive(Debug)]
 pub enum Refused {
@@ -73,6 +82,8 @@ pub enum Refused {
 
 struct State {
     data: VecDeque<Outbound>,
+    /// Payload bytes of the frames in `data` (bounded by [`Shared::capacity_bytes`]).
+    data_bytes: usize,
     control: VecDeque<Outbound>,
     /// A close that skips the backlog (slow consumer, heartbeat timeout).
     kill: Option<(u16, String)>,
@@ -93,6 +104,10 @@ struct State {
 
 struct Shared {
     capacity: usize,
+    /// The bound on the data lane's payload bytes: whichever of this and `capacity` is reached
+    /// first refuses the next frame (a frame is always taken into an empty queue, so one frame
+    /// bigger than the bound still passes, alone).
+    capacity_bytes: usize,
     state: Mutex<State>,
     /// Where the body runs, set when it first waits for a frame.
     home: OnceLock<Home>,
@@ -204,12 +219,25 @@ impl Drop for Outbox {
 /// response body that writes them. Sessions make theirs when they start; it is public for
 /// benchmarks and for anyone registering a member of their own with
 /// [`Command::Connect`](super::hub::Command::Connect) (poll the body to read encoded frames).
+/// Its data frames are not bounded in bytes: see [`outbox_with_bytes`].
 pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
+    outbox_with_bytes(capacity, usize::MAX)
+}
+
+/// [`outbox`] whose data frames are also bounded by their payload bytes: a frame is refused
+/// when `capacity` frames wait, or when it would take the queued bytes past `capacity_bytes`
+/// (an empty queue takes any one frame). Sessions use
+/// [`session_queue`](crate::config::ServerConfig::session_queue) and
+/// [`session_queue_bytes`](crate::config::ServerConfig::session_queue_bytes): large
+/// messages must not make a count bound a bound of gigabytes.
+pub fn outbox_with_bytes(capacity: usize, capacity_bytes: usize) -> (Outbox, OutboxBody) {
     let shared = Arc::new(Shared {
         home: OnceLock::new(),
         capacity: capacity.max(1),
+        capacity_bytes: capacity_bytes.max(1),
         state: Mutex::new(State {
             data: VecDeque::new(),
+            data_bytes: 0,
             control: VecDeque::new(),
             kill: None,
             abort: false,
@@ -232,9 +260,9 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
 }
 
 impl Outbox {
-    /// Queue a data frame behind the others; returns how many data frames are now queued. A
-    /// close frame queued here is written after everything before it, and nothing after it.
-    pub fn try_send(&self, frame: Outbound) -> Result<usize, Refused> {
+    /// Queue a data frame behind the others; returns what the data lane now holds. A close
+    /// frame queued here is written after everything before it, and nothing after it.
+    pub fn try_send(&self, frame: Outbound) -> Result<Depth, Refused> {
         let (waker, depth) = self.push(frame, Lane::Data)?;
         if let Some(w) = waker {
             w.wake();
@@ -248,7 +276,7 @@ impl Outbox {
         &self,
         frame: Outbound,
         wakes: &mut Wakes,
-    ) -> Result<usize, Refused> {
+    ) -> Result<Depth, Refused> {
         let (waker, depth) = self.push(frame, Lane::Data)?;
         if let Some(w) = waker {
             wakes.add(self.0.home.get(), w);
@@ -271,22 +299,36 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queue `frame` in its lane under that lane's bound; answers the body's waker (when it
+    /// Queue `frame` in its lane under that lane's bounds; answers the body's waker (when it
     /// waits for a frame) and the lane's new depth.
-    fn push(&self, frame: Outbound, lane: Lane) -> Result<(Option<Waker>, usize), Refused> {
+    fn push(&self, frame: Outbound, lane: Lane) -> Result<(Option<Waker>, Depth), Refused> {
         let mut st = self.0.lock();
         if st.ended || st.kill.is_some() || st.abort {
             return Err(Refused::Closed(frame));
         }
-        let (queue, bound) = match lane {
-            Lane::Data => (&mut st.data, self.0.capacity),
-            Lane::Control => (&mut st.control, CONTROL_QUEUE),
+        let depth = match lane {
+            Lane::Data => {
+                let len = frame.len();
+                let over_bytes = !st.data.is_empty()
+                    && st.data_bytes.saturating_add(len) > self.0.capacity_bytes;
+                if st.data.len() >= self.0.capacity || over_bytes {
+                    return Err(Refused::Full(frame));
+                }
+                st.data.push_back(frame);
+                st.data_bytes = st.data_bytes.saturating_add(len);
+                Depth {
+                    frames: st.data.len(),
+                    bytes: st.data_bytes,
+                }
+            }
+            Lane::Control => {
+                if st.control.len() >= CONTROL_QUEUE {
+                    return Err(Refused::Full(frame));
+                }
+                st.control.push_back(frame);
+                Depth::default()
+            }
         };
-        if queue.len() >= bound {
-            return Err(Refused::Full(frame));
-        }
-        queue.push_back(frame);
-        let depth = queue.len();
         Ok((st.body.take(), depth))
     }
 
@@ -299,6 +341,7 @@ impl Outbox {
                 return;
             }
             st.data = VecDeque::new();
+            st.data_bytes = 0;
             st.control = VecDeque::new();
             st.kill = Some((code, reason.to_owned()));
             Wake([st.body.take(), st.reader.take()])
@@ -309,6 +352,11 @@ impl Outbox {
     /// Frames waiting in the data queue.
     pub fn depth(&self) -> usize {
         self.0.lock().data.len()
+    }
+
+    /// Payload bytes waiting in the data queue.
+    pub fn depth_bytes(&self) -> usize {
+        self.0.lock().data_bytes
     }
 
     /// The bound on data frames.
@@ -363,6 +411,7 @@ impl OutboxWatch {
             let mut st = self.0.lock();
             st.abort = true;
             st.data = VecDeque::new();
+            st.data_bytes = 0;
             st.control = VecDeque::new();
             Wake([st.body.take(), st.reader.take()])
         };
@@ -427,6 +476,7 @@ fn end(done: &mut bool, st: &mut State) -> Wake {
     *done = true;
     st.ended = true;
     st.data = VecDeque::new();
+    st.data_bytes = 0;
     st.control = VecDeque::new();
     Wake([st.finished.take(), st.reader.take()])
 }
@@ -488,8 +538,15 @@ impl MessageBody for OutboxBody {
             wake = end(done, &mut st);
         } else {
             while buf.len() < CHUNK {
-                let Some(frame) = st.control.pop_front().or_else(|| st.data.pop_front()) else {
-                    break;
+                let frame = match st.control.pop_front() {
+                    Some(frame) => frame,
+                    None => match st.data.pop_front() {
+                        Some(frame) => {
+                            st.data_bytes = st.data_bytes.saturating_sub(frame.len());
+                            frame
+                        }
+                        None => break,
+                    },
                 };
                 let close = matches!(frame, Outbound::Close(..));
                 encode(codec, frame, &mut buf);
@@ -565,8 +622,8 @@ mod tests {
     #[test]
     fn bounded_control_first_and_close_ends_it() {
         let (tx, mut body) = outbox(2);
-        assert_eq!(tx.try_send(text("a")).ok(), Some(1));
-        assert_eq!(tx.try_send(text("b")).ok(), Some(2));
+        assert_eq!(tx.try_send(text("a")).ok().map(|d| d.frames), Some(1));
+        assert_eq!(tx.try_send(text("b")).ok().map(|d| d.frames), Some(2));
         assert!(matches!(tx.try_send(text("c")), Err(Refused::Full(_))));
         for _ in 0..CONTROL_QUEUE {
             assert!(tx.try_send_control(Outbound::Ping(Bytes::new())).is_ok());
@@ -668,7 +725,12 @@ mod tests {
             while std::time::Instant::now() < deadline {
                 if tx.0.home.get().is_some() && tx.0.lock().body.is_some() {
                     let mut wakes = Wakes::new();
-                    assert_eq!(tx.try_send_batched(text("a"), &mut wakes).ok(), Some(1));
+                    assert_eq!(
+                        tx.try_send_batched(text("a"), &mut wakes)
+                            .ok()
+                            .map(|d| d.frames),
+                        Some(1)
+                    );
                     assert_eq!(wakes.batches.len(), 1, "one batch for the worker");
                     wakes.wake_all();
                     sent = true;
@@ -717,6 +779,27 @@ mod tests {
         }
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         (flag.clone(), Waker::from(Arc::new(Flag(flag))))
+    }
+
+    #[test]
+    fn the_data_lane_is_bounded_in_bytes_too() {
+        let (tx, mut body) = outbox_with_bytes(100, 10);
+        // An empty queue takes a frame bigger than the bound, alone.
+        assert!(tx.try_send(text("twelve bytes")).is_ok());
+        assert!(matches!(tx.try_send(text("x")), Err(Refused::Full(_))));
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(_))));
+        assert_eq!(tx.depth_bytes(), 0);
+        assert_eq!(
+            tx.try_send(text("12345")).ok(),
+            Some(Depth {
+                frames: 1,
+                bytes: 5
+            })
+        );
+        assert!(tx.try_send(text("12345")).is_ok());
+        assert!(matches!(tx.try_send(text("1")), Err(Refused::Full(_))));
+        assert!(tx.try_send_control(Outbound::Pong(Bytes::new())).is_ok());
+        assert_eq!(tx.depth_bytes(), 10);
     }
 
     #[test]

@@ -69,7 +69,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::hub::{Command, Evict, EvictReason, HubSender, Outbound, Publish, SessionId};
-use super::outbox::{outbox, Outbox, OutboxWatch, Refused};
+use super::outbox::{outbox_with_bytes, Outbox, OutboxWatch, Refused};
 use super::Shared;
 use crate::config::{RateLimit, ServerConfig, SlowConsumerPolicy};
 use crate::envelope::{encode_parts, Head, WireMessage};
@@ -170,7 +170,7 @@ pub(crate) fn start(
     // actix-http polls and writes (see `super::outbox` for why no writer task and no actix-ws
     // `Session`). The reading side is the frame layer's guarded reader.
     let mut response = actix_http::ws::handshake(req.head())?;
-    let (outbox, body) = outbox(config.session_queue);
+    let (outbox, body) = outbox_with_bytes(config.session_queue, config.session_queue_bytes);
     let response = response.message_body(MessageBody::boxed(body))?.into();
     let reader = Paced {
         frames: FrameReader::new(
