@@ -234,3 +234,31 @@ async fn rate_limit_close_overtakes_a_backlog_the_client_reads_slowly() {
     let _ = tokio::time::timeout(WAIT, flooding).await;
     server.shutdown().await.expect("shutdown");
 }
+
+/// After a complete closing handshake the server closes the TCP connection (RFC 6455 7.1.1:
+/// the server closes it first), whoever started the handshake: the client reads the server's
+/// close frame and then the end of the stream, without having to drop the connection itself.
+#[actix_rt::test]
+async fn the_server_ends_the_tcp_connection_after_the_handshake() {
+    const ENDED_WITHIN: std::time::Duration = std::time::Duration::from_millis(750);
+    let server = start_server(test_config().close_timeout(std::time::Duration::from_secs(30)));
+    // The client closes first.
+    let mut ws = RawWs::connect(server.local_addr(), "/echo").await;
+    ws.write(&masked(0x8, &1000u16.to_be_bytes())).await;
+    let reply = ws.frame().await.expect("the close reply");
+    assert_eq!(reply.close_code(), Some(1000));
+    let t = std::time::Instant::now();
+    assert_eq!(ws.frame().await, None, "the server ended the connection");
+    // Not left to actix-http's timers (about a second).
+    assert!(t.elapsed() < ENDED_WITHIN, "ended after {:?}", t.elapsed());
+    // The server closes first (invalid UTF-8: 1007; the frames after it are still read).
+    let mut ws = RawWs::connect(server.local_addr(), "/echo").await;
+    ws.write(&masked(0x1, &[0xff])).await;
+    let close = ws.frame().await.expect("the server's close");
+    assert_eq!(close.close_code(), Some(1007));
+    ws.write(&masked(0x8, &1007u16.to_be_bytes())).await;
+    let t = std::time::Instant::now();
+    assert_eq!(ws.frame().await, None, "the server ended the connection");
+    assert!(t.elapsed() < ENDED_WITHIN, "ended after {:?}", t.elapsed());
+    server.shutdown().await.expect("shutdown");
+}

@@ -313,7 +313,7 @@ async fn big_messages_to_a_stuck_member(
 /// and the session stays.
 #[actix_rt::test]
 async fn queue_bytes_bound_drops_and_counts_big_messages() {
-    let (mut server, _stuck, reached, frame) =
+    let (mut server, stuck, reached, frame) =
         big_messages_to_a_stuck_member(SlowConsumerPolicy::DropNewest).await;
     let stats = server.stats().await.expect("stats");
     assert!(
@@ -333,6 +333,7 @@ async fn queue_bytes_bound_drops_and_counts_big_messages() {
     );
     assert_eq!(stats.sessions, 1, "{stats:?}");
     assert_eq!(stats.slow_consumer_disconnects, 0, "{stats:?}");
+    drop(stuck);
     server.stop().await.expect("stop");
 }
 
@@ -346,6 +347,8 @@ async fn queue_bytes_bound_disconnects_a_stuck_member() {
     let rooms = server.rooms().expect("running").clone();
     let code = drain_until_closed(&mut stuck).await;
     assert!(matches!(code, None | Some(1013)), "{code:?}");
+    // Send tungstenite's answer to the close frame, completing the handshake.
+    let _ = stuck.flush().await;
     assert!(
         rooms.wait_sessions(0, WAIT).await,
         "stuck client still there"

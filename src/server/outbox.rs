@@ -89,8 +89,13 @@ struct State {
     kill: Option<(u16, String)>,
     /// Stop at once, writing nothing more.
     abort: bool,
-    /// The body has ended (after a close frame, an abort, or every sender gone) or was dropped:
-    /// nothing more is accepted.
+    /// A close frame was written: nothing more is accepted or written, but the body stays open
+    /// (pending) until every sender is gone, because actix-http stops handing the session the
+    /// client's bytes once the response body ends, and the session still has to read the
+    /// client's close frame to complete the handshake.
+    close_sent: bool,
+    /// The body has ended (an abort, or every sender gone after a close frame or with nothing
+    /// left to write) or was dropped: nothing more is accepted.
     ended: bool,
     /// Sending handles alive ([`Outbox`] clones). None left and nothing queued ends the body.
     senders: usize,
@@ -241,6 +246,7 @@ pub fn outbox_with_bytes(capacity: usize, capacity_bytes: usize) -> (Outbox, Out
             control: VecDeque::new(),
             kill: None,
             abort: false,
+            close_sent: false,
             ended: false,
             senders: 1,
             body: None,
@@ -303,7 +309,7 @@ impl Outbox {
     /// waits for a frame) and the lane's new depth.
     fn push(&self, frame: Outbound, lane: Lane) -> Result<(Option<Waker>, Depth), Refused> {
         let mut st = self.0.lock();
-        if st.ended || st.kill.is_some() || st.abort {
+        if st.ended || st.close_sent || st.kill.is_some() || st.abort {
             return Err(Refused::Closed(frame));
         }
         let depth = match lane {
@@ -337,7 +343,7 @@ impl Outbox {
     pub fn kill(&self, code: u16, reason: &str) {
         let waker = {
             let mut st = self.0.lock();
-            if st.ended || st.kill.is_some() {
+            if st.ended || st.close_sent || st.kill.is_some() {
                 return;
             }
             st.data = VecDeque::new();
@@ -396,7 +402,12 @@ impl OutboxWatch {
     /// dropping a pong, and the client's further frames wait in TCP.
     pub(crate) fn poll_control_room(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = self.0.lock();
-        if st.control.len() < CONTROL_QUEUE || st.ended || st.abort || st.kill.is_some() {
+        if st.control.len() < CONTROL_QUEUE
+            || st.ended
+            || st.close_sent
+            || st.abort
+            || st.kill.is_some()
+        {
             return Poll::Ready(());
         }
         if !st.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -420,8 +431,9 @@ impl OutboxWatch {
 }
 
 /// The response body of an upgraded WebSocket connection: every queued frame, encoded as
-/// server frames (unmasked), control frames first, in chunks of up to 64 KiB. It ends after a
-/// close frame, on [`Outbox::kill`], or when every [`Outbox`] is dropped and the queue is empty.
+/// server frames (unmasked), control frames first, in chunks of up to 64 KiB. After a close
+/// frame (queued, or written by [`Outbox::kill`]) it writes nothing more; it ends when every
+/// [`Outbox`] is dropped and nothing is left to write, or at once on an abort.
 pub struct OutboxBody {
     shared: Arc<Shared>,
     codec: Codec,
@@ -468,6 +480,16 @@ fn shrink(q: &mut VecDeque<Outbound>) {
     if q.is_empty() && q.capacity() > SHRINK_ABOVE {
         *q = VecDeque::new();
     }
+}
+
+/// A close frame was encoded: drop what is queued, accept nothing more, and let the reader go
+/// on (it waits for the client's close frame); answers the reader to wake.
+fn close_sent(st: &mut State) -> Option<Waker> {
+    st.close_sent = true;
+    st.data = VecDeque::new();
+    st.data_bytes = 0;
+    st.control = VecDeque::new();
+    st.reader.take()
 }
 
 /// Mark the body ended (nothing more is accepted, what is queued is dropped); answers whom to
@@ -535,8 +557,8 @@ impl MessageBody for OutboxBody {
             wake = end(done, &mut st);
         } else if let Some((code, reason)) = st.kill.take() {
             encode(codec, Outbound::Close(code, reason), &mut buf);
-            wake = end(done, &mut st);
-        } else {
+            wake.0[1] = close_sent(&mut st);
+        } else if !st.close_sent {
             while buf.len() < CHUNK {
                 let frame = match st.control.pop_front() {
                     Some(frame) => frame,
@@ -551,24 +573,24 @@ impl MessageBody for OutboxBody {
                 let close = matches!(frame, Outbound::Close(..));
                 encode(codec, frame, &mut buf);
                 if close {
-                    wake = end(done, &mut st);
+                    wake.0[1] = close_sent(&mut st);
                     break;
                 }
             }
-            if !*done {
+            if !st.close_sent {
                 shrink(&mut st.data);
                 shrink(&mut st.control);
                 if st.control.len() < CONTROL_QUEUE {
                     // Room for the reply to the next frame the session reads.
                     wake.0[1] = st.reader.take();
                 }
-                if buf.is_empty() {
-                    if st.senders == 0 {
-                        wake = end(done, &mut st);
-                    } else if !st.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        st.body = Some(cx.waker().clone());
-                    }
-                }
+            }
+        }
+        if !*done && buf.is_empty() {
+            if st.senders == 0 {
+                wake = end(done, &mut st);
+            } else if !st.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.body = Some(cx.waker().clone());
             }
         }
         drop(st);
@@ -619,6 +641,8 @@ mod tests {
             .map(|o| o.map(|r| r.unwrap_or_default()))
     }
 
+    /// Control frames go first; after a close frame nothing more is taken or written, and the
+    /// body stays open (the session still reads the client's close) until its senders are gone.
     #[test]
     fn bounded_control_first_and_close_ends_it() {
         let (tx, mut body) = outbox(2);
@@ -645,8 +669,31 @@ mod tests {
             panic!("the close frame");
         };
         assert_eq!(&chunk[..], b"\x88\x02\x03\xe8");
-        assert!(matches!(poll(&mut body), Poll::Ready(None)));
         assert!(matches!(tx.try_send(text("late")), Err(Refused::Closed(_))));
+        assert!(
+            poll(&mut body).is_pending(),
+            "open until the senders are gone"
+        );
+        drop(tx);
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+    }
+
+    /// A close on the control lane overtakes queued data, which is dropped.
+    #[test]
+    fn a_close_overtakes_and_drops_queued_data() {
+        let (tx, mut body) = outbox(16);
+        for _ in 0..16 {
+            assert!(tx.try_send(text("x")).is_ok());
+        }
+        assert!(tx
+            .try_send_control(Outbound::Close(1008, String::new()))
+            .is_ok());
+        let Poll::Ready(Some(chunk)) = poll(&mut body) else {
+            panic!("the close frame");
+        };
+        assert_eq!(&chunk[..], b"\x88\x02\x03\xf0");
+        assert_eq!(tx.depth(), 0);
+        assert!(poll(&mut body).is_pending());
     }
 
     #[test]
@@ -663,6 +710,11 @@ mod tests {
         assert_eq!(chunk[0], 0x88);
         assert_eq!(&chunk[2..4], &1013u16.to_be_bytes());
         assert_eq!(&chunk[4..], b"slow consumer");
+        assert!(
+            poll(&mut body).is_pending(),
+            "open until the senders are gone"
+        );
+        drop(tx);
         assert!(matches!(poll(&mut body), Poll::Ready(None)));
     }
 

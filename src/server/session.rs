@@ -99,6 +99,16 @@ impl SocketCutter {
         let _ = self.0.set_linger(Some(Duration::ZERO));
         let _ = self.0.shutdown(Shutdown::Both);
     }
+
+    /// End a connection whose closing handshake is complete: shut down our sending direction,
+    /// so the client reads the end of the stream after our close frame (RFC 6455 7.1.1: the
+    /// server closes the TCP connection first). actix-http would otherwise keep the connection
+    /// until its own timers end it (about a second), and clients that wait for the server to
+    /// close, such as Autobahn|Testsuite, give up and drop it themselves. Bytes already handed
+    /// to the kernel go out before the FIN; errors (a socket already gone) are ignored.
+    fn finish(&self) {
+        let _ = self.0.shutdown(Shutdown::Write);
+    }
 }
 
 /// The `on_connect` hook for a [`ServerConfig`]; [`Rooms::on_connect`](super::Rooms::on_connect)
@@ -383,7 +393,14 @@ impl Actor for Session {
             // is left to write; otherwise the wait for the client already took
             // `close_timeout`, or the connection is gone: stop at once.
             let finished = complete && tokio::time::timeout(grace, watch.finished()).await.is_ok();
-            if !finished {
+            if finished {
+                if let Some(cutter) = cutter {
+                    // The body ended in actix-http's last poll, which wrote the close frame out
+                    // before this task could run (same thread); give it one more turn anyway.
+                    actix_rt::task::yield_now().await;
+                    cutter.finish();
+                }
+            } else {
                 watch.abort();
                 if let Some(cutter) = cutter {
                     tracing::debug!(session = %name, "cutting the socket");
