@@ -50,7 +50,7 @@
 //!
 //! | name | type | what it counts |
 //! | --- | --- | --- |
-//! | `wsm_server_sessions` | gauge | WebSocket sessions open now (rooms and echo endpoints) |
+//! | `wsm_server_sessions` | gauge | WebSocket sessions open now (rooms and echo endpoints), upgrades waiting on the auth hook included |
 //! | `wsm_server_rooms` | gauge | rooms with at least one member |
 //! | `wsm_server_messages_in_total` | counter | whole messages received from clients (text and binary, refused ones included) |
 //! | `wsm_server_bytes_in_total` | counter | payload bytes of those messages |

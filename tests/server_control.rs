@@ -262,3 +262,26 @@ async fn the_server_ends_the_tcp_connection_after_the_handshake() {
     assert!(t.elapsed() < ENDED_WITHIN, "ended after {:?}", t.elapsed());
     server.shutdown().await.expect("shutdown");
 }
+
+/// A reply queued just before a protocol fault still reaches the client ahead of the close:
+/// a text message and then a frame with a reserved bit set get the echo, then close 1002
+/// (Autobahn 3.2; the close overtakes only what is past one chunk of queued data).
+#[actix_rt::test]
+async fn an_echo_queued_before_a_fault_goes_ahead_of_the_close() {
+    let server = start_server(test_config());
+    let mut ws = RawWs::connect(server.local_addr(), "/echo").await;
+    let mut bytes = masked(0x1, b"Hello, world!");
+    let mut rsv = masked(0x1, b"Hello, world!");
+    rsv[0] |= 0x20;
+    bytes.extend_from_slice(&rsv);
+    bytes.extend_from_slice(&masked(0x9, b""));
+    ws.write(&bytes).await;
+    let echo = ws.frame().await.expect("the echo");
+    assert_eq!(
+        (echo.opcode, &echo.payload[..]),
+        (0x1, &b"Hello, world!"[..])
+    );
+    let close = ws.frame().await.expect("the close");
+    assert_eq!(close.close_code(), Some(1002), "{close:?}");
+    server.shutdown().await.expect("shutdown");
+}

@@ -121,7 +121,8 @@ impl LatencySnapshot {
 #[non_exhaustive]
 pub struct ServerMetrics {
     /// Gauge: WebSocket sessions open now, rooms and echo endpoints (each holds a slot under
-    /// `max_sessions` from its upgrade until its actor is gone).
+    /// `max_sessions` from before the authentication hook runs until its actor is gone, so
+    /// upgrades waiting on the hook count too).
     pub sessions: usize,
     /// Gauge: rooms with at least one member, as of the hub's last command.
     pub rooms: u64,
@@ -240,7 +241,7 @@ mod prometheus {
             let m = ServerMetrics::read(&self.shared);
             #[rustfmt::skip]
             let figures = [
-                (Gauge, "wsm_server_sessions", m.sessions as u64, "WebSocket sessions open now (rooms and echo endpoints)"),
+                (Gauge, "wsm_server_sessions", m.sessions as u64, "WebSocket sessions open now (rooms and echo endpoints), upgrades waiting on the auth hook included"),
                 (Gauge, "wsm_server_rooms", m.rooms, "Rooms with at least one member"),
                 (Counter, "wsm_server_messages_in", m.messages_in, "Whole messages received from clients (text and binary, refused ones included)"),
                 (Counter, "wsm_server_bytes_in", m.bytes_in, "Payload bytes of the messages received from clients"),

@@ -94,6 +94,9 @@ struct State {
     /// client's bytes once the response body ends, and the session still has to read the
     /// client's close frame to complete the handshake.
     close_sent: bool,
+    /// A close frame waits in the control lane: no more data is accepted, so the data still
+    /// queued is exactly what was queued before the close.
+    close_queued: bool,
     /// The body has ended (an abort, or every sender gone after a close frame or with nothing
     /// left to write) or was dropped: nothing more is accepted.
     ended: bool,
@@ -247,6 +250,7 @@ pub fn outbox_with_bytes(capacity: usize, capacity_bytes: usize) -> (Outbox, Out
             kill: None,
             abort: false,
             close_sent: false,
+            close_queued: false,
             ended: false,
             senders: 1,
             body: None,
@@ -296,7 +300,10 @@ impl Outbox {
     }
 
     /// Queue a control frame ahead of all queued data ("control before data"); refused when
-    /// [`CONTROL_QUEUE`] of them already wait (the client is not reading).
+    /// [`CONTROL_QUEUE`] of them already wait (the client is not reading). A close frame
+    /// queued here refuses further data; the data queued before it is written ahead of it up to
+    /// one chunk (64 KiB, or one message), and the rest dropped, so the close waits behind at
+    /// most that much.
     pub fn try_send_control(&self, frame: Outbound) -> Result<(), Refused> {
         let (waker, _) = self.push(frame, Lane::Control)?;
         if let Some(w) = waker {
@@ -314,6 +321,9 @@ impl Outbox {
         }
         let depth = match lane {
             Lane::Data => {
+                if st.close_queued {
+                    return Err(Refused::Closed(frame));
+                }
                 let len = frame.len();
                 let over_bytes = !st.data.is_empty()
                     && st.data_bytes.saturating_add(len) > self.0.capacity_bytes;
@@ -331,6 +341,7 @@ impl Outbox {
                 if st.control.len() >= CONTROL_QUEUE {
                     return Err(Refused::Full(frame));
                 }
+                st.close_queued |= matches!(frame, Outbound::Close(..));
                 st.control.push_back(frame);
                 Depth::default()
             }
@@ -570,12 +581,21 @@ impl MessageBody for OutboxBody {
                         None => break,
                     },
                 };
-                let close = matches!(frame, Outbound::Close(..));
-                encode(codec, frame, &mut buf);
-                if close {
+                if matches!(frame, Outbound::Close(..)) {
+                    // What was queued before the close goes first, up to this chunk (64 KiB,
+                    // or one message): replies to what the client sent before its fault
+                    // still reach it, and the close never waits behind a long backlog.
+                    while buf.len() < CHUNK {
+                        let Some(data) = st.data.pop_front() else {
+                            break;
+                        };
+                        encode(codec, data, &mut buf);
+                    }
+                    encode(codec, frame, &mut buf);
                     wake.0[1] = close_sent(&mut st);
                     break;
                 }
+                encode(codec, frame, &mut buf);
             }
             if !st.close_sent {
                 shrink(&mut st.data);
@@ -678,21 +698,26 @@ mod tests {
         assert!(matches!(poll(&mut body), Poll::Ready(None)));
     }
 
-    /// A close on the control lane overtakes queued data, which is dropped.
+    /// A close on the control lane refuses later data and lets at most one chunk of the data
+    /// queued before it go first; the rest is dropped.
     #[test]
-    fn a_close_overtakes_and_drops_queued_data() {
-        let (tx, mut body) = outbox(16);
+    fn a_close_waits_behind_at_most_one_chunk_of_data() {
+        let (tx, mut body) = outbox(64);
+        let big = Outbound::Binary(Bytes::from(vec![0u8; CHUNK / 4]));
         for _ in 0..16 {
-            assert!(tx.try_send(text("x")).is_ok());
+            assert!(tx.try_send(big.clone()).is_ok());
         }
         assert!(tx
             .try_send_control(Outbound::Close(1008, String::new()))
             .is_ok());
+        assert!(matches!(tx.try_send(text("late")), Err(Refused::Closed(_))));
         let Poll::Ready(Some(chunk)) = poll(&mut body) else {
-            panic!("the close frame");
+            panic!("frames");
         };
-        assert_eq!(&chunk[..], b"\x88\x02\x03\xf0");
-        assert_eq!(tx.depth(), 0);
+        // Four frames of a quarter chunk (4-byte headers) fill the chunk, then the close.
+        assert_eq!(chunk.len(), 4 * (CHUNK / 4 + 4) + 4);
+        assert_eq!(&chunk[chunk.len() - 4..], b"\x88\x02\x03\xf0");
+        assert_eq!(tx.depth(), 0, "the rest is dropped");
         assert!(poll(&mut body).is_pending());
     }
 

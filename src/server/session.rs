@@ -28,8 +28,8 @@
 //!
 //! When the server closes a session (shutdown 1001, heartbeat 1001, slow consumer 1013, rate
 //! limit 1008, a protocol fault) it leaves every room at once, sends its close frame on the
-//! control lane (ahead of queued data, which is dropped: the close code must not wait behind a
-//! backlog that outlasts `close_timeout`) and keeps reading, discarding data, until the client's close frame arrives or
+//! control lane (behind at most 64 KiB of the data queued before it, the rest dropped: the
+//! close code must not wait behind a backlog that outlasts `close_timeout`) and keeps reading, discarding data, until the client's close frame arrives or
 //! [`close_timeout`](crate::config::ServerConfig::close_timeout) passes: the closing handshake
 //! of RFC 6455, so a client that is still sending reads the server's code rather than a reset.
 //! A close frame cannot be written to a socket whose peer stopped reading: for a heartbeat
@@ -515,13 +515,13 @@ impl Session {
         });
     }
 
-    /// Close: queue the close frame on the control lane, ahead of queued data, then wait for
-    /// the client's. Data frames still queued are dropped when the close is written (nothing
-    /// follows a close frame, RFC 6455): the close code is what the client needs, and behind a
-    /// backlog that a slow client reads it would arrive after `close_timeout` cut the socket,
-    /// leaving the client an abnormal end (1006) instead of, say, a rate limit's 1008, on which
-    /// this crate's client stops rather than reconnects. The data already handed to the socket
-    /// still arrives first.
+    /// Close: queue the close frame on the control lane, then wait for the client's. Of the
+    /// data frames still queued, at most one chunk (64 KiB, or one message) is written ahead of
+    /// the close and the rest is dropped (nothing follows a close frame, RFC 6455): so a reply
+    /// to what the client sent just before a fault still reaches it, but the close code never
+    /// waits behind a backlog that a slow client reads, which would arrive after
+    /// `close_timeout` cut the socket and leave the client an abnormal end (1006) instead of,
+    /// say, a rate limit's 1008, on which this crate's client stops rather than reconnects.
     fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
         if self.closing {
             return;
