@@ -534,6 +534,8 @@ pub const DEFAULT_SERVER_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 /// outbox, so that a client flushing a full outbox after a reconnect does not make every member
 /// of its room (itself included) look like a slow consumer.
 pub const DEFAULT_SESSION_QUEUE: usize = 1024;
+/// Default bound of each session's outbound queue in payload bytes: 4 MiB.
+pub const DEFAULT_SESSION_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Default most concurrent sessions per server: 10 000.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default most rooms one session may be a member of: 64.
@@ -581,6 +583,15 @@ pub struct ServerConfig {
     /// flushing its outbox after a reconnect sends up to its outbox capacity at once).
     /// Default: 1024 ([`DEFAULT_SESSION_QUEUE`]).
     pub session_queue: usize,
+    /// Bound of each session's outbound queue in payload bytes, next to
+    /// [`session_queue`](Self::session_queue): whichever is reached first makes the queue full
+    /// (and [`SlowConsumerPolicy`] applies). A count alone is no bound on memory when messages
+    /// are large: 1024 queued 64 KiB messages are 64 MiB for one member that stopped reading,
+    /// and a room full of such members multiplies it. A queue holds at most this many bytes,
+    /// or one message when that message alone is bigger. Any value from 1 up is accepted
+    /// (`usize::MAX` turns the byte bound off). Default: 4 MiB
+    /// ([`DEFAULT_SESSION_QUEUE_BYTES`]).
+    pub session_queue_bytes: usize,
     /// What happens when a session's outbound queue is full. Default:
     /// [`SlowConsumerPolicy::Disconnect`].
     pub slow_consumer: SlowConsumerPolicy,
@@ -643,6 +654,7 @@ impl Default for ServerConfig {
             heartbeat_interval: DEFAULT_SERVER_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_SERVER_HEARTBEAT_TIMEOUT,
             session_queue: DEFAULT_SESSION_QUEUE,
+            session_queue_bytes: DEFAULT_SESSION_QUEUE_BYTES,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_rooms_per_session: DEFAULT_MAX_ROOMS_PER_SESSION,
@@ -696,6 +708,11 @@ impl ServerConfig {
     /// Set [`session_queue`](Self::session_queue).
     pub fn session_queue(mut self, messages: usize) -> Self {
         self.session_queue = messages;
+        self
+    }
+    /// Set [`session_queue_bytes`](Self::session_queue_bytes).
+    pub fn session_queue_bytes(mut self, bytes: usize) -> Self {
+        self.session_queue_bytes = bytes;
         self
     }
     /// Set [`slow_consumer`](Self::slow_consumer).
@@ -802,6 +819,11 @@ impl ServerConfig {
         if self.session_queue == 0 {
             return Err(Error::Config("session_queue must be at least 1".into()));
         }
+        if self.session_queue_bytes == 0 {
+            return Err(Error::Config(
+                "session_queue_bytes must be at least 1".into(),
+            ));
+        }
         if self.max_sessions == 0 {
             return Err(Error::Config("max_sessions must be at least 1".into()));
         }
@@ -899,6 +921,7 @@ mod server_config_tests {
             ServerConfig::default().max_message_size(0),
             ServerConfig::default().heartbeat(Duration::ZERO, Duration::from_secs(1)),
             ServerConfig::default().session_queue(0),
+            ServerConfig::default().session_queue_bytes(0),
             ServerConfig::default().max_sessions(0),
             ServerConfig::default().max_room_name_len(0),
             ServerConfig::default().close_timeout(Duration::ZERO),

@@ -50,7 +50,7 @@
 //!
 //! | name | type | what it counts |
 //! | --- | --- | --- |
-//! | `wsm_server_sessions` | gauge | WebSocket sessions open now (rooms and echo endpoints) |
+//! | `wsm_server_sessions` | gauge | WebSocket sessions open now (rooms and echo endpoints), upgrades waiting on the auth hook included |
 //! | `wsm_server_rooms` | gauge | rooms with at least one member |
 //! | `wsm_server_messages_in_total` | counter | whole messages received from clients (text and binary, refused ones included) |
 //! | `wsm_server_bytes_in_total` | counter | payload bytes of those messages |
@@ -69,6 +69,7 @@
 //! | `wsm_server_backplane_dropped_total` | counter | messages from other nodes dropped on a full inbound buffer |
 //! | `wsm_server_backplane_received_total` | counter | messages from other nodes fanned out here |
 //! | `wsm_server_session_queue_high_water` | gauge | deepest any session queue has been, in frames (at most `session_queue`) |
+//! | `wsm_server_session_queue_bytes_high_water` | gauge | most payload bytes any session queue has held (at most `session_queue_bytes` plus one message) |
 //! | `wsm_server_hub_queue_high_water` | gauge | deepest the hub's command queue has been, in commands (at most `hub_queue`) |
 //!
 //! # Client metrics

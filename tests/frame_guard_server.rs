@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use common::oversize::*;
 
 /// A declared 1 GiB frame followed by 256 MiB of payload closes at the header, server memory
-/// growth under 1 MiB: the first frame the server sends is a Close with 1009, it cuts the socket
+/// growth under 2 MiB: the first frame the server sends is a Close with 1009, it cuts the socket
 /// after its close timeout (the client never answers), and the process's VmRSS grows by less
-/// than 1 MiB meanwhile.
+/// than 2 MiB meanwhile (see `MAX_SERVER_GROWTH_KB`).
 #[actix_rt::test]
 async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
     let server = start_server(test_config().max_message_size(LIMIT));
@@ -133,7 +133,7 @@ async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
         written / (1024 * 1024)
     );
     assert!(
-        growth < MAX_GROWTH_KB,
+        growth < MAX_SERVER_GROWTH_KB,
         "VmRSS grew by {growth} kB (before {before} kB, after {after} kB)"
     );
     server.shutdown().await.expect("shutdown");

@@ -137,6 +137,10 @@ fn assert_page_is_the_struct(page: &Samples, rooms: &Rooms) {
             "wsm_server_session_queue_high_water",
             m.session_queue_high_water,
         ),
+        (
+            "wsm_server_session_queue_bytes_high_water",
+            m.session_queue_bytes_high_water,
+        ),
         ("wsm_server_hub_queue_high_water", m.hub_queue_high_water),
         (
             "wsm_server_fanout_latency_seconds_count",
@@ -263,6 +267,10 @@ async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
     assert_eq!(moved("wsm_server_published_total"), publishes as f64);
     assert_eq!(get(&m, "wsm_server_rooms"), 2.0);
     assert_eq!(get(&m, "wsm_server_session_queue_high_water"), QUEUE as f64);
+    assert!(
+        get(&m, "wsm_server_session_queue_bytes_high_water") >= (QUEUE * payload.len()) as f64,
+        "the full queue's bytes"
+    );
     assert_eq!(
         histogram_count(&m, "wsm_server_fanout_latency_seconds"),
         get(&m, "wsm_server_published_total")

@@ -424,6 +424,7 @@ async fn extreme_config_values_do_not_panic() {
         .heartbeat(Duration::MAX, Duration::MAX)
         .close_timeout(Duration::MAX)
         .session_queue(MAX_QUEUE)
+        .session_queue_bytes(usize::MAX)
         .hub_queue(MAX_QUEUE)
         .max_sessions(usize::MAX)
         .max_rooms_per_session(usize::MAX)

@@ -299,3 +299,60 @@ async fn broken_fragmentation_closes_with_1002() {
     assert_eq!(raw_close_code(&mut ws).await, Some(1002));
     server.shutdown().await.expect("shutdown");
 }
+
+/// The cheap checks come before the authentication hook. With a hook that never answers and
+/// `max_connections_per_ip` 3, five upgrade requests from 127.0.0.1 reach the hook three times:
+/// the fourth and fifth are refused with 429 at once (while the first three still wait on the
+/// hook), and a plain GET without the upgrade headers gets 400 without reaching it.
+#[actix_rt::test]
+async fn limits_and_handshake_are_checked_before_auth() {
+    use common::raw::{request, response_head};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+
+    const LIMIT: usize = 3;
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let (called_tx, mut called) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let counted = calls.clone();
+    let rooms = Rooms::start(test_config().max_connections_per_ip(Some(LIMIT)))
+        .expect("config")
+        .with_async_auth(move |_req: actix_web::HttpRequest| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = called_tx.send(());
+            // A lookup that never completes.
+            std::future::pending()
+        });
+    let server = server::serve_with("127.0.0.1:0", "/ws", "/echo", rooms).expect("serve");
+    let addr = server.local_addr();
+    let mut waiting = Vec::new();
+    for _ in 0..LIMIT {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(&request(addr, "/ws", true))
+            .await
+            .expect("write");
+        tokio::time::timeout(WAIT, called.recv())
+            .await
+            .expect("the hook is called in time")
+            .expect("hook alive");
+        waiting.push(tcp);
+    }
+    for path in ["/ws", "/echo"] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(&request(addr, path, true))
+            .await
+            .expect("write");
+        let (status, _) = response_head(&mut tcp).await;
+        assert_eq!(status, 429, "past the per-address limit on {path}");
+    }
+    let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(&request(addr, "/ws", false))
+        .await
+        .expect("write");
+    let (status, _) = response_head(&mut plain).await;
+    assert_eq!(status, 400, "a GET without upgrade headers");
+    assert_eq!(calls.load(Ordering::SeqCst), LIMIT, "auth calls");
+    assert!(called.try_recv().is_err(), "no further auth call");
+    drop(waiting);
+    server.shutdown().await.expect("shutdown");
+}

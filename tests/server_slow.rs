@@ -276,3 +276,88 @@ async fn heartbeat_fires_while_writes_are_stalled() {
     assert!(matches!(code, None | Some(1001)), "{code:?}");
     server.stop().await.expect("stop");
 }
+
+/// The queue's byte bound for these tests (the default is 4 MiB).
+const QUEUE_BYTES: usize = 256 * 1024;
+/// Messages of 64 KiB: 64 of them are 4 MiB, far below the 1024-message bound in count.
+const BIG: usize = 64 * 1024;
+const BIG_COUNT: usize = 64;
+
+/// A member that stopped reading, and server code publishing `BIG_COUNT` messages of `BIG`
+/// bytes to its room; answers the server, the stuck client, how many publishes reached it and
+/// an upper bound of one published frame's payload bytes.
+async fn big_messages_to_a_stuck_member(
+    policy: SlowConsumerPolicy,
+) -> (TestServer, Raw, usize, u64) {
+    let server = start_server(
+        test_config()
+            .session_queue_bytes(QUEUE_BYTES)
+            .slow_consumer(policy)
+            .tcp_send_buffer(Some(SEND_BUFFER))
+            .close_timeout(Duration::from_secs(5)),
+    );
+    let rooms = server.rooms().expect("running").clone();
+    let stuck = stuck_peer(&server.url(), server.addr(), "big").await;
+    let data = "x".repeat(BIG);
+    let mut reached = 0;
+    for _ in 0..BIG_COUNT {
+        reached += rooms.publish_json("big", &data).await.expect("publish");
+    }
+    // A frame is the envelope around `data`: type, room, timestamp and quotes add under 256.
+    (server, stuck, reached, BIG as u64 + 256)
+}
+
+/// Bounded in bytes, `DropNewest`: 64 messages of 64 KiB (4 MiB; the count bound is 1024) to a
+/// member that stopped reading: its queue never holds more than `session_queue_bytes`
+/// (256 KiB) plus one message, the rest is dropped and counted (reached + dropped = published),
+/// and the session stays.
+#[actix_rt::test]
+async fn queue_bytes_bound_drops_and_counts_big_messages() {
+    let (mut server, stuck, reached, frame) =
+        big_messages_to_a_stuck_member(SlowConsumerPolicy::DropNewest).await;
+    let stats = server.stats().await.expect("stats");
+    assert!(
+        stats.queue_bytes_high_water <= QUEUE_BYTES as u64 + frame,
+        "queue held {} bytes: {stats:?}",
+        stats.queue_bytes_high_water
+    );
+    assert!(
+        stats.queue_bytes_high_water >= QUEUE_BYTES as u64 - frame,
+        "the queue never filled: {stats:?}"
+    );
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert_eq!(
+        reached as u64 + stats.dropped,
+        BIG_COUNT as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats.sessions, 1, "{stats:?}");
+    assert_eq!(stats.slow_consumer_disconnects, 0, "{stats:?}");
+    drop(stuck);
+    server.stop().await.expect("stop");
+}
+
+/// Bounded in bytes, `Disconnect`: the same flood disconnects the member (counted, close 1013
+/// when the close frame gets through, otherwise the socket is cut) once its queue holds
+/// `session_queue_bytes`, long before 1024 messages.
+#[actix_rt::test]
+async fn queue_bytes_bound_disconnects_a_stuck_member() {
+    let (mut server, mut stuck, _reached, frame) =
+        big_messages_to_a_stuck_member(SlowConsumerPolicy::Disconnect).await;
+    let rooms = server.rooms().expect("running").clone();
+    let code = drain_until_closed(&mut stuck).await;
+    assert!(matches!(code, None | Some(1013)), "{code:?}");
+    // Send tungstenite's answer to the close frame, completing the handshake.
+    let _ = stuck.flush().await;
+    assert!(
+        rooms.wait_sessions(0, WAIT).await,
+        "stuck client still there"
+    );
+    let stats = rooms.stats().await.expect("stats");
+    assert_eq!(stats.slow_consumer_disconnects, 1, "{stats:?}");
+    assert!(
+        stats.queue_bytes_high_water <= QUEUE_BYTES as u64 + frame,
+        "{stats:?}"
+    );
+    server.stop().await.expect("stop");
+}

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use super::backplane::{Backplane, InProcess};
 use super::metrics::LatencyHistogram;
-use super::outbox::{Outbox, Refused, Wakes};
+use super::outbox::{Depth, Outbox, Refused, Wakes};
 use crate::config::SlowConsumerPolicy;
 use crate::envelope::{encode_parts, now_rfc3339, WireMessage};
 use crate::protocol::RoomMessage;
@@ -90,6 +90,10 @@ pub struct Counters {
     /// The deepest any session queue has been seen (high-water mark, in frames). Never above the
     /// configured `session_queue`.
     pub queue_high_water: AtomicU64,
+    /// The most payload bytes any session queue has held (high-water mark). Never above the
+    /// configured `session_queue_bytes` plus one message (a queue takes one frame whatever its
+    /// size when it is empty).
+    pub queue_bytes_high_water: AtomicU64,
     /// The deepest the hub's command queue has been seen, in commands. Never above the
     /// configured `hub_queue`.
     pub hub_queue_high_water: AtomicU64,
@@ -130,15 +134,16 @@ impl Counters {
         self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
     }
 
-    /// Count one frame of `len` bytes handed to a queue that now holds `depth` frames.
-    pub(crate) fn delivered(&self, len: usize, depth: usize) {
+    /// Count one frame of `len` bytes handed to a queue that now holds `depth`.
+    pub(crate) fn delivered(&self, len: usize, depth: Depth) {
         self.delivered_many(1, len as u64, depth);
     }
 
     /// Count `frames` frames of `bytes` bytes in all, the deepest queue holding `max_depth`
-    /// frames after them: a broadcast counts once, not once per member (these counters are
-    /// shared with sessions on every worker thread).
-    pub(crate) fn delivered_many(&self, frames: u64, bytes: u64, max_depth: usize) {
+    /// after them (frames and bytes, each the maximum over the queues): a broadcast counts
+    /// once, not once per member (these counters are shared with sessions on every worker
+    /// thread).
+    pub(crate) fn delivered_many(&self, frames: u64, bytes: u64, max_depth: Depth) {
         if frames == 0 {
             return;
         }
@@ -146,9 +151,13 @@ impl Counters {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         // Read first: the mark rarely moves, and a read keeps the cache line shared between
         // the worker threads where a read-modify-write on every frame would not.
-        if max_depth as u64 > self.queue_high_water.load(Ordering::Relaxed) {
-            self.queue_high_water
-                .fetch_max(max_depth as u64, Ordering::Relaxed);
+        let (depth, depth_bytes) = (max_depth.frames as u64, max_depth.bytes as u64);
+        if depth > self.queue_high_water.load(Ordering::Relaxed) {
+            self.queue_high_water.fetch_max(depth, Ordering::Relaxed);
+        }
+        if depth_bytes > self.queue_bytes_high_water.load(Ordering::Relaxed) {
+            self.queue_bytes_high_water
+                .fetch_max(depth_bytes, Ordering::Relaxed);
         }
     }
 }
@@ -177,6 +186,9 @@ pub struct HubStats {
     pub heartbeat_timeouts: u64,
     /// Deepest session queue seen, in frames (bounded by `session_queue`).
     pub queue_high_water: u64,
+    /// Most payload bytes a session queue has held (bounded by `session_queue_bytes` plus one
+    /// message).
+    pub queue_bytes_high_water: u64,
     /// Deepest the hub's command queue has been, in commands (bounded by `hub_queue`).
     pub hub_queue_high_water: u64,
     /// Messages refused for going past a session's rate limit.
@@ -364,8 +376,8 @@ enum MemberSink {
 
 /// What offering a frame to a member did.
 enum Offer {
-    /// Taken; the member's queue now holds this many frames (0 when unknown).
-    Taken(usize),
+    /// Taken; the member's queue now holds this much (zero when unknown).
+    Taken(Depth),
     Full,
     Gone,
 }
@@ -381,10 +393,10 @@ impl MemberSink {
             },
             MemberSink::Actor(recipient) => {
                 let Outbound::Text(text) = frame else {
-                    return Offer::Taken(0); // only text frames are meant for members
+                    return Offer::Taken(Depth::default()); // only text frames are meant for members
                 };
                 match recipient.try_send(RoomFrame(text.clone())) {
-                    Ok(()) => Offer::Taken(0),
+                    Ok(()) => Offer::Taken(Depth::default()),
                     Err(SendError::Full(_)) => Offer::Full,
                     Err(SendError::Closed(_)) => Offer::Gone,
                 }
@@ -658,7 +670,7 @@ impl Hub {
         // contend for its reference count on every member.
         let mut copies: Vec<(std::thread::ThreadId, Outbound)> = Vec::new();
         let mut reached = 0;
-        let mut max_depth = 0;
+        let mut max_depth = Depth::default();
         let mut evicted = Vec::new();
         let mut wakes = Wakes::new();
         for id in ids {
@@ -686,7 +698,8 @@ impl Hub {
             match member.sink.offer(frame, &mut wakes) {
                 Offer::Taken(depth) => {
                     reached += 1;
-                    max_depth = max_depth.max(depth);
+                    max_depth.frames = max_depth.frames.max(depth.frames);
+                    max_depth.bytes = max_depth.bytes.max(depth.bytes);
                 }
                 Offer::Full => match self.policy {
                     SlowConsumerPolicy::DropNewest => {
@@ -813,6 +826,7 @@ impl Hub {
             slow_consumer_disconnects: c.slow_consumer_disconnects.load(Ordering::Relaxed),
             heartbeat_timeouts: c.heartbeat_timeouts.load(Ordering::Relaxed),
             queue_high_water: c.queue_high_water.load(Ordering::Relaxed),
+            queue_bytes_high_water: c.queue_bytes_high_water.load(Ordering::Relaxed),
             hub_queue_high_water: c.hub_queue_high_water.load(Ordering::Relaxed),
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             rate_limit_disconnects: c.rate_limit_disconnects.load(Ordering::Relaxed),

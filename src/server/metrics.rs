@@ -121,7 +121,8 @@ impl LatencySnapshot {
 #[non_exhaustive]
 pub struct ServerMetrics {
     /// Gauge: WebSocket sessions open now, rooms and echo endpoints (each holds a slot under
-    /// `max_sessions` from its upgrade until its actor is gone).
+    /// `max_sessions` from before the authentication hook runs until its actor is gone, so
+    /// upgrades waiting on the hook count too).
     pub sessions: usize,
     /// Gauge: rooms with at least one member, as of the hub's last command.
     pub rooms: u64,
@@ -157,6 +158,9 @@ pub struct ServerMetrics {
     pub backplane_received: u64,
     /// Gauge (high-water mark): the deepest any session queue has been, in frames.
     pub session_queue_high_water: u64,
+    /// Gauge (high-water mark): the most payload bytes any session queue has held; next to
+    /// `session_queue_bytes` it says how close members came to the byte bound.
+    pub session_queue_bytes_high_water: u64,
     /// Gauge (high-water mark): the deepest the hub's command queue has been, in commands.
     pub hub_queue_high_water: u64,
     /// How long each publish took the hub, from taking it off its queue to having offered it to
@@ -189,6 +193,7 @@ impl ServerMetrics {
             backplane_dropped: get(&c.backplane_dropped),
             backplane_received: get(&c.backplane_received),
             session_queue_high_water: get(&c.queue_high_water),
+            session_queue_bytes_high_water: get(&c.queue_bytes_high_water),
             hub_queue_high_water: get(&c.hub_queue_high_water),
             fanout_latency: c.fanout.snapshot(),
         }
@@ -236,7 +241,7 @@ mod prometheus {
             let m = ServerMetrics::read(&self.shared);
             #[rustfmt::skip]
             let figures = [
-                (Gauge, "wsm_server_sessions", m.sessions as u64, "WebSocket sessions open now (rooms and echo endpoints)"),
+                (Gauge, "wsm_server_sessions", m.sessions as u64, "WebSocket sessions open now (rooms and echo endpoints), upgrades waiting on the auth hook included"),
                 (Gauge, "wsm_server_rooms", m.rooms, "Rooms with at least one member"),
                 (Counter, "wsm_server_messages_in", m.messages_in, "Whole messages received from clients (text and binary, refused ones included)"),
                 (Counter, "wsm_server_bytes_in", m.bytes_in, "Payload bytes of the messages received from clients"),
@@ -254,6 +259,7 @@ mod prometheus {
                 (Counter, "wsm_server_backplane_dropped", m.backplane_dropped, "Messages from other nodes dropped on a full inbound buffer"),
                 (Counter, "wsm_server_backplane_received", m.backplane_received, "Messages from other nodes fanned out here"),
                 (Gauge, "wsm_server_session_queue_high_water", m.session_queue_high_water, "Deepest any session queue has been, in frames"),
+                (Gauge, "wsm_server_session_queue_bytes_high_water", m.session_queue_bytes_high_water, "Most payload bytes any session queue has held"),
                 (Gauge, "wsm_server_hub_queue_high_water", m.hub_queue_high_water, "Deepest the hub's command queue has been, in commands"),
             ];
             for (kind, name, value, help) in figures {

@@ -314,7 +314,8 @@ impl Rooms {
         }
     }
 
-    /// The upgrade handler: origin, authentication, capacity, then the WebSocket handshake.
+    /// The upgrade handler: origin, the handshake's headers, capacity (cheap checks first), then
+    /// authentication, then the WebSocket handshake.
     async fn upgrade(
         &self,
         req: HttpRequest,
@@ -333,18 +334,14 @@ impl Rooms {
                 }
             }
         }
-        let identity = match &self.auth {
-            None => None,
-            Some(hook) => match hook(req.clone()).await {
-                Ok(identity) => identity,
-                Err(AuthRejection::Unauthorized(why)) => {
-                    return Ok(HttpResponse::Unauthorized().body(why))
-                }
-                Err(AuthRejection::Forbidden(why)) => {
-                    return Ok(HttpResponse::Forbidden().body(why))
-                }
-            },
-        };
+        // Everything that costs nothing is checked before the authentication hook, which may be
+        // slow (a database, another service): a plain GET, an address at its connection limit
+        // or a full server never gets an auth call in flight. The reserved slot counts toward
+        // the limits while the hook runs and is released if the hook refuses.
+        if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+            tracing::debug!("upgrade refused: not a WebSocket handshake: {e}");
+            return Ok(HttpResponse::from_error(e));
+        }
         if self.shared.closing.load(Ordering::Acquire) {
             return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
         }
@@ -366,6 +363,22 @@ impl Rooms {
                 );
             }
         };
+        let identity = match &self.auth {
+            None => None,
+            Some(hook) => match hook(req.clone()).await {
+                Ok(identity) => identity,
+                Err(AuthRejection::Unauthorized(why)) => {
+                    return Ok(HttpResponse::Unauthorized().body(why))
+                }
+                Err(AuthRejection::Forbidden(why)) => {
+                    return Ok(HttpResponse::Forbidden().body(why))
+                }
+            },
+        };
+        // The hook may have waited through the start of a shutdown.
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
+        }
         let params = SessionParams {
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             mode,
@@ -560,7 +573,9 @@ impl Rooms {
         self.ask(Command::Stats).await
     }
 
-    /// Sessions holding a slot right now (rooms and echo).
+    /// Sessions holding a slot right now (rooms and echo), counting upgrades still waiting on
+    /// the authentication hook: a slot is reserved before the hook runs, so that slow hooks
+    /// cannot be called more often than the limits allow.
     pub fn sessions(&self) -> usize {
         self.shared.active.load(Ordering::Acquire)
     }

@@ -33,8 +33,10 @@ use bytes::{Bytes, BytesMut};
 
 use super::hub::Outbound;
 
-/// Control frames (pings, pongs, the answer to a client's close) that may wait apart from data.
-/// Only a client that stopped reading fills it; what does not fit is refused.
+/// Control frames (pings, pongs, close frames) that may wait apart from data. Only a client that
+/// stopped reading fills it; what does not fit is refused. The session reads no frame from its
+/// client while the lane is full ([`OutboxWatch::poll_control_room`]), so a client's pings wait
+/// in TCP rather than lose their pongs, and memory stays bounded whatever the client sends.
 pub const CONTROL_QUEUE: usize = 8;
 
 /// One chunk handed to actix-http holds at most about this many bytes of frames (more frames
@@ -60,6 +62,15 @@ enum Lane {
     Control,
 }
 
+/// How much a data lane holds once a frame was taken (what the high-water marks are made of).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    /// Frames queued.
+    pub frames: usize,
+    /// Payload bytes queued.
+    pub bytes: usize,
+}
+
 /// Why a frame was not queued.
 #[derive(Debug)]
 pub enum Refused {
@@ -71,24 +82,40 @@ pub enum Refused {
 
 struct State {
     data: VecDeque<Outbound>,
+    /// Payload bytes of the frames in `data` (bounded by [`Shared::capacity_bytes`]).
+    data_bytes: usize,
     control: VecDeque<Outbound>,
     /// A close that skips the backlog (slow consumer, heartbeat timeout).
     kill: Option<(u16, String)>,
     /// Stop at once, writing nothing more.
     abort: bool,
-    /// The body has ended (after a close frame, an abort, or every sender gone) or was dropped:
-    /// nothing more is accepted.
+    /// A close frame was written: nothing more is accepted or written, but the body stays open
+    /// (pending) until every sender is gone, because actix-http stops handing the session the
+    /// client's bytes once the response body ends, and the session still has to read the
+    /// client's close frame to complete the handshake.
+    close_sent: bool,
+    /// A close frame waits in the control lane: no more data is accepted, so the data still
+    /// queued is exactly what was queued before the close.
+    close_queued: bool,
+    /// The body has ended (an abort, or every sender gone after a close frame or with nothing
+    /// left to write) or was dropped: nothing more is accepted.
     ended: bool,
     /// Sending handles alive ([`Outbox`] clones). None left and nothing queued ends the body.
     senders: usize,
     /// The body, waiting for a frame.
     body: Option<Waker>,
+    /// The session's reader, waiting for room in the control lane.
+    reader: Option<Waker>,
     /// Someone waiting for the body to end ([`OutboxWatch::finished`]).
     finished: Option<Waker>,
 }
 
 struct Shared {
     capacity: usize,
+    /// The bound on the data lane's payload bytes: whichever of this and `capacity` is reached
+    /// first refuses the next frame (a frame is always taken into an empty queue, so one frame
+    /// bigger than the bound still passes, alone).
+    capacity_bytes: usize,
     state: Mutex<State>,
     /// Where the body runs, set when it first waits for a frame.
     home: OnceLock<Home>,
@@ -200,18 +227,34 @@ impl Drop for Outbox {
 /// response body that writes them. Sessions make theirs when they start; it is public for
 /// benchmarks and for anyone registering a member of their own with
 /// [`Command::Connect`](super::hub::Command::Connect) (poll the body to read encoded frames).
+/// Its data frames are not bounded in bytes: see [`outbox_with_bytes`].
 pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
+    outbox_with_bytes(capacity, usize::MAX)
+}
+
+/// [`outbox`] whose data frames are also bounded by their payload bytes: a frame is refused
+/// when `capacity` frames wait, or when it would take the queued bytes past `capacity_bytes`
+/// (an empty queue takes any one frame). Sessions use
+/// [`session_queue`](crate::config::ServerConfig::session_queue) and
+/// [`session_queue_bytes`](crate::config::ServerConfig::session_queue_bytes): large
+/// messages must not make a count bound a bound of gigabytes.
+pub fn outbox_with_bytes(capacity: usize, capacity_bytes: usize) -> (Outbox, OutboxBody) {
     let shared = Arc::new(Shared {
         home: OnceLock::new(),
         capacity: capacity.max(1),
+        capacity_bytes: capacity_bytes.max(1),
         state: Mutex::new(State {
             data: VecDeque::new(),
+            data_bytes: 0,
             control: VecDeque::new(),
             kill: None,
             abort: false,
+            close_sent: false,
+            close_queued: false,
             ended: false,
             senders: 1,
             body: None,
+            reader: None,
             finished: None,
         }),
     });
@@ -227,9 +270,9 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
 }
 
 impl Outbox {
-    /// Queue a data frame behind the others; returns how many data frames are now queued. A
-    /// close frame queued here is written after everything before it, and nothing after it.
-    pub fn try_send(&self, frame: Outbound) -> Result<usize, Refused> {
+    /// Queue a data frame behind the others; returns what the data lane now holds. A close
+    /// frame queued here is written after everything before it, and nothing after it.
+    pub fn try_send(&self, frame: Outbound) -> Result<Depth, Refused> {
         let (waker, depth) = self.push(frame, Lane::Data)?;
         if let Some(w) = waker {
             w.wake();
@@ -243,7 +286,7 @@ impl Outbox {
         &self,
         frame: Outbound,
         wakes: &mut Wakes,
-    ) -> Result<usize, Refused> {
+    ) -> Result<Depth, Refused> {
         let (waker, depth) = self.push(frame, Lane::Data)?;
         if let Some(w) = waker {
             wakes.add(self.0.home.get(), w);
@@ -257,7 +300,10 @@ impl Outbox {
     }
 
     /// Queue a control frame ahead of all queued data ("control before data"); refused when
-    /// [`CONTROL_QUEUE`] of them already wait (the client is not reading).
+    /// [`CONTROL_QUEUE`] of them already wait (the client is not reading). A close frame
+    /// queued here refuses further data; the data queued before it is written ahead of it up to
+    /// one chunk (64 KiB, or one message), and the rest dropped, so the close waits behind at
+    /// most that much.
     pub fn try_send_control(&self, frame: Outbound) -> Result<(), Refused> {
         let (waker, _) = self.push(frame, Lane::Control)?;
         if let Some(w) = waker {
@@ -266,22 +312,40 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queue `frame` in its lane under that lane's bound; answers the body's waker (when it
+    /// Queue `frame` in its lane under that lane's bounds; answers the body's waker (when it
     /// waits for a frame) and the lane's new depth.
-    fn push(&self, frame: Outbound, lane: Lane) -> Result<(Option<Waker>, usize), Refused> {
+    fn push(&self, frame: Outbound, lane: Lane) -> Result<(Option<Waker>, Depth), Refused> {
         let mut st = self.0.lock();
-        if st.ended || st.kill.is_some() || st.abort {
+        if st.ended || st.close_sent || st.kill.is_some() || st.abort {
             return Err(Refused::Closed(frame));
         }
-        let (queue, bound) = match lane {
-            Lane::Data => (&mut st.data, self.0.capacity),
-            Lane::Control => (&mut st.control, CONTROL_QUEUE),
+        let depth = match lane {
+            Lane::Data => {
+                if st.close_queued {
+                    return Err(Refused::Closed(frame));
+                }
+                let len = frame.len();
+                let over_bytes = !st.data.is_empty()
+                    && st.data_bytes.saturating_add(len) > self.0.capacity_bytes;
+                if st.data.len() >= self.0.capacity || over_bytes {
+                    return Err(Refused::Full(frame));
+                }
+                st.data.push_back(frame);
+                st.data_bytes = st.data_bytes.saturating_add(len);
+                Depth {
+                    frames: st.data.len(),
+                    bytes: st.data_bytes,
+                }
+            }
+            Lane::Control => {
+                if st.control.len() >= CONTROL_QUEUE {
+                    return Err(Refused::Full(frame));
+                }
+                st.close_queued |= matches!(frame, Outbound::Close(..));
+                st.control.push_back(frame);
+                Depth::default()
+            }
         };
-        if queue.len() >= bound {
-            return Err(Refused::Full(frame));
-        }
-        queue.push_back(frame);
-        let depth = queue.len();
         Ok((st.body.take(), depth))
     }
 
@@ -290,22 +354,26 @@ impl Outbox {
     pub fn kill(&self, code: u16, reason: &str) {
         let waker = {
             let mut st = self.0.lock();
-            if st.ended || st.kill.is_some() {
+            if st.ended || st.close_sent || st.kill.is_some() {
                 return;
             }
             st.data = VecDeque::new();
+            st.data_bytes = 0;
             st.control = VecDeque::new();
             st.kill = Some((code, reason.to_owned()));
-            st.body.take()
+            Wake([st.body.take(), st.reader.take()])
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
     }
 
     /// Frames waiting in the data queue.
     pub fn depth(&self) -> usize {
         self.0.lock().data.len()
+    }
+
+    /// Payload bytes waiting in the data queue.
+    pub fn depth_bytes(&self) -> usize {
+        self.0.lock().data_bytes
     }
 
     /// The bound on data frames.
@@ -338,24 +406,45 @@ impl OutboxWatch {
         .await
     }
 
+    /// Ready when the control lane has room for one more frame (or nothing more will be
+    /// written); otherwise the task is woken when the body takes control frames out. The
+    /// session reads its client's next frame only then: each frame read makes at most one
+    /// control frame (a pong, the reply to a close), so a full lane pauses reading instead of
+    /// dropping a pong, and the client's further frames wait in TCP.
+    pub(crate) fn poll_control_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.0.lock();
+        if st.control.len() < CONTROL_QUEUE
+            || st.ended
+            || st.close_sent
+            || st.abort
+            || st.kill.is_some()
+        {
+            return Poll::Ready(());
+        }
+        if !st.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.reader = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// End the body at its next poll, dropping whatever is queued.
     pub(crate) fn abort(&self) {
         let waker = {
             let mut st = self.0.lock();
             st.abort = true;
             st.data = VecDeque::new();
+            st.data_bytes = 0;
             st.control = VecDeque::new();
-            st.body.take()
+            Wake([st.body.take(), st.reader.take()])
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
     }
 }
 
 /// The response body of an upgraded WebSocket connection: every queued frame, encoded as
-/// server frames (unmasked), control frames first, in chunks of up to 64 KiB. It ends after a
-/// close frame, on [`Outbox::kill`], or when every [`Outbox`] is dropped and the queue is empty.
+/// server frames (unmasked), control frames first, in chunks of up to 64 KiB. After a close
+/// frame (queued, or written by [`Outbox::kill`]) it writes nothing more; it ends when every
+/// [`Outbox`] is dropped and nothing is left to write, or at once on an abort.
 pub struct OutboxBody {
     shared: Arc<Shared>,
     codec: Codec,
@@ -404,14 +493,37 @@ fn shrink(q: &mut VecDeque<Outbound>) {
     }
 }
 
+/// A close frame was encoded: drop what is queued, accept nothing more, and let the reader go
+/// on (it waits for the client's close frame); answers the reader to wake.
+fn close_sent(st: &mut State) -> Option<Waker> {
+    st.close_sent = true;
+    st.data = VecDeque::new();
+    st.data_bytes = 0;
+    st.control = VecDeque::new();
+    st.reader.take()
+}
+
 /// Mark the body ended (nothing more is accepted, what is queued is dropped); answers whom to
 /// wake.
-fn end(done: &mut bool, st: &mut State) -> Option<Waker> {
+fn end(done: &mut bool, st: &mut State) -> Wake {
     *done = true;
     st.ended = true;
     st.data = VecDeque::new();
+    st.data_bytes = 0;
     st.control = VecDeque::new();
-    st.finished.take()
+    Wake([st.finished.take(), st.reader.take()])
+}
+
+/// Whom to wake once the lock is released.
+#[derive(Default)]
+struct Wake([Option<Waker>; 2]);
+
+impl Wake {
+    fn wake(self) {
+        for w in self.0.into_iter().flatten() {
+            w.wake();
+        }
+    }
 }
 
 fn encode(codec: &mut Codec, frame: Outbound, buf: &mut BytesMut) {
@@ -451,40 +563,58 @@ impl MessageBody for OutboxBody {
         }
         let mut st = shared.lock();
         let mut buf = std::mem::take(kept);
-        let mut wake = None;
+        let mut wake = Wake::default();
         if st.abort {
             wake = end(done, &mut st);
         } else if let Some((code, reason)) = st.kill.take() {
             encode(codec, Outbound::Close(code, reason), &mut buf);
-            wake = end(done, &mut st);
-        } else {
+            wake.0[1] = close_sent(&mut st);
+        } else if !st.close_sent {
             while buf.len() < CHUNK {
-                let Some(frame) = st.control.pop_front().or_else(|| st.data.pop_front()) else {
-                    break;
+                let frame = match st.control.pop_front() {
+                    Some(frame) => frame,
+                    None => match st.data.pop_front() {
+                        Some(frame) => {
+                            st.data_bytes = st.data_bytes.saturating_sub(frame.len());
+                            frame
+                        }
+                        None => break,
+                    },
                 };
-                let close = matches!(frame, Outbound::Close(..));
-                encode(codec, frame, &mut buf);
-                if close {
-                    wake = end(done, &mut st);
+                if matches!(frame, Outbound::Close(..)) {
+                    // What was queued before the close goes first, up to this chunk (64 KiB,
+                    // or one message): replies to what the client sent before its fault
+                    // still reach it, and the close never waits behind a long backlog.
+                    while buf.len() < CHUNK {
+                        let Some(data) = st.data.pop_front() else {
+                            break;
+                        };
+                        encode(codec, data, &mut buf);
+                    }
+                    encode(codec, frame, &mut buf);
+                    wake.0[1] = close_sent(&mut st);
                     break;
                 }
+                encode(codec, frame, &mut buf);
             }
-            if !*done {
+            if !st.close_sent {
                 shrink(&mut st.data);
                 shrink(&mut st.control);
-                if buf.is_empty() {
-                    if st.senders == 0 {
-                        wake = end(done, &mut st);
-                    } else if !st.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        st.body = Some(cx.waker().clone());
-                    }
+                if st.control.len() < CONTROL_QUEUE {
+                    // Room for the reply to the next frame the session reads.
+                    wake.0[1] = st.reader.take();
                 }
+            }
+        }
+        if !*done && buf.is_empty() {
+            if st.senders == 0 {
+                wake = end(done, &mut st);
+            } else if !st.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.body = Some(cx.waker().clone());
             }
         }
         drop(st);
-        if let Some(w) = wake {
-            w.wake();
-        }
+        wake.wake();
         if !buf.is_empty() {
             let chunk = buf.split().freeze();
             if chunk.len() + buf.capacity() <= KEEP_BUFFER && !*done {
@@ -509,9 +639,7 @@ impl Drop for OutboxBody {
             }
             end(&mut self.done, &mut st)
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
     }
 }
 
@@ -533,11 +661,13 @@ mod tests {
             .map(|o| o.map(|r| r.unwrap_or_default()))
     }
 
+    /// Control frames go first; after a close frame nothing more is taken or written, and the
+    /// body stays open (the session still reads the client's close) until its senders are gone.
     #[test]
     fn bounded_control_first_and_close_ends_it() {
         let (tx, mut body) = outbox(2);
-        assert_eq!(tx.try_send(text("a")).ok(), Some(1));
-        assert_eq!(tx.try_send(text("b")).ok(), Some(2));
+        assert_eq!(tx.try_send(text("a")).ok().map(|d| d.frames), Some(1));
+        assert_eq!(tx.try_send(text("b")).ok().map(|d| d.frames), Some(2));
         assert!(matches!(tx.try_send(text("c")), Err(Refused::Full(_))));
         for _ in 0..CONTROL_QUEUE {
             assert!(tx.try_send_control(Outbound::Ping(Bytes::new())).is_ok());
@@ -559,8 +689,36 @@ mod tests {
             panic!("the close frame");
         };
         assert_eq!(&chunk[..], b"\x88\x02\x03\xe8");
-        assert!(matches!(poll(&mut body), Poll::Ready(None)));
         assert!(matches!(tx.try_send(text("late")), Err(Refused::Closed(_))));
+        assert!(
+            poll(&mut body).is_pending(),
+            "open until the senders are gone"
+        );
+        drop(tx);
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+    }
+
+    /// A close on the control lane refuses later data and lets at most one chunk of the data
+    /// queued before it go first; the rest is dropped.
+    #[test]
+    fn a_close_waits_behind_at_most_one_chunk_of_data() {
+        let (tx, mut body) = outbox(64);
+        let big = Outbound::Binary(Bytes::from(vec![0u8; CHUNK / 4]));
+        for _ in 0..16 {
+            assert!(tx.try_send(big.clone()).is_ok());
+        }
+        assert!(tx
+            .try_send_control(Outbound::Close(1008, String::new()))
+            .is_ok());
+        assert!(matches!(tx.try_send(text("late")), Err(Refused::Closed(_))));
+        let Poll::Ready(Some(chunk)) = poll(&mut body) else {
+            panic!("frames");
+        };
+        // Four frames of a quarter chunk (4-byte headers) fill the chunk, then the close.
+        assert_eq!(chunk.len(), 4 * (CHUNK / 4 + 4) + 4);
+        assert_eq!(&chunk[chunk.len() - 4..], b"\x88\x02\x03\xf0");
+        assert_eq!(tx.depth(), 0, "the rest is dropped");
+        assert!(poll(&mut body).is_pending());
     }
 
     #[test]
@@ -577,6 +735,11 @@ mod tests {
         assert_eq!(chunk[0], 0x88);
         assert_eq!(&chunk[2..4], &1013u16.to_be_bytes());
         assert_eq!(&chunk[4..], b"slow consumer");
+        assert!(
+            poll(&mut body).is_pending(),
+            "open until the senders are gone"
+        );
+        drop(tx);
         assert!(matches!(poll(&mut body), Poll::Ready(None)));
     }
 
@@ -639,7 +802,12 @@ mod tests {
             while std::time::Instant::now() < deadline {
                 if tx.0.home.get().is_some() && tx.0.lock().body.is_some() {
                     let mut wakes = Wakes::new();
-                    assert_eq!(tx.try_send_batched(text("a"), &mut wakes).ok(), Some(1));
+                    assert_eq!(
+                        tx.try_send_batched(text("a"), &mut wakes)
+                            .ok()
+                            .map(|d| d.frames),
+                        Some(1)
+                    );
                     assert_eq!(wakes.batches.len(), 1, "one batch for the worker");
                     wakes.wake_all();
                     sent = true;
@@ -656,6 +824,59 @@ mod tests {
             assert_eq!(chunk.as_deref(), Some(&b"\x81\x01a"[..]));
             worker.stop();
         });
+    }
+
+    #[test]
+    fn a_full_control_lane_pauses_the_reader_until_the_body_drains_it() {
+        let (tx, mut body) = outbox(4);
+        let watch = tx.watch();
+        let (woken, waker) = flag_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..CONTROL_QUEUE {
+            assert!(watch.poll_control_room(&mut cx).is_ready());
+            assert!(tx.try_send_control(Outbound::Pong(Bytes::new())).is_ok());
+        }
+        assert!(watch.poll_control_room(&mut cx).is_pending());
+        assert!(!woken.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(_))));
+        assert!(
+            woken.load(std::sync::atomic::Ordering::SeqCst),
+            "reader woken"
+        );
+        assert!(watch.poll_control_room(&mut cx).is_ready());
+    }
+
+    /// A waker that records being woken.
+    fn flag_waker() -> (Arc<std::sync::atomic::AtomicBool>, Waker) {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (flag.clone(), Waker::from(Arc::new(Flag(flag))))
+    }
+
+    #[test]
+    fn the_data_lane_is_bounded_in_bytes_too() {
+        let (tx, mut body) = outbox_with_bytes(100, 10);
+        // An empty queue takes a frame bigger than the bound, alone.
+        assert!(tx.try_send(text("twelve bytes")).is_ok());
+        assert!(matches!(tx.try_send(text("x")), Err(Refused::Full(_))));
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(_))));
+        assert_eq!(tx.depth_bytes(), 0);
+        assert_eq!(
+            tx.try_send(text("12345")).ok(),
+            Some(Depth {
+                frames: 1,
+                bytes: 5
+            })
+        );
+        assert!(tx.try_send(text("12345")).is_ok());
+        assert!(matches!(tx.try_send(text("1")), Err(Refused::Full(_))));
+        assert!(tx.try_send_control(Outbound::Pong(Bytes::new())).is_ok());
+        assert_eq!(tx.depth_bytes(), 10);
     }
 
     #[test]

@@ -27,8 +27,9 @@
 //! # Closing and cutting a stuck socket
 //!
 //! When the server closes a session (shutdown 1001, heartbeat 1001, slow consumer 1013, rate
-//! limit 1008, a protocol fault) it leaves every room at once, sends its close frame and keeps
-//! reading, discarding data, until the client's close frame arrives or
+//! limit 1008, a protocol fault) it leaves every room at once, sends its close frame on the
+//! control lane (behind at most 64 KiB of the data queued before it, the rest dropped: the
+//! close code must not wait behind a backlog that outlasts `close_timeout`) and keeps reading, discarding data, until the client's close frame arrives or
 //! [`close_timeout`](crate::config::ServerConfig::close_timeout) passes: the closing handshake
 //! of RFC 6455, so a client that is still sending reads the server's code rather than a reset.
 //! A close frame cannot be written to a socket whose peer stopped reading: for a heartbeat
@@ -68,7 +69,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::hub::{Command, Evict, EvictReason, HubSender, Outbound, Publish, SessionId};
-use super::outbox::{outbox, Outbox, Refused};
+use super::outbox::{outbox_with_bytes, Outbox, OutboxWatch, Refused};
 use super::Shared;
 use crate::config::{RateLimit, ServerConfig, SlowConsumerPolicy};
 use crate::envelope::{encode_parts, Head, WireMessage};
@@ -97,6 +98,16 @@ impl SocketCutter {
     fn cut(&self) {
         let _ = self.0.set_linger(Some(Duration::ZERO));
         let _ = self.0.shutdown(Shutdown::Both);
+    }
+
+    /// End a connection whose closing handshake is complete: shut down our sending direction,
+    /// so the client reads the end of the stream after our close frame (RFC 6455 7.1.1: the
+    /// server closes the TCP connection first). actix-http would otherwise keep the connection
+    /// until its own timers end it (about a second), and clients that wait for the server to
+    /// close, such as Autobahn|Testsuite, give up and drop it themselves. Bytes already handed
+    /// to the kernel go out before the FIN; errors (a socket already gone) are ignored.
+    fn finish(&self) {
+        let _ = self.0.shutdown(Shutdown::Write);
     }
 }
 
@@ -169,12 +180,15 @@ pub(crate) fn start(
     // actix-http polls and writes (see `super::outbox` for why no writer task and no actix-ws
     // `Session`). The reading side is the frame layer's guarded reader.
     let mut response = actix_http::ws::handshake(req.head())?;
-    let (outbox, body) = outbox(config.session_queue);
+    let (outbox, body) = outbox_with_bytes(config.session_queue, config.session_queue_bytes);
     let response = response.message_body(MessageBody::boxed(body))?.into();
-    let reader = FrameReader::new(
-        body_payload.into_inner(),
-        FrameCodec::server(config.max_message_size),
-    );
+    let reader = Paced {
+        frames: FrameReader::new(
+            body_payload.into_inner(),
+            FrameCodec::server(config.max_message_size),
+        ),
+        outbox: outbox.watch(),
+    };
     let cutter = req.conn_data::<SocketCutter>().cloned();
     let bucket = config.rate_limit.map(Bucket::new);
     let assembler = Assembler::new(config.max_message_size);
@@ -203,6 +217,30 @@ pub(crate) fn start(
         }
     });
     Ok(response)
+}
+
+/// The session's frames, read only while its outbox's control lane has room: every frame read
+/// can make one control frame (a pong, the reply to a close), and a pong must never be skipped
+/// ("every ping answered"). While a client does not read our pongs the lane stays full, this
+/// stream stays pending, actix-http stops reading the socket, and the client's further pings
+/// wait in TCP: memory stays bounded, and the client, heard from no more, meets the heartbeat
+/// timeout (the heartbeat runs on the actor's timer, not on this stream).
+struct Paced<S> {
+    frames: S,
+    outbox: OutboxWatch,
+}
+
+impl<S: Stream + Unpin> Stream for Paced<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        std::task::ready!(this.outbox.poll_control_room(cx));
+        std::pin::Pin::new(&mut this.frames).poll_next(cx)
+    }
 }
 
 /// A session's token bucket (see [`RateLimit`]).
@@ -355,7 +393,14 @@ impl Actor for Session {
             // is left to write; otherwise the wait for the client already took
             // `close_timeout`, or the connection is gone: stop at once.
             let finished = complete && tokio::time::timeout(grace, watch.finished()).await.is_ok();
-            if !finished {
+            if finished {
+                if let Some(cutter) = cutter {
+                    // The body ended in actix-http's last poll, which wrote the close frame out
+                    // before this task could run (same thread); give it one more turn anyway.
+                    actix_rt::task::yield_now().await;
+                    cutter.finish();
+                }
+            } else {
                 watch.abort();
                 if let Some(cutter) = cutter {
                     tracing::debug!(session = %name, "cutting the socket");
@@ -397,8 +442,10 @@ impl Session {
     }
 
     /// Offer a control frame to the outbox on its own path: it goes ahead of queued data and is
-    /// never dropped for a full data queue. A full control path means the client stopped
-    /// reading; the frame is skipped (the heartbeat deals with such a client).
+    /// never dropped for a full data queue. A frame is read only while the control path has
+    /// room ([`Paced`]), so a pong or a close reply always fits; only the heartbeat's own ping
+    /// can find the path full (the client stopped reading) and is then skipped: the heartbeat
+    /// timeout deals with such a client.
     fn send_control(&mut self, out: Outbound) {
         let sent = self
             .outbox
@@ -468,19 +515,24 @@ impl Session {
         });
     }
 
-    /// Close politely: queue the close frame behind what is already queued, then wait for the
-    /// client's.
+    /// Close: queue the close frame on the control lane, then wait for the client's. Of the
+    /// data frames still queued, at most one chunk (64 KiB, or one message) is written ahead of
+    /// the close and the rest is dropped (nothing follows a close frame, RFC 6455): so a reply
+    /// to what the client sent just before a fault still reaches it, but the close code never
+    /// waits behind a backlog that a slow client reads, which would arrive after
+    /// `close_timeout` cut the socket and leave the client an abnormal end (1006) instead of,
+    /// say, a rate limit's 1008, on which this crate's client stops rather than reconnects.
     fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
         tracing::debug!(session = %self.name, code, reason, "closing");
-        let queued = self
-            .outbox
-            .as_ref()
-            .is_some_and(|q| q.try_send(Outbound::Close(code, reason.to_owned())).is_ok());
+        let queued = self.outbox.as_ref().is_some_and(|q| {
+            q.try_send_control(Outbound::Close(code, reason.to_owned()))
+                .is_ok()
+        });
         if !queued {
-            // No room for even the close frame: the client is not reading.
+            // The control lane is full: the client is not reading.
             return self.cut(code, reason, ctx);
         }
         self.begin_closing(ctx);

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = config::DEFAULT_SESSION_QUEUE,
           value_parser = flags::count(1..=config::MAX_QUEUE as u64))]
     session_queue: usize,
+    /// Bound of each session's outbound queue, in payload bytes; whichever of this and
+    /// --session-queue comes first (full: the client is disconnected with 1013).
+    #[arg(long, default_value_t = config::DEFAULT_SESSION_QUEUE_BYTES)]
+    session_queue_bytes: usize,
     /// Allowed `Origin` (repeatable); when given, other origins get HTTP 403.
     #[arg(long = "allowed-origin")]
     allowed_origins: Vec<String>,
@@ -116,6 +120,7 @@ impl ServeArgs {
             .heartbeat(self.heartbeat_interval, self.heartbeat_timeout)
             .max_sessions(self.max_sessions)
             .session_queue(self.session_queue)
+            .session_queue_bytes(self.session_queue_bytes)
             .keep_socket_handle(!self.no_socket_handle)
             .tcp_user_timeout(self.tcp_user_timeout)
             .hub_queue(self.hub_queue)
