@@ -674,6 +674,7 @@ impl Server {
     pub(crate) async fn kill(self) {
         self.rooms.shared.closing.store(true, Ordering::Release);
         self.handle.stop(false).await;
+        listener_released(self.addr).await;
     }
 
     /// Close every session with 1001 (see [`Rooms::shutdown`]), then stop the HTTP server.
@@ -683,7 +684,42 @@ impl Server {
             tracing::warn!(sessions = left, "stopping with sessions still open");
         }
         self.handle.stop(true).await;
+        listener_released(self.addr).await;
         Ok(())
+    }
+}
+
+/// How long [`listener_released`] waits at most.
+const LISTENER_RELEASE: Duration = Duration::from_secs(2);
+
+/// Wait until the port of `addr` can be bound again, for at most [`LISTENER_RELEASE`].
+///
+/// actix-server's stop resolves once its workers are done, but its accept thread drops the
+/// listening socket on its own, a moment later (longer on a busy machine): a caller that binds
+/// the same port right after [`Server::shutdown`] (a restart) could get "address in use". So
+/// shutdown returns once a probe bind with `SO_REUSEADDR` (as actix-server binds) succeeds. There
+/// is no event for it, hence a short bounded poll.
+async fn listener_released(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + LISTENER_RELEASE;
+    loop {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())
+        });
+        match probe {
+            Ok(()) => return,
+            Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => return,
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(%addr, "the listening socket is still open after the server stopped");
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
     }
 }
 
