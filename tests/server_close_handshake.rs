@@ -143,7 +143,7 @@ async fn slow_consumer_close_reaches_a_client_that_is_still_sending() {
 /// after `close_timeout` (5 s here). A bad frame's boundary is known from its header, so the
 /// frames after it are found: reserved bits (Autobahn 3.*), reserved opcodes (4.*), an oversize
 /// or fragmented ping (2.5, 5.1), a continuation with nothing to continue (5.9). A Close whose
-/// own payload is bad (7.3.2, 7.5.1, 7.9.*) is the client's Close already: answered with 1002,
+/// own payload is bad (7.3.2, 7.3.6, 7.5.1, 7.9.*) is the client's Close already: answered with 1002,
 /// then the end. Before the frame layer resumed parsing after a violation, every byte after
 /// the bad frame was discarded and the connection ended only when `close_timeout` cut it.
 #[actix_rt::test]
@@ -172,6 +172,7 @@ async fn after_a_violation_the_clients_close_completes_the_handshake() {
         ("stray continuation", then_close(masked(0x0, b"c"))),
         ("close of one byte", masked(0x8, &[0x03])),
         ("close code 1005", masked(0x8, &1005u16.to_be_bytes())),
+        ("close of 126 bytes", masked(0x8, &[b'*'; 126])),
         ("close reason not UTF-8", masked(0x8, &[0x03, 0xe8, 0xff])),
     ];
     for (what, wire) in cases {

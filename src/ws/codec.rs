@@ -119,10 +119,10 @@ impl Header {
 ///   and skips each frame's payload as it arrives, whatever its declared length (a forged
 ///   1 GiB frame is skipped, not buffered), until a Close frame, which it hands up. Nothing
 ///   else is handed up: no data, no ping, no further violation;
-/// - a Close whose own payload is bad (one byte, a code that may not be sent, a reason that is
-///   not UTF-8) is still the peer's Close: it is handed up as `Frame::Close(None)` after its
-///   violation, once, and is never refused again (so the closing handshake completes rather
-///   than loops);
+/// - a Close that is itself bad (a payload of one byte or of more than 125, a code that may not
+///   be sent, a reason that is not UTF-8, reserved bits) is still the peer's Close: it is
+///   handed up as `Frame::Close(None)` after its violation, once, and is never refused again
+///   (so the closing handshake completes rather than loops);
 /// - when the boundary is not known (a length with its most significant bit set), every
 ///   further byte is discarded; the caller's close timeout ends the connection.
 ///
@@ -224,10 +224,15 @@ impl FrameCodec {
                 src.clear();
                 return None;
             }
-            let is_close = head.opcode == CLOSE && head.fin && !head.rsv && len <= MAX_CONTROL;
-            if !is_close {
+            if head.opcode != CLOSE {
                 self.skip = size;
                 continue;
+            }
+            if !head.fin || head.rsv || len > MAX_CONTROL {
+                // A Close that breaks a rule of its header (126 bytes and more, say) is still
+                // the peer's Close; its payload is skipped, not read.
+                self.skip = size;
+                return Some(Frame::Close(None));
             }
             // At most 14 + 125 bytes: wait for the whole Close, then let actix-http read it.
             let size = size as usize;
@@ -460,6 +465,9 @@ mod tests {
             frame(0x88, &1005u16.to_be_bytes(), true),
             frame(0x88, &[0x03, 0xE8, 0xFF], true),
             frame(0x88, &[], false),
+            frame(0x88, &[b'*'; 126], true),
+            frame(0x08, &1000u16.to_be_bytes(), true),
+            frame(0xC8, &1000u16.to_be_bytes(), true),
         ] {
             let mut codec = FrameCodec::server(1024);
             let wire = [bad.clone(), close(1000)].concat();
