@@ -1,6 +1,6 @@
 //! The client against a raw tokio-tungstenite peer, for the frames an actix peer cannot send: a
-//! single unfragmented text frame with invalid UTF-8, and a close handshake whose answer the
-//! peer reads back.
+//! single unfragmented text frame with invalid UTF-8, a close handshake whose answer the peer
+//! reads back, and (writing bytes past tungstenite) frames that break the protocol.
 
 mod common;
 
@@ -138,4 +138,107 @@ async fn reserved_bits_close_with_1002() {
         "{ev:?}"
     );
     client.close().await;
+}
+
+/// Read one client frame (masked) from `tcp` into `buf` within the test timeout: its opcode and
+/// unmasked payload, or `None` at the end of the stream.
+async fn client_frame(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if buf.len() >= 2 {
+            let (op, len7) = (buf[0] & 0x0f, usize::from(buf[1] & 0x7f));
+            assert_ne!(buf[1] & 0x80, 0, "client frames are masked");
+            let (len, head) = match len7 {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                126 | 127 => (usize::MAX, 0),
+                n => (n, 2),
+            };
+            if len != usize::MAX && buf.len() >= head + 4 + len {
+                let key = [buf[head], buf[head + 1], buf[head + 2], buf[head + 3]];
+                let payload = buf[head + 4..head + 4 + len]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ key[i % 4])
+                    .collect();
+                buf.drain(..head + 4 + len);
+                return Some((op, payload));
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("a client frame in time")
+            .expect("read from the client");
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// After a protocol violation by the server (reserved bits, a reserved opcode, a ping of 126
+/// bytes) the client sends its Close 1002 and still reads the server's answering Close (the
+/// frame layer skips to it): the client reports `Disconnected` with 1002 and ends the TCP
+/// connection at once, not after its close timeout (2 s). Before the frame layer resumed
+/// parsing after a violation it discarded the server's Close, and both came only at the
+/// timeout.
+#[actix_rt::test]
+async fn after_a_violation_the_peers_close_completes_the_handshake() {
+    use tokio::io::AsyncWriteExt;
+    const ENDED_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut ping = vec![0x89, 126, 0, 126];
+    ping.extend_from_slice(&[b'*'; 126]);
+    let cases = [
+        ("reserved bits", vec![0xC1, 2, b'h', b'i']),
+        ("reserved opcode 3", vec![0x83, 0]),
+        ("ping of 126 bytes", ping),
+    ];
+    for (what, bad) in cases {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/raw", listener.local_addr().unwrap());
+        let client = connect(&url, client_test_config()).unwrap();
+        let mut events = client.subscribe_events(64);
+        let mut ws = accept(&listener).await;
+        recv_until(&mut events, WAIT, "Connected", |e| {
+            matches!(e, Event::State(ConnectionState::Connected))
+        })
+        .await;
+        // The bytes go straight to the socket, past tungstenite (which would refuse to send
+        // them); a text frame follows, which the client must skip.
+        let tcp = ws.get_mut();
+        let mut wire = bad;
+        wire.extend_from_slice(&[0x81, 2, b'{', b'}']);
+        tcp.write_all(&wire).await.unwrap();
+        let mut buf = Vec::new();
+        let (op, payload) = client_frame(tcp, &mut buf)
+            .await
+            .expect("the client's close");
+        assert_eq!(op, 0x8, "{what}");
+        assert_eq!(payload[..2], 1002u16.to_be_bytes(), "{what}");
+        let t = std::time::Instant::now();
+        tcp.write_all(&[0x88, 2, 0x03, 0xEA]).await.unwrap();
+        let ev = recv_until(&mut events, WAIT, "Disconnected", |e| {
+            matches!(e, Event::State(ConnectionState::Disconnected { .. }))
+        })
+        .await;
+        assert!(
+            matches!(
+                ev,
+                Event::State(ConnectionState::Disconnected { code: 1002, .. })
+            ),
+            "{what}: {ev:?}"
+        );
+        assert!(
+            t.elapsed() < ENDED_WITHIN,
+            "{what}: reported after {:?}",
+            t.elapsed()
+        );
+        assert_eq!(client_frame(tcp, &mut buf).await, None, "{what}");
+        assert!(
+            t.elapsed() < ENDED_WITHIN,
+            "{what}: ended after {:?}",
+            t.elapsed()
+        );
+        client.close().await;
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_ws_manager::config::SlowConsumerPolicy;
+use common::raw::{masked, RawWs};
 use common::{start_server, test_config, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as TMessage;
@@ -134,4 +135,56 @@ async fn slow_consumer_close_reaches_a_client_that_is_still_sending() {
         stats.slow_consumer_disconnects >= 1,
         "never evicted: {stats:?}"
     );
+}
+
+/// After a protocol violation the server sends its Close 1002 and still reads the client's
+/// answering Close (skipping every other frame after the bad one, without buffering it): the
+/// handshake completes and the server ends the TCP connection with an orderly FIN at once, not
+/// after `close_timeout` (5 s here). A bad frame's boundary is known from its header, so the
+/// frames after it are found: reserved bits (Autobahn 3.*), reserved opcodes (4.*), an oversize
+/// or fragmented ping (2.5, 5.1), a continuation with nothing to continue (5.9). A Close whose
+/// own payload is bad (7.3.2, 7.3.6, 7.5.1, 7.9.*) is the client's Close already: answered with 1002,
+/// then the end. Before the frame layer resumed parsing after a violation, every byte after
+/// the bad frame was discarded and the connection ended only when `close_timeout` cut it.
+#[actix_rt::test]
+async fn after_a_violation_the_clients_close_completes_the_handshake() {
+    const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+    const ENDED_WITHIN: Duration = Duration::from_secs(1);
+    let server = start_server(test_config().close_timeout(CLOSE_TIMEOUT));
+    let mut rsv = masked(0x1, b"Hello, world!");
+    rsv[0] |= 0x40;
+    let then_close = |bad: Vec<u8>| {
+        let mut wire = bad;
+        // Frames the client sent before it read our Close: skipped.
+        wire.extend_from_slice(&masked(0x1, b"after the fault"));
+        wire.extend_from_slice(&masked(0x9, b"ping"));
+        wire.extend_from_slice(&masked(0x8, &1000u16.to_be_bytes()));
+        wire
+    };
+    let mut fragmented_ping = masked(0x9, b"p");
+    fragmented_ping[0] &= 0x7f;
+    let cases = [
+        ("reserved bits", then_close(rsv)),
+        ("reserved opcode 3", then_close(masked(0x3, b""))),
+        ("reserved opcode 11", then_close(masked(0xB, b"x"))),
+        ("ping of 126 bytes", then_close(masked(0x9, &[b'*'; 126]))),
+        ("fragmented ping", then_close(fragmented_ping)),
+        ("stray continuation", then_close(masked(0x0, b"c"))),
+        ("close of one byte", masked(0x8, &[0x03])),
+        ("close code 1005", masked(0x8, &1005u16.to_be_bytes())),
+        ("close of 126 bytes", masked(0x8, &[b'*'; 126])),
+        ("close reason not UTF-8", masked(0x8, &[0x03, 0xe8, 0xff])),
+    ];
+    for (what, wire) in cases {
+        let mut ws = RawWs::connect(server.local_addr(), "/echo").await;
+        let t = std::time::Instant::now();
+        ws.write(&wire).await;
+        let close = ws.frame().await.expect("the server's close");
+        assert_eq!(close.close_code(), Some(1002), "{what}: {close:?}");
+        let end = ws.end().await;
+        let took = t.elapsed();
+        assert!(end.is_ok(), "{what}: the connection was reset: {end:?}");
+        assert!(took < ENDED_WITHIN, "{what}: ended after {took:?}");
+    }
+    server.shutdown().await.expect("shutdown");
 }

@@ -418,15 +418,18 @@ impl Connection {
     }
 
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        if self.our_close().is_some() {
+            // Waiting for the peer's Close: anything else is read and dropped, not assembled.
+            if let Frame::Close(reason) = frame {
+                self.on_close(reason, ctx);
+            }
+            return;
+        }
         let event = match self.assembler.push(frame) {
             Ok(Some(event)) => event,
             Ok(None) => return,
             Err(fault) => return self.on_fault(fault, ctx),
         };
-        if self.our_close().is_some() && !matches!(event, Event::Close(_)) {
-            // Waiting for the peer's Close: anything else is read and dropped.
-            return;
-        }
         match event {
             Event::Text(text) => {
                 Shared::add(&self.shared.messages_in, 1);

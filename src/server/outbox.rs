@@ -35,7 +35,7 @@ use super::hub::Outbound;
 
 /// Control frames (pings, pongs, close frames) that may wait apart from data. Only a client that
 /// stopped reading fills it; what does not fit is refused. The session reads no frame from its
-/// client while the lane is full ([`OutboxWatch::poll_control_room`]), so a client's pings wait
+/// client while the lane is full (`OutboxWatch::poll_control_room`), so a client's pings wait
 /// in TCP rather than lose their pongs, and memory stays bounded whatever the client sends.
 pub const CONTROL_QUEUE: usize = 8;
 

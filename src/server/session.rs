@@ -853,6 +853,17 @@ impl Session {
 impl StreamHandler<Result<Frame, Fault>> for Session {
     fn handle(&mut self, item: Result<Frame, Fault>, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
+        if self.closing {
+            // Waiting for the client's close frame: everything else is read and dropped, not
+            // assembled, and a fault meanwhile changes nothing (the frame layer goes on to the
+            // close frame, or discards everything until `close_timeout` when it cannot).
+            match item {
+                Ok(Frame::Close(reason)) => self.on_close(reason, ctx),
+                Err(Fault::Lost(_)) => ctx.stop(),
+                Ok(_) | Err(Fault::Violation { .. }) => {}
+            }
+            return;
+        }
         let event = match item.and_then(|frame| self.assembler.push(frame)) {
             Ok(Some(event)) => event,
             Ok(None) => return,
@@ -861,25 +872,16 @@ impl StreamHandler<Result<Frame, Fault>> for Session {
                 return ctx.stop();
             }
             Err(Fault::Violation { code, reason }) => {
-                if self.closing {
-                    return ctx.stop();
-                }
                 tracing::info!(session = %self.name, code, %reason, "closing on a protocol fault");
                 return self.close(code, &reason, ctx);
             }
         };
-        if let Event::Close(reason) = event {
-            return self.on_close(reason, ctx);
-        }
-        if self.closing {
-            // Waiting for the client's close frame: everything else is read and dropped.
-            return;
-        }
         match event {
             Event::Text(text) => self.on_text(text, ctx),
             Event::Binary(bytes) => self.on_binary(bytes, ctx),
             Event::Ping(payload) => self.send_control(Outbound::Pong(payload)),
-            Event::Pong(_) | Event::Close(_) => {}
+            Event::Close(reason) => self.on_close(reason, ctx),
+            Event::Pong(_) => {}
         }
     }
 

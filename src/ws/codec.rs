@@ -12,8 +12,12 @@ const FIN: u8 = 0x80;
 const RSV: u8 = 0x70;
 /// The mask bit of the second header byte (a 4-byte masking key follows the length).
 const MASK: u8 = 0x80;
+/// The opcode bits of the first header byte.
+const OPCODE: u8 = 0x0F;
 /// Opcodes with this bit set are control frames (close, ping, pong).
 const CONTROL: u8 = 0x08;
+/// The Close opcode.
+const CLOSE: u8 = 0x08;
 /// Longest payload of a control frame (RFC 6455 section 5.5).
 const MAX_CONTROL: u64 = 125;
 
@@ -25,39 +29,20 @@ const MAX_CONTROL: u64 = 125;
 /// more bytes arrive). `src` must start at a frame boundary, which holds for a decoder's buffer:
 /// the codec consumes whole frames only.
 pub fn check_header(src: &[u8], max: usize) -> Result<(), Fault> {
-    check(src, max).map_err(|(fault, _)| fault)
-}
-
-/// [`check_header`], also answering, for a frame refused as too big, how many bytes the whole
-/// frame takes (header, mask and payload), so that the codec can skip it.
-fn check(src: &[u8], max: usize) -> Result<(), (Fault, Option<u64>)> {
-    let [first, second, ..] = *src else {
+    let Some(head) = Header::parse(src) else {
         return Ok(());
     };
-    let broken = |reason: String| Err((Fault::violation(close::PROTOCOL, reason), None));
-    if first & RSV != 0 {
+    let broken = |reason: String| Err(Fault::violation(close::PROTOCOL, reason));
+    if head.rsv {
         return broken("reserved bits set without a negotiated extension".into());
     }
-    let control = first & CONTROL != 0;
-    if control && first & FIN == 0 {
+    if head.control && !head.fin {
         return broken("fragmented control frame".into());
     }
-    let (len, header) = match second & 0x7F {
-        126 => match src.get(2..4) {
-            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
-            None => return Ok(()),
-        },
-        127 => match src.get(2..10) {
-            Some(b) => {
-                let mut be = [0u8; 8];
-                be.copy_from_slice(b);
-                (u64::from_be_bytes(be), 10)
-            }
-            None => return Ok(()),
-        },
-        n => (u64::from(n), 2),
+    let Some((len, _)) = head.len else {
+        return Ok(());
     };
-    if control && len > MAX_CONTROL {
+    if head.control && len > MAX_CONTROL {
         return broken(format!(
             "control frame of {len} bytes (at most {MAX_CONTROL})"
         ));
@@ -66,23 +51,80 @@ fn check(src: &[u8], max: usize) -> Result<(), (Fault, Option<u64>)> {
         return broken("frame length with its most significant bit set".into());
     }
     if len > max as u64 {
-        let mask = if second & MASK != 0 { 4 } else { 0 };
-        let fault = Fault::violation(
+        return Err(Fault::violation(
             close::TOO_BIG,
             format!("frame of {len} bytes exceeds the limit of {max}"),
-        );
-        return Err((fault, Some(len + header + mask)));
+        ));
     }
     Ok(())
+}
+
+/// What the first bytes of a frame say, as far as they have arrived.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    fin: bool,
+    rsv: bool,
+    opcode: u8,
+    control: bool,
+    /// The declared payload length and the size of the whole frame (header, masking key and
+    /// payload), once the length bytes have arrived.
+    len: Option<(u64, u64)>,
+}
+
+impl Header {
+    /// The header at the start of `src`; `None` before its first two bytes.
+    fn parse(src: &[u8]) -> Option<Header> {
+        let [first, second, ..] = *src else {
+            return None;
+        };
+        let (len, header) = match second & 0x7F {
+            126 => (
+                src.get(2..4)
+                    .map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+                4,
+            ),
+            127 => (
+                src.get(2..10).map(|b| {
+                    let mut be = [0u8; 8];
+                    be.copy_from_slice(b);
+                    u64::from_be_bytes(be)
+                }),
+                10,
+            ),
+            n => (Some(u64::from(n)), 2),
+        };
+        let mask = if second & MASK != 0 { 4 } else { 0 };
+        Some(Header {
+            fin: first & FIN != 0,
+            rsv: first & RSV != 0,
+            opcode: first & OPCODE,
+            control: first & CONTROL != 0,
+            len: len.map(|len| (len, len.saturating_add(header + mask))),
+        })
+    }
 }
 
 /// actix-http's WebSocket [`Codec`] with [`check_header`] in front of its decoder, so an
 /// oversize frame is refused at its header on both sides. Encoding is actix-http's, unchanged.
 ///
-/// After a refusal the decoder keeps the connection readable without buffering: the payload of
-/// a frame refused as too big is skipped as it arrives (so the peer's answer to our 1009, its
-/// close frame, is still read), and after any other violation, where frame boundaries can no
-/// longer be trusted, every byte is discarded.
+/// # After a violation
+///
+/// The endpoint that refused a frame sends its Close and waits (bounded) for the peer's (RFC
+/// 6455 7.1.1), so after the first violation the decoder only looks for that Close, and
+/// without buffering anything else:
+///
+/// - when the refused frame's boundary is known (its header was read, its length is valid:
+///   reserved bits, a reserved opcode, a fragmented or oversize control frame, a frame over the
+///   size limit, broken continuation, a bad close payload), it goes on reading frame headers
+///   and skips each frame's payload as it arrives, whatever its declared length (a forged
+///   1 GiB frame is skipped, not buffered), until a Close frame, which it hands up. Nothing
+///   else is handed up: no data, no ping, no further violation;
+/// - a Close that is itself bad (a payload of one byte or of more than 125, a code that may not
+///   be sent, a reason that is not UTF-8, reserved bits) is still the peer's Close: it is
+///   handed up as `Frame::Close(None)` after its violation, once, and is never refused again
+///   (so the closing handshake completes rather than loops);
+/// - when the boundary is not known (a length with its most significant bit set), every
+///   further byte is discarded; the caller's close timeout ends the connection.
 ///
 /// Build it with [`client`](Self::client) or [`server`](Self::server), or wrap the codec awc
 /// hands back with [`wrap`](Self::wrap) (`Framed::into_map_codec`).
@@ -90,10 +132,24 @@ fn check(src: &[u8], max: usize) -> Result<(), (Fault, Option<u64>)> {
 pub struct FrameCodec {
     inner: Codec,
     max: usize,
-    /// Bytes of a refused frame still to be discarded.
+    /// Where the decoder stands in the peer's frames.
+    position: Position,
+    /// Bytes of a skipped frame still to be discarded (while awaiting the Close).
     skip: u64,
-    /// A violation broke frame sync: discard everything.
-    broken: bool,
+    /// The frame just refused was the peer's Close: hand it up next, as `Close(None)`.
+    close_next: bool,
+}
+
+/// The decoder's position in the peer's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    /// No violation yet: every frame is decoded.
+    Frames,
+    /// After a violation, at a known frame boundary: only a Close frame is handed up, every
+    /// other frame is skipped.
+    AwaitingClose,
+    /// After a violation that left the frame boundary unknown: everything is discarded.
+    Lost,
 }
 
 impl FrameCodec {
@@ -114,14 +170,84 @@ impl FrameCodec {
         Self {
             inner: inner.max_size(max),
             max,
+            position: Position::Frames,
             skip: 0,
-            broken: false,
+            close_next: false,
         }
     }
 
     /// The largest frame payload accepted.
     pub fn max_size(&self) -> usize {
         self.max
+    }
+
+    /// Decode one frame before any violation. On a violation the decoder moves on to awaiting
+    /// the Close: a frame refused at its header is still at the start of `src`, and is skipped
+    /// there like any other; a frame that actix-http refused after taking it (broken
+    /// continuation, a bad close payload) is gone, and `src` starts at the next frame.
+    fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Fault> {
+        if let Err(fault) = check_header(src, self.max) {
+            self.position = Position::AwaitingClose;
+            return Err(fault);
+        }
+        let before = src.len();
+        let close = src.first().is_some_and(|b| b & OPCODE == CLOSE);
+        self.inner.decode(src).map_err(|e| {
+            self.position = Position::AwaitingClose;
+            if src.len() < before && close {
+                // The peer's Close, with a payload that breaks the rules: it still ends the
+                // handshake from the peer's side.
+                self.close_next = true;
+            }
+            Fault::from_protocol(e)
+        })
+    }
+
+    /// After a violation: skip frames until a Close, without buffering their payloads.
+    fn await_close(&mut self, src: &mut BytesMut) -> Option<Frame> {
+        loop {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(src.len());
+                src.advance(n);
+                self.skip -= n as u64;
+                if self.skip > 0 {
+                    return None;
+                }
+            }
+            let head = Header::parse(src)?;
+            let (len, size) = head.len?;
+            if len > i64::MAX as u64 {
+                // No boundary to find the next frame by.
+                self.position = Position::Lost;
+                src.clear();
+                return None;
+            }
+            if head.opcode != CLOSE {
+                self.skip = size;
+                continue;
+            }
+            if !head.fin || head.rsv || len > MAX_CONTROL {
+                // A Close that breaks a rule of its header (126 bytes and more, say) is still
+                // the peer's Close; its payload is skipped, not read.
+                self.skip = size;
+                return Some(Frame::Close(None));
+            }
+            // At most 14 + 125 bytes: wait for the whole Close, then let actix-http read it.
+            let size = size as usize;
+            if src.len() < size {
+                src.reserve(size - src.len());
+                return None;
+            }
+            let mut frame = src.split_to(size);
+            return match self.inner.decode(&mut frame) {
+                Ok(Some(close @ Frame::Close(_))) => Some(close),
+                // A Close actix-http refuses (bad payload, wrong masking) is still the peer's
+                // Close; it is not refused again.
+                _ => Some(Frame::Close(None)),
+            };
+        }
     }
 }
 
@@ -130,32 +256,17 @@ impl Decoder for FrameCodec {
     type Error = Fault;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Fault> {
-        if self.broken {
-            src.clear();
-            return Ok(None);
+        if std::mem::take(&mut self.close_next) {
+            return Ok(Some(Frame::Close(None)));
         }
-        if self.skip > 0 {
-            let n = usize::try_from(self.skip)
-                .unwrap_or(usize::MAX)
-                .min(src.len());
-            src.advance(n);
-            self.skip -= n as u64;
-            if self.skip > 0 {
-                return Ok(None);
+        match self.position {
+            Position::Frames => self.decode_frame(src),
+            Position::AwaitingClose => Ok(self.await_close(src)),
+            Position::Lost => {
+                src.clear();
+                Ok(None)
             }
         }
-        if let Err((fault, skip)) = check(src, self.max) {
-            match skip {
-                Some(n) => self.skip = n,
-                None => self.broken = true,
-            }
-            return Err(fault);
-        }
-        self.inner.decode(src).map_err(|e| {
-            // actix-http's errors leave frame boundaries unknown.
-            self.broken = true;
-            Fault::from_protocol(e)
-        })
     }
 }
 
@@ -259,5 +370,161 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(out[0].contains("1009"), "{out:?}");
         assert!(out[1].starts_with("Close"), "{out:?}");
+    }
+
+    /// A frame as a peer would write it: `first` header byte, `payload`, masked or not.
+    fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let key = [0x11, 0x22, 0x33, 0x44];
+        let mut v = header(first, payload.len() as u64);
+        if !masked {
+            v[1] &= 0x7F;
+        } else {
+            v.extend_from_slice(&key);
+        }
+        v.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| if masked { b ^ key[i % 4] } else { *b }),
+        );
+        v
+    }
+
+    /// Feed `wire` to `codec` in pieces of `chunk` bytes, decoding after each; every frame and
+    /// fault in order, and the most bytes the buffer held meanwhile.
+    fn feed(codec: &mut FrameCodec, wire: &[u8], chunk: usize) -> (Vec<String>, usize) {
+        let (mut buf, mut out, mut most) = (BytesMut::new(), Vec::new(), 0);
+        for piece in wire.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            most = most.max(buf.len());
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(f)) => out.push(format!("{f:?}")),
+                    Ok(None) => break,
+                    Err(e) => out.push(format!("{e}")),
+                }
+            }
+        }
+        (out, most)
+    }
+
+    fn close(code: u16) -> Vec<u8> {
+        frame(0x88, &code.to_be_bytes(), true)
+    }
+
+    #[test]
+    fn after_a_violation_only_the_peers_close_is_read() {
+        let mut rsv = frame(0xC1, b"hello", true);
+        rsv[0] |= 0x40;
+        let violations = [
+            ("reserved bits", rsv, "1002"),
+            ("reserved opcode", frame(0x83, b"x", true), "1002"),
+            ("ping of 126 bytes", frame(0x89, &[0; 126], true), "1002"),
+            ("fragmented ping", frame(0x09, b"p", true), "1002"),
+            ("oversize binary", frame(0x82, &[0; 2000], true), "1009"),
+            ("stray continuation", frame(0x80, b"c", true), "1002"),
+            ("unmasked text", frame(0x81, b"u", false), "1002"),
+        ];
+        // What follows the violation: frames of every kind, one of them over the size limit;
+        // none may come up, and none is a second violation.
+        let mut rest = Vec::new();
+        for f in [
+            frame(0x81, b"text", true),
+            frame(0x89, b"ping", true),
+            frame(0x82, &[7; 3000], true),
+            frame(0x84, b"reserved", true),
+            frame(0x01, b"first", true),
+            frame(0x00, b"middle", true),
+            close(1000),
+        ] {
+            rest.extend_from_slice(&f);
+        }
+        for (what, bad, code) in violations {
+            for chunk in [1, 3, 64, 1 << 20] {
+                let mut codec = FrameCodec::server(1024);
+                let wire = [bad.clone(), rest.clone()].concat();
+                let (out, most) = feed(&mut codec, &wire, chunk);
+                assert_eq!(out.len(), 2, "{what}, chunks of {chunk}: {out:?}");
+                assert!(out[0].contains(code), "{what}: {out:?}");
+                assert!(out[1].contains("Close(Some"), "{what}: {out:?}");
+                assert!(out[1].contains("Normal"), "{what}: {out:?}");
+                if chunk < 64 {
+                    // Only the Close is ever gathered (at most 14 + 125 bytes).
+                    assert!(most <= 139, "{what}: buffered {most} bytes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_close_is_still_the_peers_close_and_is_refused_once() {
+        // The bad close is the first violation (Autobahn 7.3.2, 7.5.1, 7.9.*)...
+        for bad in [
+            frame(0x88, &[0x03], true),
+            frame(0x88, &0u16.to_be_bytes(), true),
+            frame(0x88, &1005u16.to_be_bytes(), true),
+            frame(0x88, &[0x03, 0xE8, 0xFF], true),
+            frame(0x88, &[], false),
+            frame(0x88, &[b'*'; 126], true),
+            frame(0x08, &1000u16.to_be_bytes(), true),
+            frame(0xC8, &1000u16.to_be_bytes(), true),
+        ] {
+            let mut codec = FrameCodec::server(1024);
+            let wire = [bad.clone(), close(1000)].concat();
+            let (out, _) = feed(&mut codec, &wire[..bad.len()], 1);
+            assert_eq!(out.len(), 2, "{out:?}");
+            assert!(out[0].contains("1002"), "{out:?}");
+            assert_eq!(out[1], "Close(None)", "{out:?}");
+            // ... or comes after one: handed up as the Close, without a second violation.
+            let mut codec = FrameCodec::server(1024);
+            let wire = [frame(0x83, b"", true), bad].concat();
+            let (out, _) = feed(&mut codec, &wire, 2);
+            assert_eq!(out.len(), 2, "{out:?}");
+            assert!(out[0].contains("1002"), "{out:?}");
+            assert_eq!(out[1], "Close(None)", "{out:?}");
+            let mut empty = BytesMut::new();
+            assert!(matches!(codec.decode(&mut empty), Ok(None)));
+        }
+    }
+
+    #[test]
+    fn a_forged_length_after_a_violation_is_skipped_without_buffering() {
+        let mut codec = FrameCodec::server(1024);
+        let mut wire = frame(0xC1, b"x", true);
+        wire.extend_from_slice(&header(0x82, 1 << 30));
+        wire.extend_from_slice(&[1, 2, 3, 4]);
+        let (out, _) = feed(&mut codec, &wire, 7);
+        assert_eq!(out.len(), 1, "{out:?}");
+        // 4 MiB of the forged payload, 64 KiB at a time: each piece is dropped on arrival.
+        let mut buf = BytesMut::new();
+        for _ in 0..64 {
+            buf.extend_from_slice(&[0u8; 65536]);
+            assert!(matches!(codec.decode(&mut buf), Ok(None)));
+            assert!(buf.is_empty(), "kept {} bytes", buf.len());
+        }
+    }
+
+    #[test]
+    fn without_a_frame_boundary_everything_is_discarded() {
+        let mut codec = FrameCodec::server(1024);
+        let mut wire = header(0x82, u64::MAX);
+        wire.extend_from_slice(&[1, 2, 3, 4]);
+        wire.extend_from_slice(&close(1000));
+        let (out, _) = feed(&mut codec, &wire, 5);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].contains("1002"), "{out:?}");
+    }
+
+    #[test]
+    fn the_client_side_skips_to_the_close_too() {
+        let mut codec = FrameCodec::client(1024);
+        let mut wire = frame(0xA1, b"rsv", false);
+        wire.extend_from_slice(&frame(0x82, &[0; 4000], false));
+        wire.extend_from_slice(&frame(0x88, &1000u16.to_be_bytes(), false));
+        let (out, most) = feed(&mut codec, &wire, 16);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].contains("1002"), "{out:?}");
+        assert!(out[1].contains("Close(Some"), "{out:?}");
+        assert!(most <= 139, "buffered {most} bytes");
     }
 }

@@ -6,7 +6,10 @@
 //!   header declares a payload over the configured limit fails with 1009 as soon as its header is
 //!   read, before a byte of payload is buffered (actix-http alone waits until the whole declared
 //!   frame is in memory, so one forged 1 GiB header costs 1 GiB). Reserved bits without an
-//!   extension, fragmented or oversized control frames fail with 1002 at the header too.
+//!   extension, fragmented or oversized control frames fail with 1002 at the header too. After
+//!   any violation it reads on only to find the peer's Close, skipping every other frame
+//!   without buffering it, so the closing handshake completes (see
+//!   [its docs](FrameCodec#after-a-violation)).
 //! - [`Assembler`]: puts continuation frames back together up to the same limit (1009), checks
 //!   text for UTF-8 incrementally across fragments (1007), and refuses broken fragmentation
 //!   (1002). Control frames between fragments pass straight through, so pings are answered

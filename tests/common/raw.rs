@@ -159,6 +159,23 @@ impl RawWs {
             }
         }
     }
+
+    /// Read until the server ends the connection, within [`WAIT`]: `Ok` for an orderly end
+    /// (EOF: the server shut its side down), the error for a reset. Panics if a frame arrives
+    /// meanwhile.
+    pub async fn end(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            assert!(parse(&self.buf).is_none(), "a frame before the end");
+            let n = tokio::time::timeout(WAIT, self.rx.read(&mut chunk))
+                .await
+                .expect("the end of the connection in time")?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
 }
 
 /// One server frame from the front of `buf`, and how many bytes it took.
