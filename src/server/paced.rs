@@ -1,0 +1,232 @@
+//! The standalone server's socket, read in turns of at most [`READ_TURN`] bytes.
+//!
+//! # Why
+//!
+//! actix-http's HTTP/1 dispatcher reads the socket into a `BytesMut` of 8 KiB, in a loop that
+//! goes on while the socket has data and fewer than 128 KiB are buffered, and grows the buffer
+//! by doubling (bytes' `reserve`) whenever less than 1 KiB is free. A WebSocket's frames reach
+//! the session through that buffer, so a peer that sends faster than one dispatcher turn
+//! handles (any message of a few hundred KiB, or a burst of small ones) grows it to 256 KiB, and
+//! actix-http never shrinks it: the connection keeps 256 KiB of resident memory for the rest of
+//! its life. Measured (issue 17): 50 `/echo` sessions each echoing one 8 MiB message kept
+//! 269 kB each once idle, 50 read buffers of 256 KiB (seen with gdb on the `realloc`s, all from
+//! the dispatcher's `reserve`), where an idle session costs about 15 kB.
+//!
+//! actix-http has no setting for it, and actix-web's `HttpServer` only serves plain
+//! `TcpStream`s, so the standalone server ([`super::serve`]) is built from actix-server and
+//! actix-http's `H1Service` directly, over [`Paced`] sockets: a read returns at most
+//! [`READ_TURN`] bytes per dispatcher turn, and the next one yields (`Pending`, waking itself at
+//! once, as tokio's cooperative budget does) so that the dispatcher hands what it read to the
+//! session before it reads again. The read buffer then never needs to grow past its first
+//! 8 KiB. The cost is one dispatcher turn per 8 KiB read, which only a large message notices
+//! (measured in `BENCHMARKS.md`).
+//!
+//! An application that mounts the rooms into its own `HttpServer` keeps actix-http's behaviour:
+//! up to 256 KiB per connection that once received a burst (bounded, whatever the message size).
+
+use std::any::Any;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_codec::{AsyncRead, AsyncWrite, ReadBuf};
+use actix_http::body::MessageBody;
+use actix_http::{HttpService, Request, Response};
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
+use actix_web::dev::{AppConfig, Extensions, Server};
+use actix_web::rt::net::TcpStream;
+
+use crate::error::{Error, Result};
+
+/// Most bytes one dispatcher turn reads: actix-http's read buffer starts at 8 KiB, so reading no
+/// more than that between two decodes keeps it there.
+pub(crate) const READ_TURN: usize = 8 * 1024;
+
+/// A socket whose reads stop for one turn after [`READ_TURN`] bytes (see the module docs).
+/// Writes go straight through.
+pub(crate) struct Paced<T> {
+    io: tokio::io::Take<T>,
+    /// Bytes read since the reader last saw `Pending`.
+    spent: usize,
+}
+
+impl<T: AsyncRead> Paced<T> {
+    pub(crate) fn new(io: T) -> Self {
+        Self {
+            io: tokio::io::AsyncReadExt::take(io, READ_TURN as u64),
+            spent: 0,
+        }
+    }
+}
+
+impl<T: AsyncRead> Paced<T> {
+    /// The socket underneath.
+    pub(crate) fn get_ref(&self) -> &T {
+        self.io.get_ref()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Paced<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.spent >= READ_TURN {
+            // End the dispatcher's read loop here; it is polled again straight away.
+            this.spent = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        // Never 0 here, so the `Take` never reports a false end of stream.
+        this.io.set_limit((READ_TURN - this.spent) as u64);
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.spent += buf.filled().len() - before;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                this.spent = 0;
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Paced<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().io.get_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().io.get_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.get_ref().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().io.get_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().io.get_mut()).poll_shutdown(cx)
+    }
+}
+
+/// Bind `bind` and serve the apps that `factory` makes (one per worker, as `HttpServer` does)
+/// over [`Paced`] sockets, HTTP/1 only, calling `on_connect` with the `TcpStream` of every
+/// connection. Answers the bound address and the server, not yet spawned.
+pub(crate) fn listen<F, I, S, B>(
+    bind: impl ToSocketAddrs,
+    factory: F,
+    on_connect: impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static,
+    shutdown_timeout: Duration,
+) -> Result<(SocketAddr, Server)>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    B: MessageBody + 'static,
+{
+    let listener = bind_first(bind)?;
+    let addr = listener.local_addr()?;
+    let on_connect = std::sync::Arc::new(on_connect);
+    let builder = Server::build();
+    // As `HttpServer` does: a graceful stop also ends idle keep-alive connections.
+    let stopping = builder.graceful_shutdown_signal();
+    let server = builder
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout.as_secs())
+        .listen("actix-ws-manager", listener, move || {
+            let on_connect = on_connect.clone();
+            let app = factory()
+                .into_factory()
+                .map_err(|err| err.into().error_response());
+            let stopping = stopping.clone();
+            // `HttpServer`'s settings where they differ from actix-http's defaults.
+            let http = HttpService::<Paced<TcpStream>, _, _, _, _>::build()
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                .local_addr(addr)
+                .on_connect_ext(move |io: &Paced<TcpStream>, ext| {
+                    on_connect(io.get_ref() as &dyn Any, ext)
+                })
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(|io: TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((Paced::new(io), peer))
+            })
+            .and_then(http)
+        })?
+        .run();
+    Ok((addr, server))
+}
+
+/// The first address of `bind` that a listener can be bound to (the error of the last one
+/// otherwise).
+fn bind_first(bind: impl ToSocketAddrs) -> Result<std::net::TcpListener> {
+    let mut last = None;
+    for addr in bind.to_socket_addrs()? {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Io(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker;
+
+    #[test]
+    fn reads_stop_for_a_turn_after_the_budget() {
+        let data = vec![7u8; 3 * READ_TURN];
+        let mut io = Paced::new(&data[..]);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut storage = vec![0u8; 4 * READ_TURN];
+        let mut buf = ReadBuf::new(&mut storage);
+        let mut turns = vec![0usize];
+        while buf.filled().len() < data.len() {
+            let before = buf.filled().len();
+            match Pin::new(&mut io).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len() - before;
+                    assert!(n > 0, "a false end of stream");
+                    *turns.last_mut().expect("a turn") += n;
+                }
+                Poll::Pending => turns.push(0),
+                Poll::Ready(Err(e)) => panic!("{e}"),
+            }
+        }
+        assert_eq!(turns, vec![READ_TURN; 3]);
+        assert!(buf.filled() == &data[..]);
+    }
+}
