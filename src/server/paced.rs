@@ -41,10 +41,17 @@ use actix_web::dev::{AppConfig, Extensions, Server};
 use actix_web::rt::net::TcpStream;
 
 use crate::error::{Error, Result};
+use crate::ws::ReadGate;
 
 /// Most bytes one dispatcher turn reads: actix-http's read buffer starts at 8 KiB, so reading no
 /// more than that between two decodes keeps it there.
 pub(crate) const READ_TURN: usize = 8 * 1024;
+
+/// Bytes a read leaves free in the reader's buffer: actix-http's dispatcher tops its read buffer
+/// up (bytes' `reserve`) as soon as less than 1 KiB of it is free, before its next read (the one
+/// that yields), and while it still holds the bytes just read that `reserve` grows the buffer
+/// by doubling instead of reusing it.
+const KEEP_FREE: usize = 1024;
 
 /// A socket whose reads stop for one turn after [`READ_TURN`] bytes (see the module docs).
 /// Writes go straight through.
@@ -52,6 +59,8 @@ pub(crate) struct Paced<T> {
     io: tokio::io::Take<T>,
     /// Bytes read since the reader last saw `Pending`.
     spent: usize,
+    /// Put in the connection's data; a WebSocket session's frame reader attaches to it.
+    gate: ReadGate,
 }
 
 impl<T: AsyncRead> Paced<T> {
@@ -59,6 +68,7 @@ impl<T: AsyncRead> Paced<T> {
         Self {
             io: tokio::io::AsyncReadExt::take(io, READ_TURN as u64),
             spent: 0,
+            gate: ReadGate::default(),
         }
     }
 }
@@ -77,18 +87,37 @@ impl<T: AsyncRead + Unpin> AsyncRead for Paced<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.gate.may_read(cx) {
+            // The session has not taken what was read yet; it wakes us when it has.
+            this.spent = 0;
+            return Poll::Pending;
+        }
         if this.spent >= READ_TURN {
             // End the dispatcher's read loop here; it is polled again straight away.
             this.spent = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        // Never 0 here, so the `Take` never reports a false end of stream.
-        this.io.set_limit((READ_TURN - this.spent) as u64);
+        // Leave `KEEP_FREE` bytes free, so the dispatcher does not grow its buffer while it
+        // still holds what was just read. When it offers no more than that (exactly 1 KiB: it
+        // tops its buffer up below), take half: then the bytes read are no more than the bytes
+        // left free, and bytes' `reserve` makes room by moving them to the front of the same
+        // allocation instead of growing it.
+        let room = buf.remaining();
+        let room = if room > KEEP_FREE {
+            room - KEEP_FREE
+        } else {
+            room / 2
+        };
+        // Never 0, so the `Take` never reports a false end of stream.
+        this.io
+            .set_limit((READ_TURN - this.spent).min(room).max(1) as u64);
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.spent += buf.filled().len() - before;
+                let n = buf.filled().len() - before;
+                this.spent += n;
+                this.gate.read(n);
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
@@ -172,6 +201,7 @@ where
                 })
                 .local_addr(addr)
                 .on_connect_ext(move |io: &Paced<TcpStream>, ext| {
+                    ext.insert(io.gate.clone());
                     on_connect(io.get_ref() as &dyn Any, ext)
                 })
                 .h1(map_config(app, |_| AppConfig::default()));

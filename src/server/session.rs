@@ -174,7 +174,8 @@ pub(crate) fn start(
     let reader = FrameReader::new(
         body_payload.into_inner(),
         FrameCodec::server(config.max_message_size),
-    );
+    )
+    .gated(req.conn_data::<crate::ws::ReadGate>().cloned());
     let cutter = req.conn_data::<SocketCutter>().cloned();
     let bucket = config.rate_limit.map(Bucket::new);
     let assembler = Assembler::new(config.max_message_size);
