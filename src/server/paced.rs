@@ -259,4 +259,45 @@ mod tests {
         assert_eq!(turns, vec![READ_TURN; 3]);
         assert!(buf.filled() == &data[..]);
     }
+
+    /// A read leaves 1 KiB of the buffer free, and with a frame reader attached to the gate
+    /// the next read waits until the reader has taken what was read.
+    #[test]
+    fn reads_leave_room_and_wait_for_an_attached_reader() {
+        use crate::ws::{FrameCodec, FrameReader};
+        use futures_util::StreamExt;
+        // A frame header declaring more than is ever sent, then payload.
+        let mut data = vec![0x82, 0xFE, 0xFF, 0xFF, 1, 2, 3, 4];
+        data.resize(3 * READ_TURN, 7);
+        let mut io = Paced::new(&data[..]);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // The session's reader, attached before anything is read; its chunks come from `slot`.
+        let slot = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let feed = slot.clone();
+        let chunks = futures_util::stream::poll_fn(move |_| match feed.borrow_mut().take() {
+            Some(chunk) => Poll::Ready(Some(Ok::<_, io::Error>(chunk))),
+            None => Poll::Pending,
+        });
+        let mut reader =
+            FrameReader::new(chunks, FrameCodec::server(1 << 20)).gated(Some(io.gate.clone()));
+        let mut storage = vec![0u8; 2 * KEEP_FREE];
+        let mut buf = ReadBuf::new(&mut storage);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut buf).is_ready());
+        assert_eq!(buf.filled().len(), KEEP_FREE, "1 KiB left free");
+        // The reader has not taken it yet: no more reading.
+        let mut more = vec![0u8; READ_TURN];
+        let mut more = ReadBuf::new(&mut more);
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut more).is_pending());
+        // It takes it (no whole frame in it: it waits for more, and says it drained).
+        *slot.borrow_mut() = Some(bytes::Bytes::copy_from_slice(buf.filled()));
+        assert!(reader.poll_next_unpin(&mut cx).is_pending());
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut more).is_ready());
+        assert!(!more.filled().is_empty());
+        // Without a reader (dropped), reads go on.
+        drop(reader);
+        let before = more.filled().len();
+        assert!(Pin::new(&mut io).poll_read(&mut cx, &mut more).is_ready());
+        assert!(more.filled().len() > before);
+    }
 }
