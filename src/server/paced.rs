@@ -215,12 +215,27 @@ where
     Ok((addr, server))
 }
 
-/// The first address of `bind` that a listener can be bound to (the error of the last one
-/// otherwise).
+/// Pending connections a listener queues, as `HttpServer` has it (std's `TcpListener::bind`
+/// takes 128, which a burst of `wsm load` connections overflows).
+const BACKLOG: i32 = 1024;
+
+/// A listener on the first address of `bind` that can be bound (the error of the last one
+/// otherwise), made as `HttpServer` makes its own: `SO_REUSEADDR` (not on Windows) and a
+/// backlog of [`BACKLOG`]. (`HttpServer` binds every address a name resolves to; this binds
+/// one, the one [`Server::local_addr`](super::Server::local_addr) reports.)
 fn bind_first(bind: impl ToSocketAddrs) -> Result<std::net::TcpListener> {
+    let listen = |addr: SocketAddr| -> io::Result<std::net::TcpListener> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        #[cfg(not(windows))]
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(socket.into())
+    };
     let mut last = None;
     for addr in bind.to_socket_addrs()? {
-        match std::net::TcpListener::bind(addr) {
+        match listen(addr) {
             Ok(listener) => return Ok(listener),
             Err(e) => last = Some(e),
         }
