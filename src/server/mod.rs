@@ -8,10 +8,11 @@
 //! - [`serve`] / [`serve_with`]: a standalone server on an address (port 0 allowed),
 //!   returning a [`Server`] with its [`local_addr`](Server::local_addr), its `Rooms` and a
 //!   graceful [`shutdown`](Server::shutdown). This is what `wsm serve` and in-process benchmarks
-//!   use. Over plain TCP it is actix-http's HTTP/1 service on sockets read in 8 KiB turns, so
-//!   that actix-http's read buffer stays at 8 KiB after a large message (`paced` in the source
-//!   says why; an `HttpServer` of your own keeps up to 256 KiB per connection that once received
-//!   a burst); [`serve_tls`] is actix-web's `HttpServer`.
+//!   use. Over plain TCP it is actix-http's HTTP/1 service on sockets read in 8 KiB turns, and
+//!   only once the session took what was read, so that actix-http's read buffer stays at 8 KiB
+//!   after a large message (`paced` in the source says why; an `HttpServer` of your own keeps up
+//!   to 256 KiB per connection that once received a burst); [`serve_tls`] is actix-web's
+//!   `HttpServer`.
 //! - [`session`]: one actor per client, writing through its [`outbox`] (a bounded queue that
 //!   is the response body actix-http writes); its docs say why neither actix-web-actors nor
 //!   actix-ws.

@@ -14,15 +14,28 @@
 //!
 //! actix-http has no setting for it, and actix-web's `HttpServer` only serves plain
 //! `TcpStream`s, so the standalone server ([`super::serve`]) is built from actix-server and
-//! actix-http's `H1Service` directly, over [`Paced`] sockets: a read returns at most
-//! [`READ_TURN`] bytes per dispatcher turn, and the next one yields (`Pending`, waking itself at
-//! once, as tokio's cooperative budget does) so that the dispatcher hands what it read to the
-//! session before it reads again. The read buffer then never needs to grow past its first
-//! 8 KiB. The cost is one dispatcher turn per 8 KiB read, which only a large message notices
-//! (measured in `BENCHMARKS.md`).
+//! actix-http's `H1Service` directly, over [`Paced`] sockets, which keep the dispatcher from
+//! ever growing that buffer in three ways:
 //!
-//! An application that mounts the rooms into its own `HttpServer` keeps actix-http's behaviour:
-//! up to 256 KiB per connection that once received a burst (bounded, whatever the message size).
+//! - a read returns at most [`READ_TURN`] bytes per dispatcher turn, and the next one yields
+//!   (`Pending`, waking itself at once, as tokio's cooperative budget does), so the dispatcher
+//!   hands what it read to the session before it reads again;
+//! - a read leaves [`KEEP_FREE`] bytes of the buffer free: the dispatcher tops its buffer up
+//!   *before* the read that yields, while it still holds the bytes just read, and that top-up
+//!   doubles the allocation instead of reusing it;
+//! - while a WebSocket session's [`FrameReader`](crate::ws::FrameReader) is attached (through a
+//!   [`ReadGate`] in the connection's data), the socket reads again only once the reader has
+//!   taken what was read: otherwise, when actix-http's payload queue (32 KiB) is full, the
+//!   dispatcher stops decoding but reads on, piling bytes up in its buffer. This is also TCP
+//!   backpressure at once for a session that stops reading.
+//!
+//! Measured after all three (release, `tests/memory_large_message.rs`): +4.4 kB per session
+//! once idle again after an 8 MiB echo, against +269 kB. The cost, one dispatcher turn per
+//! 8 KiB read, did not show beyond the noise in `wsm load` runs (`BENCHMARKS.md`).
+//!
+//! An application that mounts the rooms into its own `HttpServer` (and [`super::serve_tls`])
+//! keeps actix-http's behaviour: up to 256 KiB per connection that once received a burst
+//! (bounded, whatever the message size).
 
 use std::any::Any;
 use std::io;
