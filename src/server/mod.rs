@@ -5,10 +5,14 @@
 //!   route and the plain echo route; [`Rooms::publish`] (typed) and [`Rooms::publish_json`]
 //!   publish into a room from ordinary HTTP handlers (the `Rooms` is also app data: extract `web::Data<Rooms>`); [`Rooms::shutdown`]
 //!   closes every session with 1001.
-//! - [`serve`] / [`serve_with`]: a standalone `HttpServer` on an address (port 0 allowed),
+//! - [`serve`] / [`serve_with`]: a standalone server on an address (port 0 allowed),
 //!   returning a [`Server`] with its [`local_addr`](Server::local_addr), its `Rooms` and a
 //!   graceful [`shutdown`](Server::shutdown). This is what `wsm serve` and in-process benchmarks
-//!   use.
+//!   use. Over plain TCP it is actix-http's HTTP/1 service on sockets read in 8 KiB turns, and
+//!   only once the session took what was read, so that actix-http's read buffer stays at 8 KiB
+//!   after a large message (`paced` in the source says why; an `HttpServer` of your own keeps up
+//!   to 256 KiB per connection that once received a burst); [`serve_tls`] is actix-web's
+//!   `HttpServer`.
 //! - [`session`]: one actor per client, writing through its [`outbox`] (a bounded queue that
 //!   is the response body actix-http writes); its docs say why neither actix-web-actors nor
 //!   actix-ws.
@@ -49,6 +53,7 @@ pub mod handler;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+mod paced;
 pub mod session;
 
 use std::any::Any;
@@ -788,31 +793,39 @@ fn start(
     rooms: Rooms,
     tls: Tls,
 ) -> Result<Server> {
-    let factory_rooms = rooms.clone();
     let (p, e) = (path.to_owned(), echo_path.to_owned());
+    let app_rooms = rooms.clone();
+    let app = move || {
+        App::new()
+            .configure(app_rooms.mount(&p))
+            .configure(app_rooms.mount_echo(&e))
+    };
     let grace = rooms
         .config()
         .close_timeout
         .saturating_add(Duration::from_secs(1));
-    let server = HttpServer::new(move || {
-        App::new()
-            .configure(factory_rooms.mount(&p))
-            .configure(factory_rooms.mount_echo(&e))
-    })
-    .on_connect(rooms.on_connect())
-    .disable_signals()
-    .shutdown_timeout(grace.as_secs());
-    let (server, scheme) = match tls {
-        Tls::None => (server.bind(bind)?, "ws"),
+    let (addr, running, scheme) = match tls {
+        // Plain sockets are read in paced turns (`paced` says why actix-web's `HttpServer` is
+        // not used here).
+        Tls::None => {
+            let (addr, running) = paced::listen(bind, app, rooms.on_connect(), grace)?;
+            (addr, running, "ws")
+        }
         #[cfg(feature = "rustls")]
-        Tls::Rustls(config) => (server.bind_rustls_0_23(bind, *config)?, "wss"),
+        Tls::Rustls(config) => {
+            let server = HttpServer::new(app)
+                .on_connect(rooms.on_connect())
+                .disable_signals()
+                .shutdown_timeout(grace.as_secs())
+                .bind_rustls_0_23(bind, *config)?;
+            let addr = server
+                .addrs()
+                .first()
+                .copied()
+                .ok_or_else(|| Error::Io(std::io::Error::other("bound to no address")))?;
+            (addr, server.run(), "wss")
+        }
     };
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| Error::Io(std::io::Error::other("bound to no address")))?;
-    let running = server.run();
     let handle = running.handle();
     actix_rt::spawn(running);
     tracing::info!(%addr, scheme, path, echo_path, "listening");

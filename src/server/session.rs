@@ -186,7 +186,8 @@ pub(crate) fn start(
         frames: FrameReader::new(
             body_payload.into_inner(),
             FrameCodec::server(config.max_message_size),
-        ),
+        )
+        .gated(req.conn_data::<crate::ws::ReadGate>().cloned()),
         outbox: outbox.watch(),
     };
     let cutter = req.conn_data::<SocketCutter>().cloned();

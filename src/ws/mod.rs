@@ -29,6 +29,8 @@ mod reader;
 pub use assemble::{Assembler, Event};
 pub use codec::{check_header, FrameCodec};
 pub use reader::FrameReader;
+#[cfg(feature = "server")]
+pub(crate) use reader::ReadGate;
 
 use actix_http::ws::ProtocolError;
 

@@ -1,7 +1,9 @@
 //! [`FrameReader`]: frames out of a raw byte stream, through the guarded codec.
 
+use std::cell::RefCell;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use actix_codec::Decoder;
 use actix_http::ws::Frame;
@@ -25,6 +27,8 @@ pub struct FrameReader<S> {
     buf: BytesMut,
     codec: FrameCodec,
     done: bool,
+    /// Told each time every chunk read from the socket so far has been taken.
+    gate: Option<ReadGate>,
 }
 
 impl<S> FrameReader<S> {
@@ -35,6 +39,86 @@ impl<S> FrameReader<S> {
             buf: BytesMut::new(),
             codec,
             done: false,
+            gate: None,
+        }
+    }
+
+    /// Hold the socket's reads to this reader's pace through `gate` (the standalone server's
+    /// paced sockets put one in the connection's data; see `server::paced`).
+    pub(crate) fn gated(mut self, gate: Option<ReadGate>) -> Self {
+        if let Some(gate) = &gate {
+            gate.0.borrow_mut().active = true;
+        }
+        self.gate = gate;
+        self
+    }
+}
+
+impl<S> Drop for FrameReader<S> {
+    fn drop(&mut self) {
+        // Nobody reads frames any more: the socket may be read freely (to its end).
+        if let Some(gate) = &self.gate {
+            let waker = {
+                let mut st = gate.0.borrow_mut();
+                st.active = false;
+                st.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Shared by a socket and the [`FrameReader`] of the WebSocket session on it, on one thread:
+/// while a reader is attached, the socket reads again only once the reader has taken every
+/// chunk read before. So actix-http's dispatcher never piles bytes up in its read buffer (it
+/// grows that buffer, and never shrinks it, when its payload queue is full and it keeps
+/// reading), and a session that stops reading stops the socket's reads at once (TCP
+/// backpressure).
+#[derive(Clone, Default)]
+pub(crate) struct ReadGate(Rc<RefCell<GateState>>);
+
+#[derive(Default)]
+struct GateState {
+    /// A reader is attached.
+    active: bool,
+    /// Bytes were read since the reader last took everything.
+    fed: bool,
+    /// The socket, waiting for the reader.
+    waker: Option<Waker>,
+}
+
+impl ReadGate {
+    /// For the socket, before a read: whether it may read now. When it may not, `cx` is woken
+    /// once the reader has taken what was read.
+    pub(crate) fn may_read(&self, cx: &Context<'_>) -> bool {
+        let mut st = self.0.borrow_mut();
+        if st.active && st.fed {
+            st.waker = Some(cx.waker().clone());
+            false
+        } else {
+            true
+        }
+    }
+
+    /// For the socket, after a read of `n` bytes.
+    pub(crate) fn read(&self, n: usize) {
+        if n > 0 {
+            let mut st = self.0.borrow_mut();
+            st.fed = st.active;
+        }
+    }
+
+    /// For the reader: everything read so far has been taken.
+    fn drained(&self) {
+        let waker = {
+            let mut st = self.0.borrow_mut();
+            st.fed = false;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }
@@ -77,7 +161,12 @@ where
                     this.done = true;
                     return Poll::Ready(None);
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(gate) = &this.gate {
+                        gate.drained();
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

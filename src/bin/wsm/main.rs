@@ -40,6 +40,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    give_large_frees_back();
     let cli = Cli::parse();
     // `load` opens thousands of connections: per-connection log lines would drown the figures
     // (its errors reach stderr as one `wsm: ...` line; `RUST_LOG` turns logs back on).
@@ -61,6 +63,37 @@ fn main() -> std::process::ExitCode {
             eprintln!("wsm: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Turn off glibc's dynamic mmap threshold, so that every freed allocation of 128 KiB or more
+/// goes back to the system at once.
+///
+/// glibc serves allocations from 128 KiB up with their own `mmap`, returned by `free`, but the
+/// first time it frees such a chunk it raises the threshold to that chunk's size (up to 32 MiB)
+/// and the trim threshold to twice that. After one 8 MiB message, every later buffer under
+/// 8 MiB (the next messages, their encodings, actix-http's write buffer) comes from the arenas
+/// instead, and freed arena memory is kept for reuse unless a whole heap top of 16 MiB is free.
+/// Measured (issue 17, debug `wsm serve`, 50 sessions each echoing one 8 MiB message, after the
+/// library fixes): RSS 18.9 MB idle, still 37.3 MB once idle again, of which `malloc_trim(0)`
+/// gave back 8.5 MB; with the threshold fixed, 19.0 -> 19.4 MB (`BENCHMARKS.md`). Setting
+/// `M_MMAP_THRESHOLD` explicitly is what turns the dynamic adjustment off (mallopt(3)); 128 KiB is
+/// glibc's own starting value. The price is an `mmap`/`munmap` pair (and fresh zeroed pages) per
+/// large buffer, which only large messages pay.
+///
+/// This is the binary's choice, made once before any thread starts; the library leaves the
+/// allocator alone (an application embedding it may do the same, or set
+/// `MALLOC_MMAP_THRESHOLD_=131072` in the environment). A threshold given that way is kept.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_large_frees_back() {
+    const THRESHOLD: libc::c_int = 128 * 1024;
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only sets a malloc parameter; it is called before any other thread
+    // exists. A failure (0) leaves glibc's defaults, which work, only keep more memory.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } == 0 {
+        eprintln!("wsm: cannot set the malloc mmap threshold; large frees may be kept");
     }
 }
 
