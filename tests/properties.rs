@@ -11,7 +11,9 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 /// Feed `chunks` to a server-side guarded decoder with limit `max`, decoding after each chunk
-/// as a socket reader would; fail when a waiting buffer exceeds one frame of the limit.
+/// as a socket reader would; fail when a waiting buffer exceeds one frame of the limit, or, after
+/// a violation, one whole Close frame (the codec then reads only the peer's Close, a control
+/// frame of at most 125 bytes whatever the message limit: 14 + 125 bytes at most).
 fn feed_and_check(chunks: Vec<Vec<u8>>, max: usize) -> Result<(), TestCaseError> {
     let mut codec = FrameCodec::server(max);
     let mut buf = BytesMut::new();
@@ -24,7 +26,7 @@ fn feed_and_check(chunks: Vec<Vec<u8>>, max: usize) -> Result<(), TestCaseError>
             }
         }
         prop_assert!(
-            buf.len() <= max + 14,
+            buf.len() <= max.max(125) + 14,
             "buffered {} with a limit of {}",
             buf.len(),
             max
@@ -177,4 +179,24 @@ proptest! {
             prop_assert!(decoded.is_err());
         }
     }
+}
+
+/// The input proptest found (its first chunk, limit 2): a violation, skipped frames, then the
+/// start of a Close of 46 bytes, which is buffered whole (48 bytes > the limit + 14, < 139).
+#[test]
+fn a_close_after_a_violation_is_buffered_whole_but_no_more() {
+    let first: Vec<u8> = vec![
+        0, 47, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 14, 149, 188, 152, 239, 133, 201, 160,
+        39, 31, 8, 233, 1, 223, 183, 254, 175, 101, 243, 59, 117, 198, 66, 77, 5, 236, 247, 68, 76,
+        184, 101, 91, 246, 83, 159, 227, 9, 107, 191, 149, 45, 15, 239, 163, 64, 61, 60, 160, 153,
+        243, 87, 150, 184, 134, 88, 60, 254, 228, 54, 241, 231, 157, 114, 47, 224, 84, 230, 41,
+        119, 7, 67, 245, 28, 56, 109, 106, 169, 203, 128, 255, 118, 2, 84, 121, 118, 172, 227, 229,
+        107, 165, 211, 70, 195, 254, 90, 115, 145, 240, 134, 166, 107, 98, 163, 111, 1, 66, 145,
+        54, 79, 48, 149, 184, 204, 51, 8, 148, 167, 59, 4, 143, 207, 136, 46, 81, 202, 191, 37,
+        238, 233, 254, 229, 62, 21, 32, 215, 171, 121, 212, 169, 155, 45, 195, 17, 179, 228, 174,
+        141, 171, 25, 225, 149, 86, 225, 60, 73, 57, 172,
+    ];
+    feed_and_check(vec![first], 2).expect("bounded by one Close frame");
 }
