@@ -73,6 +73,16 @@ pub struct ClientConfig {
     /// of the outbox (which may then hold up to `outbox.capacity` plus this many messages), so
     /// the bound keeps both memory and the replay after a reconnect in check. Default: 1024.
     pub max_on_connect: usize,
+    /// Most bytes (of the messages' size on the wire) that one subscription may hold: messages
+    /// in its channel or mailbox, or taken and not yet dropped (or taken apart) by the
+    /// subscriber. Past it the
+    /// subscription counts as full, as at its capacity in messages (whichever comes first):
+    /// the newest message is dropped and counted, or, with
+    /// [`Overflow::Backpressure`](crate::client::Overflow::Backpressure), the client waits for
+    /// bytes to be given back. One message always fits, whatever its size, so this never
+    /// refuses a message the connection accepted. Why: a channel of 1,024 messages of up to
+    /// `max_message_size` each could otherwise hold gigabytes. Default: 16 MiB.
+    pub subscriber_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -89,6 +99,7 @@ impl Default for ClientConfig {
             outbox: OutboxPolicy::default(),
             tls_roots_pem: Vec::new(),
             max_on_connect: 1024,
+            subscriber_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -107,6 +118,11 @@ impl ClientConfig {
     /// Set [`write_queue`](Self::write_queue).
     pub fn write_queue(mut self, frames: usize) -> Self {
         self.write_queue = frames;
+        self
+    }
+    /// Set [`subscriber_bytes`](Self::subscriber_bytes).
+    pub fn subscriber_bytes(mut self, bytes: usize) -> Self {
+        self.subscriber_bytes = bytes;
         self
     }
     /// Set [`max_on_connect`](Self::max_on_connect).
@@ -164,6 +180,11 @@ impl ClientConfig {
         check_duration("connect_timeout", self.connect_timeout)?;
         if self.write_queue == 0 {
             return Err(Error::Config("write_queue must be at least 1".into()));
+        }
+        if self.subscriber_bytes == 0 {
+            return Err(Error::Config(
+                "subscriber_bytes must be at least 1 byte".into(),
+            ));
         }
         if self.max_on_connect == 0 {
             return Err(Error::Config("max_on_connect must be at least 1".into()));

@@ -661,3 +661,64 @@ async fn backpressure_channel_delivers_everything_in_order() {
     let _ = server.await;
     client.close().await;
 }
+
+/// A tick of about 1 MB.
+fn megabyte_tick(seq: u64) -> Vec<u8> {
+    let text = format!(
+        r#"{{"type":"tick","data":{{"seq":{seq},"pad":"{}"}}}}"#,
+        "m".repeat(1_000_000)
+    );
+    text_frame(text.as_bytes())
+}
+
+/// Subscriptions are bounded by bytes as well as by count: a channel of 1,024 that nobody reads,
+/// with `subscriber_bytes` of 4 MiB, holds four 1 MB messages, not 40 MB; the other 36 are
+/// dropped and counted. With `Overflow::Backpressure` the client instead waits (and stops
+/// reading) until the subscriber gives bytes back, and all 40 arrive in order.
+#[actix_rt::test]
+async fn subscriptions_are_bounded_by_bytes_too() {
+    let _turn = SERIAL.lock().await;
+    const N: u64 = 40;
+    for overflow in [Overflow::DropNewest, Overflow::Backpressure] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/feed", listener.local_addr().unwrap());
+        let config = flood_config().subscriber_bytes(4 << 20);
+        let client = connect(&url, config).unwrap();
+        let mut ticks = client.subscribe_with::<Tick>(1024, overflow);
+        let tcp = accept_raw(&listener).await;
+        let total: u64 = (0..N).map(|i| megabyte_tick(i).len() as u64).sum();
+        let progress = Arc::new(Flood::default());
+        let mut i = 0u64;
+        let server = actix_rt::spawn(flood(tcp, total, WAIT * 6, progress, false, move |_| {
+            i += 1;
+            if i <= N {
+                megabyte_tick(i - 1)
+            } else {
+                Vec::new()
+            }
+        }));
+        if overflow == Overflow::DropNewest {
+            let stats = routed(&client).await;
+            assert_eq!(stats.messages_in, N, "{stats:?}");
+            assert_eq!(stats.dropped_incoming, N - 4, "{stats:?}");
+            for seq in 0..4 {
+                let tick = common::recv_within(&mut ticks, WAIT, "a held tick").await;
+                assert_eq!(tick.data.seq, seq);
+            }
+            assert!(ticks.try_recv().is_err(), "only four were held");
+        } else {
+            let deadline = Instant::now() + WAIT;
+            while client.stats().read_pauses == 0 {
+                assert!(Instant::now() < deadline, "the client never paused reading");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for seq in 0..N {
+                let tick = common::recv_within(&mut ticks, WAIT, "the next tick").await;
+                assert_eq!(tick.data.seq, seq, "in order, none missing");
+            }
+            assert_eq!(client.stats().dropped_incoming, 0);
+        }
+        let _ = server.await;
+        client.close().await;
+    }
+}

@@ -177,6 +177,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         app_heartbeat,
         outbox.clone(),
         gate.clone(),
+        config.subscriber_bytes,
     ));
     let mut connection = Connection::new(
         url.to_owned(),

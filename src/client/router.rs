@@ -42,6 +42,61 @@ pub struct Inbound<T> {
     pub timestamp: Option<String>,
     /// The decoded payload.
     pub data: T,
+    /// Counts this message against its subscription's byte budget until it is dropped or taken
+    /// apart (a clone does not count). See
+    /// [`ClientConfig::subscriber_bytes`](crate::config::ClientConfig::subscriber_bytes).
+    _receipt: Receipt,
+}
+
+/// The bytes a subscription holds: messages delivered to it (in its channel or mailbox, or in
+/// the subscriber's hands) that have not been dropped yet. Shared by the subscription's sink
+/// and every [`Receipt`] it gave out.
+#[derive(Default)]
+struct Held {
+    bytes: std::sync::atomic::AtomicUsize,
+    /// Woken whenever a receipt gives its bytes back (a backpressure delivery waits on it).
+    freed: tokio::sync::Notify,
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// One message's share of its subscription's [`Held`] bytes, given back on drop.
+#[derive(Default)]
+struct Receipt(Option<(Arc<Held>, usize)>);
+
+impl Receipt {
+    fn new(held: &Arc<Held>, bytes: usize) -> Self {
+        held.bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+        Receipt(Some((held.clone(), bytes)))
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        if let Some((held, bytes)) = self.0.take() {
+            held.bytes
+                .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+            held.freed.notify_waiters();
+        }
+    }
+}
+
+/// A clone of a message is the user's own copy: it does not count.
+impl Clone for Receipt {
+    fn clone(&self) -> Self {
+        Receipt(None)
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
 }
 
 impl<T: 'static> Message for Inbound<T> {
@@ -50,7 +105,8 @@ impl<T: 'static> Message for Inbound<T> {
 
 /// What a subscription does with a message when its subscriber is full (a channel at its
 /// capacity, an actor's mailbox at its capacity: actix's default is 16, set with
-/// `ctx.set_mailbox_capacity`).
+/// `ctx.set_mailbox_capacity`; or the subscription holding more than
+/// [`subscriber_bytes`](crate::config::ClientConfig::subscriber_bytes)).
 ///
 /// Either way nothing between the socket and the subscriber grows without bound: the client
 /// never uses `do_send` towards a subscriber. (Not to be confused with
@@ -79,6 +135,8 @@ pub enum Overflow {
 pub(crate) struct Sink<M: Message<Result = ()> + Send> {
     to: To<M>,
     overflow: Overflow,
+    /// The bytes this subscription holds (see [`Held`]).
+    held: Arc<Held>,
     _live: Counted,
 }
 
@@ -94,6 +152,7 @@ impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
         Sink {
             to: To::Actor(recipient),
             overflow,
+            held: Arc::default(),
             _live: Counted::new(Census::Subscription),
         }
     }
@@ -102,6 +161,7 @@ impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
         Sink {
             to: To::Channel(tx),
             overflow,
+            held: Arc::default(),
             _live: Counted::new(Census::Subscription),
         }
     }
@@ -125,6 +185,36 @@ impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
             To::Actor(r) => !r.connected(),
             To::Channel(tx) => tx.is_closed(),
         }
+    }
+
+    /// A delivery that waits until the subscription holds no more than its byte budget (the
+    /// message's own bytes aside), then waits for room as a full backpressure subscriber does.
+    fn deliver_when_room(&self, msg: M, budget: Budget) -> Wait {
+        let held = self.held.clone();
+        let to = match &self.to {
+            To::Actor(r) => To::Actor(r.clone()),
+            To::Channel(tx) => To::Channel(tx.clone()),
+        };
+        Box::pin(async move {
+            loop {
+                let freed = held.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                let now = held.bytes();
+                if now <= budget.limit || now == budget.bytes {
+                    break;
+                }
+                freed.await;
+            }
+            match to {
+                To::Actor(r) => {
+                    let _ = r.send(msg).await;
+                }
+                To::Channel(tx) => {
+                    let _ = tx.send(msg).await;
+                }
+            }
+        })
     }
 
     fn deliver(&self, msg: M) -> Delivery {
@@ -160,26 +250,54 @@ impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
     }
 }
 
-/// Deliver `make()` to every sink, dropping sinks whose receiver is gone, counting full ones,
-/// and adding a wait for each full one that asked for backpressure to `waits`. Returns how many
-/// sinks were full (and dropped the message).
+/// A message's size on the wire and the byte budget of each subscription it goes to
+/// ([`ClientConfig::subscriber_bytes`](crate::config::ClientConfig::subscriber_bytes)); `None`
+/// for events, which are small and not counted.
+#[derive(Clone, Copy)]
+struct Budget {
+    bytes: usize,
+    limit: usize,
+}
+
+/// Deliver `make(receipt)` to every sink, dropping sinks whose receiver is gone, counting full
+/// ones (at their capacity, or over their byte budget with something else held), and adding a
+/// wait for each full one that asked for backpressure to `waits`. Returns how many sinks were
+/// full (and dropped the message).
 fn fan_out<M: Message<Result = ()> + Send + 'static>(
     sinks: &mut Vec<Sink<M>>,
     waits: &mut Vec<Wait>,
-    mut make: impl FnMut() -> M,
+    budget: Option<Budget>,
+    mut make: impl FnMut(Receipt) -> M,
 ) -> u64 {
     let mut full = 0;
-    sinks.retain(|s| match s.deliver(make()) {
-        Delivery::Delivered => true,
-        Delivery::Full => {
-            full += 1;
-            true
+    sinks.retain(|s| {
+        let delivery = match budget {
+            None => s.deliver(make(Receipt::default())),
+            Some(b) => {
+                let receipt = Receipt::new(&s.held, b.bytes);
+                let now = s.held.bytes();
+                // One message always fits, whatever its size.
+                if now <= b.limit || now == b.bytes {
+                    s.deliver(make(receipt))
+                } else if s.overflow == Overflow::Backpressure {
+                    Delivery::Wait(s.deliver_when_room(make(receipt), b))
+                } else {
+                    Delivery::Full
+                }
+            }
+        };
+        match delivery {
+            Delivery::Delivered => true,
+            Delivery::Full => {
+                full += 1;
+                true
+            }
+            Delivery::Wait(w) => {
+                waits.push(w);
+                true
+            }
+            Delivery::Gone => false,
         }
-        Delivery::Wait(w) => {
-            waits.push(w);
-            true
-        }
-        Delivery::Gone => false,
     });
     full
 }
@@ -201,6 +319,7 @@ trait TypedGroup {
         head: &Head<'_>,
         connection: &Arc<str>,
         waits: &mut Vec<Wait>,
+        budget: Budget,
     ) -> Result<u64, Error>;
     fn is_empty(&self) -> bool;
     /// Forget sinks whose receiver is gone; answers how many are left.
@@ -223,18 +342,22 @@ impl<T: WireMessage + Clone> TypedGroup for Group<T> {
         head: &Head<'_>,
         connection: &Arc<str>,
         waits: &mut Vec<Wait>,
+        budget: Budget,
     ) -> Result<u64, Error> {
         let data: T = head.data_as()?;
         let room = head.room.as_deref().map(str::to_owned);
         let from = head.from.as_deref().map(str::to_owned);
         let timestamp = head.timestamp.as_deref().map(str::to_owned);
-        Ok(fan_out(&mut self.sinks, waits, || Inbound {
-            connection: connection.clone(),
-            id: head.id,
-            room: room.clone(),
-            from: from.clone(),
-            timestamp: timestamp.clone(),
-            data: data.clone(),
+        Ok(fan_out(&mut self.sinks, waits, Some(budget), |receipt| {
+            Inbound {
+                connection: connection.clone(),
+                id: head.id,
+                room: room.clone(),
+                from: from.clone(),
+                timestamp: timestamp.clone(),
+                data: data.clone(),
+                _receipt: receipt,
+            }
         }))
     }
     fn is_empty(&self) -> bool {
@@ -269,6 +392,9 @@ pub struct Router {
     gate: Rc<ReadGate>,
     /// Deliveries to full backpressure subscribers made while routing the current message.
     waits: Vec<Wait>,
+    /// Each subscription's byte budget
+    /// ([`ClientConfig::subscriber_bytes`](crate::config::ClientConfig::subscriber_bytes)).
+    subscriber_bytes: usize,
 }
 
 struct PendingRequest {
@@ -284,6 +410,7 @@ impl Router {
         app_heartbeat: Option<Addr<Heartbeat>>,
         outbox: SharedOutbox,
         gate: Rc<ReadGate>,
+        subscriber_bytes: usize,
     ) -> Self {
         Self {
             _live: Counted::new(Census::Actor),
@@ -300,7 +427,16 @@ impl Router {
             app_heartbeat,
             gate,
             waits: Vec::new(),
+            subscriber_bytes,
         }
+    }
+
+    /// The budget of a message of `bytes` on its way to a subscription.
+    fn budget(&self, bytes: usize) -> Option<Budget> {
+        Some(Budget {
+            bytes,
+            limit: self.subscriber_bytes,
+        })
     }
 
     /// Hold every further message (and timer) of this Router until the waits of the message
@@ -350,7 +486,7 @@ impl Router {
         };
         // Events about full subscribers are not themselves counted again when the event
         // channel is full, to avoid a feedback loop.
-        let _ = fan_out(&mut self.events, &mut self.waits, || {
+        let _ = fan_out(&mut self.events, &mut self.waits, None, |_| {
             Event::MessageError(err.clone())
         });
     }
@@ -370,13 +506,15 @@ impl Router {
         let mut handled = false;
         if !self.text.is_empty() {
             let name = self.shared.name.clone();
-            let full = fan_out(&mut self.text, &mut self.waits, || Inbound {
+            let budget = self.budget(text.len());
+            let full = fan_out(&mut self.text, &mut self.waits, budget, |receipt| Inbound {
                 connection: name.clone(),
                 id: None,
                 room: None,
                 from: None,
                 timestamp: None,
                 data: text.clone(),
+                _receipt: receipt,
             });
             self.subscribers_full("<text>", full);
             handled = true;
@@ -420,7 +558,11 @@ impl Router {
             let mut errors = Vec::new();
             let mut full = 0;
             for g in groups.iter_mut() {
-                match g.dispatch(&head, &self.shared.name, &mut self.waits) {
+                let budget = Budget {
+                    bytes: text.len(),
+                    limit: self.subscriber_bytes,
+                };
+                match g.dispatch(&head, &self.shared.name, &mut self.waits, budget) {
                     Ok(n) => full += n,
                     Err(e) => errors.push(e.to_string()),
                 }
@@ -442,13 +584,15 @@ impl Router {
         if !self.raw.is_empty() {
             let env = head.to_owned_envelope();
             let name = self.shared.name.clone();
-            let full = fan_out(&mut self.raw, &mut self.waits, || Inbound {
+            let budget = self.budget(text.len());
+            let full = fan_out(&mut self.raw, &mut self.waits, budget, |receipt| Inbound {
                 connection: name.clone(),
                 id: env.id,
                 room: env.room.clone(),
                 from: env.from.clone(),
                 timestamp: env.timestamp.clone(),
                 data: env.clone(),
+                _receipt: receipt,
             });
             handled = true;
             self.subscribers_full(&env.kind, full);
@@ -576,13 +720,17 @@ impl Router {
             return;
         }
         let name = self.shared.name.clone();
-        let full = fan_out(&mut self.binary, &mut self.waits, || Inbound {
-            connection: name.clone(),
-            id: None,
-            room: None,
-            from: None,
-            timestamp: None,
-            data: bytes.clone(),
+        let budget = self.budget(bytes.len());
+        let full = fan_out(&mut self.binary, &mut self.waits, budget, |receipt| {
+            Inbound {
+                connection: name.clone(),
+                id: None,
+                room: None,
+                from: None,
+                timestamp: None,
+                data: bytes.clone(),
+                _receipt: receipt,
+            }
         });
         self.subscribers_full("<binary>", full);
     }
@@ -730,7 +878,7 @@ impl Handler<PublishState> for Router {
             _ => {}
         }
         let terminal = state.is_terminal();
-        let full = fan_out(&mut self.events, &mut self.waits, || {
+        let full = fan_out(&mut self.events, &mut self.waits, None, |_| {
             Event::State(state.clone())
         });
         if full > 0 {
