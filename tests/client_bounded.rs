@@ -147,6 +147,38 @@ async fn flood(
     let _ = tokio::time::timeout(WAIT * 3, drain).await;
 }
 
+/// Spawn a server that writes exactly `frame(0)` .. `frame(n - 1)` to `tcp`, then closes it;
+/// answers its task, its progress and the bytes it will write in all.
+fn flood_exactly(
+    tcp: TcpStream,
+    n: u64,
+    frame: impl Fn(u64) -> Vec<u8> + 'static,
+) -> (actix_rt::task::JoinHandle<()>, Arc<Flood>, u64) {
+    let total: u64 = (0..n).map(|i| frame(i).len() as u64).sum();
+    let progress = Arc::new(Flood::default());
+    let mut i = 0u64;
+    let more = move |_| {
+        i += 1;
+        if i <= n {
+            frame(i - 1)
+        } else {
+            Vec::new() // the end: `flood` stops at an empty frame
+        }
+    };
+    let server = actix_rt::spawn(flood(tcp, total, WAIT * 6, progress.clone(), false, more));
+    (server, progress, total)
+}
+
+/// Wait, within [`WAIT`], until `client` has paused reading its socket at least once (a
+/// counter, polled: there is no event for it).
+async fn wait_for_read_pause(client: &Client) {
+    let deadline = Instant::now() + WAIT;
+    while client.stats().read_pauses == 0 {
+        assert!(Instant::now() < deadline, "the client never paused reading");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Sample this process's RSS every 10 ms until `stop` is set; answers the peak in kB.
 fn sample_peak_rss(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
@@ -233,13 +265,18 @@ fn slow_actor(arbiter: &Arbiter, hold: Option<std::sync::mpsc::Receiver<()>>) ->
     }
 }
 
-/// The flood's frames: 1 KiB ticks.
-fn tick_frame(seq: u64) -> Vec<u8> {
+/// A tick frame with sequence number `seq` and `pad` bytes of padding.
+fn tick(seq: u64, pad: usize) -> Vec<u8> {
     let text = format!(
         r#"{{"type":"tick","data":{{"seq":{seq},"pad":"{}"}}}}"#,
-        "x".repeat(1000)
+        "x".repeat(pad)
     );
     text_frame(text.as_bytes())
+}
+
+/// The flood's frames: 1 KiB ticks.
+fn tick_frame(seq: u64) -> Vec<u8> {
+    tick(seq, 1000)
 }
 
 const GIB: u64 = 1 << 30;
@@ -412,36 +449,13 @@ async fn backpressure_pauses_reading_and_delivers_everything_in_order() {
 
     // 4,000 ticks of 16 KiB: 64 MiB, far more than the socket buffers and the client's bounds.
     const N: u64 = 4_000;
-    let frame = |seq: u64| {
-        let text = format!(
-            r#"{{"type":"tick","data":{{"seq":{seq},"pad":"{}"}}}}"#,
-            "y".repeat(16 * 1024)
-        );
-        text_frame(text.as_bytes())
-    };
-    let total: u64 = (0..N).map(|i| frame(i).len() as u64).sum();
-    let progress = Arc::new(Flood::default());
-    let server = {
-        let progress = progress.clone();
-        // Exactly N frames: `flood` writes whole chunks of frames, so cut it at the total.
-        let mut i = 0u64;
-        actix_rt::spawn(flood(tcp, total, WAIT * 6, progress, false, move |_| {
-            i += 1;
-            if i <= N {
-                frame(i - 1)
-            } else {
-                Vec::new()
-            }
-        }))
-    };
+    let frame = |seq: u64| tick(seq, 16 * 1024);
+    let (server, progress, total) = flood_exactly(tcp, N, frame);
 
     // The client pauses (counted) and the server's writes stop progressing while the
     // subscriber is held: measured over a full heartbeat timeout and more.
+    wait_for_read_pause(&client).await;
     let deadline = Instant::now() + WAIT;
-    while client.stats().read_pauses == 0 {
-        assert!(Instant::now() < deadline, "the client never paused reading");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     // The kernel's buffers take some more after the pause; then the server's writes must stop
     // for good: no progress over a window longer than the heartbeat's timeout (an observation
     // of something not happening, bounded by WAIT; not synchronisation).
@@ -619,36 +633,9 @@ async fn backpressure_channel_delivers_everything_in_order() {
     let mut ticks = client.subscribe_with::<Tick>(16, Overflow::Backpressure);
     let tcp = accept_raw(&listener).await;
     const N: u64 = 2_000;
-    let frame = |seq: u64| {
-        let text = format!(
-            r#"{{"type":"tick","data":{{"seq":{seq},"pad":"{}"}}}}"#,
-            "z".repeat(16 * 1024)
-        );
-        text_frame(text.as_bytes())
-    };
-    let total: u64 = (0..N).map(|i| frame(i).len() as u64).sum();
-    let progress = Arc::new(Flood::default());
-    let mut i = 0u64;
-    let server = actix_rt::spawn(flood(
-        tcp,
-        total,
-        WAIT * 6,
-        progress.clone(),
-        false,
-        move |_| {
-            i += 1;
-            if i <= N {
-                frame(i - 1)
-            } else {
-                Vec::new()
-            }
-        },
-    ));
-    let deadline = Instant::now() + WAIT;
-    while client.stats().read_pauses == 0 {
-        assert!(Instant::now() < deadline, "the client never paused reading");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let frame = |seq: u64| tick(seq, 16 * 1024);
+    let (server, progress, _) = flood_exactly(tcp, N, frame);
+    wait_for_read_pause(&client).await;
     assert!(
         !progress.done.load(Ordering::Relaxed),
         "32 MiB went through an unread channel"
@@ -664,11 +651,7 @@ async fn backpressure_channel_delivers_everything_in_order() {
 
 /// A tick of about 1 MB.
 fn megabyte_tick(seq: u64) -> Vec<u8> {
-    let text = format!(
-        r#"{{"type":"tick","data":{{"seq":{seq},"pad":"{}"}}}}"#,
-        "m".repeat(1_000_000)
-    );
-    text_frame(text.as_bytes())
+    tick(seq, 1_000_000)
 }
 
 /// Subscriptions are bounded by bytes as well as by count: a channel of 1,024 that nobody reads,
@@ -686,17 +669,7 @@ async fn subscriptions_are_bounded_by_bytes_too() {
         let client = connect(&url, config).unwrap();
         let mut ticks = client.subscribe_with::<Tick>(1024, overflow);
         let tcp = accept_raw(&listener).await;
-        let total: u64 = (0..N).map(|i| megabyte_tick(i).len() as u64).sum();
-        let progress = Arc::new(Flood::default());
-        let mut i = 0u64;
-        let server = actix_rt::spawn(flood(tcp, total, WAIT * 6, progress, false, move |_| {
-            i += 1;
-            if i <= N {
-                megabyte_tick(i - 1)
-            } else {
-                Vec::new()
-            }
-        }));
+        let (server, _, _) = flood_exactly(tcp, N, megabyte_tick);
         if overflow == Overflow::DropNewest {
             let stats = routed(&client).await;
             assert_eq!(stats.messages_in, N, "{stats:?}");
@@ -707,11 +680,7 @@ async fn subscriptions_are_bounded_by_bytes_too() {
             }
             assert!(ticks.try_recv().is_err(), "only four were held");
         } else {
-            let deadline = Instant::now() + WAIT;
-            while client.stats().read_pauses == 0 {
-                assert!(Instant::now() < deadline, "the client never paused reading");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            wait_for_read_pause(&client).await;
             for seq in 0..N {
                 let tick = common::recv_within(&mut ticks, WAIT, "the next tick").await;
                 assert_eq!(tick.data.seq, seq, "in order, none missing");
