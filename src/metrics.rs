@@ -66,7 +66,8 @@
 //! | `wsm_server_per_ip_refusals_total` | counter | upgrades refused with HTTP 429 by the per-address limit |
 //! | `wsm_server_backplane_publish_errors_total` | counter | publishes the backplane could not take |
 //! | `wsm_server_backplane_reconnects_total` | counter | times the backplane connection was lost and made again |
-//! | `wsm_server_backplane_dropped_total` | counter | messages from other nodes dropped on a full inbound buffer |
+//! | `wsm_server_backplane_dropped_total` | counter | messages from other nodes dropped: the inbound buffer was full, or a message came out of its publisher's order after a reconnect |
+//! | `wsm_server_backplane_channels` | gauge | room channels this node is subscribed to in the backplane, as last confirmed (equals `wsm_server_rooms` once caught up) |
 //! | `wsm_server_backplane_received_total` | counter | messages from other nodes fanned out here |
 //! | `wsm_server_session_queue_high_water` | gauge | deepest any session queue has been, in frames (at most `session_queue`) |
 //! | `wsm_server_session_queue_bytes_high_water` | gauge | most payload bytes any session queue has held (at most `session_queue_bytes` plus one message) |

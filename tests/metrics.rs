@@ -133,6 +133,7 @@ fn assert_page_is_the_struct(page: &Samples, rooms: &Rooms) {
         ),
         ("wsm_server_backplane_dropped_total", m.backplane_dropped),
         ("wsm_server_backplane_received_total", m.backplane_received),
+        ("wsm_server_backplane_channels", m.backplane_channels),
         (
             "wsm_server_session_queue_high_water",
             m.session_queue_high_water,

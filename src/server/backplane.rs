@@ -27,7 +27,9 @@ use super::hub::{Counters, HubSender};
 mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::{
-    RedisBackplane, RedisConfig, DEFAULT_BUFFER, DEFAULT_PREFIX, DEFAULT_TIMEOUT,
+    RedisBackplane, RedisConfig, DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES, DEFAULT_PREFIX,
+    DEFAULT_PUBLISH_QUEUE, DEFAULT_PUBLISH_QUEUE_BYTES, DEFAULT_TIMEOUT, MAX_QUEUE, MIN_TIMEOUT,
+    QUEUE_BYTES,
 };
 
 /// Told the outcome of a backplane operation: `Ok` once it took effect (subscribed; published

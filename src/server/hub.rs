@@ -110,8 +110,13 @@ pub struct Counters {
     /// Times the backplane's connection was lost (each is followed by reconnecting and
     /// subscribing again to every room with local members).
     pub backplane_disconnects: AtomicU64,
-    /// Messages from other nodes dropped because this node's inbound backplane buffer was full.
+    /// Messages from other nodes dropped: this node's inbound backplane buffer was full (the
+    /// hub fell behind the other nodes), or a message came out of its publisher's order (the
+    /// late tail of a connection that publisher gave up).
     pub backplane_dropped: AtomicU64,
+    /// Room channels this node is subscribed to in the backplane, as last confirmed by it (a
+    /// gauge; 0 while disconnected). Equal to `rooms` once the backplane has caught up.
+    pub backplane_channels: AtomicU64,
     /// Messages from other nodes fanned out here.
     pub backplane_received: AtomicU64,
     /// Whole messages (text and binary, both endpoints) received from clients, counted before
@@ -201,8 +206,10 @@ pub struct HubStats {
     pub backplane_publish_errors: u64,
     /// Backplane connections lost (see [`Counters::backplane_disconnects`]).
     pub backplane_disconnects: u64,
-    /// Messages from other nodes dropped on a full buffer.
+    /// Messages from other nodes dropped (see [`Counters::backplane_dropped`]).
     pub backplane_dropped: u64,
+    /// Room channels subscribed in the backplane (see [`Counters::backplane_channels`]).
+    pub backplane_channels: u64,
     /// Messages from other nodes fanned out here.
     pub backplane_received: u64,
 }
@@ -834,6 +841,7 @@ impl Hub {
             backplane_publish_errors: c.backplane_publish_errors.load(Ordering::Relaxed),
             backplane_disconnects: c.backplane_disconnects.load(Ordering::Relaxed),
             backplane_dropped: c.backplane_dropped.load(Ordering::Relaxed),
+            backplane_channels: c.backplane_channels.load(Ordering::Relaxed),
             backplane_received: c.backplane_received.load(Ordering::Relaxed),
         }
     }

@@ -152,8 +152,11 @@ pub struct ServerMetrics {
     pub backplane_publish_errors: u64,
     /// Times the backplane's connection was lost and made again.
     pub backplane_reconnects: u64,
-    /// Messages from other nodes dropped on a full inbound buffer.
+    /// Messages from other nodes dropped (a full inbound buffer, or out of their publisher's
+    /// order after a reconnect).
     pub backplane_dropped: u64,
+    /// Gauge: room channels this node is subscribed to in the backplane, as last confirmed.
+    pub backplane_channels: u64,
     /// Messages from other nodes fanned out here.
     pub backplane_received: u64,
     /// Gauge (high-water mark): the deepest any session queue has been, in frames.
@@ -191,6 +194,7 @@ impl ServerMetrics {
             backplane_publish_errors: get(&c.backplane_publish_errors),
             backplane_reconnects: get(&c.backplane_disconnects),
             backplane_dropped: get(&c.backplane_dropped),
+            backplane_channels: get(&c.backplane_channels),
             backplane_received: get(&c.backplane_received),
             session_queue_high_water: get(&c.queue_high_water),
             session_queue_bytes_high_water: get(&c.queue_bytes_high_water),
@@ -256,7 +260,8 @@ mod prometheus {
                 (Counter, "wsm_server_per_ip_refusals", m.per_ip_refusals, "Upgrades refused with HTTP 429 by the per-address limit"),
                 (Counter, "wsm_server_backplane_publish_errors", m.backplane_publish_errors, "Publishes the backplane could not take (other nodes did not get them)"),
                 (Counter, "wsm_server_backplane_reconnects", m.backplane_reconnects, "Times the backplane connection was lost and made again"),
-                (Counter, "wsm_server_backplane_dropped", m.backplane_dropped, "Messages from other nodes dropped on a full inbound buffer"),
+                (Counter, "wsm_server_backplane_dropped", m.backplane_dropped, "Messages from other nodes dropped (full inbound buffer, or out of their publisher's order)"),
+                (Gauge, "wsm_server_backplane_channels", m.backplane_channels, "Room channels this node is subscribed to in the backplane, as last confirmed"),
                 (Counter, "wsm_server_backplane_received", m.backplane_received, "Messages from other nodes fanned out here"),
                 (Gauge, "wsm_server_session_queue_high_water", m.session_queue_high_water, "Deepest any session queue has been, in frames"),
                 (Gauge, "wsm_server_session_queue_bytes_high_water", m.session_queue_bytes_high_water, "Most payload bytes any session queue has held"),

@@ -102,10 +102,37 @@ pub struct ServeArgs {
           requires = "redis")]
     redis_prefix: String,
 
-    /// How long a Redis operation may take before it counts as failed (publishes then get
-    /// `backplane_unavailable`), such as `2s` (above zero, at most 365 days).
-    #[arg(long, default_value = "2s", value_parser = flags::duration, requires = "redis")]
+    /// How long Redis may owe an answer with nothing moving on the connection before it
+    /// counts as unreachable (publishes then get `backplane_unavailable`), such as `2s` (at
+    /// least 10ms, at most 365 days).
+    #[arg(long, default_value = "2s", value_parser = redis_timeout, requires = "redis")]
     redis_timeout: std::time::Duration,
+
+    /// Messages from other nodes buffered ahead of this node's hub, 1 to 1048576; beyond,
+    /// they are dropped and counted (wsm_server_backplane_dropped_total).
+    #[arg(long, value_name = "N", default_value_t = server::backplane::DEFAULT_BUFFER,
+          value_parser = flags::count(1..=server::backplane::MAX_QUEUE as u64),
+          requires = "redis")]
+    redis_buffer: usize,
+
+    /// Bytes of messages from other nodes buffered ahead of this node's hub, 65536 to
+    /// 1073741824 (also the largest message taken from Redis).
+    #[arg(long, value_name = "BYTES", default_value_t = server::backplane::DEFAULT_BUFFER_BYTES,
+          value_parser = queue_bytes(), requires = "redis")]
+    redis_buffer_bytes: usize,
+
+    /// Publishes waiting for Redis, 1 to 1048576; beyond, a publish gets
+    /// `backplane_unavailable` at once.
+    #[arg(long, value_name = "N", default_value_t = server::backplane::DEFAULT_PUBLISH_QUEUE,
+          value_parser = flags::count(1..=server::backplane::MAX_QUEUE as u64),
+          requires = "redis")]
+    redis_publish_queue: usize,
+
+    /// Bytes of publishes waiting for Redis, 65536 to 1073741824.
+    #[arg(long, value_name = "BYTES",
+          default_value_t = server::backplane::DEFAULT_PUBLISH_QUEUE_BYTES,
+          value_parser = queue_bytes(), requires = "redis")]
+    redis_publish_queue_bytes: usize,
 
     /// Serve Prometheus metrics at http://ADDR/metrics on a second listener (off by default;
     /// port 0 picks a free port: the URL is the third line of stdout).
@@ -170,7 +197,11 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
         Some(url) => {
             let mut redis = server::backplane::RedisConfig::new(url.clone())
                 .channel_prefix(args.redis_prefix.clone())
-                .timeout(args.redis_timeout);
+                .timeout(args.redis_timeout)
+                .buffer(args.redis_buffer)
+                .buffer_bytes(args.redis_buffer_bytes)
+                .publish_queue(args.redis_publish_queue)
+                .publish_queue_bytes(args.redis_publish_queue_bytes);
             if let Some(id) = &args.node_id {
                 redis = redis.node_id(id.clone());
             }
@@ -275,4 +306,22 @@ async fn wait_for_signal() -> std::io::Result<()> {
 #[cfg(not(unix))]
 async fn wait_for_signal() -> std::io::Result<()> {
     actix_rt::signal::ctrl_c().await
+}
+
+/// `--redis-timeout`: a duration of at least [`MIN_TIMEOUT`](server::backplane::MIN_TIMEOUT).
+fn redis_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let value = flags::duration(text)?;
+    if value < server::backplane::MIN_TIMEOUT {
+        return Err(format!(
+            "{text:?} is too short: Redis needs at least {:?} to answer",
+            server::backplane::MIN_TIMEOUT
+        ));
+    }
+    Ok(value)
+}
+
+/// The byte bounds of the Redis queues.
+fn queue_bytes() -> clap::builder::RangedU64ValueParser<usize> {
+    let range = server::backplane::QUEUE_BYTES;
+    flags::count(*range.start() as u64..=*range.end() as u64)
 }

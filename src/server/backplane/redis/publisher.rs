@@ -1,0 +1,281 @@
+//! The publishing half of the Redis backplane: a queue bounded by count and bytes, and one
+//! connection that pipelines the publishes in the hub's order.
+//!
+//! Liveness is judged by progress, not by batch: Redis is declared unreachable only when
+//! something waits for it (a reply, or room to write) and nothing at all has moved for the
+//! whole `timeout`. A slow but live link (a throttled network, a busy Redis) keeps writing
+//! bytes and reading replies, so it is never taken for a dead one, however large the
+//! pipeline; the bytes waiting for a reply are bounded ([`IN_FLIGHT_BYTES`]) and what does not
+//! fit waits in the bounded queue, then is refused.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::ConnectionInfo;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::resp::{self, Reply};
+use crate::server::backplane::Done;
+use crate::server::hub::Counters;
+
+/// Bytes written to Redis (or about to be) whose reply has not come, at most (one publish
+/// always goes, whatever its size).
+pub(super) const IN_FLIGHT_BYTES: usize = 1024 * 1024;
+/// Publishes written to Redis whose reply has not come, at most.
+const IN_FLIGHT: usize = 4096;
+
+/// One publish, packed.
+pub(super) struct Publish {
+    pub(super) command: Vec<u8>,
+    pub(super) done: Option<Done>,
+}
+
+/// The hub's end of the queue: refuses at once what does not fit, by count or by bytes.
+pub(super) struct Queue {
+    tx: mpsc::Sender<Publish>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl Queue {
+    /// Offer `publish`; a full queue tells its `done` why, at once.
+    pub(super) fn submit(&self, publish: Publish) {
+        let len = publish.command.len();
+        let before = self.bytes.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max_bytes {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return fail(
+                publish,
+                &format!(
+                    "{before} bytes of publishes are waiting for Redis already (the limit is {})",
+                    self.max_bytes
+                ),
+            );
+        }
+        if let Err(e) = self.tx.try_send(publish) {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            let (publish, why) = match e {
+                mpsc::error::TrySendError::Full(p) => (
+                    p,
+                    format!(
+                        "{} publishes are waiting for Redis already",
+                        self.tx.max_capacity()
+                    ),
+                ),
+                mpsc::error::TrySendError::Closed(p) => (p, "the Redis task has stopped".into()),
+            };
+            fail(publish, &why);
+        }
+    }
+}
+
+fn fail(publish: Publish, why: &str) {
+    if let Some(done) = publish.done {
+        done(Err(why.to_owned()));
+    }
+}
+
+/// The publishing task: connects, pipelines, and while Redis is unreachable refuses at once.
+pub(super) struct Publisher {
+    pub(super) info: ConnectionInfo,
+    pub(super) url: String,
+    pub(super) timeout: Duration,
+    pub(super) probe_every: Duration,
+    pub(super) counters: Arc<Counters>,
+    rx: mpsc::Receiver<Publish>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// Why [`Publisher::serve`] returned.
+enum Ended {
+    /// The hub is gone.
+    Stopped,
+    /// The connection failed; the reason in words.
+    Lost(String),
+}
+
+impl Publisher {
+    /// A queue of `count` publishes and `bytes` bytes, and the task that drains it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        info: ConnectionInfo,
+        url: String,
+        timeout: Duration,
+        probe_every: Duration,
+        counters: Arc<Counters>,
+        count: usize,
+        bytes: usize,
+    ) -> (Queue, Publisher) {
+        let (tx, rx) = mpsc::channel(count);
+        let used = Arc::new(AtomicUsize::new(0));
+        let queue = Queue {
+            tx,
+            bytes: used.clone(),
+            max_bytes: bytes,
+        };
+        let task = Publisher {
+            info,
+            url,
+            timeout,
+            probe_every,
+            counters,
+            rx,
+            bytes: used,
+        };
+        (queue, task)
+    }
+
+    /// Run until the hub is gone.
+    pub(super) async fn run(mut self) {
+        let mut warned = false;
+        loop {
+            let (reader, writer) = match resp::connect(&self.info, 1024, self.timeout).await {
+                Ok(link) => link,
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(
+                            "cannot publish to Redis at {}: {e}; publishes get \
+                             backplane_unavailable until it is back",
+                            self.url
+                        );
+                        warned = true;
+                    }
+                    if !self.refuse_until(Instant::now() + self.probe_every).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if std::mem::take(&mut warned) {
+                tracing::info!("publishing to Redis at {} again", self.url);
+            }
+            match self.serve(reader, writer).await {
+                Ended::Stopped => return,
+                Ended::Lost(why) => {
+                    self.counters
+                        .backplane_disconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "lost the Redis connection for publishing ({why}); publishes get \
+                         backplane_unavailable until it is back"
+                    );
+                    warned = true;
+                }
+            }
+        }
+    }
+
+    fn take(&self, publish: &Publish) {
+        self.bytes
+            .fetch_sub(publish.command.len(), Ordering::AcqRel);
+    }
+
+    /// While Redis is unreachable: refuse every publish at once until `until`. `false` when
+    /// the hub is gone.
+    async fn refuse_until(&mut self, until: Instant) -> bool {
+        let why = format!("Redis at {} is unreachable", self.url);
+        loop {
+            tokio::select! {
+                publish = self.rx.recv() => match publish {
+                    Some(publish) => {
+                        self.take(&publish);
+                        fail(publish, &why);
+                    }
+                    None => return false,
+                },
+                _ = tokio::time::sleep_until(until) => return true,
+            }
+        }
+    }
+
+    /// Pipeline publishes on one connection until it fails or the hub is gone.
+    async fn serve(&mut self, mut reader: resp::Reader, mut writer: resp::Writer) -> Ended {
+        // Written (or to be written) and not yet answered, in order: (bytes, done).
+        let mut in_flight: VecDeque<(usize, Option<Done>)> = VecDeque::new();
+        let mut in_flight_bytes = 0usize;
+        // Bytes to write, from `written` on.
+        let mut out: Vec<u8> = Vec::new();
+        let mut written = 0usize;
+        let mut moved = Instant::now();
+        let ended = loop {
+            let room = in_flight.len() < IN_FLIGHT
+                && (in_flight_bytes < IN_FLIGHT_BYTES || in_flight.is_empty());
+            let waiting = !in_flight.is_empty();
+            tokio::select! {
+                biased;
+                reply = reader.next() => {
+                    let reply = match reply {
+                        Ok(reply) => reply,
+                        Err(e) => break Ended::Lost(e.to_string()),
+                    };
+                    moved = Instant::now();
+                    let Some((len, done)) = in_flight.pop_front() else {
+                        break Ended::Lost("Redis answered a command that was not sent".into());
+                    };
+                    in_flight_bytes -= len;
+                    if let Some(done) = done {
+                        done(match reply {
+                            Reply::Error(e) => Err(format!("Redis refused the publish: {e}")),
+                            _ => Ok(()),
+                        });
+                    }
+                }
+                n = writer.write(&out[written..]), if written < out.len() => {
+                    match n {
+                        Ok(0) => break Ended::Lost("Redis stopped reading".into()),
+                        Ok(n) => {
+                            moved = Instant::now();
+                            written += n;
+                            if written == out.len() {
+                                out.clear();
+                                written = 0;
+                            }
+                        }
+                        Err(e) => break Ended::Lost(e.to_string()),
+                    }
+                }
+                publish = self.rx.recv(), if room => {
+                    let Some(mut publish) = publish else { break Ended::Stopped };
+                    if !waiting {
+                        // The clock runs from the first thing Redis owes us.
+                        moved = Instant::now();
+                    }
+                    loop {
+                        self.take(&publish);
+                        let len = publish.command.len();
+                        out.extend_from_slice(&publish.command);
+                        in_flight.push_back((len, publish.done.take()));
+                        in_flight_bytes += len;
+                        if in_flight.len() >= IN_FLIGHT || in_flight_bytes >= IN_FLIGHT_BYTES {
+                            break;
+                        }
+                        match self.rx.try_recv() {
+                            Ok(next) => publish = next,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(moved + self.timeout), if waiting => {
+                    break Ended::Lost(format!(
+                        "nothing moved for {:?} with {} publishes unanswered",
+                        self.timeout,
+                        in_flight.len()
+                    ));
+                }
+            }
+        };
+        writer.abandon();
+        if let Ended::Lost(why) = &ended {
+            let why = format!("Redis did not take the publish: {why}");
+            for (_, done) in in_flight {
+                if let Some(done) = done {
+                    done(Err(why.clone()));
+                }
+            }
+        }
+        ended
+    }
+}
