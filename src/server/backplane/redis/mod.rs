@@ -327,12 +327,15 @@ impl Backplane for RedisBackplane {
             std::thread::Builder::new()
                 .name("wsm-redis".into())
                 .spawn(move || {
+                    // Three tasks, each with its own turn and budget: the socket reader must
+                    // not keep the forwarder (or the publisher) from running.
                     runtime.block_on(async move {
-                        tokio::select! {
-                            _ = stopped => {}
-                            _ = async { tokio::join!(publisher.run(), subscriber.run(), forward) } => {}
-                        }
+                        tokio::spawn(publisher.run());
+                        tokio::spawn(subscriber.run());
+                        tokio::spawn(forward);
+                        let _ = stopped.await;
                     })
+                    // Dropping the runtime here ends the tasks and closes the connections.
                 })
         });
         if let Err(e) = spawned {

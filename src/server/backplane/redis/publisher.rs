@@ -130,18 +130,24 @@ impl Publisher {
 
     /// Run until the hub is gone.
     pub(super) async fn run(mut self) {
-        let mut warned = false;
+        // Whether Redis has been found unreachable (publishes are then refused at once, also
+        // while a new connection is tried); before the first attempt they wait for it.
+        let mut down = false;
         loop {
-            let (reader, writer) = match resp::connect(&self.info, 1024, self.timeout).await {
+            let link = match self.connect(down).await {
+                Some(link) => link,
+                None => return,
+            };
+            let (reader, writer) = match link {
                 Ok(link) => link,
                 Err(e) => {
-                    if !warned {
+                    if !down {
                         tracing::warn!(
                             "cannot publish to Redis at {}: {e}; publishes get \
                              backplane_unavailable until it is back",
                             self.url
                         );
-                        warned = true;
+                        down = true;
                     }
                     if !self.refuse_until(Instant::now() + self.probe_every).await {
                         return;
@@ -149,7 +155,7 @@ impl Publisher {
                     continue;
                 }
             };
-            if std::mem::take(&mut warned) {
+            if std::mem::take(&mut down) {
                 tracing::info!("publishing to Redis at {} again", self.url);
             }
             match self.serve(reader, writer).await {
@@ -162,8 +168,31 @@ impl Publisher {
                         "lost the Redis connection for publishing ({why}); publishes get \
                          backplane_unavailable until it is back"
                     );
-                    warned = true;
+                    down = true;
                 }
+            }
+        }
+    }
+
+    /// Try a connection; while `refusing`, publishes meanwhile are refused at once. `None`
+    /// when the hub is gone.
+    async fn connect(
+        &mut self,
+        refusing: bool,
+    ) -> Option<Result<(resp::Reader, resp::Writer), String>> {
+        let connecting = resp::connect(&self.info, 1024, self.timeout);
+        tokio::pin!(connecting);
+        let why = format!("Redis at {} is unreachable", self.url);
+        loop {
+            tokio::select! {
+                link = &mut connecting => return Some(link),
+                publish = self.rx.recv(), if refusing => match publish {
+                    Some(publish) => {
+                        self.take(&publish);
+                        fail(publish, &why);
+                    }
+                    None => return None,
+                },
             }
         }
     }

@@ -128,7 +128,15 @@ async fn connect_untimed(info: &ConnectionInfo, limit: usize) -> Result<(Reader,
             return Err(format!("Redis refused AUTH: {e}"));
         }
     }
-    Ok((reader, writer))
+    // A round trip: a link that takes connections but carries nothing is not "connected".
+    writer
+        .write_all(&redis::cmd("PING").get_packed_command())
+        .await
+        .map_err(|e| e.to_string())?;
+    match reader.next().await.map_err(|e| e.to_string())? {
+        Reply::Error(e) => Err(format!("Redis refused PING: {e}")),
+        _ => Ok((reader, writer)),
+    }
 }
 
 /// Why `rediss://` is refused.

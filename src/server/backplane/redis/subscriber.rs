@@ -45,39 +45,101 @@ const CHANNELS_PER_COMMAND: usize = 256;
 /// is then not checked for one message per node).
 const MAX_NODES: usize = 4096;
 
+/// Channels touched since the task last looked, at most; beyond, the task compares every
+/// wanted room once instead (so this record stays bounded whatever the hub does meanwhile).
+const MAX_TOUCHED: usize = 64 * 1024;
+
 /// The rooms this node wants to receive, written by the hub, read by the task.
 #[derive(Default)]
 pub(super) struct Wanted {
-    /// Channel -> the `done`s of joins waiting for the subscription to hold.
-    rooms: Mutex<HashMap<String, Vec<Done>>>,
+    inner: Mutex<WantedInner>,
     changed: Notify,
+}
+
+#[derive(Default)]
+struct WantedInner {
+    /// Channel -> the `done`s of joins waiting for the subscription to hold.
+    rooms: HashMap<String, Vec<Done>>,
+    /// Channels added or removed since the task last looked (so that it compares only those).
+    touched: HashSet<String>,
+    /// `touched` overflowed: compare every room.
+    overflowed: bool,
+}
+
+impl WantedInner {
+    fn touch(&mut self, channel: &str) {
+        if self.overflowed || self.touched.len() >= MAX_TOUCHED {
+            self.overflowed = true;
+            self.touched.clear();
+        } else {
+            self.touched.insert(channel.to_owned());
+        }
+    }
 }
 
 impl Wanted {
     /// The first local member joined: want `channel`; `done` is told once it is subscribed.
     pub(super) fn add(&self, channel: String, done: Done) {
-        self.lock().entry(channel).or_default().push(done);
+        let mut inner = self.lock();
+        inner.touch(&channel);
+        inner.rooms.entry(channel).or_default().push(done);
+        drop(inner);
         self.changed.notify_one();
     }
 
     /// The last local member left: stop wanting `channel`. Joins still waiting are told `Ok`
     /// (their members left already).
     pub(super) fn remove(&self, channel: &str) {
-        let waiting = self.lock().remove(channel);
+        let mut inner = self.lock();
+        inner.touch(channel);
+        let waiting = inner.rooms.remove(channel);
+        drop(inner);
         self.changed.notify_one();
         for done in waiting.into_iter().flatten() {
             done(Ok(()));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Done>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WantedInner> {
         // A panic in a `done` cannot leave the map half-updated: take it over.
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What to send so that a connection that asked for `asked` asks for exactly the wanted
+    /// rooms: (subscribe, unsubscribe). `all` compares every room (a new connection).
+    fn difference(&self, asked: &HashSet<String>, all: bool) -> (Vec<String>, Vec<String>) {
+        let mut inner = self.lock();
+        let touched = std::mem::take(&mut inner.touched);
+        let all = all || std::mem::take(&mut inner.overflowed);
+        if all {
+            let subscribe = inner
+                .rooms
+                .keys()
+                .filter(|c| !asked.contains(*c))
+                .cloned()
+                .collect();
+            let unsubscribe = asked
+                .iter()
+                .filter(|c| !inner.rooms.contains_key(*c))
+                .cloned()
+                .collect();
+            return (subscribe, unsubscribe);
+        }
+        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        for channel in touched {
+            match (inner.rooms.contains_key(&channel), asked.contains(&channel)) {
+                (true, false) => subscribe.push(channel),
+                (false, true) => unsubscribe.push(channel),
+                _ => {} // joined and left (or left and joined) in between: nothing to do
+            }
+        }
+        (subscribe, unsubscribe)
     }
 
     /// The `done`s waiting on `channel`, taken, when it is still wanted.
     fn take_waiting(&self, channel: &str) -> Vec<Done> {
         self.lock()
+            .rooms
             .get_mut(channel)
             .map(std::mem::take)
             .unwrap_or_default()
@@ -85,7 +147,12 @@ impl Wanted {
 
     /// Tell every waiting join why it is not subscribed yet (they stay wanted).
     fn fail_waiting(&self, why: &str) {
-        let waiting: Vec<Done> = self.lock().values_mut().flat_map(std::mem::take).collect();
+        let waiting: Vec<Done> = self
+            .lock()
+            .rooms
+            .values_mut()
+            .flat_map(std::mem::take)
+            .collect();
         for done in waiting {
             done(Err(why.to_owned()));
         }
@@ -151,11 +218,29 @@ impl Subscriber {
     /// Run until the hub is gone.
     pub(super) async fn run(mut self) {
         let url = self.config.url.clone();
-        let mut warned = false;
+        let why = format!("Redis at {url} is unreachable; subscribed when it is back");
+        // Whether Redis has been found unreachable (joins are then answered at once, also
+        // while a new connection is tried); before the first attempt they wait for it.
+        let mut down = false;
         loop {
-            match resp::connect(&self.info, self.config.buffer_bytes, self.config.timeout).await {
+            let link = {
+                let connecting =
+                    resp::connect(&self.info, self.config.buffer_bytes, self.config.timeout);
+                tokio::pin!(connecting);
+                loop {
+                    if down {
+                        self.wanted.fail_waiting(&why);
+                    }
+                    tokio::select! {
+                        link = &mut connecting => break link,
+                        _ = self.wanted.changed.notified(), if down => {}
+                        _ = self.inbound.closed() => return,
+                    }
+                }
+            };
+            match link {
                 Ok((reader, writer)) => {
-                    if warned {
+                    if std::mem::take(&mut down) {
                         tracing::info!("receiving rooms from Redis at {url} again");
                     }
                     match self.serve(reader, writer).await {
@@ -169,31 +254,28 @@ impl Subscriber {
                                 "lost the Redis connection for receiving rooms ({why}); local \
                                  members only until it is back"
                             );
-                            warned = true;
+                            down = true;
                         }
                     }
                 }
                 Err(e) => {
-                    if !warned {
+                    if !down {
                         tracing::warn!(
                             "cannot receive rooms from Redis at {url}: {e}; local members \
                              only, retrying"
                         );
-                        warned = true;
+                        down = true;
                     }
                 }
             }
             // Down: joins are told at once (and subscribed when Redis is back).
-            let why = format!("Redis at {url} is unreachable; subscribed when it is back");
             let until = Instant::now() + self.probe_every;
             loop {
                 self.wanted.fail_waiting(&why);
-                if self.inbound.is_closed() {
-                    return;
-                }
                 tokio::select! {
                     _ = self.wanted.changed.notified() => {}
                     _ = tokio::time::sleep_until(until) => break,
+                    _ = self.inbound.closed() => return,
                 }
             }
         }
@@ -211,24 +293,15 @@ impl Subscriber {
         // Replies owed by Redis; while any, silence for `timeout` means it is gone.
         let mut owed = 0usize;
         let mut moved = Instant::now();
-        // Whether the wanted rooms may have changed since they were last compared.
+        // Whether the wanted rooms may have changed since they were last compared, and whether
+        // to compare them all (the first time on a connection that asked for nothing yet).
         let mut changed = true;
+        let mut all = true;
         let ended = loop {
-            let (subscribe, unsubscribe) = if !std::mem::take(&mut changed) {
-                (Vec::new(), Vec::new())
+            let (subscribe, unsubscribe) = if std::mem::take(&mut changed) {
+                self.wanted.difference(&asked, std::mem::take(&mut all))
             } else {
-                let wanted = self.wanted.lock();
-                let subscribe: Vec<String> = wanted
-                    .keys()
-                    .filter(|c| !asked.contains(*c))
-                    .cloned()
-                    .collect();
-                let unsubscribe: Vec<String> = asked
-                    .iter()
-                    .filter(|c| !wanted.contains_key(*c))
-                    .cloned()
-                    .collect();
-                (subscribe, unsubscribe)
+                (Vec::new(), Vec::new())
             };
             if !subscribe.is_empty() || !unsubscribe.is_empty() {
                 let mut out = Vec::new();
@@ -258,8 +331,8 @@ impl Subscriber {
                     Err(_) => break Ended::Lost(format!("could not write within {timeout:?}")),
                 }
             }
+            // Not biased: a flood of messages must not keep the wanted rooms from being read.
             tokio::select! {
-                biased;
                 reply = reader.next() => {
                     let reply = match reply {
                         Ok(reply) => reply,
@@ -453,6 +526,69 @@ async fn forward(mut rx: mpsc::Receiver<Inbound>, hub: HubSender, queued: Arc<At
         queued.fetch_sub(len, Ordering::AcqRel);
         if sent.is_err() {
             return; // the hub is gone
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the interleaving of joins, leaves, looks by the task and new connections (a
+    /// bounded record of changes overflowing on the way), what a connection asked for ends
+    /// equal to the wanted rooms, and every join is told once.
+    #[test]
+    fn subscriptions_converge_on_the_wanted_rooms() {
+        let told = Arc::new(AtomicUsize::new(0));
+        for seed in 0..50 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let wanted = Wanted::default();
+            let mut asked: HashSet<String> = HashSet::new();
+            let mut joins = 0;
+            told.store(0, Ordering::Relaxed);
+            for _ in 0..2000 {
+                let channel = format!("c{}", rng.usize(..40));
+                match rng.usize(..10) {
+                    0..=3 => {
+                        let told = told.clone();
+                        joins += 1;
+                        wanted.add(
+                            channel,
+                            Box::new(move |_| {
+                                told.fetch_add(1, Ordering::Relaxed);
+                            }),
+                        )
+                    }
+                    4..=6 => wanted.remove(&channel),
+                    7 => asked.clear(), // a new connection
+                    _ => {}
+                }
+                if rng.usize(..4) == 0 {
+                    let all = asked.is_empty();
+                    let (subscribe, unsubscribe) = wanted.difference(&asked, all);
+                    for c in unsubscribe {
+                        assert!(asked.remove(&c), "unsubscribes only what it asked for");
+                    }
+                    for c in subscribe {
+                        assert!(asked.insert(c), "subscribes only what it did not ask for");
+                    }
+                }
+            }
+            let all = asked.is_empty();
+            let (subscribe, unsubscribe) = wanted.difference(&asked, all);
+            for c in unsubscribe {
+                asked.remove(&c);
+            }
+            asked.extend(subscribe);
+            let rooms: HashSet<String> = wanted.lock().rooms.keys().cloned().collect();
+            assert_eq!(asked, rooms, "seed {seed}");
+            // Joins still waiting are told when their subscription is confirmed.
+            for c in &rooms {
+                for done in wanted.take_waiting(c) {
+                    done(Ok(()));
+                }
+            }
+            assert_eq!(told.load(Ordering::Relaxed), joins, "seed {seed}");
         }
     }
 }
