@@ -754,7 +754,10 @@ fn offer_reply(queue: &Outbox, frame: Outbound, counters: &Counters) {
 fn backplane_error(id: u64, why: &str) -> Outbound {
     let reply = crate::protocol::ErrorReply {
         code: crate::protocol::codes::BACKPLANE_UNAVAILABLE.to_owned(),
-        message: format!("delivered on this node only; other nodes did not get it: {why}"),
+        message: format!(
+            "delivered on this node; other nodes may not have it (Redis pub/sub is at-most-once): \
+             {why}"
+        ),
     };
     let raw = serde_json::value::to_raw_value(&reply).ok();
     Outbound::Text(encode_parts(

@@ -1,12 +1,14 @@
 //! The publishing half of the Redis backplane: a queue bounded by count and bytes, and one
 //! connection that pipelines the publishes in the hub's order.
 //!
-//! Liveness is judged by progress, not by batch: Redis is declared unreachable only when
-//! something waits for it (a reply, or room to write) and nothing at all has moved for the
-//! whole `timeout`. A slow but live link (a throttled network, a busy Redis) keeps writing
-//! bytes and reading replies, so it is never taken for a dead one, however large the
-//! pipeline; the bytes waiting for a reply are bounded ([`IN_FLIGHT_BYTES`]) and what does not
-//! fit waits in the bounded queue, then is refused.
+//! Liveness is judged by progress, not by batch: Redis is declared unreachable only when it
+//! owes a reply and nothing has moved for the whole `timeout`. Moving is a reply arriving, or
+//! the socket taking bytes after it had no room (the other end took bytes in; bytes taken by
+//! an empty send buffer prove nothing, so a link that silently stopped is still noticed while
+//! publishes trickle in). A slow but live link (a throttled network, a busy Redis) keeps
+//! taking bytes and answering, so it is never taken for a dead one, however large a message or
+//! the pipeline; the bytes waiting for a reply are bounded ([`IN_FLIGHT_BYTES`]) and what does
+//! not fit waits in the bounded queue, then is refused.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -229,6 +231,8 @@ impl Publisher {
         let mut out: Vec<u8> = Vec::new();
         let mut written = 0usize;
         let mut moved = Instant::now();
+        // Whether the socket had no room since bytes were last written (see the module docs).
+        let waited = std::sync::atomic::AtomicBool::new(false);
         let ended = loop {
             let room = in_flight.len() < IN_FLIGHT
                 && (in_flight_bytes < IN_FLIGHT_BYTES || in_flight.is_empty());
@@ -252,11 +256,13 @@ impl Publisher {
                         });
                     }
                 }
-                n = writer.write(&out[written..]), if written < out.len() => {
+                n = writer.write(&out[written..], &waited), if written < out.len() => {
                     match n {
                         Ok(0) => break Ended::Lost("Redis stopped reading".into()),
                         Ok(n) => {
-                            moved = Instant::now();
+                            if waited.swap(false, Ordering::Relaxed) {
+                                moved = Instant::now();
+                            }
                             written += n;
                             if written == out.len() {
                                 out.clear();

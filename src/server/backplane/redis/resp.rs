@@ -14,11 +14,13 @@
 //! `PUBLISH`, packed here in one copy ([`publish_command`]).
 
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest status or error line, or number line, accepted from Redis.
 const MAX_LINE: usize = 64 * 1024;
@@ -196,12 +198,22 @@ impl Writer {
     }
 
     /// Write some of `bytes` (cancel safe: when the future is dropped, nothing was written).
-    pub(super) async fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        match &mut self.io {
-            WriteHalf::Tcp(w) => w.write(bytes).await,
-            #[cfg(unix)]
-            WriteHalf::Unix(w) => w.write(bytes).await,
-        }
+    /// `waited` is set when the socket had no room: bytes it takes after that are bytes the
+    /// other end has taken in, which proves the link carries data (bytes taken by an empty
+    /// send buffer prove nothing).
+    pub(super) async fn write(&mut self, bytes: &[u8], waited: &AtomicBool) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let polled = match &mut self.io {
+                WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, bytes),
+                #[cfg(unix)]
+                WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, bytes),
+            };
+            if polled.is_pending() {
+                waited.store(true, Ordering::Relaxed);
+            }
+            polled
+        })
+        .await
     }
 
     /// Give the connection up: when both halves are dropped, the socket is reset instead of
