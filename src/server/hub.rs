@@ -70,6 +70,28 @@ impl Outbound {
     }
 }
 
+/// Bytes of a message a backplane handed to the hub and counts as its own until the hub has
+/// fanned it out: dropping the receipt gives them back.
+#[derive(Debug)]
+pub struct Receipt {
+    bytes: usize,
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receipt {
+    /// Count `bytes` in `counter` until this receipt is dropped.
+    pub fn new(bytes: usize, counter: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(bytes, Ordering::AcqRel);
+        Self { bytes, counter }
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Counters shared by the hub and every session of one server. Plain atomics, so that sessions
 /// on other arbiters count without a message round trip.
 #[derive(Debug, Default)]
@@ -278,6 +300,10 @@ pub enum Command {
         room: Arc<str>,
         /// The frame, as members receive it.
         frame: ByteString,
+        /// Dropped once the hub has fanned the frame out: the backplane counts the bytes it
+        /// has handed over until then, so that what waits in the hub's queue is bounded by
+        /// bytes too (`None` when the backplane does not count).
+        receipt: Option<Receipt>,
     },
     /// Answer a [`HubStats`] snapshot. Through the queue, so it sees the effect of every command
     /// queued before it (a `joined` reply already sent means the join is counted).
@@ -799,7 +825,7 @@ impl StreamHandler<Command> for Hub {
                 ids.sort_unstable();
                 let _ = tell.send(ids);
             }
-            Command::Remote { room, frame } => {
+            Command::Remote { room, frame, .. } => {
                 self.counters
                     .backplane_received
                     .fetch_add(1, Ordering::Relaxed);

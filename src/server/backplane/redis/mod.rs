@@ -95,9 +95,10 @@ pub struct RedisConfig {
     /// Messages from other nodes buffered ahead of the hub (default [`DEFAULT_BUFFER`], 1 to
     /// [`MAX_QUEUE`]); beyond, they are dropped and counted in `backplane_dropped`.
     pub buffer: usize,
-    /// Bytes of messages from other nodes buffered ahead of the hub (default
-    /// [`DEFAULT_BUFFER_BYTES`], within [`QUEUE_BYTES`]). A message larger than this is
-    /// refused as it arrives (the connection is made again): it could never be buffered.
+    /// Bytes of messages from other nodes buffered ahead of the hub, counted until the hub has
+    /// fanned them out (so its queue included; default [`DEFAULT_BUFFER_BYTES`], within
+    /// [`QUEUE_BYTES`]). A message larger than this is refused at its header (the connection is
+    /// made again): it could never be buffered.
     pub buffer_bytes: usize,
     /// Publishes waiting for Redis (default [`DEFAULT_PUBLISH_QUEUE`], 1 to [`MAX_QUEUE`]);
     /// beyond, a publish is answered `backplane_unavailable` at once.

@@ -14,8 +14,9 @@
 //! **Nothing unbounded between the socket and the hub.** The task reads the socket itself
 //! ([`resp`](super::resp)), on the backplane's own thread, as fast as Redis sends; each
 //! message goes into a buffer bounded by count and by bytes ([`RedisConfig::buffer`],
-//! [`RedisConfig::buffer_bytes`]), or, when that is full because the hub is slower than the
-//! other nodes, is dropped and counted in `backplane_dropped`. A message larger than the
+//! [`RedisConfig::buffer_bytes`]; the bytes stay counted until the hub has fanned the message
+//! out, so the hub's queue is included), or, when that is full because the hub is slower than
+//! the other nodes, is dropped and counted in `backplane_dropped`. A message larger than the
 //! byte bound is refused at its header.
 //!
 //! **One publisher's order.** Every publish carries its node's incarnation and a sequence
@@ -37,7 +38,7 @@ use tokio::time::Instant;
 use super::resp::{self, Reply};
 use super::RedisConfig;
 use crate::server::backplane::Done;
-use crate::server::hub::{Command, Counters, HubSender};
+use crate::server::hub::{Command, Counters, HubSender, Receipt};
 
 /// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
 const CHANNELS_PER_COMMAND: usize = 256;
@@ -159,10 +160,11 @@ impl Wanted {
     }
 }
 
-/// A message from Redis on its way to the hub.
+/// A message from Redis on its way to the hub, its bytes counted until the hub is done.
 struct Inbound {
     room: Arc<str>,
     frame: ByteString,
+    receipt: Receipt,
 }
 
 /// The subscribing task.
@@ -200,7 +202,7 @@ impl Subscriber {
         let (tx, rx) = mpsc::channel(config.buffer);
         let queued = Arc::new(AtomicUsize::new(0));
         let node = Bytes::from(config.node_id.clone().into_bytes());
-        let forward = forward(rx, hub, queued.clone());
+        let forward = forward(rx, hub);
         let task = Subscriber {
             info,
             config,
@@ -475,15 +477,18 @@ impl Subscriber {
             tracing::debug!(room, "a Redis message that is not UTF-8; ignored");
             return;
         };
+        // Only this task adds to `queued` (the hub takes away): checking, then adding, is
+        // exact.
         let len = frame.len();
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        let before = self.queued.load(Ordering::Acquire);
         let fits = before == 0 || before + len <= self.config.buffer_bytes;
-        let msg = Inbound {
+        // Dropped with the message, or by the hub once it has fanned it out.
+        let msg = fits.then(|| Inbound {
             room: Arc::from(room),
             frame,
-        };
-        if !fits || self.inbound.try_send(msg).is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            receipt: Receipt::new(len, self.queued.clone()),
+        });
+        if msg.is_none_or(|msg| self.inbound.try_send(msg).is_err()) {
             self.counters
                 .backplane_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -513,17 +518,18 @@ impl Subscriber {
     }
 }
 
-/// Move messages from the buffer into the hub's queue, in order, waiting for room there.
-async fn forward(mut rx: mpsc::Receiver<Inbound>, hub: HubSender, queued: Arc<AtomicUsize>) {
+/// Move messages from the buffer into the hub's queue, in order, waiting for room there. Their
+/// bytes stay counted in `buffer_bytes` until the hub has fanned them out, so the hub's queue
+/// is bounded by this node's bytes too.
+async fn forward(mut rx: mpsc::Receiver<Inbound>, hub: HubSender) {
     while let Some(msg) = rx.recv().await {
-        let len = msg.frame.len();
         let sent = hub
             .send(Command::Remote {
                 room: msg.room,
                 frame: msg.frame,
+                receipt: Some(msg.receipt),
             })
             .await;
-        queued.fetch_sub(len, Ordering::AcqRel);
         if sent.is_err() {
             return; // the hub is gone
         }
