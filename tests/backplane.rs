@@ -8,16 +8,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use actix_ws_manager::client::{self, Client, Inbound};
-use actix_ws_manager::config::ClientConfig;
-use actix_ws_manager::protocol::Joined;
+use actix_ws_manager::client::Client;
+use actix_ws_manager::config::ServerConfig;
 use actix_ws_manager::server::backplane::{RedisBackplane, RedisConfig};
-use actix_ws_manager::server::Rooms;
-use actix_ws_manager::testkit::{next_matching, StateRecorder, TestServer};
+use actix_ws_manager::testkit::{next_matching, StateRecorder};
 use actix_ws_manager::{Error, WireMessage};
+use common::cluster::{answer, member, node, TIMEOUT};
 use common::{test_config, Peer, RedisServer, WAIT};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Seq {
@@ -27,51 +25,10 @@ impl WireMessage for Seq {
     const TYPE: &'static str = "seq";
 }
 
-/// A node named `id` sharing rooms through `redis`.
-fn node(redis: &RedisServer, id: &str) -> TestServer {
-    let (url, id) = (redis.url(), id.to_owned());
-    TestServer::start_with(move || {
-        let backplane = RedisBackplane::new(
-            RedisConfig::new(url.clone())
-                .node_id(id.clone())
-                .timeout(Duration::from_millis(500)),
-        )?;
-        // A hub queue of 2: the hub is saturated on purpose, so messages from Redis wait for room
-        // in it (in order) as often as sessions do.
-        Rooms::start_with_backplane(test_config().hub_queue(2), backplane)
-    })
-    .expect("node starts")
-}
-
-/// A client of `server` in `room`, subscribed to `Seq`; `joined` (which, with a backplane,
-/// means this node receives the room) has arrived.
-async fn member(
-    server: &TestServer,
-    room: &str,
-) -> (Client, tokio::sync::mpsc::Receiver<Inbound<Seq>>) {
-    let c = client::connect(&server.url(), ClientConfig::default()).expect("client");
-    let seqs = c.subscribe::<Seq>(8192);
-    let mut joined = c.subscribe::<Joined>(4);
-    c.wait_connected(WAIT).await.expect("connected");
-    c.join(room).await.expect("join");
-    next_matching(&mut joined, "joined", WAIT, |j| {
-        j.room.as_deref() == Some(room)
-    })
-    .await
-    .expect("joined");
-    (c, seqs)
-}
-
-/// Read from `peer` until the `ack` or `error` answering envelope `id`.
-async fn answer(peer: &mut Peer, id: u64) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        assert!(Instant::now() < deadline, "no answer to publish {id}");
-        let v = peer.json().await;
-        if v["id"] == id && (v["type"] == "ack" || v["type"] == "error") {
-            return v;
-        }
-    }
+/// The nodes' rooms configuration: a hub queue of 2, so that the hub is saturated on purpose and
+/// messages from Redis wait for room in it (in order) as often as sessions do.
+fn saturated_hub() -> ServerConfig {
+    test_config().hub_queue(2)
 }
 
 /// Two nodes on one Redis; a member on A and two on B. A's member and one of B's each publish
@@ -82,11 +39,11 @@ async fn answer(peer: &mut Peer, id: u64) -> Value {
 async fn two_nodes_deliver_across_exactly_once_in_order() {
     const N: u32 = 1000;
     let redis = RedisServer::start();
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    let (a1, mut a1_in) = member(&a, "x").await;
-    let (b1, mut b1_in) = member(&b, "x").await;
-    let (_b2, mut b2_in) = member(&b, "x").await;
+    let a = node(redis.url(), "a", TIMEOUT, saturated_hub());
+    let b = node(redis.url(), "b", TIMEOUT, saturated_hub());
+    let (a1, mut a1_in) = member::<Seq>(&a, "x", 8192).await;
+    let (b1, mut b1_in) = member::<Seq>(&b, "x", 8192).await;
+    let (_b2, mut b2_in) = member::<Seq>(&b, "x", 8192).await;
 
     let send_all = |c: Client| async move {
         for n in 0..=N {
@@ -146,10 +103,10 @@ async fn two_nodes_deliver_across_exactly_once_in_order() {
 #[actix_rt::test]
 async fn redis_restart_keeps_local_delivery_and_resubscribes() {
     let mut redis = RedisServer::start();
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    let (_a1, mut a1_in) = member(&a, "y").await;
-    let (_b2, mut b2_in) = member(&b, "y").await;
+    let a = node(redis.url(), "a", TIMEOUT, saturated_hub());
+    let b = node(redis.url(), "b", TIMEOUT, saturated_hub());
+    let (_a1, mut a1_in) = member::<Seq>(&a, "y", 8192).await;
+    let (_b2, mut b2_in) = member::<Seq>(&b, "y", 8192).await;
     let (mut b1, _) = Peer::rooms(&b.url()).await;
     b1.text(r#"{"type":"join","room":"y"}"#).await;
     assert_eq!(b1.json().await["type"], "joined");
@@ -244,10 +201,10 @@ async fn redis_restart_keeps_local_delivery_and_resubscribes() {
 #[actix_rt::test]
 async fn node_loss_leaves_the_other_node_serving() {
     let redis = RedisServer::start();
-    let mut a = node(&redis, "a");
-    let b = node(&redis, "b");
-    let (a1, _a1_in) = member(&a, "z").await;
-    let (_b2, mut b2_in) = member(&b, "z").await;
+    let mut a = node(redis.url(), "a", TIMEOUT, saturated_hub());
+    let b = node(redis.url(), "b", TIMEOUT, saturated_hub());
+    let (a1, _a1_in) = member::<Seq>(&a, "z", 8192).await;
+    let (_b2, mut b2_in) = member::<Seq>(&b, "z", 8192).await;
     let (mut b1, _) = Peer::rooms(&b.url()).await;
     b1.text(r#"{"type":"join","room":"z"}"#).await;
     assert_eq!(b1.json().await["type"], "joined");

@@ -2,6 +2,7 @@
 //! synchronise).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod peer;
 pub mod prom;
 pub mod raw;
