@@ -40,6 +40,7 @@
 mod publisher;
 mod resp;
 mod subscriber;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,8 @@ use ::redis::{ConnectionInfo, IntoConnectionInfo};
 use bytestring::ByteString;
 
 use self::publisher::{Publish, Publisher, Queue};
-use self::subscriber::{Subscriber, Wanted};
+use self::subscriber::Subscriber;
+use self::subscriptions::Wanted;
 use super::{Backplane, Done};
 use crate::error::{Error, Result};
 use crate::server::hub::{Counters, HubSender};

@@ -224,67 +224,38 @@ impl Publisher {
 
     /// Pipeline publishes on one connection until it fails or the hub is gone.
     async fn serve(&mut self, mut reader: resp::Reader, mut writer: resp::Writer) -> Ended {
-        // Written (or to be written) and not yet answered, in order: (bytes, done).
-        let mut in_flight: VecDeque<(usize, Option<Done>)> = VecDeque::new();
-        let mut in_flight_bytes = 0usize;
-        // Bytes to write, from `written` on.
-        let mut out: Vec<u8> = Vec::new();
-        let mut written = 0usize;
+        let mut pipe = Pipeline::default();
         let mut moved = Instant::now();
         // Whether the socket had no room since bytes were last written (see the module docs).
         let waited = std::sync::atomic::AtomicBool::new(false);
         let ended = loop {
-            let room = in_flight.len() < IN_FLIGHT
-                && (in_flight_bytes < IN_FLIGHT_BYTES || in_flight.is_empty());
-            let waiting = !in_flight.is_empty();
+            let owed = !pipe.in_flight.is_empty();
             tokio::select! {
                 biased;
-                reply = reader.next() => {
-                    let reply = match reply {
-                        Ok(reply) => reply,
-                        Err(e) => break Ended::Lost(e.to_string()),
-                    };
-                    moved = Instant::now();
-                    let Some((len, done)) = in_flight.pop_front() else {
-                        break Ended::Lost("Redis answered a command that was not sent".into());
-                    };
-                    in_flight_bytes -= len;
-                    if let Some(done) = done {
-                        done(match reply {
-                            Reply::Error(e) => Err(format!("Redis refused the publish: {e}")),
-                            _ => Ok(()),
-                        });
-                    }
-                }
-                n = writer.write(&out[written..], &waited), if written < out.len() => {
-                    match n {
-                        Ok(0) => break Ended::Lost("Redis stopped reading".into()),
-                        Ok(n) => {
-                            if waited.swap(false, Ordering::Relaxed) {
-                                moved = Instant::now();
-                            }
-                            written += n;
-                            if written == out.len() {
-                                out.clear();
-                                written = 0;
-                            }
+                reply = reader.next() => match reply.map_err(|e| e.to_string()).and_then(|r| pipe.answer(r)) {
+                    Ok(()) => moved = Instant::now(),
+                    Err(why) => break Ended::Lost(why),
+                },
+                n = writer.write(pipe.unwritten(), &waited), if !pipe.unwritten().is_empty() => match n {
+                    Ok(0) => break Ended::Lost("Redis stopped reading".into()),
+                    Ok(n) => {
+                        if waited.swap(false, Ordering::Relaxed) {
+                            moved = Instant::now();
                         }
-                        Err(e) => break Ended::Lost(e.to_string()),
+                        pipe.wrote(n);
                     }
-                }
-                publish = self.rx.recv(), if room => {
+                    Err(e) => break Ended::Lost(e.to_string()),
+                },
+                publish = self.rx.recv(), if pipe.has_room() => {
                     let Some(mut publish) = publish else { break Ended::Stopped };
-                    if !waiting {
+                    if !owed {
                         // The clock runs from the first thing Redis owes us.
                         moved = Instant::now();
                     }
                     loop {
                         self.take(&publish);
-                        let len = publish.command.len();
-                        out.extend_from_slice(&publish.command);
-                        in_flight.push_back((len, publish.done.take()));
-                        in_flight_bytes += len;
-                        if in_flight.len() >= IN_FLIGHT || in_flight_bytes >= IN_FLIGHT_BYTES {
+                        pipe.push(publish);
+                        if !pipe.has_room() {
                             break;
                         }
                         match self.rx.try_recv() {
@@ -293,24 +264,81 @@ impl Publisher {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(moved + self.timeout), if waiting => {
+                _ = tokio::time::sleep_until(moved + self.timeout), if owed => {
                     break Ended::Lost(format!(
                         "nothing moved for {:?} with {} publishes unanswered",
                         self.timeout,
-                        in_flight.len()
+                        pipe.in_flight.len()
                     ));
                 }
             }
         };
         writer.abandon();
         if let Ended::Lost(why) = &ended {
-            let why = format!("Redis did not take the publish: {why}");
-            for (_, done) in in_flight {
-                if let Some(done) = done {
-                    done(Err(why.clone()));
-                }
-            }
+            pipe.fail(&format!("Redis did not take the publish: {why}"));
         }
         ended
+    }
+}
+
+/// The publishes of one connection: bytes still to write, and what awaits a reply, in order.
+#[derive(Default)]
+struct Pipeline {
+    /// Written (or to be written) and not yet answered: (bytes, done).
+    in_flight: VecDeque<(usize, Option<Done>)>,
+    in_flight_bytes: usize,
+    /// Bytes to write, from `written` on.
+    out: Vec<u8>,
+    written: usize,
+}
+
+impl Pipeline {
+    /// Whether another publish may go out before replies come (one always may).
+    fn has_room(&self) -> bool {
+        self.in_flight.is_empty()
+            || (self.in_flight.len() < IN_FLIGHT && self.in_flight_bytes < IN_FLIGHT_BYTES)
+    }
+
+    fn push(&mut self, mut publish: Publish) {
+        let len = publish.command.len();
+        self.out.extend_from_slice(&publish.command);
+        self.in_flight.push_back((len, publish.done.take()));
+        self.in_flight_bytes += len;
+    }
+
+    fn unwritten(&self) -> &[u8] {
+        &self.out[self.written..]
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.written += n;
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        }
+    }
+
+    /// Redis answered the oldest publish.
+    fn answer(&mut self, reply: Reply) -> Result<(), String> {
+        let Some((len, done)) = self.in_flight.pop_front() else {
+            return Err("Redis answered a command that was not sent".into());
+        };
+        self.in_flight_bytes -= len;
+        if let Some(done) = done {
+            done(match reply {
+                Reply::Error(e) => Err(format!("Redis refused the publish: {e}")),
+                _ => Ok(()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The connection is given up: every publish awaiting a reply is told `why`.
+    fn fail(self, why: &str) {
+        for (_, done) in self.in_flight {
+            if let Some(done) = done {
+                done(Err(why.to_owned()));
+            }
+        }
     }
 }

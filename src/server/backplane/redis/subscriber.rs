@@ -26,139 +26,23 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use bytestring::ByteString;
 use redis::ConnectionInfo;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::resp::{self, Reply};
+use super::subscriptions::{Asked, Wanted};
 use super::RedisConfig;
-use crate::server::backplane::Done;
 use crate::server::hub::{Command, Counters, HubSender, Receipt};
 
-/// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
-const CHANNELS_PER_COMMAND: usize = 256;
 /// Nodes whose last sequence number is remembered; beyond, the memory starts again (order
 /// is then not checked for one message per node).
 const MAX_NODES: usize = 4096;
-
-/// Channels touched since the task last looked, at most; beyond, the task compares every
-/// wanted room once instead (so this record stays bounded whatever the hub does meanwhile).
-const MAX_TOUCHED: usize = 64 * 1024;
-
-/// The rooms this node wants to receive, written by the hub, read by the task.
-#[derive(Default)]
-pub(super) struct Wanted {
-    inner: Mutex<WantedInner>,
-    changed: Notify,
-}
-
-#[derive(Default)]
-struct WantedInner {
-    /// Channel -> the `done`s of joins waiting for the subscription to hold.
-    rooms: HashMap<String, Vec<Done>>,
-    /// Channels added or removed since the task last looked (so that it compares only those).
-    touched: HashSet<String>,
-    /// `touched` overflowed: compare every room.
-    overflowed: bool,
-}
-
-impl WantedInner {
-    fn touch(&mut self, channel: &str) {
-        if self.overflowed || self.touched.len() >= MAX_TOUCHED {
-            self.overflowed = true;
-            self.touched.clear();
-        } else {
-            self.touched.insert(channel.to_owned());
-        }
-    }
-}
-
-impl Wanted {
-    /// The first local member joined: want `channel`; `done` is told once it is subscribed.
-    pub(super) fn add(&self, channel: String, done: Done) {
-        let mut inner = self.lock();
-        inner.touch(&channel);
-        inner.rooms.entry(channel).or_default().push(done);
-        drop(inner);
-        self.changed.notify_one();
-    }
-
-    /// The last local member left: stop wanting `channel`. Joins still waiting are told `Ok`
-    /// (their members left already).
-    pub(super) fn remove(&self, channel: &str) {
-        let mut inner = self.lock();
-        inner.touch(channel);
-        let waiting = inner.rooms.remove(channel);
-        drop(inner);
-        self.changed.notify_one();
-        for done in waiting.into_iter().flatten() {
-            done(Ok(()));
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, WantedInner> {
-        // A panic in a `done` cannot leave the map half-updated: take it over.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// What to send so that a connection that asked for `asked` asks for exactly the wanted
-    /// rooms: (subscribe, unsubscribe). `all` compares every room (a new connection).
-    fn difference(&self, asked: &HashSet<String>, all: bool) -> (Vec<String>, Vec<String>) {
-        let mut inner = self.lock();
-        let touched = std::mem::take(&mut inner.touched);
-        let all = all || std::mem::take(&mut inner.overflowed);
-        if all {
-            let subscribe = inner
-                .rooms
-                .keys()
-                .filter(|c| !asked.contains(*c))
-                .cloned()
-                .collect();
-            let unsubscribe = asked
-                .iter()
-                .filter(|c| !inner.rooms.contains_key(*c))
-                .cloned()
-                .collect();
-            return (subscribe, unsubscribe);
-        }
-        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
-        for channel in touched {
-            match (inner.rooms.contains_key(&channel), asked.contains(&channel)) {
-                (true, false) => subscribe.push(channel),
-                (false, true) => unsubscribe.push(channel),
-                _ => {} // joined and left (or left and joined) in between: nothing to do
-            }
-        }
-        (subscribe, unsubscribe)
-    }
-
-    /// The `done`s waiting on `channel`, taken, when it is still wanted.
-    fn take_waiting(&self, channel: &str) -> Vec<Done> {
-        self.lock()
-            .rooms
-            .get_mut(channel)
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
-
-    /// Tell every waiting join why it is not subscribed yet (they stay wanted).
-    fn fail_waiting(&self, why: &str) {
-        let waiting: Vec<Done> = self
-            .lock()
-            .rooms
-            .values_mut()
-            .flat_map(std::mem::take)
-            .collect();
-        for done in waiting {
-            done(Err(why.to_owned()));
-        }
-    }
-}
 
 /// A message from Redis on its way to the hub, its bytes counted until the hub is done.
 struct Inbound {
@@ -287,11 +171,7 @@ impl Subscriber {
     /// fails or the hub is gone.
     async fn serve(&mut self, mut reader: resp::Reader, mut writer: resp::Writer) -> Ended {
         let timeout = self.config.timeout;
-        // What this connection asked Redis for: after Redis has read everything sent, its
-        // subscriptions are exactly these.
-        let mut asked: HashSet<String> = HashSet::new();
-        // SUBSCRIBEs of a channel not yet confirmed (joins are told when the last one is).
-        let mut confirming: HashMap<String, u32> = HashMap::new();
+        let mut asked = Asked::default();
         // Replies owed by Redis; while any, silence for `timeout` means it is gone.
         let mut owed = 0usize;
         let mut moved = Instant::now();
@@ -300,37 +180,21 @@ impl Subscriber {
         let mut changed = true;
         let mut all = true;
         let ended = loop {
-            let (subscribe, unsubscribe) = if std::mem::take(&mut changed) {
-                self.wanted.difference(&asked, std::mem::take(&mut all))
-            } else {
-                (Vec::new(), Vec::new())
-            };
-            if !subscribe.is_empty() || !unsubscribe.is_empty() {
-                let mut out = Vec::new();
-                for (command, channels) in
-                    [("SUBSCRIBE", &subscribe), ("UNSUBSCRIBE", &unsubscribe)]
-                {
-                    for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
-                        redis::cmd(command)
-                            .arg(chunk)
-                            .write_packed_command(&mut out);
+            if std::mem::take(&mut changed) {
+                let (subscribe, unsubscribe) = self
+                    .wanted
+                    .difference(&asked.channels, std::mem::take(&mut all));
+                let out = asked.ask(subscribe, unsubscribe);
+                if !out.commands.is_empty() {
+                    if owed == 0 {
+                        moved = Instant::now();
                     }
-                }
-                if owed == 0 {
-                    moved = Instant::now();
-                }
-                owed += subscribe.len() + unsubscribe.len();
-                for channel in unsubscribe {
-                    asked.remove(&channel);
-                }
-                for channel in subscribe {
-                    *confirming.entry(channel.clone()).or_default() += 1;
-                    asked.insert(channel);
-                }
-                match tokio::time::timeout(timeout, writer.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => break Ended::Lost(e.to_string()),
-                    Err(_) => break Ended::Lost(format!("could not write within {timeout:?}")),
+                    owed += out.answers;
+                    match tokio::time::timeout(timeout, writer.write_all(&out.commands)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break Ended::Lost(e.to_string()),
+                        Err(_) => break Ended::Lost(format!("could not write within {timeout:?}")),
+                    }
                 }
             }
             // Not biased: a flood of messages must not keep the wanted rooms from being read.
@@ -341,7 +205,7 @@ impl Subscriber {
                         Err(e) => break Ended::Lost(e.to_string()),
                     };
                     moved = Instant::now();
-                    match self.on_reply(reply, &asked, &mut confirming) {
+                    match self.on_reply(reply, &mut asked) {
                         Ok(confirms) => owed = owed.saturating_sub(confirms),
                         Err(why) => break Ended::Lost(why),
                     }
@@ -369,12 +233,7 @@ impl Subscriber {
 
     /// Handle one reply; answers how many owed answers it settles, or why the connection is
     /// no longer usable.
-    fn on_reply(
-        &mut self,
-        reply: Reply,
-        asked: &HashSet<String>,
-        confirming: &mut HashMap<String, u32>,
-    ) -> Result<usize, String> {
+    fn on_reply(&mut self, reply: Reply, asked: &mut Asked) -> Result<usize, String> {
         let Reply::Array(parts) = reply else {
             return match reply {
                 Reply::Error(e) => Err(format!("Redis refused a subscription command: {e}")),
@@ -389,7 +248,7 @@ impl Subscriber {
                 if let (Some(Reply::Bulk(channel)), Some(Reply::Bulk(payload))) =
                     (parts.next(), parts.next())
                 {
-                    self.on_message(&channel, payload, asked);
+                    self.on_message(&channel, payload, &asked.channels);
                 }
                 Ok(0)
             }
@@ -408,16 +267,9 @@ impl Subscriber {
                 else {
                     return Ok(1);
                 };
-                let left = confirming.get_mut(channel).map(|n| {
-                    *n = n.saturating_sub(1);
-                    *n
-                });
-                if left == Some(0) {
-                    confirming.remove(channel);
-                    if asked.contains(channel) {
-                        for done in self.wanted.take_waiting(channel) {
-                            done(Ok(()));
-                        }
+                if asked.confirmed(channel) {
+                    for done in self.wanted.take_waiting(channel) {
+                        done(Ok(()));
                     }
                 }
                 Ok(1)
@@ -532,69 +384,6 @@ async fn forward(mut rx: mpsc::Receiver<Inbound>, hub: HubSender) {
             .await;
         if sent.is_err() {
             return; // the hub is gone
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Whatever the interleaving of joins, leaves, looks by the task and new connections (a
-    /// bounded record of changes overflowing on the way), what a connection asked for ends
-    /// equal to the wanted rooms, and every join is told once.
-    #[test]
-    fn subscriptions_converge_on_the_wanted_rooms() {
-        let told = Arc::new(AtomicUsize::new(0));
-        for seed in 0..50 {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let wanted = Wanted::default();
-            let mut asked: HashSet<String> = HashSet::new();
-            let mut joins = 0;
-            told.store(0, Ordering::Relaxed);
-            for _ in 0..2000 {
-                let channel = format!("c{}", rng.usize(..40));
-                match rng.usize(..10) {
-                    0..=3 => {
-                        let told = told.clone();
-                        joins += 1;
-                        wanted.add(
-                            channel,
-                            Box::new(move |_| {
-                                told.fetch_add(1, Ordering::Relaxed);
-                            }),
-                        )
-                    }
-                    4..=6 => wanted.remove(&channel),
-                    7 => asked.clear(), // a new connection
-                    _ => {}
-                }
-                if rng.usize(..4) == 0 {
-                    let all = asked.is_empty();
-                    let (subscribe, unsubscribe) = wanted.difference(&asked, all);
-                    for c in unsubscribe {
-                        assert!(asked.remove(&c), "unsubscribes only what it asked for");
-                    }
-                    for c in subscribe {
-                        assert!(asked.insert(c), "subscribes only what it did not ask for");
-                    }
-                }
-            }
-            let all = asked.is_empty();
-            let (subscribe, unsubscribe) = wanted.difference(&asked, all);
-            for c in unsubscribe {
-                asked.remove(&c);
-            }
-            asked.extend(subscribe);
-            let rooms: HashSet<String> = wanted.lock().rooms.keys().cloned().collect();
-            assert_eq!(asked, rooms, "seed {seed}");
-            // Joins still waiting are told when their subscription is confirmed.
-            for c in &rooms {
-                for done in wanted.take_waiting(c) {
-                    done(Ok(()));
-                }
-            }
-            assert_eq!(told.load(Ordering::Relaxed), joins, "seed {seed}");
         }
     }
 }
