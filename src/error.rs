@@ -134,8 +134,11 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// An actor this handle talks to has stopped (the actix system is shutting down, or the
-    /// client's actors were stopped). Nothing more can be sent through this handle.
+    /// What this handle talks to has stopped: an actor's mailbox (the actix system is shutting
+    /// down, or the client's actors were stopped) or the queue of the rooms hub, which is a
+    /// tokio channel rather than a mailbox (the hub stopped with its server). The name is the
+    /// mailbox's because both mean the same to a caller. Nothing more can be sent through this
+    /// handle.
     #[error("actor mailbox closed: {0}")]
     Mailbox(String),
 

@@ -154,14 +154,31 @@ pub const RESERVED_TYPES: [&str; 12] = [
     "pong", "error",
 ];
 
-/// Whether `event` may name a publish's event type: 1 to 64 characters of
-/// `A-Z a-z 0-9 _ . : -`, and not one of [`RESERVED_TYPES`].
+/// Whether `byte` may appear in a room or event name: `A-Z a-z 0-9 _ . : -`, so that names
+/// need no escaping in JSON, in URLs, in traces or in a Redis channel name.
+fn is_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'-')
+}
+
+/// Longest event name a publish may carry, in bytes.
+pub const MAX_EVENT_LEN: usize = 64;
+
+/// Whether `room` follows the room name rules: 1 to `max_len` bytes of `A-Z a-z 0-9 _ . : -`.
+/// The server applies it with
+/// [`ServerConfig::max_room_name_len`](crate::config::ServerConfig::max_room_name_len) (through
+/// [`ServerConfig::is_valid_room`](crate::config::ServerConfig::is_valid_room)); a room that
+/// breaks it is answered with [`codes::BAD_ROOM`].
+pub fn is_valid_room(room: &str, max_len: usize) -> bool {
+    !room.is_empty() && room.len() <= max_len && room.bytes().all(is_name_byte)
+}
+
+/// Whether `event` may name a publish's event type: 1 to [`MAX_EVENT_LEN`] characters of
+/// `A-Z a-z 0-9 _ . : -`, and not one of [`RESERVED_TYPES`]; one that breaks it is answered
+/// with [`codes::BAD_EVENT`].
 pub fn is_valid_event(event: &str) -> bool {
     !event.is_empty()
-        && event.len() <= 64
-        && event
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && event.len() <= MAX_EVENT_LEN
+        && event.bytes().all(is_name_byte)
         && !RESERVED_TYPES.contains(&event)
 }
 
