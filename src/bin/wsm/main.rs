@@ -3,7 +3,7 @@
 //! - `wsm serve`: the rooms server (and an echo endpoint), see `serve.rs`.
 //! - `wsm connect`: an interactive client (stdin to the socket, messages to stdout), see
 //!   `connect.rs`.
-//! - `wsm load`: open many connections and measure echo or broadcast latency, see `load.rs`.
+//! - `wsm load`: open many connections and measure echo or broadcast latency, see `load/`.
 //!
 //! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`);
 //! stdout carries only what scripts read (for `serve`, the URL it listens on, first line; then

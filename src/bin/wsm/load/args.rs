@@ -1,0 +1,143 @@
+//! The flags of `wsm load` and the checks clap's own ranges cannot make.
+
+use std::time::Duration;
+
+use actix_ws_manager::{config, Error, Result};
+use clap::{Args, ValueEnum};
+
+use crate::flags;
+
+/// The protocol the target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The rooms protocol of `wsm serve` (join, publish, echo).
+    Rooms,
+    /// A plain echo server: every text frame comes back verbatim.
+    Echo,
+}
+
+/// What the connections do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Every connection sends echo messages (`--window` in flight) and times each reply.
+    Echo,
+    /// Every connection joins a room; `--senders` per room publish; every receipt is timed.
+    Broadcast,
+    /// Every connection connects and stays idle (heartbeats only): memory per connection.
+    Idle,
+    /// Connections stay idle while `--window` at a time are closed and reopened (paced by
+    /// `--rate`); the latency is the time to reconnect.
+    Churn,
+}
+
+impl Scenario {
+    /// The scenario's name in the report.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Scenario::Echo => "echo",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Idle => "idle",
+            Scenario::Churn => "churn",
+        }
+    }
+}
+
+/// Flags of `wsm load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Target WebSocket URL (loopback hosts only). Default: an embedded rooms server on
+    /// 127.0.0.1:0, run as a child process of this program (see --in-process).
+    #[arg(long)]
+    pub(super) url: Option<String>,
+    /// The protocol the target speaks (with the embedded server, `echo` uses its /echo path).
+    #[arg(long, value_enum, default_value_t = Protocol::Rooms)]
+    pub(super) protocol: Protocol,
+    /// What the connections do.
+    #[arg(long, value_enum, default_value_t = Scenario::Echo)]
+    pub(super) scenario: Scenario,
+    /// Connections to open, 1 to 1000000.
+    #[arg(long, default_value_t = 1000, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
+    pub(super) connections: usize,
+    /// How long to measure, after every connection is up (such as `10s`; above zero, at most
+    /// 365 days).
+    #[arg(long, default_value = "10s", value_parser = flags::duration)]
+    pub(super) duration: Duration,
+    /// Echo messages in flight per connection, 1 to 10000.
+    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_WINDOW))]
+    pub(super) window: usize,
+    /// Payload bytes per message (a padding string inside `data`), 0 to 16 MiB less 4 KiB
+    /// (the client's message size limit, less room for the envelope).
+    #[arg(long, default_value_t = 64, value_parser = flags::count(0..=MAX_SIZE))]
+    pub(super) size: usize,
+    /// New connections per second, 0.01 to 1000000.
+    #[arg(long, default_value_t = 1000.0, value_parser = flags::per_second)]
+    pub(super) rate: f64,
+    /// Rooms the connections are spread over (broadcast), 1 to 1000000.
+    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
+    pub(super) rooms: usize,
+    /// Publishing connections per room (broadcast), 1 to 1000000.
+    #[arg(long, default_value_t = 2, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
+    pub(super) senders: usize,
+    /// Broadcast: the publishing connections connect here instead of --url (loopback only), for
+    /// example another `wsm serve --redis` node, to measure cross-node delivery.
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub(super) sender_url: Option<String>,
+    /// Publishes per second, per sender (broadcast), 0.01 to 1000000.
+    #[arg(long, default_value_t = 10.0, value_parser = flags::per_second)]
+    pub(super) publish_rate: f64,
+    /// How long each connection may take to connect (and join); above zero, at most 365 days.
+    #[arg(long, default_value = "10s", value_parser = flags::duration)]
+    pub(super) connect_timeout: Duration,
+    /// How long a reply or a receipt may take before it counts as missing; above zero, at most
+    /// 365 days.
+    #[arg(long, default_value = "5s", value_parser = flags::duration)]
+    pub(super) timeout: Duration,
+    /// Client arbiters (threads), 1 to 1024; default one per core.
+    #[arg(long, value_parser = flags::count(1..=flags::MAX_ARBITERS))]
+    pub(super) arbiters: Option<usize>,
+    /// Print exactly one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub(super) json: bool,
+    /// A PEM file of extra root certificates to trust for a `wss://` --url.
+    #[arg(long, value_name = "FILE")]
+    pub(super) ca: Option<std::path::PathBuf>,
+    /// Run the embedded server over TLS (`wss://`) with a certificate made at start, to
+    /// measure what TLS costs. Only without --url.
+    #[arg(long, conflicts_with = "url")]
+    pub(super) tls: bool,
+    /// Run the embedded server inside this process instead of as a child process (`wsm serve`
+    /// of this same program): client and server then share one open-file limit (3 descriptors
+    /// per connection instead of 1 each) and one RSS figure.
+    #[arg(long, conflicts_with = "url")]
+    pub(super) in_process: bool,
+    /// Root certificates the clients trust besides the web PKI (from --ca, or the embedded
+    /// server's throwaway CA).
+    #[arg(skip)]
+    pub(super) roots: Vec<Vec<u8>>,
+    /// The open-file limit in force, once raised.
+    #[arg(skip)]
+    pub(super) fd_limit: Option<u64>,
+}
+
+/// Room for the envelope around `--size` bytes of padding.
+pub(super) const MESSAGE_OVERHEAD: usize = 4096;
+
+/// The largest `--size`: the client's message size limit, less the envelope's room.
+const MAX_SIZE: u64 = (config::DEFAULT_MAX_MESSAGE_SIZE - MESSAGE_OVERHEAD) as u64;
+
+/// A configuration error: what `wsm load` refuses before it starts.
+pub(super) fn bad(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+impl LoadArgs {
+    /// What the flags' own ranges (checked by clap, see `flags`) cannot say: combinations.
+    pub(super) fn check(&self) -> Result<()> {
+        if self.scenario == Scenario::Broadcast && self.protocol == Protocol::Echo {
+            return Err(bad(
+                "the broadcast scenario needs the rooms protocol (--protocol rooms)",
+            ));
+        }
+        Ok(())
+    }
+}

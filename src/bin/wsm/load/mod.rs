@@ -1,0 +1,124 @@
+//! `wsm load`: open many connections through the client [`Manager`] and measure echo round
+//! trips or room broadcasts (the hashrocket websocket-shootout method), against an embedded
+//! rooms server (the default) or a server on the loopback interface.
+//!
+//! Every wait is bounded: the connect phase by `--connect-timeout` (plus the time the rate
+//! limit needs), the measurement by `--duration`, and the drain by `--timeout`.
+//!
+//! - `args.rs`: the flags, and the checks of their combinations.
+//! - `target.rs`: the server under load (URL checks, the embedded server, the open-file limit,
+//!   the preflight connection).
+//! - `drivers.rs`: one task per connection, per scenario (echo, broadcast, idle and churn).
+//! - `phases.rs`: connect, measure, drain and collect.
+//! - `coordinator.rs`: runs the phases in order and turns the figures into the report.
+//! - `report.rs`: the report, as a table or one JSON object.
+//!
+//! [`Manager`]: actix_ws_manager::client::Manager
+
+use std::io::Write;
+
+use actix_ws_manager::{server, Error, Result};
+
+use crate::child::ChildServer;
+
+mod args;
+mod coordinator;
+mod drivers;
+mod phases;
+mod report;
+mod target;
+
+pub use args::LoadArgs;
+use report::Report;
+use target::{Pem, ServerMode};
+
+/// Run `wsm load`. With `--json`, a failure also prints one JSON object on stdout, `{"error":
+/// ..., "url": ...}`, besides the one line on stderr.
+pub fn run(args: LoadArgs) -> Result<()> {
+    let (json, url) = (args.json, args.url.clone());
+    let result = run_inner(args);
+    if let (Err(e), true) = (&result, json) {
+        let text = serde_json::json!({ "error": e.to_string(), "url": url }).to_string();
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+    result
+}
+
+fn run_inner(mut args: LoadArgs) -> Result<()> {
+    let pem = prepare(&mut args)?;
+    let mode = ServerMode::of(&args);
+    args.fd_limit = target::raise_fd_limit(args.connections, mode);
+    let child = match mode {
+        ServerMode::Child => Some(target::spawn_child(&args, pem.as_ref())?),
+        _ => None,
+    };
+    drivers::now_us();
+    actix_rt::System::new().block_on(async move {
+        let embedded = match mode {
+            ServerMode::InProcess => Some(target::start_in_process(&args, pem.as_ref())?),
+            _ => None,
+        };
+        let url = target::target_url(&args, embedded.as_ref(), child.as_ref())?;
+        let result =
+            coordinator::drive(&args, &url, mode, child.as_ref().map(ChildServer::pid)).await;
+        stop_servers(embedded, child).await;
+        let report = result?;
+        report.print(args.json)?;
+        judge(&report, url)
+    })
+}
+
+/// Check the flags, read `--ca`, make the embedded server's certificate with `--tls` (its CA
+/// joins the roots the clients trust), and check that the URLs are loopback ones. Answers the
+/// embedded server's certificate and key, with `--tls`.
+fn prepare(args: &mut LoadArgs) -> Result<Option<Pem>> {
+    args.check()?;
+    if let Some(ca) = &args.ca {
+        args.roots.push(crate::tlsfiles::read_pem("--ca", ca)?);
+    }
+    let pem = if args.tls {
+        let (ca, cert, key) = crate::tlsfiles::loopback_pki()?;
+        args.roots.push(ca.into_bytes());
+        Some((cert, key))
+    } else {
+        None
+    };
+    if let Some(url) = &args.url {
+        target::loopback_addr(url)?;
+    }
+    if let Some(url) = &args.sender_url {
+        target::loopback_addr(url)?;
+    }
+    Ok(pem)
+}
+
+/// Stop the embedded server, in this process or the child.
+async fn stop_servers(embedded: Option<server::Server>, child: Option<ChildServer>) {
+    if let Some(server) = embedded {
+        if let Err(e) = server.shutdown().await {
+            tracing::warn!(error = %e, "embedded server shutdown");
+        }
+    }
+    drop(child);
+}
+
+/// A run that measured nothing is a failure: no connection came up, or nothing came back.
+fn judge(report: &Report, url: String) -> Result<()> {
+    if report.connections_connected == 0 {
+        return Err(Error::ConnectFailed {
+            url,
+            reason: "no connection succeeded".into(),
+        });
+    }
+    if report.sent > 0 && report.received == 0 {
+        return Err(Error::ConnectFailed {
+            url,
+            reason: format!(
+                "connections came up, but none of the {} messages sent came back (missing {}, \
+                 reconnects {})",
+                report.sent, report.missing, report.reconnects
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! What `wsm load` reports: one JSON object (`--json`), or a table of the same figures.
+
+use std::io::Write;
+
+use actix_ws_manager::{Error, Result};
+use serde::Serialize;
+
+/// The figures `wsm load` reports.
+#[derive(Debug, Serialize)]
+pub(super) struct Report {
+    pub(super) scenario: &'static str,
+    pub(super) protocol: &'static str,
+    pub(super) url: String,
+    pub(super) embedded_server: bool,
+    pub(super) connections_requested: usize,
+    pub(super) connections_connected: usize,
+    pub(super) connect_seconds: f64,
+    pub(super) duration_seconds: f64,
+    pub(super) sent: u64,
+    pub(super) received: u64,
+    pub(super) messages_per_second: f64,
+    pub(super) latency_us: Latency,
+    pub(super) missing: u64,
+    pub(super) errors: u64,
+    pub(super) reconnects: u64,
+    pub(super) dropped: u64,
+    pub(super) client_rss_bytes: Option<u64>,
+    /// Growth of this process's RSS from before the first connection to the end of the run,
+    /// divided by the connections that came up (client and, when embedded, server side).
+    pub(super) rss_per_connection_bytes: Option<u64>,
+    pub(super) server_rss_bytes: Option<u64>,
+    /// Growth of the server child's RSS over the run, divided by the connections that came up.
+    pub(super) server_rss_per_connection_bytes: Option<u64>,
+    /// CPU time this process used from the first connection to the end of the run.
+    pub(super) client_cpu_seconds: Option<f64>,
+    /// CPU time the server child used over the same span.
+    pub(super) server_cpu_seconds: Option<f64>,
+    /// Where the server ran: `child process` (the default), `in process`, `external`.
+    pub(super) server_mode: &'static str,
+    pub(super) rss_note: &'static str,
+    pub(super) first_connect_error: Option<String>,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Serialize)]
+pub(super) struct Latency {
+    pub(super) p50: u64,
+    pub(super) p90: u64,
+    pub(super) p99: u64,
+    pub(super) p999: u64,
+    pub(super) max: u64,
+}
+
+impl Report {
+    /// Print the report on stdout: one JSON object with `json`, else the table.
+    pub(super) fn print(&self, json: bool) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        if json {
+            let text = serde_json::to_string(self).map_err(|e| Error::Encode(e.to_string()))?;
+            writeln!(out, "{text}")?;
+            return Ok(());
+        }
+        for (k, v) in self.rows() {
+            let (k, v) = self.in_scenario_words(k, v);
+            writeln!(out, "{k:>16}  {v}")?;
+        }
+        if self.embedded_server {
+            writeln!(out, "{:>16}  {}", "", self.rss_note)?;
+        }
+        Ok(())
+    }
+
+    /// The table's rows, label and value, in the words of the echo and broadcast scenarios.
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        let l = &self.latency_us;
+        let rss = |b: Option<u64>| match b {
+            Some(b) => format!("{:.1} MiB", b as f64 / 1048576.0),
+            None => "unknown".into(),
+        };
+        vec![
+            ("scenario", format!("{} ({})", self.scenario, self.protocol)),
+            ("url", self.url.clone()),
+            (
+                "connections",
+                format!(
+                    "{} of {} in {:.2} s",
+                    self.connections_connected, self.connections_requested, self.connect_seconds
+                ),
+            ),
+            ("measured", format!("{:.2} s", self.duration_seconds)),
+            (
+                "sent / received",
+                format!("{} / {}", self.sent, self.received),
+            ),
+            ("messages/s", format!("{:.0}", self.messages_per_second)),
+            (
+                "latency µs",
+                format!(
+                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                    l.p50, l.p90, l.p99, l.p999, l.max
+                ),
+            ),
+            ("missing", self.missing.to_string()),
+            ("errors", self.errors.to_string()),
+            ("reconnects", self.reconnects.to_string()),
+            ("dropped", self.dropped.to_string()),
+            ("client RSS", rss(self.client_rss_bytes)),
+            (
+                "RSS/connection",
+                match self.rss_per_connection_bytes {
+                    Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
+                    None => "unknown".into(),
+                },
+            ),
+            ("server RSS", rss(self.server_rss_bytes)),
+            (
+                "server RSS/conn",
+                match self.server_rss_per_connection_bytes {
+                    Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
+                    None => "unknown".into(),
+                },
+            ),
+            (
+                "CPU s",
+                match (self.client_cpu_seconds, self.server_cpu_seconds) {
+                    (Some(c), Some(s)) => format!("client {c:.2}  server {s:.2}"),
+                    (Some(c), None) => format!("client {c:.2}"),
+                    _ => "unknown".into(),
+                },
+            ),
+            ("server", self.server_mode.to_owned()),
+        ]
+    }
+
+    /// A row as this scenario says it: idle runs send nothing; churn runs measure reopening,
+    /// in their own words.
+    fn in_scenario_words(&self, k: &'static str, v: String) -> (&'static str, String) {
+        match (self.scenario, k) {
+            ("idle", "sent / received" | "messages/s" | "latency µs") => (k, "–".to_owned()),
+            ("churn", "sent / received") => (
+                "reopened",
+                format!("{} of {} attempts", self.received, self.sent),
+            ),
+            ("churn", "messages/s") => ("reopens/s", format!("{:.0}", self.messages_per_second)),
+            ("churn", "latency µs") => ("reopen µs", v),
+            _ => (k, v),
+        }
+    }
+}
