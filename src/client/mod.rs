@@ -188,7 +188,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         outbox,
         gate,
     );
-    connection.wire(heartbeat.clone(), sup_addr.clone());
+    connection.set_peers(heartbeat.clone(), sup_addr.clone());
     conn_ctx.run(connection);
     sup_ctx.run(ReconnectSupervisor::new(
         config.reconnect.clone(),
