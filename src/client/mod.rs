@@ -37,7 +37,7 @@ pub mod manager;
 pub mod outbox;
 pub mod reconnect;
 pub mod router;
-mod sink;
+
 pub mod state;
 
 use std::sync::Arc;
