@@ -172,12 +172,12 @@ impl Handler<AppPong> for Heartbeat {
 /// Sent by the supervisor when the client was closed or gave up: stop the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Terminate;
+pub(crate) struct Stop;
 
-/// Handler for [`Terminate`].
-impl Handler<Terminate> for Heartbeat {
+/// Handler for [`Stop`].
+impl Handler<Stop> for Heartbeat {
     type Result = ();
-    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }

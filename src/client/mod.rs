@@ -37,7 +37,7 @@ pub mod manager;
 pub mod outbox;
 pub mod reconnect;
 pub mod router;
-mod sink;
+
 pub mod state;
 
 use std::sync::Arc;
@@ -188,7 +188,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         outbox,
         gate,
     );
-    connection.wire(heartbeat.clone(), sup_addr.clone());
+    connection.set_peers(heartbeat.clone(), sup_addr.clone());
     conn_ctx.run(connection);
     sup_ctx.run(ReconnectSupervisor::new(
         config.reconnect.clone(),

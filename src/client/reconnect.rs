@@ -23,7 +23,7 @@
 //!
 //! The supervisor is the one place the connection's lifecycle lives: it alone decides (dial,
 //! wait, give up, close) and publishes [`ConnectionState`]s. The Connection owns only the socket
-//! of the moment; it is told `Dial`, `CloseSocket` and `Terminate`, and tells back
+//! of the moment; it is told `Dial`, `CloseSocket` and `Stop`, and tells back
 //! `Established`, `ConnectFailed` and `Lost`. Nobody asks anybody for state.
 //!
 //! Not guaranteed: messages in the batch being written when a socket is lost may or may not
@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::connection::{CloseSocket, Connection, Dial, Terminate};
+use super::connection::{CloseSocket, Connection, Dial, Stop};
 use super::heartbeat::{self, Heartbeat};
 use super::router::{PublishState, Router};
 use super::state::{ConnectionState, Shared};
@@ -138,9 +138,9 @@ impl ReconnectSupervisor {
             _ => tracing::info!(connection = %self.shared.name, "client closed"),
         }
         self.publish(state);
-        self.connection.do_send(Terminate);
+        self.connection.do_send(Stop);
         if let Some(hb) = &self.heartbeat {
-            hb.do_send(heartbeat::Terminate);
+            hb.do_send(heartbeat::Stop);
         }
         ctx.stop();
     }

@@ -83,18 +83,18 @@ impl std::fmt::Debug for Receipt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
     /// Drop the message for this subscriber, count it in
-    /// [`Stats::dropped_incoming`](super::Stats::dropped_incoming), trace it, and report it as
-    /// [`MessageErrorKind::SubscriberFull`](super::MessageErrorKind::SubscriberFull). Other subscribers still get it, and the socket is
+    /// [`Stats::dropped_incoming`](crate::client::Stats::dropped_incoming), trace it, and report it as
+    /// [`MessageErrorKind::SubscriberFull`](crate::client::MessageErrorKind::SubscriberFull). Other subscribers still get it, and the socket is
     /// read at full speed. The default: a feed whose consumer falls behind keeps its freshest
     /// data flowing and the connection healthy.
     #[default]
     DropNewest,
     /// Wait until the subscriber has room. Meanwhile this client routes nothing else (every
     /// subscriber of the connection waits too, to keep order) and, once
-    /// [`ROUTE_AHEAD`](super::ROUTE_AHEAD) messages are waiting, stops reading its socket:
+    /// [`ROUTE_AHEAD`](crate::client::ROUTE_AHEAD) messages are waiting, stops reading its socket:
     /// TCP then slows the peer, whose own slow-consumer policy applies. Nothing is dropped and
     /// order is kept; the heartbeat does not declare the peer dead while the client itself is
-    /// the slow one (see [`heartbeat`](super::heartbeat)). Request replies and state events
+    /// the slow one (see [`heartbeat`](crate::client::heartbeat)). Request replies and state events
     /// wait as well, so a request's timeout can fire late.
     Backpressure,
 }
