@@ -134,31 +134,3 @@ impl Drop for ChildServer {
         }
     }
 }
-
-/// Resident set size of process `pid` (`None`: this process), from `/proc` (Linux only).
-pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
-    let status = std::fs::read_to_string(proc_path(pid, "status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// CPU time (user + system, all threads) of process `pid` (`None`: this process), in seconds,
-/// from `/proc/<pid>/stat` at the usual 100 ticks per second (Linux only).
-pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(proc_path(pid, "stat")).ok()?;
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
-}
-
-fn proc_path(pid: Option<u32>, file: &str) -> String {
-    match pid {
-        Some(pid) => format!("/proc/{pid}/{file}"),
-        None => format!("/proc/self/{file}"),
-    }
-}
