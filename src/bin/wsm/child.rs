@@ -37,20 +37,10 @@ impl ChildServer {
         })?;
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "--bind", "127.0.0.1:0"]).args(args);
-        let mut files = Vec::new();
-        if let Some((cert, key)) = pem {
-            let dir = std::env::temp_dir();
-            let stem = format!("wsm-load-{}", std::process::id());
-            let (cert_path, key_path) = (
-                dir.join(format!("{stem}-cert.pem")),
-                dir.join(format!("{stem}-key.pem")),
-            );
-            std::fs::write(&cert_path, cert)?;
-            std::fs::write(&key_path, key)?;
-            cmd.arg("--tls-cert").arg(&cert_path);
-            cmd.arg("--tls-key").arg(&key_path);
-            files.extend([cert_path, key_path]);
-        }
+        let files = match pem {
+            Some((cert, key)) => tls_files(&mut cmd, cert, key)?,
+            None => Vec::new(),
+        };
         let mut child = cmd
             .env(
                 "RUST_LOG",
@@ -63,16 +53,7 @@ impl ChildServer {
             .map_err(|e| Error::Config(format!("cannot start the embedded server: {e}")))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stderr) = child.stderr.take() {
-            let tail = tail.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-                    if t.len() == TAIL {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            });
+            keep_tail(stderr, tail.clone());
         }
         let (tx, rx) = std::sync::mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
@@ -133,4 +114,33 @@ impl Drop for ChildServer {
             let _ = std::fs::remove_file(f);
         }
     }
+}
+
+/// Write `cert` and `key` to temporary files and pass them to `cmd` (`--tls-cert`,
+/// `--tls-key`). Answers the files, to remove when the child is gone.
+fn tls_files(cmd: &mut Command, cert: &str, key: &str) -> Result<Vec<PathBuf>> {
+    let dir = std::env::temp_dir();
+    let stem = format!("wsm-load-{}", std::process::id());
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}-cert.pem")),
+        dir.join(format!("{stem}-key.pem")),
+    );
+    std::fs::write(&cert_path, cert)?;
+    std::fs::write(&key_path, key)?;
+    cmd.arg("--tls-cert").arg(&cert_path);
+    cmd.arg("--tls-key").arg(&key_path);
+    Ok(vec![cert_path, key_path])
+}
+
+/// Keep the last [`TAIL`] lines of the child's `stderr` in `tail`, on a thread of its own.
+fn keep_tail(stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == TAIL {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
 }
