@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use actix_ws_manager::client::{connect, ConnectionState, Event};
+use actix_ws_manager::client::{connect, Client, ConnectionState, Event, Inbound};
 use actix_ws_manager::config::{ClientConfig, ServerConfig};
 use actix_ws_manager::protocol::{self, ErrorReply, Joined, RoomMessage, Welcome};
 use actix_ws_manager::{server, Error};
@@ -77,49 +77,26 @@ pub async fn run(
         if drain_until.is_some() && answered >= published {
             break Ok(());
         }
-        let drained = async {
-            match drain_until {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = drained => break Ok(()),
+            _ = sleep_until(drain_until) => break Ok(()),
             line = lines.recv(), if drain_until.is_none() => {
                 let Some(line) = line else {
                     // stdin closed: wait (bounded) for the answers to what was published.
                     drain_until = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                     continue;
                 };
-                let note = match parse_line(&line) {
-                    Some((room, data)) => match protocol::publish(room, &data) {
-                        Ok(msg) => match client.send_envelope(msg).await {
-                            Ok(()) => {
-                                published += 1;
-                                None
-                            }
-                            Err(e) => Some(format!("* not sent: {e}")),
-                        },
-                        Err(e) => Some(format!("* not sent: {e}")),
-                    },
-                    None if line.trim().is_empty() => None,
-                    None => Some("* type `room: text`".to_owned()),
-                };
-                if let Some(note) = note {
-                    let _ = out.send(note).await;
+                match publish_line(&client, &line).await {
+                    Ok(sent) => published += usize::from(sent),
+                    Err(note) => {
+                        let _ = out.send(note).await;
+                    }
                 }
             }
             Some(msg) = messages.recv() => {
                 if me.is_some() && msg.from == me {
                     answered += 1;
                 }
-                let room = msg.room.as_deref().unwrap_or("?");
-                let from = msg.from.as_deref().unwrap_or("server");
-                let text = match &msg.data.0 {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                let _ = out.send(format!("[{room}] {from}: {text}")).await;
+                let _ = out.send(message_line(&msg)).await;
             }
             Some(j) = joined.recv() => {
                 let _ = out.send(format!("* joined {}", j.room.as_deref().unwrap_or("?"))).await;
@@ -132,21 +109,73 @@ pub async fn run(
                 answered += 1;
                 let _ = out.send(format!("* server error {}: {}", e.data.code, e.data.message)).await;
             }
-            Some(event) = events.recv() => match event {
-                Event::State(state) => {
-                    let _ = out.send(format!("* {}", describe(&state))).await;
-                    if let ConnectionState::Failed { reason } = state {
-                        break Err(Error::ConnectFailed { url: url.to_owned(), reason });
-                    }
+            Some(event) = events.recv() => {
+                if let Some(e) = report_event(event, url, &out).await {
+                    break Err(e);
                 }
-                Event::MessageError(e) => {
-                    let _ = out.send(format!("* bad message ({:?}): {}", e.kind, e.detail)).await;
-                }
-            },
+            }
         }
     };
     client.close().await;
     result
+}
+
+/// Sleep until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publish one `room: text` line: `Ok(true)` when sent, `Ok(false)` for a blank line, else the
+/// note to print (not sent, or not in the `room: text` form).
+async fn publish_line(client: &Client, line: &str) -> Result<bool, String> {
+    match parse_line(line) {
+        Some((room, data)) => {
+            let msg = protocol::publish(room, &data).map_err(|e| format!("* not sent: {e}"))?;
+            client
+                .send_envelope(msg)
+                .await
+                .map_err(|e| format!("* not sent: {e}"))?;
+            Ok(true)
+        }
+        None if line.trim().is_empty() => Ok(false),
+        None => Err("* type `room: text`".to_owned()),
+    }
+}
+
+/// A room message as one line: `[room] sender: data` (a JSON string's text, else the JSON).
+fn message_line(msg: &Inbound<RoomMessage>) -> String {
+    let room = msg.room.as_deref().unwrap_or("?");
+    let from = msg.from.as_deref().unwrap_or("server");
+    let text = match &msg.data.0 {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    format!("[{room}] {from}: {text}")
+}
+
+/// Print a state change or a bad message as a `* ...` line. Answers the error to end with
+/// when the server refused the client for good (`Failed`).
+async fn report_event(event: Event, url: &str, out: &mpsc::Sender<String>) -> Option<Error> {
+    match event {
+        Event::State(state) => {
+            let _ = out.send(format!("* {}", describe(&state))).await;
+            if let ConnectionState::Failed { reason } = state {
+                return Some(Error::ConnectFailed {
+                    url: url.to_owned(),
+                    reason,
+                });
+            }
+        }
+        Event::MessageError(e) => {
+            let _ = out
+                .send(format!("* bad message ({:?}): {}", e.kind, e.detail))
+                .await;
+        }
+    }
+    None
 }
 
 /// `"room: text"` → `("room", data)`, where data is the text parsed as JSON when it is JSON,

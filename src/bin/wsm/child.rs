@@ -37,20 +37,10 @@ impl ChildServer {
         })?;
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "--bind", "127.0.0.1:0"]).args(args);
-        let mut files = Vec::new();
-        if let Some((cert, key)) = pem {
-            let dir = std::env::temp_dir();
-            let stem = format!("wsm-load-{}", std::process::id());
-            let (cert_path, key_path) = (
-                dir.join(format!("{stem}-cert.pem")),
-                dir.join(format!("{stem}-key.pem")),
-            );
-            std::fs::write(&cert_path, cert)?;
-            std::fs::write(&key_path, key)?;
-            cmd.arg("--tls-cert").arg(&cert_path);
-            cmd.arg("--tls-key").arg(&key_path);
-            files.extend([cert_path, key_path]);
-        }
+        let files = match pem {
+            Some((cert, key)) => tls_files(&mut cmd, cert, key)?,
+            None => Vec::new(),
+        };
         let mut child = cmd
             .env(
                 "RUST_LOG",
@@ -63,16 +53,7 @@ impl ChildServer {
             .map_err(|e| Error::Config(format!("cannot start the embedded server: {e}")))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stderr) = child.stderr.take() {
-            let tail = tail.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-                    if t.len() == TAIL {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            });
+            keep_tail(stderr, tail.clone());
         }
         let (tx, rx) = std::sync::mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
@@ -135,30 +116,31 @@ impl Drop for ChildServer {
     }
 }
 
-/// Resident set size of process `pid` (`None`: this process), from `/proc` (Linux only).
-pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
-    let status = std::fs::read_to_string(proc_path(pid, "status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+/// Write `cert` and `key` to temporary files and pass them to `cmd` (`--tls-cert`,
+/// `--tls-key`). Answers the files, to remove when the child is gone.
+fn tls_files(cmd: &mut Command, cert: &str, key: &str) -> Result<Vec<PathBuf>> {
+    let dir = std::env::temp_dir();
+    let stem = format!("wsm-load-{}", std::process::id());
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}-cert.pem")),
+        dir.join(format!("{stem}-key.pem")),
+    );
+    std::fs::write(&cert_path, cert)?;
+    std::fs::write(&key_path, key)?;
+    cmd.arg("--tls-cert").arg(&cert_path);
+    cmd.arg("--tls-key").arg(&key_path);
+    Ok(vec![cert_path, key_path])
 }
 
-/// CPU time (user + system, all threads) of process `pid` (`None`: this process), in seconds,
-/// from `/proc/<pid>/stat` at the usual 100 ticks per second (Linux only).
-pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(proc_path(pid, "stat")).ok()?;
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
-}
-
-fn proc_path(pid: Option<u32>, file: &str) -> String {
-    match pid {
-        Some(pid) => format!("/proc/{pid}/{file}"),
-        None => format!("/proc/self/{file}"),
-    }
+/// Keep the last [`TAIL`] lines of the child's `stderr` in `tail`, on a thread of its own.
+fn keep_tail(stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == TAIL {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
 }

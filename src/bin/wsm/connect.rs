@@ -125,6 +125,9 @@ pub fn run(args: ConnectArgs) -> Result<()> {
     actix_rt::System::new().block_on(session(args, config))
 }
 
+/// The session: join `--join` rooms on every connect, wait for the first connection, then
+/// send stdin's lines and print what arrives until stdin closes; then close and print what
+/// still arrives (bounded).
 async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
     let client = client::connect(&args.url, config)?;
     let mut events = client.subscribe_events(256);
@@ -138,32 +141,11 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
         return Err(e);
     }
 
-    // stdin is blocking: read it on its own thread; the channel closes when stdin does.
-    let (line_tx, mut lines) = mpsc::channel::<String>(64);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines().map_while(std::result::Result::ok) {
-            if line_tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-
+    let mut lines = stdin_lines();
     loop {
         tokio::select! {
             line = lines.recv() => match line {
-                Some(line) => {
-                    let sent = if args.json {
-                        match args.envelope(&line) {
-                            Ok(out) => client.send_envelope(out).await,
-                            Err(e) => Err(e),
-                        }
-                    } else {
-                        client.send_text(line).await
-                    };
-                    if let Err(e) = sent {
-                        eprintln!("wsm: not sent: {e}");
-                    }
-                }
+                Some(line) => send_line(&client, &args, line).await,
                 None => break,
             },
             // A closed stdout (`wsm connect URL | head -1`) ends the session like a closed stdin.
@@ -209,6 +191,36 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
         let _ = print_line(&msg.data);
     }
     Ok(())
+}
+
+/// stdin's lines, read on a thread of its own (stdin is blocking); the channel closes when
+/// stdin does.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (line_tx, lines) = mpsc::channel::<String>(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(std::result::Result::ok) {
+            if line_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Send one stdin line: verbatim, or in an envelope with `--json`; a failure is said on
+/// stderr and the session goes on.
+async fn send_line(client: &client::Client, args: &ConnectArgs, line: String) {
+    let sent = if args.json {
+        match args.envelope(&line) {
+            Ok(out) => client.send_envelope(out).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        client.send_text(line).await
+    };
+    if let Err(e) = sent {
+        eprintln!("wsm: not sent: {e}");
+    }
 }
 
 /// One line on stdout; an error (stdout closed) instead of `println!`'s panic.

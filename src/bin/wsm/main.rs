@@ -15,6 +15,7 @@ mod child;
 mod connect;
 mod flags;
 mod load;
+mod procfs;
 mod serve;
 mod tlsfiles;
 

@@ -167,20 +167,7 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
     let config = args.config();
     config.validate()?;
-    // A bind address that does not parse is named before anything starts.
-    if let Err(e) = args.bind.to_socket_addrs() {
-        return Err(Error::Config(format!(
-            "cannot listen on {:?}: {e} (expected HOST:PORT, such as 127.0.0.1:8080)",
-            args.bind
-        )));
-    }
-    if let Some(Err(e)) = args.metrics_bind.as_deref().map(str::to_socket_addrs) {
-        return Err(Error::Config(format!(
-            "--metrics-bind: cannot listen on {:?}: {e} (expected HOST:PORT, such as \
-             127.0.0.1:9090)",
-            args.metrics_bind.as_deref().unwrap_or_default()
-        )));
-    }
+    check_addresses(&args)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(
             &tlsfiles::read_pem("--tls-cert", cert)?,
@@ -193,22 +180,7 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
         Ok(limit) => tracing::info!(open_files = limit, "open-file limit raised"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
-    let backplane = match &args.redis {
-        Some(url) => {
-            let mut redis = server::backplane::RedisConfig::new(url.clone())
-                .channel_prefix(args.redis_prefix.clone())
-                .timeout(args.redis_timeout)
-                .buffer(args.redis_buffer)
-                .buffer_bytes(args.redis_buffer_bytes)
-                .publish_queue(args.redis_publish_queue)
-                .publish_queue_bytes(args.redis_publish_queue_bytes);
-            if let Some(id) = &args.node_id {
-                redis = redis.node_id(id.clone());
-            }
-            Some(server::backplane::RedisBackplane::new(redis)?)
-        }
-        None => None,
-    };
+    let backplane = redis_backplane(&args)?;
     actix_rt::System::new().block_on(async move {
         let rooms = match backplane {
             Some(backplane) => {
@@ -239,15 +211,7 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
             )),
             other => other,
         })?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", server.url())?;
-            writeln!(out, "{}", server.echo_url())?;
-            if let Some((_, url)) = &metrics {
-                writeln!(out, "{url}")?;
-            }
-            out.flush()?;
-        }
+        print_urls(&server, metrics.as_ref().map(|(_, url)| url.as_str()))?;
         wait_for_signal().await?;
         tracing::info!("signal received; closing sessions with 1001");
         let closed = server.shutdown().await;
@@ -256,6 +220,58 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
         }
         closed
     })
+}
+
+/// Name a bind address that does not parse (`--bind`, `--metrics-bind`) before anything
+/// starts.
+fn check_addresses(args: &ServeArgs) -> actix_ws_manager::Result<()> {
+    if let Err(e) = args.bind.to_socket_addrs() {
+        return Err(Error::Config(format!(
+            "cannot listen on {:?}: {e} (expected HOST:PORT, such as 127.0.0.1:8080)",
+            args.bind
+        )));
+    }
+    if let Some(Err(e)) = args.metrics_bind.as_deref().map(str::to_socket_addrs) {
+        return Err(Error::Config(format!(
+            "--metrics-bind: cannot listen on {:?}: {e} (expected HOST:PORT, such as \
+             127.0.0.1:9090)",
+            args.metrics_bind.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// The Redis backplane of `--redis`, with its `--redis-*` and `--node-id` settings; `None`
+/// without `--redis` (rooms stay on this node).
+fn redis_backplane(
+    args: &ServeArgs,
+) -> actix_ws_manager::Result<Option<server::backplane::RedisBackplane>> {
+    let Some(url) = &args.redis else {
+        return Ok(None);
+    };
+    let mut redis = server::backplane::RedisConfig::new(url.clone())
+        .channel_prefix(args.redis_prefix.clone())
+        .timeout(args.redis_timeout)
+        .buffer(args.redis_buffer)
+        .buffer_bytes(args.redis_buffer_bytes)
+        .publish_queue(args.redis_publish_queue)
+        .publish_queue_bytes(args.redis_publish_queue_bytes);
+    if let Some(id) = &args.node_id {
+        redis = redis.node_id(id.clone());
+    }
+    Ok(Some(server::backplane::RedisBackplane::new(redis)?))
+}
+
+/// What scripts read on stdout, one line each: the rooms URL, the echo URL, and the metrics URL
+/// with `--metrics-bind`.
+fn print_urls(server: &server::Server, metrics: Option<&str>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", server.url())?;
+    writeln!(out, "{}", server.echo_url())?;
+    if let Some(url) = metrics {
+        writeln!(out, "{url}")?;
+    }
+    out.flush()
 }
 
 /// Start the metrics listener on `addr`: `GET /metrics` answers the server's figures as

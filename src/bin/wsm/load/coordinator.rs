@@ -16,11 +16,17 @@ use super::drivers::{ConnResult, Coordination, Plan};
 use super::phases::{self, Connected};
 use super::report::{Latency, Report};
 use super::target::{client_config, name_emfile, preflight, ServerMode};
-use crate::child;
+use crate::procfs;
 
 /// The resident set size of this process (Linux only).
 fn process_rss_bytes() -> Option<u64> {
-    child::rss_bytes(None)
+    procfs::rss_bytes(None)
+}
+
+/// CPU time (user + system, all threads) of process `pid` (`None`: this process), in seconds
+/// (Linux only).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    procfs::cpu_ticks(pid).map(|t| t as f64 / procfs::TICKS_PER_SECOND as f64)
 }
 
 /// Memory and CPU of this process and of the server child (when there is one) at one moment.
@@ -35,9 +41,9 @@ impl Sample {
     /// Read them now, from `/proc`; `server_pid` is the server child's.
     fn take(server_pid: Option<u32>) -> Self {
         let rss = process_rss_bytes();
-        let server_rss = server_pid.and_then(|pid| child::rss_bytes(Some(pid)));
-        let cpu = child::cpu_seconds(None);
-        let server_cpu = server_pid.and_then(|pid| child::cpu_seconds(Some(pid)));
+        let server_rss = server_pid.and_then(|pid| procfs::rss_bytes(Some(pid)));
+        let cpu = cpu_seconds(None);
+        let server_cpu = server_pid.and_then(|pid| cpu_seconds(Some(pid)));
         Sample {
             rss,
             server_rss,
