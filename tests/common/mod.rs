@@ -7,7 +7,8 @@
 //!   server on a free port ([`start_server`]), JSON literals ([`j`]).
 //! - `awc_peer.rs`: [`Peer`], an awc client for server tests that answers pings on its own.
 //! - `raw.rs`: a raw TCP WebSocket client that answers nothing and writes any bytes.
-//! - `peer.rs`: a scriptable WebSocket *server* for client tests.
+//! - `peer.rs`: a scriptable WebSocket *server* for client tests; `client.rs`: what those tests
+//!   share (their message type, state summaries).
 //! - `oversize.rs`: the forged 1 GiB frame of the frame-guard tests and its memory bounds.
 //! - `pki.rs`: certificates made at test time.
 //! - `process.rs`: child processes killed when dropped, their files, `wsm serve`.
@@ -19,6 +20,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod awc_peer;
+pub mod client;
 pub mod cluster;
 pub mod flags;
 pub mod oversize;
