@@ -321,8 +321,11 @@ async fn publish_flood_from_another_node_keeps_memory_bounded() {
 
     // Wait (bounded) until the node has accounted for every message Redis delivered to it, or,
     // when Redis cut the node off (a subscriber too slow for Redis's output buffer limit, whose
-    // backlog Redis then drops), until its figures stop moving.
+    // backlog Redis then drops), until its figures stop moving. The same when the node closed
+    // every member of "hot" as a slow consumer (on a busy machine): it then left the room and
+    // ignores what Redis still had in flight for it, which nobody here wants.
     let mut figures = (0.0, 0.0, 0.0);
+    let mut left = false;
     let mut last_sum = -1.0;
     let settled = eventually(WAIT, async || {
         let (m, _) = prom::scrape(&metrics_url).await;
@@ -332,10 +335,12 @@ async fn publish_flood_from_another_node_keeps_memory_bounded() {
             prom::get(&m, "wsm_server_backplane_reconnects_total"),
         );
         let (received, dropped, reconnects) = figures;
+        // "hot" and "busy" while both have members.
+        left = prom::get(&m, "wsm_server_backplane_channels") < 2.0;
         let sum = received + dropped;
         let still = sum == last_sum;
         last_sum = sum;
-        (sum >= flooded.delivered as f64 || (reconnects > 0.0 && still))
+        (sum >= flooded.delivered as f64 || ((reconnects > 0.0 || left) && still))
             .then_some(())
             .ok_or_else(|| format!("received {received} + dropped {dropped}"))
     })
@@ -351,7 +356,8 @@ async fn publish_flood_from_another_node_keeps_memory_bounded() {
     let (received, dropped, reconnects) = figures;
     eprintln!(
         "publish flood: {} published in {:?} ({:.0}/s), {} delivered by Redis to the node; \
-         node received {received}, dropped {dropped}, reconnects {reconnects}; RSS baseline \
+         node received {received}, dropped {dropped}, reconnects {reconnects}, left the \
+         room {left}; RSS baseline \
          {baseline} kB, peak {peak} kB (+{} kB); {busy_sent} busy publishes; {closed} clients \
          closed by the node",
         flooded.published,
@@ -370,8 +376,8 @@ async fn publish_flood_from_another_node_keeps_memory_bounded() {
         received + dropped >= 2_000.0,
         "the node took at least 2,000 messages (2 MB) of the flood: {flooded:?}"
     );
-    // Unless Redis cut the node off, every message Redis delivered to it is fanned out or
-    // dropped and counted.
+    // Unless Redis cut the node off or the node left the room, every message Redis delivered to
+    // it is fanned out or dropped and counted.
     settled.unwrap_or_else(|e| {
         panic!(
             "{} messages delivered by Redis, the node accounts for fewer: {e}",
@@ -381,7 +387,7 @@ async fn publish_flood_from_another_node_keeps_memory_bounded() {
     // A node that could not keep up dropped and counted the excess, or was cut off by Redis
     // (its output buffer limit for subscribers; Redis drops that backlog) and counted the
     // reconnect.
-    if received < flooded.delivered as f64 {
+    if received < flooded.delivered as f64 && !left {
         assert!(
             dropped > 0.0 || reconnects > 0.0,
             "the node did not keep up ({received} of {}) and counted neither a drop nor a \
