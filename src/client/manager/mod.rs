@@ -11,20 +11,6 @@
 //! - `stats`: [`ManagerStats`] and what connections no longer tracked had counted;
 //! - `figures`: the one table of the manager's figures (stats, Prometheus, docs);
 //! - `prometheus`: the Prometheus collector (feature `metrics`).
-//!
-//! ```no_run
-//! use actix_ws_manager::client::manager::{Manager, ManagerConfig};
-//!
-//! # async fn run() -> Result<(), actix_ws_manager::Error> {
-//! let manager = Manager::new(ManagerConfig::default().connect_rate(Some(500.0)))?;
-//! for i in 0..1000 {
-//!     manager.connect(format!("c{i}"), "ws://127.0.0.1:8080/ws").await?;
-//! }
-//! let stats = manager.stats();
-//! tracing::info!(connected = stats.states.connected, "all started");
-//! manager.shutdown().await;
-//! # Ok(()) }
-//! ```
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -61,6 +47,20 @@ pub use stats::{ManagerStats, StateCounts};
 /// that open connections concurrently; the rate limit holds across all of them. Dropping the
 /// manager stops its arbiters, which stops every connection's actors without a close
 /// handshake; call [`shutdown`](Self::shutdown) to close them cleanly first.
+///
+/// ```no_run
+/// use actix_ws_manager::client::{Manager, ManagerConfig};
+///
+/// # async fn run() -> Result<(), actix_ws_manager::Error> {
+/// let manager = Manager::new(ManagerConfig::default().connect_rate(Some(500.0)))?;
+/// for i in 0..1000 {
+///     manager.connect(format!("c{i}"), "ws://127.0.0.1:8080/ws").await?;
+/// }
+/// let stats = manager.stats();
+/// tracing::info!(connected = stats.states.connected, "all started");
+/// manager.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct Manager {
     config: ManagerConfig,
     arbiters: Vec<Arbiter>,
