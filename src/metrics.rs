@@ -3,7 +3,7 @@
 //!
 //! Nothing is counted twice: the figures are the atomics the server's hub and sessions, and each
 //! client connection, already keep for [`Rooms::metrics`](crate::server::Rooms::metrics) and
-//! [`Manager::stats`](crate::client::manager::Manager::stats). A collector reads them at each
+//! [`Manager::stats`](crate::client::Manager::stats). A collector reads them at each
 //! scrape (a pull model), so metrics cost nothing between scrapes, need no background task, and
 //! a scrape never waits in the hub's queue.
 //!
@@ -11,7 +11,7 @@
 //!   of your `App`; [`Rooms::register_metrics`](crate::server::Rooms::register_metrics) adds them
 //!   to a [`Registry`] of yours; `wsm serve --metrics-bind 127.0.0.1:9090` serves them at
 //!   `/metrics` on a second listener.
-//! - Client: [`Manager::register_metrics`](crate::client::manager::Manager::register_metrics)
+//! - Client: [`Manager::register_metrics`](crate::client::Manager::register_metrics)
 //!   adds a manager's aggregate figures to a registry.
 //! - [`mount`] serves any registry (yours, with both of the above in it) at a path; [`render`]
 //!   gives its text.
@@ -20,7 +20,7 @@
 //! use std::sync::Arc;
 //! use actix_web::{App, HttpServer};
 //! use actix_ws_manager::metrics::{self, prometheus_client::registry::Registry};
-//! use actix_ws_manager::{client::manager::{Manager, ManagerConfig}, config::ServerConfig, server::Rooms};
+//! use actix_ws_manager::{client::{Manager, ManagerConfig}, config::ServerConfig, server::Rooms};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let rooms = Rooms::start(ServerConfig::default())?;
@@ -75,8 +75,8 @@
 //!
 //! # Client metrics
 //!
-//! Aggregates over one [`Manager`](crate::client::manager::Manager)'s connections; the same
-//! figures as a struct: [`ManagerStats`](crate::client::manager::ManagerStats). The counters
+//! Aggregates over one [`Manager`](crate::client::Manager)'s connections; the same
+//! figures as a struct: [`ManagerStats`](crate::client::ManagerStats). The counters
 //! keep what connections the manager no longer tracks (closed, or failed and forgotten) had
 //! counted, so they never go down, as Prometheus counters must not (`ManagerStats` sums the
 //! tracked connections only).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
-use actix_ws_manager::client::manager::{Manager, ManagerConfig};
+use actix_ws_manager::client::{Manager, ManagerConfig};
 use actix_ws_manager::config::{HeartbeatConfig, RateLimit, SlowConsumerPolicy};
 use actix_ws_manager::metrics::{self, prometheus_client};
 use actix_ws_manager::server::Rooms;

@@ -31,7 +31,7 @@ use crate::config::HeartbeatConfig;
 const MAX_OUTSTANDING_PINGS: usize = 16;
 
 /// The Heartbeat actor of one client. See the [module docs](self).
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
     config: HeartbeatConfig,

@@ -2,12 +2,29 @@
 //!
 //! [`connect`] starts four actors on the current arbiter and returns a [`Client`] handle:
 //!
-//! - [`Connection`]: owns the awc socket; frames to messages; bounded
-//!   outbox.
-//! - [`Heartbeat`]: pings, round-trip time, dead-peer detection.
-//! - [`ReconnectSupervisor`]: backoff with jitter, give-up
-//!   policy, on-connect replay.
-//! - [`Router`]: typed subscriptions, request/reply, state events.
+//! - *Connection*: owns the awc socket; frames to messages; bounded outbox.
+//! - *Heartbeat*: pings, round-trip time, dead-peer detection.
+//! - *ReconnectSupervisor*: backoff with jitter, give-up policy, on-connect replay.
+//! - *Router*: typed subscriptions, request/reply, state events.
+//!
+//! The four actors are internal (`pub(crate)`); they message each other by design, and only
+//! they refer to each other. Users see the [`Client`] handle, [`connect`], the [`Manager`] for
+//! many connections, the delivered [`Inbound`] messages with their [`Overflow`] policy, the
+//! [`ConnectionState`]s and [`Event`]s, and the [`Stats`].
+//!
+//! # Ending a connection
+//!
+//! - *close*: send a Close frame and wait, bounded (about 2 s), for the peer's; then the socket
+//!   is cut. [`Client::close`] and [`Manager::close`] close with code 1000; a protocol fault
+//!   found in the peer's frames closes with its code (1002, 1007, 1009).
+//! - *cut*: drop the socket without a handshake: when the heartbeat finds the peer dead, a
+//!   write fails, the writes have stalled so that not even a Close fits, or the peer does not
+//!   answer our Close in time.
+//! - *stop*: the actors end. After a close or a final failure the supervisor tells the others
+//!   to stop and stops itself; the client is then `Closed` or `Failed` and sends nothing more.
+//!
+//! A lost socket (closed by the peer, or cut) is not the end of the client: the supervisor
+//! reconnects unless its policy says to give up.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -50,7 +67,7 @@ use tokio::sync::mpsc;
 
 pub use census::{census, wait_census, Census};
 pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
-pub use manager::{Manager, ManagerConfig, ManagerStats};
+pub use manager::{Manager, ManagerConfig, ManagerStats, StateCounts};
 pub use router::{Inbound, Overflow};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 
@@ -243,7 +260,7 @@ impl Client {
     }
 
     /// Send a typed message. Resolves once the message is accepted into the outbox (what then
-    /// becomes of it is the accounting rule of [`outbox`]); fails with [`Error::OutboxFull`]
+    /// becomes of it is counted in [`Stats`]: written, failed, or dropped); fails with [`Error::OutboxFull`]
     /// under the `Reject` policy, [`Error::MessageTooLarge`], or [`Error::ClientClosed`].
     pub async fn send<T: WireMessage>(&self, msg: &T) -> Result<()> {
         self.send_envelope(Outgoing::new(msg)?).await

@@ -54,7 +54,7 @@ enum Phase {
 }
 
 /// The ReconnectSupervisor actor of one client. See the [module docs](self).
-pub struct ReconnectSupervisor {
+pub(crate) struct ReconnectSupervisor {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
     policy: ReconnectPolicy,

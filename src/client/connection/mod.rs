@@ -20,7 +20,7 @@
 //!   then whatever waited in the outbox, in order.
 //!
 //! The Connection does not decide whether to reconnect, nor publish states: the
-//! [`ReconnectSupervisor`] owns the lifecycle. It tells the Connection to `Dial` or to
+//! `ReconnectSupervisor` owns the lifecycle. It tells the Connection to `Dial` or to
 //! `CloseSocket`, and the Connection tells it what happened (`Established`,
 //! `ConnectFailed`, `Lost`).
 
@@ -88,7 +88,7 @@ struct Link {
 }
 
 /// The Connection actor of one client. See the [module docs](self).
-pub struct Connection {
+pub(crate) struct Connection {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
     url: String,

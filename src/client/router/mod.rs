@@ -66,7 +66,7 @@ impl<T: 'static> Message for Inbound<T> {
 }
 
 /// The Router actor of one client. See the [module docs](self).
-pub struct Router {
+pub(crate) struct Router {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
     shared: Arc<Shared>,
