@@ -87,7 +87,6 @@ pub(super) async fn drive(
         stop: stop_rx,
         receipts: AtomicU64::new(0),
         published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
-        replies: AtomicU64::new(0),
     });
 
     let mut up = phases::connect(&manager, &shared, &mut ready_rx, url).await;

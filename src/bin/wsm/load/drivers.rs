@@ -98,8 +98,6 @@ pub(super) struct Coordination {
     pub(super) receipts: AtomicU64,
     /// Broadcast: publishes sent per room.
     pub(super) published: Vec<AtomicU64>,
-    /// Echo: replies so far (for the progress bar).
-    pub(super) replies: AtomicU64,
 }
 
 /// Wait until `client` is connected; the reason when it is not, in time.
@@ -124,8 +122,8 @@ pub(super) struct Plan {
 
 /// Wait for the measurement to start; `None` when it never will, or this connection `idx` is
 /// not part of it.
-async fn wait_start(ctx: &Coordination, idx: usize) -> Option<Instant> {
-    let mut start = ctx.start.clone();
+async fn wait_start(shared: &Coordination, idx: usize) -> Option<Instant> {
+    let mut start = shared.start.clone();
     let plan = start.wait_for(Option::is_some).await.ok()?.clone()?;
     plan.admitted
         .get(idx)
@@ -135,31 +133,30 @@ async fn wait_start(ctx: &Coordination, idx: usize) -> Option<Instant> {
 }
 
 /// Echo: keep `--window` echo messages in flight until the deadline and time each reply.
-pub(super) async fn echo_driver(client: Client, idx: usize, ctx: Arc<Coordination>) {
+pub(super) async fn echo_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let up = wait_up(&client, ctx.args.connect_timeout).await;
+    let up = wait_up(&client, shared.args.connect_timeout).await;
     let ok = up.is_ok();
-    let _ = ctx.ready.send((idx, up));
+    let _ = shared.ready.send((idx, up));
     if !ok {
         return;
     }
-    let Some(deadline) = wait_start(&ctx, idx).await else {
+    let Some(deadline) = wait_start(&shared, idx).await else {
         return;
     };
     let mut res = ConnResult::new();
     let mut inflight = FuturesUnordered::new();
     let mut seq = 0u64;
     loop {
-        while inflight.len() < ctx.args.window && Instant::now() < deadline {
+        while inflight.len() < shared.args.window && Instant::now() < deadline {
             seq += 1;
             res.sent += 1;
-            inflight.push(one_echo(&client, seq, &ctx.pad, ctx.args.timeout));
+            inflight.push(one_echo(&client, seq, &shared.pad, shared.args.timeout));
         }
         match inflight.next().await {
             None => break,
             Some(EchoOutcome::Reply(us)) => {
                 res.record(us);
-                ctx.replies.fetch_add(1, Ordering::Relaxed);
             }
             Some(EchoOutcome::Missing) => res.missing += 1,
             Some(EchoOutcome::Error(e)) => {
@@ -171,7 +168,7 @@ pub(super) async fn echo_driver(client: Client, idx: usize, ctx: Arc<Coordinatio
     while errors_rx.try_recv().is_ok() {
         res.errors += 1;
     }
-    let _ = ctx.results.send(res);
+    let _ = shared.results.send(res);
 }
 
 /// How one echo round trip ended.
@@ -208,42 +205,42 @@ async fn one_echo(client: &Client, seq: u64, pad: &str, timeout: Duration) -> Ec
 }
 
 /// Idle and churn: stay connected, send nothing, until the coordinator says stop.
-pub(super) async fn idle_driver(client: Client, idx: usize, ctx: Arc<Coordination>) {
+pub(super) async fn idle_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let up = wait_up(&client, ctx.args.connect_timeout).await;
+    let up = wait_up(&client, shared.args.connect_timeout).await;
     let ok = up.is_ok();
-    let _ = ctx.ready.send((idx, up));
-    if !ok || wait_start(&ctx, idx).await.is_none() {
+    let _ = shared.ready.send((idx, up));
+    if !ok || wait_start(&shared, idx).await.is_none() {
         return;
     }
-    let mut stop = ctx.stop.clone();
+    let mut stop = shared.stop.clone();
     let _ = stop.wait_for(|s| *s).await;
     let mut res = ConnResult::new();
     while errors_rx.try_recv().is_ok() {
         res.errors += 1;
     }
-    let _ = ctx.results.send(res);
+    let _ = shared.results.send(res);
 }
 
 /// Broadcast: join room `load-<idx % rooms>`; the first `--senders` connections of each room
 /// publish at `--publish-rate` until the deadline; every member times every receipt until the
 /// coordinator says stop.
-pub(super) async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Coordination>) {
-    let rooms = ctx.args.rooms;
+pub(super) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
+    let rooms = shared.args.rooms;
     let room_idx = idx % rooms;
     let room = format!("load-{room_idx}");
-    let is_sender = idx < ctx.args.senders * rooms;
+    let is_sender = idx < shared.args.senders * rooms;
     // Subscribe before the join is registered: the router sees the subscription first.
     let mut joined = client.subscribe::<Joined>(4);
     let mut msgs = client.subscribe::<RoomMessage>(8192);
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let up = join_room(&client, &room, &mut joined, ctx.args.connect_timeout).await;
+    let up = join_room(&client, &room, &mut joined, shared.args.connect_timeout).await;
     let ok = up.is_ok();
-    let _ = ctx.ready.send((idx, up));
+    let _ = shared.ready.send((idx, up));
     if !ok {
         return;
     }
-    let Some(deadline) = wait_start(&ctx, idx).await else {
+    let Some(deadline) = wait_start(&shared, idx).await else {
         return;
     };
     let mut res = ConnResult::new();
@@ -251,9 +248,9 @@ pub(super) async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Coordi
         if !is_sender {
             return (0, 0);
         }
-        publish_until(&client, &ctx, &room, room_idx, deadline).await
+        publish_until(&client, &shared, &room, room_idx, deadline).await
     };
-    let receiving = receive_until_stop(&ctx, &mut msgs);
+    let receiving = receive_until_stop(&shared, &mut msgs);
     let ((sent, send_errors), (latencies, bad)) =
         futures_util::future::join(sending, receiving).await;
     for us in latencies {
@@ -264,7 +261,7 @@ pub(super) async fn broadcast_driver(client: Client, idx: usize, ctx: Arc<Coordi
     while errors_rx.try_recv().is_ok() {
         res.errors += 1;
     }
-    let _ = ctx.results.send(res);
+    let _ = shared.results.send(res);
 }
 
 /// Join `room` on every connect (so a reconnect rejoins), wait until connected, then for the
@@ -292,13 +289,13 @@ async fn join_room(
 /// sent and those that failed.
 async fn publish_until(
     client: &Client,
-    ctx: &Coordination,
+    shared: &Coordination,
     room: &str,
     room_idx: usize,
     deadline: Instant,
 ) -> (u64, u64) {
     let (mut sent, mut errors) = (0u64, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / ctx.args.publish_rate));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / shared.args.publish_rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     loop {
@@ -310,7 +307,7 @@ async fn publish_until(
         let data = Tick {
             seq,
             sent_at_us: now_us(),
-            pad: &ctx.pad,
+            pad: &shared.pad,
         };
         let sent_ok = match protocol::publish(room, &data) {
             Ok(out) => client.send_envelope(out).await.is_ok(),
@@ -318,7 +315,7 @@ async fn publish_until(
         };
         if sent_ok {
             sent += 1;
-            ctx.published[room_idx].fetch_add(1, Ordering::Relaxed);
+            shared.published[room_idx].fetch_add(1, Ordering::Relaxed);
         } else {
             errors += 1;
         }
@@ -330,10 +327,10 @@ async fn publish_until(
 /// already queued). Answers the latencies in microseconds, and the messages without a send
 /// time.
 async fn receive_until_stop(
-    ctx: &Coordination,
+    shared: &Coordination,
     msgs: &mut mpsc::Receiver<client::Inbound<RoomMessage>>,
 ) -> (Vec<u64>, u64) {
-    let mut stop = ctx.stop.clone();
+    let mut stop = shared.stop.clone();
     let mut received: Vec<u64> = Vec::new();
     let mut bad = 0u64;
     let mut take =
@@ -341,7 +338,7 @@ async fn receive_until_stop(
         {
             Some(at) => {
                 received.push(now_us().saturating_sub(at));
-                ctx.receipts.fetch_add(1, Ordering::Relaxed);
+                shared.receipts.fetch_add(1, Ordering::Relaxed);
             }
             None => bad += 1,
         };

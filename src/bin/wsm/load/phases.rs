@@ -126,12 +126,14 @@ fn spawn_connects(
             };
             match manager.connect(name.clone(), target).await {
                 Ok(c) => {
-                    let ctx = shared.clone();
+                    let driver_shared = shared.clone();
                     let spawned = match shared.args.scenario {
-                        Scenario::Echo => manager.spawn_on(&name, echo_driver(c, i, ctx)),
-                        Scenario::Broadcast => manager.spawn_on(&name, broadcast_driver(c, i, ctx)),
+                        Scenario::Echo => manager.spawn_on(&name, echo_driver(c, i, driver_shared)),
+                        Scenario::Broadcast => {
+                            manager.spawn_on(&name, broadcast_driver(c, i, driver_shared))
+                        }
                         Scenario::Idle | Scenario::Churn => {
-                            manager.spawn_on(&name, idle_driver(c, i, ctx))
+                            manager.spawn_on(&name, idle_driver(c, i, driver_shared))
                         }
                     };
                     if !spawned {
