@@ -235,6 +235,125 @@ async fn drain(
     }
 }
 
+/// Start a `wsm serve` node "flooded" sharing rooms through the Redis at `url`, with metrics,
+/// small session queues and a small Redis inbound buffer; answers the child, its rooms URL and
+/// its metrics URL.
+fn spawn_flooded_node(url: &str) -> (common::KillOnDrop, String, String) {
+    let (child, lines) = spawn_wsm_serve_lines(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--redis",
+            url,
+            "--node-id",
+            "flooded",
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--session-queue-bytes",
+            "262144",
+            "--redis-buffer",
+            "1024",
+            "--redis-buffer-bytes",
+            "1048576",
+        ],
+        3,
+    );
+    let (rooms_url, metrics_url) = (lines[0].clone(), lines[2].clone());
+    (child, rooms_url, metrics_url)
+}
+
+/// A reader task of [`drain`].
+type Reader = actix_rt::task::JoinHandle<(u64, Option<u16>)>;
+
+/// Eight members of "hot" and two of "busy" on the node at `rooms_url`, each drained until
+/// `stop`; answers their readers and one more member of "busy", not drained, to publish with.
+async fn flooded_members(
+    rooms_url: &str,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> (Vec<Reader>, Peer) {
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let peer = raw_member(rooms_url, "hot").await;
+        readers.push(actix_rt::spawn(drain(peer.framed, stop.clone(), WAIT * 3)));
+    }
+    for _ in 0..2 {
+        let peer = raw_member(rooms_url, "busy").await;
+        readers.push(actix_rt::spawn(drain(peer.framed, stop.clone(), WAIT * 3)));
+    }
+    (readers, raw_member(rooms_url, "busy").await)
+}
+
+/// What "another node" publishes on room "hot"'s channel: its node id, then a 1 KiB room
+/// message.
+fn other_node_payload() -> Vec<u8> {
+    let frame = format!(
+        r#"{{"type":"message","room":"hot","from":"x","data":{{"n":1,"pad":"{}"}},"timestamp":"2026-01-01T00:00:00Z"}}"#,
+        "p".repeat(900)
+    );
+    format!("other-node\n{frame}").into_bytes()
+}
+
+/// Publish to "busy" through `sink` as fast as it takes them until `done` (at most 10 million);
+/// answers how many were sent.
+async fn publish_busy_until(
+    sink: &mut (impl futures_util::Sink<Message, Error = awc::error::WsProtocolError> + Unpin),
+    done: &Cell<bool>,
+) -> u64 {
+    let mut n = 0u64;
+    while !done.get() && n < 10_000_000 {
+        let publish = format!(r#"{{"type":"publish","room":"busy","data":{{"n":{n}}}}}"#);
+        sink.feed(text(publish)).await.expect("busy: publish");
+        n += 1;
+        if n.is_multiple_of(32) {
+            sink.flush().await.expect("busy: flush");
+        }
+    }
+    n
+}
+
+/// Wait (bounded) until the node has accounted for every message Redis delivered to it, or,
+/// when Redis cut the node off (a subscriber too slow for Redis's output buffer limit, whose
+/// backlog Redis then drops), until its figures stop moving. The same when the node closed every
+/// member of "hot" as a slow consumer (on a busy machine): it then left the room and ignores what
+/// Redis still had in flight for it, which nobody here wants. Answers whether it settled, the
+/// last (received, dropped, reconnects) read from its metrics, and whether it left the room.
+async fn settle(metrics_url: &str, delivered: u64) -> (Result<(), String>, (f64, f64, f64), bool) {
+    let mut figures = (0.0, 0.0, 0.0);
+    let mut left = false;
+    let mut last_sum = -1.0;
+    let settled = eventually(WAIT, async || {
+        let (m, _) = prom::scrape(metrics_url).await;
+        figures = (
+            prom::get(&m, "wsm_server_backplane_received_total"),
+            prom::get(&m, "wsm_server_backplane_dropped_total"),
+            prom::get(&m, "wsm_server_backplane_reconnects_total"),
+        );
+        let (received, dropped, reconnects) = figures;
+        // "hot" and "busy" while both have members.
+        left = prom::get(&m, "wsm_server_backplane_channels") < 2.0;
+        let sum = received + dropped;
+        let still = sum == last_sum;
+        last_sum = sum;
+        (sum >= delivered as f64 || ((reconnects > 0.0 || left) && still))
+            .then_some(())
+            .ok_or_else(|| format!("received {received} + dropped {dropped}"))
+    })
+    .await;
+    (settled, figures, left)
+}
+
+/// Stop the readers; answers how many of them the server had closed.
+async fn closed_readers(stop_tx: tokio::sync::watch::Sender<bool>, readers: Vec<Reader>) -> usize {
+    let _ = stop_tx.send(true);
+    let mut closed = 0;
+    for reader in readers {
+        if let Ok((_, Some(_))) = reader.await {
+            closed += 1;
+        }
+    }
+    closed
+}
+
 /// A publish flood on a room's channel from "another node" (about 100,000 publishes of 1 KiB
 /// a second for 3 s, about 300 MB) into a `wsm serve` node with 8 members on that room and a
 /// busy local room besides: the node's resident memory grows by less than 96 MiB, and what it
@@ -244,51 +363,17 @@ async fn publish_flood_from_another_node_keeps_memory_bounded() {
     const MAX_GROWTH_KB: u64 = 96 * 1024;
     const FLOOD: Duration = Duration::from_secs(3);
     let redis = RedisServer::start();
-    let url = redis.url();
-    let (child, lines) = spawn_wsm_serve_lines(
-        &[
-            "--bind",
-            "127.0.0.1:0",
-            "--redis",
-            &url,
-            "--node-id",
-            "flooded",
-            "--metrics-bind",
-            "127.0.0.1:0",
-            "--session-queue-bytes",
-            "262144",
-            "--redis-buffer",
-            "1024",
-            // NEW (issue 18).
-            "--redis-buffer-bytes",
-            "1048576",
-        ],
-        3,
-    );
+    let (child, rooms_url, metrics_url) = spawn_flooded_node(&redis.url());
     let pid = child.0.as_ref().expect("the child").id();
-    let (rooms_url, metrics_url) = (lines[0].clone(), lines[2].clone());
 
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let mut readers = Vec::new();
-    for _ in 0..8 {
-        let peer = raw_member(&rooms_url, "hot").await;
-        readers.push(actix_rt::spawn(drain(peer.framed, stop.clone(), WAIT * 3)));
-    }
-    for _ in 0..2 {
-        let peer = raw_member(&rooms_url, "busy").await;
-        readers.push(actix_rt::spawn(drain(peer.framed, stop.clone(), WAIT * 3)));
-    }
-    let busy = raw_member(&rooms_url, "busy").await;
+    let (mut readers, busy) = flooded_members(&rooms_url, &stop).await;
     let baseline = rss_kb(pid);
 
     // RSS every 100 ms until told to stop (bounded).
     let sampler = PeakRss::start(pid);
 
-    let frame = format!(
-        r#"{{"type":"message","room":"hot","from":"x","data":{{"n":1,"pad":"{}"}},"timestamp":"2026-01-01T00:00:00Z"}}"#,
-        "p".repeat(900)
-    );
-    let payload = format!("other-node\n{frame}").into_bytes();
+    let payload = other_node_payload();
     let (flood_tx, flood_rx) = tokio::sync::oneshot::channel();
     let addr = redis_addr(&redis);
     std::thread::spawn(move || {
@@ -304,55 +389,12 @@ async fn publish_flood_from_another_node_keeps_memory_bounded() {
         flood_done.set(true);
         flooded
     };
-    let publish_busy = async {
-        let mut n = 0u64;
-        while !flood_done.get() && n < 10_000_000 {
-            let publish = format!(r#"{{"type":"publish","room":"busy","data":{{"n":{n}}}}}"#);
-            sink.feed(text(publish)).await.expect("busy: publish");
-            n += 1;
-            if n.is_multiple_of(32) {
-                sink.flush().await.expect("busy: flush");
-            }
-        }
-        n
-    };
-    let (flooded, busy_sent) = tokio::join!(flood, publish_busy);
+    let (flooded, busy_sent) = tokio::join!(flood, publish_busy_until(&mut sink, &flood_done));
     drop(sink);
 
-    // Wait (bounded) until the node has accounted for every message Redis delivered to it, or,
-    // when Redis cut the node off (a subscriber too slow for Redis's output buffer limit, whose
-    // backlog Redis then drops), until its figures stop moving. The same when the node closed
-    // every member of "hot" as a slow consumer (on a busy machine): it then left the room and
-    // ignores what Redis still had in flight for it, which nobody here wants.
-    let mut figures = (0.0, 0.0, 0.0);
-    let mut left = false;
-    let mut last_sum = -1.0;
-    let settled = eventually(WAIT, async || {
-        let (m, _) = prom::scrape(&metrics_url).await;
-        figures = (
-            prom::get(&m, "wsm_server_backplane_received_total"),
-            prom::get(&m, "wsm_server_backplane_dropped_total"),
-            prom::get(&m, "wsm_server_backplane_reconnects_total"),
-        );
-        let (received, dropped, reconnects) = figures;
-        // "hot" and "busy" while both have members.
-        left = prom::get(&m, "wsm_server_backplane_channels") < 2.0;
-        let sum = received + dropped;
-        let still = sum == last_sum;
-        last_sum = sum;
-        (sum >= flooded.delivered as f64 || ((reconnects > 0.0 || left) && still))
-            .then_some(())
-            .ok_or_else(|| format!("received {received} + dropped {dropped}"))
-    })
-    .await;
+    let (settled, figures, left) = settle(&metrics_url, flooded.delivered).await;
     let peak = sampler.stop();
-    let _ = stop_tx.send(true);
-    let mut closed = 0;
-    for reader in readers {
-        if let Ok((_, Some(_))) = reader.await {
-            closed += 1;
-        }
-    }
+    let closed = closed_readers(stop_tx, readers).await;
     let (received, dropped, reconnects) = figures;
     eprintln!(
         "publish flood: {} published in {:?} ({:.0}/s), {} delivered by Redis to the node; \

@@ -9,6 +9,7 @@
 //! - `raw.rs`: a raw TCP WebSocket client that answers nothing and writes any bytes.
 //! - `peer.rs`: a scriptable WebSocket *server* for client tests; `client.rs`: what those tests
 //!   share (their message type, state summaries).
+//! - `flood.rs`: a raw server flooding a client, a slow actor subscriber, peak RSS.
 //! - `oversize.rs`: the forged 1 GiB frame of the frame-guard tests and its memory bounds.
 //! - `pki.rs`: certificates made at test time.
 //! - `process.rs`: child processes killed when dropped, their files, `wsm serve`.
@@ -23,6 +24,7 @@ pub mod awc_peer;
 pub mod client;
 pub mod cluster;
 pub mod flags;
+pub mod flood;
 pub mod oversize;
 pub mod peer;
 pub mod pki;
