@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::server::hub::HubStats;
+use crate::server::HubStats;
 use crate::server::{self, Rooms, Server};
 
 /// How long [`TestServer::resume`] keeps trying to bind the port again (the old listener may
