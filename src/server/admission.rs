@@ -3,7 +3,6 @@
 //! session holds under them, and the upgrade handler that mounts sessions into an `App`.
 
 use std::any::Any;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::session::{self, Mode, SessionParams};
-use super::{socket, Rooms, Shared};
+use super::{socket, NoSlot, Rooms, SessionSlot};
 
 /// Why the authentication hook refused an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,66 +38,6 @@ pub type AuthResult = std::result::Result<Option<String>, AuthRejection>;
 
 /// The per-room join check ([`Rooms::with_join_check`]): may this identity join this room?
 pub type JoinCheck = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
-
-/// A reserved place under `max_sessions`, released when dropped (by the session actor, whatever
-/// ended it, or by a failed upgrade).
-pub(crate) struct SessionSlot {
-    shared: Arc<Shared>,
-    /// The address counted under `max_connections_per_ip`, if that limit is on.
-    ip: Option<IpAddr>,
-}
-
-/// Why no slot could be reserved.
-enum NoSlot {
-    /// `max_sessions` reached (HTTP 503).
-    Server,
-    /// `max_connections_per_ip` reached for this address (HTTP 429).
-    Address,
-}
-
-impl SessionSlot {
-    fn reserve(shared: &Arc<Shared>, ip: Option<IpAddr>) -> std::result::Result<Self, NoSlot> {
-        let max = shared.config.max_sessions;
-        shared
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .map_err(|_| NoSlot::Server)?;
-        // From here the slot holds a place: dropping it gives the place back.
-        let mut slot = SessionSlot {
-            shared: shared.clone(),
-            ip: None,
-        };
-        if let (Some(max), Some(ip)) = (shared.config.max_connections_per_ip, ip) {
-            let mut per_ip = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = per_ip.entry(ip).or_insert(0);
-            if *n >= max {
-                return Err(NoSlot::Address);
-            }
-            *n += 1;
-            slot.ip = Some(ip);
-        }
-        shared.changed.notify_waiters();
-        Ok(slot)
-    }
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = per_ip.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
-        }
-        self.shared.active.fetch_sub(1, Ordering::AcqRel);
-        self.shared.changed.notify_waiters();
-    }
-}
 
 impl Rooms {
     /// Install a synchronous authentication hook (see [`AuthHook`]).
@@ -228,7 +167,7 @@ impl Rooms {
             return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
         }
         let params = SessionParams {
-            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.shared.next_session_id(),
             mode,
             identity,
             hub: self.commands.clone(),

@@ -61,6 +61,8 @@ impl std::ops::Deref for Count {
 }
 
 /// Whether a figure only grows or goes up and down (Prometheus' counter and gauge).
+// Read by the Prometheus collector only (feature `metrics`) and the docs-table test.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// Only grows (Prometheus adds `_total` to its name).
@@ -70,6 +72,7 @@ pub(crate) enum Kind {
 }
 
 /// One exported figure of [`ServerMetrics`], as the Prometheus text names it.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Figure {
     /// The Prometheus name, without the `_total` a counter gets.
@@ -196,6 +199,7 @@ macro_rules! figures {
 
         /// Every figure of [`ServerMetrics`] but `sessions` and the latency histogram, in table
         /// order, as Prometheus names them.
+        #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
         pub(crate) const FIGURES: &[Figure] = &[
             $(Figure {
                 name: $prom,

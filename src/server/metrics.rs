@@ -118,3 +118,38 @@ mod prometheus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::server::counters::{Kind, FIGURES};
+
+    /// The table of server metrics in `crate::metrics`' docs lists exactly the figures of the
+    /// counter table (plus the sessions gauge and the fan-out histogram), with their types.
+    #[test]
+    fn the_docs_table_matches_the_counter_table() {
+        let documented: BTreeSet<(String, String)> = include_str!("../metrics.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `wsm_server_"))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once('`')?;
+                let kind = rest.trim_start_matches(" | ").split(' ').next()?;
+                Some((format!("wsm_server_{name}"), kind.to_owned()))
+            })
+            .collect();
+        let mut defined: BTreeSet<(String, String)> = FIGURES
+            .iter()
+            .map(|f| match f.kind {
+                Kind::Counter => (format!("{}_total", f.name), "counter".to_owned()),
+                Kind::Gauge => (f.name.to_owned(), "gauge".to_owned()),
+            })
+            .collect();
+        defined.insert(("wsm_server_sessions".into(), "gauge".into()));
+        defined.insert((
+            "wsm_server_fanout_latency_seconds".into(),
+            "histogram".into(),
+        ));
+        assert_eq!(documented, defined);
+    }
+}

@@ -145,6 +145,76 @@ pub(crate) struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
+impl Shared {
+    /// A new session's id (or an attached actor's): unique within this server.
+    fn next_session_id(&self) -> SessionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A reserved place under `max_sessions`, released when dropped (by the session actor, whatever
+/// ended it, or by a failed upgrade).
+pub(crate) struct SessionSlot {
+    shared: Arc<Shared>,
+    /// The address counted under `max_connections_per_ip`, if that limit is on.
+    ip: Option<IpAddr>,
+}
+
+/// Why no slot could be reserved.
+pub(crate) enum NoSlot {
+    /// `max_sessions` reached (HTTP 503).
+    Server,
+    /// `max_connections_per_ip` reached for this address (HTTP 429).
+    Address,
+}
+
+impl SessionSlot {
+    pub(crate) fn reserve(
+        shared: &Arc<Shared>,
+        ip: Option<IpAddr>,
+    ) -> std::result::Result<Self, NoSlot> {
+        let max = shared.config.max_sessions;
+        shared
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| NoSlot::Server)?;
+        // From here the slot holds a place: dropping it gives the place back.
+        let mut slot = SessionSlot {
+            shared: shared.clone(),
+            ip: None,
+        };
+        if let (Some(max), Some(ip)) = (shared.config.max_connections_per_ip, ip) {
+            let mut per_ip = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= max {
+                return Err(NoSlot::Address);
+            }
+            *n += 1;
+            slot.ip = Some(ip);
+        }
+        shared.changed.notify_waiters();
+        Ok(slot)
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        self.shared.changed.notify_waiters();
+    }
+}
+
 /// The shared handle to one rooms server: its hub, its configuration and its counters. Cheap to
 /// clone; clone it into the `HttpServer` factory.
 #[derive(Clone)]
@@ -293,7 +363,7 @@ impl Rooms {
     /// [`detach`](Self::detach). A stopped actor is forgotten the first time a message finds
     /// its mailbox closed.
     pub async fn attach(&self, recipient: Recipient<RoomFrame>) -> Result<SessionId> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.next_session_id();
         self.command(Command::Attach { id, recipient }).await?;
         Ok(id)
     }

@@ -4,11 +4,15 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
+use actix_web::App;
+#[cfg(feature = "rustls")]
+use actix_web::HttpServer;
 
 use super::{paced, Rooms};
 use crate::config::ServerConfig;
-use crate::error::{Error, Result};
+#[cfg(feature = "rustls")]
+use crate::error::Error;
+use crate::error::Result;
 
 /// A standalone server started by [`serve`]: where it listens, its [`Rooms`], and a graceful
 /// [`shutdown`](Self::shutdown).
@@ -44,10 +48,10 @@ impl Server {
         &self.rooms
     }
 
-    /// Stop at once without closing sessions: connections are dropped without a Close frame,
-    /// as in a crash (the test kit's `TestServer::kill`).
+    /// Cut every connection and stop at once, without closing sessions: connections are dropped
+    /// without a Close frame, as in a crash (the test kit's `TestServer::kill`).
     #[cfg(feature = "testkit")]
-    pub(crate) async fn kill(self) {
+    pub(crate) async fn cut_all(self) {
         self.rooms
             .shared
             .closing

@@ -138,7 +138,7 @@ impl TestServer {
     /// see 1006) and the listener closes. Does nothing when already stopped.
     pub async fn kill(&mut self) {
         if let Some(server) = self.server.take() {
-            server.kill().await;
+            server.cut_all().await;
         }
     }
 

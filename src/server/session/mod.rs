@@ -70,12 +70,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 
 use self::rate_limit::Bucket;
-use super::admission::SessionSlot;
 use super::command::{Command, Evict, EvictReason, HubSender, SessionId};
 use super::counters::{on_full_queue, FullQueue};
 use super::outbox::{outbox_with_bytes, Outbound, Outbox, OutboxWatch, Refused};
 use super::socket::SocketCutter;
-use super::Shared;
+use super::{SessionSlot, Shared};
 use crate::envelope::WireMessage;
 use crate::protocol as protocol_msg;
 use crate::ws::{close, Assembler, Event, Fault, FrameCodec, FrameReader};
