@@ -11,7 +11,7 @@ use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use actix_ws_manager::config::ServerConfig;
-use actix_ws_manager::server::{hub::RoomFrame, Rooms};
+use actix_ws_manager::server::{RoomFrame, Rooms};
 
 /// The session the service already had; the only additions are `started` and the
 /// `RoomFrame` handler.

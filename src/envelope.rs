@@ -241,65 +241,86 @@ impl Outgoing {
 
     /// Assemble the frame text. The payload is not serialised again.
     pub fn encode(&self) -> ByteString {
-        encode_parts(
-            &self.kind,
-            self.id,
-            self.room.as_deref(),
-            self.from.as_deref(),
-            self.event.as_deref(),
-            self.data.as_deref(),
-            self.timestamp.as_deref(),
-        )
+        EnvelopeParts {
+            kind: &self.kind,
+            id: self.id,
+            room: self.room.as_deref(),
+            from: self.from.as_deref(),
+            event: self.event.as_deref(),
+            data: self.data.as_deref(),
+            timestamp: self.timestamp.as_deref(),
+        }
+        .encode()
     }
 }
 
-/// Assemble an envelope's JSON text from its parts, writing each once. Used by the client and by
-/// the server's broadcast (which encodes once and shares the bytes with every member).
-pub fn encode_parts(
-    kind: &str,
-    id: Option<u64>,
-    room: Option<&str>,
-    from: Option<&str>,
-    event: Option<&str>,
-    data: Option<&RawValue>,
-    timestamp: Option<&str>,
-) -> ByteString {
-    let mut out = String::with_capacity(
-        32 + kind.len()
-            + room.map_or(0, str::len)
-            + from.map_or(0, str::len)
-            + event.map_or(0, str::len)
-            + data.map_or(0, |d| d.get().len())
-            + timestamp.map_or(0, str::len),
-    );
-    out.push_str("{\"type\":");
-    push_json_str(&mut out, kind);
-    if let Some(id) = id {
-        out.push_str(",\"id\":");
-        out.push_str(&id.to_string());
+/// The parts of one envelope, to encode once: the one way this crate writes an envelope's JSON
+/// text ([`Outgoing::encode`] for the client and server code, the server's replies, and its
+/// broadcast, which encodes once and shares the bytes with every member). Fields left out are
+/// not written: `EnvelopeParts { kind: "ack", id: Some(7), ..EnvelopeParts::default() }`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EnvelopeParts<'a> {
+    /// `type`.
+    pub(crate) kind: &'a str,
+    /// `id`: the request this answers.
+    pub(crate) id: Option<u64>,
+    /// `room`.
+    pub(crate) room: Option<&'a str>,
+    /// `from`: the publishing session's name.
+    pub(crate) from: Option<&'a str>,
+    /// `event`.
+    pub(crate) event: Option<&'a str>,
+    /// `data`, as raw JSON written as it is.
+    pub(crate) data: Option<&'a RawValue>,
+    /// `timestamp` (RFC 3339).
+    pub(crate) timestamp: Option<&'a str>,
+}
+
+impl EnvelopeParts<'_> {
+    /// The envelope's JSON text, each part written once.
+    pub(crate) fn encode(&self) -> ByteString {
+        let EnvelopeParts {
+            kind,
+            id,
+            room,
+            from,
+            event,
+            data,
+            timestamp,
+        } = *self;
+        let mut out = String::with_capacity(
+            32 + kind.len()
+                + room.map_or(0, str::len)
+                + from.map_or(0, str::len)
+                + event.map_or(0, str::len)
+                + data.map_or(0, |d| d.get().len())
+                + timestamp.map_or(0, str::len),
+        );
+        out.push_str("{\"type\":");
+        push_json_str(&mut out, kind);
+        if let Some(id) = id {
+            out.push_str(",\"id\":");
+            out.push_str(&id.to_string());
+        }
+        for (name, value) in [("room", room), ("from", from), ("event", event)] {
+            if let Some(value) = value {
+                out.push_str(",\"");
+                out.push_str(name);
+                out.push_str("\":");
+                push_json_str(&mut out, value);
+            }
+        }
+        if let Some(data) = data {
+            out.push_str(",\"data\":");
+            out.push_str(data.get());
+        }
+        if let Some(ts) = timestamp {
+            out.push_str(",\"timestamp\":");
+            push_json_str(&mut out, ts);
+        }
+        out.push('}');
+        ByteString::from(out)
     }
-    if let Some(room) = room {
-        out.push_str(",\"room\":");
-        push_json_str(&mut out, room);
-    }
-    if let Some(from) = from {
-        out.push_str(",\"from\":");
-        push_json_str(&mut out, from);
-    }
-    if let Some(event) = event {
-        out.push_str(",\"event\":");
-        push_json_str(&mut out, event);
-    }
-    if let Some(data) = data {
-        out.push_str(",\"data\":");
-        out.push_str(data.get());
-    }
-    if let Some(ts) = timestamp {
-        out.push_str(",\"timestamp\":");
-        push_json_str(&mut out, ts);
-    }
-    out.push('}');
-    ByteString::from(out)
 }
 
 fn push_json_str(out: &mut String, s: &str) {

@@ -208,28 +208,32 @@ pub(crate) fn labelled_gauge(
     Ok(())
 }
 
-/// Write a latency histogram in seconds.
+/// Write a latency histogram in seconds from plain figures: `(upper bound, observations at or
+/// below it)` for each finite bucket, ascending and cumulative, then the count of every
+/// observation (the `+Inf` bucket) and their sum.
 #[cfg(feature = "server")]
 pub(crate) fn histogram(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    h: &crate::server::metrics::LatencySnapshot,
+    cumulative_buckets: &[(std::time::Duration, u64)],
+    count: u64,
+    sum: std::time::Duration,
 ) -> std::fmt::Result {
     // The encoder wants counts per bucket, not cumulative ones; the last, unbounded bucket is
     // `count` itself.
     let mut previous = 0;
-    let mut buckets = Vec::with_capacity(h.buckets.len() + 1);
-    for (bound, cumulative) in &h.buckets {
+    let mut buckets = Vec::with_capacity(cumulative_buckets.len() + 1);
+    for (bound, cumulative) in cumulative_buckets {
         buckets.push((bound.as_secs_f64(), cumulative.saturating_sub(previous)));
         previous = *cumulative;
     }
-    buckets.push((f64::INFINITY, h.count.saturating_sub(previous)));
+    buckets.push((f64::INFINITY, count.saturating_sub(previous)));
     let histogram = prometheus_client::metrics::MetricType::Histogram;
     let mut metric = e.encode_descriptor(name, help, None, histogram)?;
     metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-        h.sum.as_secs_f64(),
-        h.count,
+        sum.as_secs_f64(),
+        count,
         &buckets,
         None,
     )

@@ -7,7 +7,7 @@ mod common;
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
-use actix_ws_manager::server::hub::RoomFrame;
+use actix_ws_manager::server::RoomFrame;
 use actix_ws_manager::server::Rooms;
 use common::{test_config, Peer, WAIT};
 

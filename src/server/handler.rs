@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::hub::SessionId;
+use super::command::SessionId;
 use super::Rooms;
 use crate::envelope::{Outgoing, WireMessage};
 use crate::error::Result;

@@ -1,25 +1,46 @@
 //! Rooms sessions for actix-web: mount them into any `App`, or run them standalone with [`serve`].
 //!
-//! - [`Rooms`]: the shared handle. [`Rooms::start`] starts the one [`Hub`] of a server;
-//!   [`Rooms::mount`] and [`Rooms::mount_echo`] give `App::configure` functions for the rooms
-//!   route and the plain echo route; [`Rooms::publish`] (typed) and [`Rooms::publish_json`]
-//!   publish into a room from ordinary HTTP handlers (the `Rooms` is also app data: extract `web::Data<Rooms>`); [`Rooms::shutdown`]
-//!   closes every session with 1001.
-//! - [`serve`] / [`serve_with`]: a standalone server on an address (port 0 allowed),
-//!   returning a [`Server`] with its [`local_addr`](Server::local_addr), its `Rooms` and a
-//!   graceful [`shutdown`](Server::shutdown). This is what `wsm serve` and in-process benchmarks
-//!   use. Over plain TCP it is actix-http's HTTP/1 service on sockets read in 8 KiB turns, and
-//!   only once the session took what was read, so that actix-http's read buffer stays at 8 KiB
-//!   after a large message (`paced` in the source says why; an `HttpServer` of your own keeps up
-//!   to 256 KiB per connection that once received a burst); [`serve_tls`] is actix-web's
-//!   `HttpServer`.
-//! - [`session`]: one actor per client, writing through its [`outbox`] (a bounded queue that
-//!   is the response body actix-http writes); its docs say why neither actix-web-actors nor
-//!   actix-ws.
-//! - [`hub`]: rooms, membership, broadcast (encoded once, shared bytes) and counters.
-//! - [`metrics`]: those counters as a [`ServerMetrics`](metrics::ServerMetrics) snapshot
-//!   ([`Rooms::metrics`]) and, with the `metrics` feature, as Prometheus text
-//!   ([`Rooms::mount_metrics`], [`Rooms::register_metrics`]).
+//! What users need is here at the top: [`Rooms`], the shared handle ([`Rooms::start`] starts
+//! the one hub of a server; [`Rooms::mount`] and [`Rooms::mount_echo`] give `App::configure`
+//! functions for the rooms route and the plain echo route; [`Rooms::publish`] (typed) and
+//! [`Rooms::publish_json`] publish into a room from ordinary HTTP handlers, where the `Rooms` is
+//! also app data, `web::Data<Rooms>`; [`Rooms::shutdown`] closes every session with 1001), the
+//! authentication types ([`AuthHook`], [`AuthRejection`]), [`serve`] / [`serve_with`] /
+//! `serve_tls` and their [`Server`], [`HubStats`], [`RoomFrame`] and [`SessionId`], and the
+//! public modules [`backplane`] (several nodes), [`handler`] (message types of your own) and
+//! [`metrics`] ([`ServerMetrics`](metrics::ServerMetrics), Prometheus).
+//!
+//! # Layout
+//!
+//! One concern per file; the leaf modules (`command`, `counters`, `latency`, `outbox`) import no
+//! other server module that imports them, so no two server modules import each other.
+//!
+//! - `mod.rs`: the [`Rooms`] handle and its API (publish, members, stats, shutdown);
+//! - `admission.rs`: the authentication hook, the join check, the limits checked before the
+//!   upgrade, the slot a session holds, and the upgrade handler;
+//! - `standalone.rs` and `paced.rs`: [`serve`] and its [`Server`]; over plain TCP it is
+//!   actix-http's HTTP/1 service on sockets read in 8 KiB turns, and only once the session took
+//!   what was read, so that actix-http's read buffer stays at 8 KiB after a large message
+//!   (`paced.rs` says why; an `HttpServer` of your own keeps up to 256 KiB per connection that
+//!   once received a burst); `serve_tls` is actix-web's `HttpServer`;
+//! - `command.rs`: [`SessionId`] and the commands the hub reads from its bounded queue;
+//! - `counters.rs`: the one table of figures, from which the counters, [`HubStats`] and
+//!   [`ServerMetrics`](metrics::ServerMetrics) come, and the slow-consumer policy;
+//! - `hub.rs`: the hub actor: rooms, membership, broadcast (encoded once, shared bytes);
+//! - `session/`: one actor per client (lifecycle and heartbeat, the rooms protocol, the rate
+//!   limit), writing through its `outbox/` (a bounded queue that is the response body
+//!   actix-http writes); its docs say why neither actix-web-actors nor actix-ws;
+//! - `socket.rs`: the accepted socket's options and the cutter;
+//! - [`backplane`], [`handler`], [`metrics`]: the public modules above.
+//!
+//! # Glossary: ending a connection
+//!
+//! Three words, and only these, in names and docs. To **close** is to send a Close frame and
+//! wait, at most `close_timeout`, for the client's (the RFC 6455 handshake: shutdown 1001,
+//! heartbeat 1001, slow consumer 1013, rate limit 1008, a protocol fault). To **cut** is to drop
+//! the socket without a handshake (`SO_LINGER` 0), for a client that stopped reading or did not
+//! answer the close in time. To **stop** is for the actors to end: the session leaves the hub,
+//! its outbox's body ends, and its slot is released.
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer, HttpResponse};
@@ -48,61 +69,53 @@
 //! The hub must be shared by every worker of the `HttpServer`, so it is started once, outside
 //! the `App` factory, and `mount` is a method of the shared handle rather than a free function.
 
+mod admission;
 pub mod backplane;
 pub mod handler;
-pub mod hub;
+mod latency;
 pub mod metrics;
-pub mod outbox;
 mod paced;
-pub mod session;
+mod session;
+mod socket;
+mod standalone;
 
-use std::any::Any;
+// Hidden rather than private, and no stable API: a `Backplane` implementation is handed the
+// hub's `HubSender` and the server's `Counters` and answers with `Command::Remote`, and
+// `benches/fanout.rs` drives the hub through its command queue with outboxes of its own,
+// without sockets, to measure fan-out alone.
+#[doc(hidden)]
+pub mod command;
+#[doc(hidden)]
+pub mod counters;
+#[doc(hidden)]
+pub mod hub;
+#[doc(hidden)]
+pub mod outbox;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Recipient;
-use actix_web::dev::Extensions;
-use actix_web::http::header;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
+pub use self::admission::{AuthHook, AuthRejection, AuthResult, JoinCheck};
+use self::command::{Command, HubSender, Publish};
+pub use self::command::{RoomFrame, SessionId};
+use self::counters::Counters;
+pub use self::counters::HubStats;
+use self::hub::Hub;
+use self::outbox::Outbound;
+#[cfg(feature = "rustls")]
+pub use self::standalone::serve_tls;
+pub use self::standalone::{serve, serve_with, Server};
 use crate::config::ServerConfig;
 use crate::envelope::{Outgoing, WireMessage};
 use crate::error::{Error, Result};
 use crate::protocol::RoomMessage;
-use hub::SessionId;
-use hub::{Command, Counters, Hub, HubSender, HubStats, Publish};
-use session::{Mode, SessionParams};
-
-/// Why the authentication hook refused an upgrade request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthRejection {
-    /// No (valid) credentials: HTTP 401 with this body.
-    Unauthorized(String),
-    /// Credentials, but not allowed here: HTTP 403 with this body.
-    Forbidden(String),
-}
-
-/// The authentication hook: sees the upgrade request before anything else happens, and either
-/// refuses it or lets it through, optionally attaching an identity to the session (sent back in
-/// `welcome` as `data.identity`, traced with the session, and given to application handlers and
-/// the join check). It is async, so it can check a JWT against a key service or look a token up
-/// in a database; install a plain function with [`Rooms::with_auth`] or an async one with
-/// [`Rooms::with_async_auth`].
-pub type AuthHook = Arc<
-    dyn Fn(HttpRequest) -> futures_util::future::LocalBoxFuture<'static, AuthResult> + Send + Sync,
->;
-
-/// What the authentication hook answers: an identity (or none) to let the upgrade through, or
-/// why it is refused.
-pub type AuthResult = std::result::Result<Option<String>, AuthRejection>;
-
-/// The per-room join check ([`Rooms::with_join_check`]): may this identity join this room?
-pub type JoinCheck = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
 
 /// State shared by the handle, the HTTP handlers and every session of one server.
 pub(crate) struct Shared {
@@ -132,6 +145,13 @@ pub(crate) struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
+impl Shared {
+    /// A new session's id (or an attached actor's): unique within this server.
+    fn next_session_id(&self) -> SessionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
 /// A reserved place under `max_sessions`, released when dropped (by the session actor, whatever
 /// ended it, or by a failed upgrade).
 pub(crate) struct SessionSlot {
@@ -141,7 +161,7 @@ pub(crate) struct SessionSlot {
 }
 
 /// Why no slot could be reserved.
-enum NoSlot {
+pub(crate) enum NoSlot {
     /// `max_sessions` reached (HTTP 503).
     Server,
     /// `max_connections_per_ip` reached for this address (HTTP 429).
@@ -149,7 +169,10 @@ enum NoSlot {
 }
 
 impl SessionSlot {
-    fn reserve(shared: &Arc<Shared>, ip: Option<IpAddr>) -> std::result::Result<Self, NoSlot> {
+    pub(crate) fn reserve(
+        shared: &Arc<Shared>,
+        ip: Option<IpAddr>,
+    ) -> std::result::Result<Self, NoSlot> {
         let max = shared.config.max_sessions;
         shared
             .active
@@ -211,6 +234,16 @@ impl std::fmt::Debug for Rooms {
 }
 
 impl Rooms {
+    /// The handle a session gives an application handler: the same hub and state, without the
+    /// authentication hook (which only admission uses).
+    pub(crate) fn from_parts(commands: HubSender, shared: Arc<Shared>) -> Self {
+        Self {
+            commands,
+            shared,
+            auth: None,
+        }
+    }
+
     /// Check `config` and start the hub on the current arbiter (call it inside an actix system,
     /// before `HttpServer::new`).
     pub fn start(config: ServerConfig) -> Result<Self> {
@@ -253,146 +286,6 @@ impl Rooms {
             }),
             auth: None,
         })
-    }
-
-    /// Install a synchronous authentication hook (see [`AuthHook`]).
-    pub fn with_auth<F>(self, hook: F) -> Self
-    where
-        F: Fn(&HttpRequest) -> AuthResult + Send + Sync + 'static,
-    {
-        self.with_async_auth(move |req: HttpRequest| std::future::ready(hook(&req)))
-    }
-
-    /// Install an async authentication hook (see [`AuthHook`]); it gets the request by value
-    /// (cheap: actix's `HttpRequest` is reference counted).
-    pub fn with_async_auth<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(HttpRequest) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = AuthResult> + 'static,
-    {
-        self.auth = Some(Arc::new(move |req| Box::pin(hook(req))));
-        self
-    }
-
-    /// Install a per-room join check: a `join` whose `check(identity, room)` is false is
-    /// answered with the error `forbidden_room`. The identity is what the authentication hook
-    /// attached (`None` without one).
-    pub fn with_join_check<F>(self, check: F) -> Self
-    where
-        F: Fn(Option<&str>, &str) -> bool + Send + Sync + 'static,
-    {
-        let mut slot = self
-            .shared
-            .join_check
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        *slot = Some(Arc::new(check));
-        drop(slot);
-        self
-    }
-
-    /// An `App::configure` function that mounts the rooms endpoint at `path` and registers this
-    /// handle as `web::Data<Rooms>` for the app's other handlers.
-    pub fn mount(&self, path: &str) -> impl FnOnce(&mut web::ServiceConfig) + 'static {
-        self.mount_mode(path, Mode::Rooms)
-    }
-
-    /// An `App::configure` function that mounts the plain echo endpoint at `path`: text and
-    /// binary messages come back verbatim, through the same session machinery, heartbeat and
-    /// limits as the rooms endpoint.
-    pub fn mount_echo(&self, path: &str) -> impl FnOnce(&mut web::ServiceConfig) + 'static {
-        self.mount_mode(path, Mode::Echo)
-    }
-
-    fn mount_mode(&self, path: &str, mode: Mode) -> impl FnOnce(&mut web::ServiceConfig) + 'static {
-        let rooms = self.clone();
-        let path = path.to_owned();
-        move |cfg: &mut web::ServiceConfig| {
-            let data = web::Data::new(rooms.clone());
-            cfg.app_data(data).route(
-                &path,
-                web::get().to(move |req: HttpRequest, body: web::Payload| {
-                    let rooms = rooms.clone();
-                    async move { rooms.upgrade(req, body, mode).await }
-                }),
-            );
-        }
-    }
-
-    /// The upgrade handler: origin, the handshake's headers, capacity (cheap checks first), then
-    /// authentication, then the WebSocket handshake.
-    async fn upgrade(
-        &self,
-        req: HttpRequest,
-        body: web::Payload,
-        mode: Mode,
-    ) -> std::result::Result<HttpResponse, actix_web::Error> {
-        let config = &self.shared.config;
-        if let Some(allowed) = &config.allowed_origins {
-            if let Some(origin) = req.headers().get(header::ORIGIN) {
-                let ok = origin
-                    .to_str()
-                    .is_ok_and(|o| allowed.iter().any(|a| a == o));
-                if !ok {
-                    tracing::info!(?origin, "upgrade refused: origin not allowed");
-                    return Ok(HttpResponse::Forbidden().body("origin not allowed"));
-                }
-            }
-        }
-        // Everything that costs nothing is checked before the authentication hook, which may be
-        // slow (a database, another service): a plain GET, an address at its connection limit
-        // or a full server never gets an auth call in flight. The reserved slot counts toward
-        // the limits while the hook runs and is released if the hook refuses.
-        if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
-            tracing::debug!("upgrade refused: not a WebSocket handshake: {e}");
-            return Ok(HttpResponse::from_error(e));
-        }
-        if self.shared.closing.load(Ordering::Acquire) {
-            return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
-        }
-        let ip = req.peer_addr().map(|a| a.ip());
-        let slot = match SessionSlot::reserve(&self.shared, ip) {
-            Ok(slot) => slot,
-            Err(NoSlot::Server) => {
-                tracing::warn!(max = config.max_sessions, "upgrade refused: session limit");
-                return Ok(HttpResponse::ServiceUnavailable().body("too many sessions"));
-            }
-            Err(NoSlot::Address) => {
-                self.shared
-                    .counters
-                    .per_ip_refusals
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(?ip, "upgrade refused: connection limit for this address");
-                return Ok(
-                    HttpResponse::TooManyRequests().body("too many connections from this address")
-                );
-            }
-        };
-        let identity = match &self.auth {
-            None => None,
-            Some(hook) => match hook(req.clone()).await {
-                Ok(identity) => identity,
-                Err(AuthRejection::Unauthorized(why)) => {
-                    return Ok(HttpResponse::Unauthorized().body(why))
-                }
-                Err(AuthRejection::Forbidden(why)) => {
-                    return Ok(HttpResponse::Forbidden().body(why))
-                }
-            },
-        };
-        // The hook may have waited through the start of a shutdown.
-        if self.shared.closing.load(Ordering::Acquire) {
-            return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
-        }
-        let params = SessionParams {
-            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
-            mode,
-            identity,
-            hub: self.commands.clone(),
-            shared: self.shared.clone(),
-            slot,
-        };
-        session::start(&req, body, params)
     }
 
     /// Publish a typed message into `room` from server code (an HTTP handler, a background
@@ -451,7 +344,7 @@ impl Rooms {
 
     /// [`send_to`](Self::send_to) with a prepared envelope.
     pub async fn send_envelope_to(&self, session: SessionId, out: Outgoing) -> Result<bool> {
-        let frame = hub::Outbound::Text(out.encode());
+        let frame = Outbound::Text(out.encode());
         self.ask(|sent| Command::SendTo {
             id: session,
             frame,
@@ -462,15 +355,15 @@ impl Rooms {
 
     /// Make an actor of yours a member of this server's rooms: typically an existing
     /// actix-web-actors session that should take part in rooms without being rewritten. Room
-    /// messages reach it as [`RoomFrame`](hub::RoomFrame)s (the encoded envelope; write it
+    /// messages reach it as [`RoomFrame`]s (the encoded envelope; write it
     /// with `ctx.text(frame.0)`) through `try_send`, so its mailbox bound applies: an actor that
     /// does not keep up is a slow consumer like any session (dropped or removed, counted), and
     /// never slows the others. Answers the member's id, for [`join_member`](Self::join_member),
     /// [`leave_member`](Self::leave_member), [`send_to`](Self::send_to) and
     /// [`detach`](Self::detach). A stopped actor is forgotten the first time a message finds
     /// its mailbox closed.
-    pub async fn attach(&self, recipient: Recipient<hub::RoomFrame>) -> Result<SessionId> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+    pub async fn attach(&self, recipient: Recipient<RoomFrame>) -> Result<SessionId> {
+        let id = self.shared.next_session_id();
         self.command(Command::Attach { id, recipient }).await?;
         Ok(id)
     }
@@ -479,7 +372,7 @@ impl Rooms {
     pub async fn join_recipient(
         &self,
         room: &str,
-        recipient: Recipient<hub::RoomFrame>,
+        recipient: Recipient<RoomFrame>,
     ) -> Result<SessionId> {
         if !self.shared.config.is_valid_room(room) {
             return Err(Error::BadRoom(room.to_owned()));
@@ -561,17 +454,6 @@ impl Rooms {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())
     }
-
-    /// The hook to install with `HttpServer::on_connect(rooms.on_connect())`: it applies this
-    /// configuration's [`tcp_send_buffer`](ServerConfig::tcp_send_buffer) and
-    /// [`tcp_user_timeout`](ServerConfig::tcp_user_timeout) to every accepted socket, and, when
-    /// [`keep_socket_handle`](ServerConfig::keep_socket_handle) is on, keeps a duplicate
-    /// descriptor so that the server can cut the socket of a client that stopped reading (see
-    /// [`session`]). Without it, those three settings have no effect. [`serve`] installs it.
-    pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
-        session::on_connect_for(&self.shared.config)
-    }
-
     /// A snapshot of the counters. It waits its turn in the hub's command queue, so it
     /// reflects every join, leave, publish and disconnect queued before it.
     pub async fn stats(&self) -> Result<HubStats> {
@@ -637,204 +519,4 @@ impl Rooms {
             }
         }
     }
-}
-
-/// A standalone server started by [`serve`]: where it listens, its [`Rooms`], and a graceful
-/// [`shutdown`](Self::shutdown).
-#[derive(Debug)]
-pub struct Server {
-    addr: SocketAddr,
-    /// `ws` or `wss`.
-    scheme: &'static str,
-    path: String,
-    echo_path: String,
-    rooms: Rooms,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Server {
-    /// The address the listener is bound to (the real port when asked for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `ws://<addr><path>` (`wss://` when serving TLS): the rooms endpoint.
-    pub fn url(&self) -> String {
-        format!("{}://{}{}", self.scheme, self.addr, self.path)
-    }
-
-    /// `ws://<addr><echo_path>` (`wss://` when serving TLS): the echo endpoint.
-    pub fn echo_url(&self) -> String {
-        format!("{}://{}{}", self.scheme, self.addr, self.echo_path)
-    }
-
-    /// The shared handle (hub, counters, HTTP-side publish).
-    pub fn rooms(&self) -> &Rooms {
-        &self.rooms
-    }
-
-    /// Stop at once without closing sessions: connections are dropped without a Close frame,
-    /// as in a crash (the test kit's `TestServer::kill`).
-    #[cfg(feature = "testkit")]
-    pub(crate) async fn kill(self) {
-        self.rooms.shared.closing.store(true, Ordering::Release);
-        self.handle.stop(false).await;
-        listener_released(self.addr).await;
-    }
-
-    /// Close every session with 1001 (see [`Rooms::shutdown`]), then stop the HTTP server.
-    pub async fn shutdown(self) -> Result<()> {
-        let left = self.rooms.shutdown().await?;
-        if left > 0 {
-            tracing::warn!(sessions = left, "stopping with sessions still open");
-        }
-        self.handle.stop(true).await;
-        listener_released(self.addr).await;
-        Ok(())
-    }
-}
-
-/// How long [`listener_released`] waits at most.
-const LISTENER_RELEASE: Duration = Duration::from_secs(2);
-
-/// Wait until the port of `addr` can be bound again, for at most [`LISTENER_RELEASE`].
-///
-/// actix-server's stop resolves once its workers are done, but its accept thread drops the
-/// listening socket on its own, a moment later (longer on a busy machine): a caller that binds
-/// the same port right after [`Server::shutdown`] (a restart) could get "address in use". So
-/// shutdown returns once a probe bind with `SO_REUSEADDR` (as actix-server binds) succeeds. There
-/// is no event for it, hence a short bounded poll.
-async fn listener_released(addr: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + LISTENER_RELEASE;
-    loop {
-        let probe = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .and_then(|s| {
-            s.set_reuse_address(true)?;
-            s.bind(&addr.into())
-        });
-        match probe {
-            Ok(()) => return,
-            Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => return,
-            Err(_) if tokio::time::Instant::now() >= deadline => {
-                tracing::warn!(%addr, "the listening socket is still open after the server stopped");
-                return;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-}
-
-/// Start a standalone server on `bind` with the rooms endpoint at `path` and the echo endpoint at
-/// `echo_path`. Call it inside an actix system (`#[actix_web::main]`, `#[actix_rt::test]`); the
-/// server runs on that system until [`Server::shutdown`]. It does not handle signals itself.
-pub fn serve(
-    bind: impl ToSocketAddrs,
-    path: &str,
-    echo_path: &str,
-    config: ServerConfig,
-) -> Result<Server> {
-    serve_with(bind, path, echo_path, Rooms::start(config)?)
-}
-
-/// [`serve`] with a [`Rooms`] you built (for example with an authentication hook).
-pub fn serve_with(
-    bind: impl ToSocketAddrs,
-    path: &str,
-    echo_path: &str,
-    rooms: Rooms,
-) -> Result<Server> {
-    start(bind, path, echo_path, rooms, Tls::None)
-}
-
-/// [`serve`] over TLS (`wss://`), with a configuration from
-/// [`tls::server_config`](crate::tls::server_config) (a PEM certificate chain and key). To serve
-/// TLS from your own `HttpServer`, mount the [`Rooms`] as usual and bind with
-/// `HttpServer::bind_rustls_0_23(addr, config)`:
-///
-/// ```no_run
-/// # use actix_web::{App, HttpServer};
-/// # use actix_ws_manager::{config::ServerConfig, server::Rooms, tls};
-/// # async fn run(cert: &[u8], key: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
-/// let rooms = Rooms::start(ServerConfig::default())?;
-/// let hook = rooms.on_connect();
-/// HttpServer::new(move || App::new().configure(rooms.mount("/ws")))
-///     .on_connect(hook)
-///     .bind_rustls_0_23(("0.0.0.0", 8443), tls::server_config(cert, key)?)?
-///     .run()
-///     .await?;
-/// # Ok(()) }
-/// ```
-#[cfg(feature = "rustls")]
-pub fn serve_tls(
-    bind: impl ToSocketAddrs,
-    path: &str,
-    echo_path: &str,
-    rooms: Rooms,
-    tls: rustls::ServerConfig,
-) -> Result<Server> {
-    start(bind, path, echo_path, rooms, Tls::Rustls(Box::new(tls)))
-}
-
-/// How [`start`] binds.
-enum Tls {
-    None,
-    #[cfg(feature = "rustls")]
-    Rustls(Box<rustls::ServerConfig>),
-}
-
-fn start(
-    bind: impl ToSocketAddrs,
-    path: &str,
-    echo_path: &str,
-    rooms: Rooms,
-    tls: Tls,
-) -> Result<Server> {
-    let (p, e) = (path.to_owned(), echo_path.to_owned());
-    let app_rooms = rooms.clone();
-    let app = move || {
-        App::new()
-            .configure(app_rooms.mount(&p))
-            .configure(app_rooms.mount_echo(&e))
-    };
-    let grace = rooms
-        .config()
-        .close_timeout
-        .saturating_add(Duration::from_secs(1));
-    let (addr, running, scheme) = match tls {
-        // Plain sockets are read in paced turns (`paced` says why actix-web's `HttpServer` is
-        // not used here).
-        Tls::None => {
-            let (addr, running) = paced::listen(bind, app, rooms.on_connect(), grace)?;
-            (addr, running, "ws")
-        }
-        #[cfg(feature = "rustls")]
-        Tls::Rustls(config) => {
-            let server = HttpServer::new(app)
-                .on_connect(rooms.on_connect())
-                .disable_signals()
-                .shutdown_timeout(grace.as_secs())
-                .bind_rustls_0_23(bind, *config)?;
-            let addr = server
-                .addrs()
-                .first()
-                .copied()
-                .ok_or_else(|| Error::Io(std::io::Error::other("bound to no address")))?;
-            (addr, server.run(), "wss")
-        }
-    };
-    let handle = running.handle();
-    actix_rt::spawn(running);
-    tracing::info!(%addr, scheme, path, echo_path, "listening");
-    Ok(Server {
-        addr,
-        scheme,
-        path: path.to_owned(),
-        echo_path: echo_path.to_owned(),
-        rooms,
-        handle,
-    })
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::server::hub::HubStats;
+use crate::server::HubStats;
 use crate::server::{self, Rooms, Server};
 
 /// How long [`TestServer::resume`] keeps trying to bind the port again (the old listener may
@@ -138,7 +138,7 @@ impl TestServer {
     /// see 1006) and the listener closes. Does nothing when already stopped.
     pub async fn kill(&mut self) {
         if let Some(server) = self.server.take() {
-            server.kill().await;
+            server.cut_all().await;
         }
     }
 

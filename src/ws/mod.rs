@@ -1,5 +1,5 @@
 //! The frame layer that the client [`Connection`](crate::client) and the server
-//! [`Session`](crate::server::session::Session) share: one place for the rules of RFC 6455 that
+//! the server's `Session` share: one place for the rules of RFC 6455 that
 //! actix-http leaves to its users.
 //!
 //! - [`FrameCodec`]: actix-http's WebSocket codec behind a **frame-header guard**. A frame whose

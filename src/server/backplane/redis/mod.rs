@@ -53,7 +53,8 @@ use self::subscriber::Subscriber;
 use self::subscriptions::Wanted;
 use super::{Backplane, Done};
 use crate::error::{Error, Result};
-use crate::server::hub::{Counters, HubSender};
+use crate::server::command::HubSender;
+use crate::server::counters::Counters;
 
 /// Default channel prefix: channels are `wsm:room:<room>`.
 pub const DEFAULT_PREFIX: &str = "wsm:room:";

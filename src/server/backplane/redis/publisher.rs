@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::resp::{self, Reply};
 use crate::server::backplane::Done;
-use crate::server::hub::Counters;
+use crate::server::counters::Counters;
 
 /// Bytes written to Redis (or about to be) whose reply has not come, at most (one publish
 /// always goes, whatever its size).

@@ -38,7 +38,8 @@ use tokio::time::Instant;
 use super::resp::{self, Reply};
 use super::subscriptions::{Asked, Wanted};
 use super::RedisConfig;
-use crate::server::hub::{Command, Counters, HubSender, Receipt};
+use crate::server::command::{Command, HubSender, Receipt};
+use crate::server::counters::Counters;
 
 /// Nodes whose last sequence number is remembered; beyond, the memory starts again (order
 /// is then not checked for one message per node).

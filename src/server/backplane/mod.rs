@@ -10,9 +10,9 @@
 //!   already encoded for members; each other node fans the same bytes out to its members;
 //!
 //! and the backplane hands what other nodes published back to the hub through
-//! [`HubSender`] as [`Command::Remote`](super::hub::Command::Remote). It must never hand a node its own publish (members
-//! would get it twice) and must keep the order of one node's publishes (so one publisher's
-//! messages stay in order on every node).
+//! [`HubSender`] as [`Command::Remote`](super::command::Command::Remote). It must never hand a
+//! node its own publish (members would get it twice) and must keep the order of one node's
+//! publishes (so one publisher's messages stay in order on every node).
 //!
 //! [`InProcess`] is the default: one node, nothing to carry. [`RedisBackplane`] (feature
 //! `redis`) uses Redis pub/sub, as Socket.IO's and Action Cable's adapters do.
@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use super::hub::{Counters, HubSender};
+use super::command::HubSender;
+use super::counters::Counters;
 
 #[cfg(feature = "redis")]
 mod redis;
@@ -65,7 +66,7 @@ pub trait Backplane: Send + 'static {
     fn publish(&mut self, room: &Arc<str>, frame: &ByteString, done: Option<Done>);
 }
 
-/// One node, nothing to carry: today's single server. Every operation succeeds at once.
+/// One node, nothing to carry: a single server. Every operation succeeds at once.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct InProcess;
 

@@ -1,0 +1,190 @@
+//! Admission: who may open a session. The authentication hook and the join check, the limits
+//! checked before the upgrade (origin, `max_sessions`, `max_connections_per_ip`), the slot a
+//! session holds under them, and the upgrade handler that mounts sessions into an `App`.
+
+use std::any::Any;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix_web::dev::Extensions;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::session::{self, Mode, SessionParams};
+use super::{socket, NoSlot, Rooms, SessionSlot};
+
+/// Why the authentication hook refused an upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRejection {
+    /// No (valid) credentials: HTTP 401 with this body.
+    Unauthorized(String),
+    /// Credentials, but not allowed here: HTTP 403 with this body.
+    Forbidden(String),
+}
+
+/// The authentication hook: sees the upgrade request before anything else happens, and either
+/// refuses it or lets it through, optionally attaching an identity to the session (sent back in
+/// `welcome` as `data.identity`, traced with the session, and given to application handlers and
+/// the join check). It is async, so it can check a JWT against a key service or look a token up
+/// in a database; install a plain function with [`Rooms::with_auth`] or an async one with
+/// [`Rooms::with_async_auth`].
+pub type AuthHook = Arc<
+    dyn Fn(HttpRequest) -> futures_util::future::LocalBoxFuture<'static, AuthResult> + Send + Sync,
+>;
+
+/// What the authentication hook answers: an identity (or none) to let the upgrade through, or
+/// why it is refused.
+pub type AuthResult = std::result::Result<Option<String>, AuthRejection>;
+
+/// The per-room join check ([`Rooms::with_join_check`]): may this identity join this room?
+pub type JoinCheck = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
+
+impl Rooms {
+    /// Install a synchronous authentication hook (see [`AuthHook`]).
+    pub fn with_auth<F>(self, hook: F) -> Self
+    where
+        F: Fn(&HttpRequest) -> AuthResult + Send + Sync + 'static,
+    {
+        self.with_async_auth(move |req: HttpRequest| std::future::ready(hook(&req)))
+    }
+
+    /// Install an async authentication hook (see [`AuthHook`]); it gets the request by value
+    /// (cheap: actix's `HttpRequest` is reference counted).
+    pub fn with_async_auth<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(HttpRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = AuthResult> + 'static,
+    {
+        self.auth = Some(Arc::new(move |req| Box::pin(hook(req))));
+        self
+    }
+
+    /// Install a per-room join check: a `join` whose `check(identity, room)` is false is
+    /// answered with the error `forbidden_room`. The identity is what the authentication hook
+    /// attached (`None` without one).
+    pub fn with_join_check<F>(self, check: F) -> Self
+    where
+        F: Fn(Option<&str>, &str) -> bool + Send + Sync + 'static,
+    {
+        let mut slot = self
+            .shared
+            .join_check
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Arc::new(check));
+        drop(slot);
+        self
+    }
+
+    /// An `App::configure` function that mounts the rooms endpoint at `path` and registers this
+    /// handle as `web::Data<Rooms>` for the app's other handlers.
+    pub fn mount(&self, path: &str) -> impl FnOnce(&mut web::ServiceConfig) + 'static {
+        self.mount_mode(path, Mode::Rooms)
+    }
+
+    /// An `App::configure` function that mounts the plain echo endpoint at `path`: text and
+    /// binary messages come back verbatim, through the same session machinery, heartbeat and
+    /// limits as the rooms endpoint.
+    pub fn mount_echo(&self, path: &str) -> impl FnOnce(&mut web::ServiceConfig) + 'static {
+        self.mount_mode(path, Mode::Echo)
+    }
+
+    fn mount_mode(&self, path: &str, mode: Mode) -> impl FnOnce(&mut web::ServiceConfig) + 'static {
+        let rooms = self.clone();
+        let path = path.to_owned();
+        move |cfg: &mut web::ServiceConfig| {
+            let data = web::Data::new(rooms.clone());
+            cfg.app_data(data).route(
+                &path,
+                web::get().to(move |req: HttpRequest, body: web::Payload| {
+                    let rooms = rooms.clone();
+                    async move { rooms.upgrade(req, body, mode).await }
+                }),
+            );
+        }
+    }
+
+    /// The upgrade handler: origin, the handshake's headers, capacity (cheap checks first), then
+    /// authentication, then the WebSocket handshake.
+    async fn upgrade(
+        &self,
+        req: HttpRequest,
+        body: web::Payload,
+        mode: Mode,
+    ) -> std::result::Result<HttpResponse, actix_web::Error> {
+        let config = &self.shared.config;
+        if let Some(allowed) = &config.allowed_origins {
+            if let Some(origin) = req.headers().get(header::ORIGIN) {
+                let ok = origin
+                    .to_str()
+                    .is_ok_and(|o| allowed.iter().any(|a| a == o));
+                if !ok {
+                    tracing::info!(?origin, "upgrade refused: origin not allowed");
+                    return Ok(HttpResponse::Forbidden().body("origin not allowed"));
+                }
+            }
+        }
+        // Everything that costs nothing is checked before the authentication hook, which may be
+        // slow (a database, another service): a plain GET, an address at its connection limit
+        // or a full server never gets an auth call in flight. The reserved slot counts toward
+        // the limits while the hook runs and is released if the hook refuses.
+        if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+            tracing::debug!("upgrade refused: not a WebSocket handshake: {e}");
+            return Ok(HttpResponse::from_error(e));
+        }
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
+        }
+        let ip = req.peer_addr().map(|a| a.ip());
+        let slot = match SessionSlot::reserve(&self.shared, ip) {
+            Ok(slot) => slot,
+            Err(NoSlot::Server) => {
+                tracing::warn!(max = config.max_sessions, "upgrade refused: session limit");
+                return Ok(HttpResponse::ServiceUnavailable().body("too many sessions"));
+            }
+            Err(NoSlot::Address) => {
+                self.shared.counters.per_ip_refusals.bump();
+                tracing::info!(?ip, "upgrade refused: connection limit for this address");
+                return Ok(
+                    HttpResponse::TooManyRequests().body("too many connections from this address")
+                );
+            }
+        };
+        let identity = match &self.auth {
+            None => None,
+            Some(hook) => match hook(req.clone()).await {
+                Ok(identity) => identity,
+                Err(AuthRejection::Unauthorized(why)) => {
+                    return Ok(HttpResponse::Unauthorized().body(why))
+                }
+                Err(AuthRejection::Forbidden(why)) => {
+                    return Ok(HttpResponse::Forbidden().body(why))
+                }
+            },
+        };
+        // The hook may have waited through the start of a shutdown.
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
+        }
+        let params = SessionParams {
+            id: self.shared.next_session_id(),
+            mode,
+            identity,
+            hub: self.commands.clone(),
+            shared: self.shared.clone(),
+            slot,
+        };
+        session::start(&req, body, params)
+    }
+
+    /// The hook to install with `HttpServer::on_connect(rooms.on_connect())`: it applies this
+    /// configuration's [`tcp_send_buffer`](crate::config::ServerConfig::tcp_send_buffer) and
+    /// [`tcp_user_timeout`](crate::config::ServerConfig::tcp_user_timeout) to every accepted socket, and, when
+    /// [`keep_socket_handle`](crate::config::ServerConfig::keep_socket_handle) is on, keeps a duplicate
+    /// descriptor so that the server can cut the socket of a client that stopped reading (see
+    /// the `server` module docs). Without it, those three settings have no effect.
+    /// [`serve`](super::serve) installs it.
+    pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+        socket::on_connect_for(&self.shared.config)
+    }
+}
