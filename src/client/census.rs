@@ -58,7 +58,7 @@ pub async fn wait_census(done: impl Fn(&Census) -> bool, within: Duration) -> bo
 
 /// What a [`Counted`] counts.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Kind {
+pub(crate) enum CensusEntry {
     Client,
     Actor,
     Subscription,
@@ -69,11 +69,11 @@ pub(crate) enum Kind {
 pub(crate) struct Counted(&'static AtomicUsize);
 
 impl Counted {
-    pub(crate) fn new(kind: Kind) -> Counted {
+    pub(crate) fn new(kind: CensusEntry) -> Counted {
         let counter = match kind {
-            Kind::Client => &CLIENTS,
-            Kind::Actor => &ACTORS,
-            Kind::Subscription => &SUBSCRIPTIONS,
+            CensusEntry::Client => &CLIENTS,
+            CensusEntry::Actor => &ACTORS,
+            CensusEntry::Subscription => &SUBSCRIPTIONS,
         };
         counter.fetch_add(1, Ordering::AcqRel);
         Counted(counter)

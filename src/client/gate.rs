@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures_util::Stream;
 
-use super::state::Shared;
+use super::state::ClientShared;
 
 /// Messages handed to the Router and not yet routed before the Connection stops reading.
 pub const ROUTE_AHEAD: usize = 32;
@@ -61,11 +61,11 @@ pub(crate) struct ReadGate {
     waker: RefCell<Option<Waker>>,
     /// Whether reading is paused because of routing (the heartbeat reads it).
     paused: Cell<bool>,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
 }
 
 impl ReadGate {
-    pub(crate) fn new(shared: Arc<Shared>) -> Rc<Self> {
+    pub(crate) fn new(shared: Arc<ClientShared>) -> Rc<Self> {
         Rc::new(Self {
             routing: Cell::new(0),
             routing_bytes: Cell::new(0),
@@ -148,7 +148,7 @@ impl ReadGate {
             return Poll::Ready(());
         }
         if self.routing_full() && !self.paused.replace(true) {
-            Shared::add(&self.shared.read_pauses, 1);
+            ClientShared::add(&self.shared.read_pauses, 1);
             self.shared.set_reading_paused(true);
             tracing::debug!(connection = %self.shared.name, routing = self.routing.get(), bytes = self.routing_bytes.get(), "routing behind; socket reads paused");
         }

@@ -14,7 +14,7 @@
 //! the connection open but not read; the peer's own slow-consumer policy decides what happens
 //! to it (a server of this crate closes it with 1013 or drops messages for it, as configured).
 
-use crate::client::census::{Counted, Kind as Census};
+use crate::client::census::{CensusEntry, Counted};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::connection::{Connection, PeerDead, SendPing};
-use super::state::Shared;
+use super::state::ClientShared;
 use crate::config::HeartbeatConfig;
 
 /// Pings in flight that we remember for RTT; older ones are forgotten (their pongs then give
@@ -35,7 +35,7 @@ pub(crate) struct Heartbeat {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
     config: HeartbeatConfig,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
     connection: Addr<Connection>,
     /// The socket generation being watched; `None` while not connected (or after a death was
     /// reported, until the next connection).
@@ -47,11 +47,11 @@ pub(crate) struct Heartbeat {
 impl Heartbeat {
     pub(crate) fn new(
         config: HeartbeatConfig,
-        shared: Arc<Shared>,
+        shared: Arc<ClientShared>,
         connection: Addr<Connection>,
     ) -> Self {
         Self {
-            _live: Counted::new(Census::Actor),
+            _live: Counted::new(CensusEntry::Actor),
             config,
             shared,
             connection,

@@ -79,7 +79,7 @@ use heartbeat::Heartbeat;
 use outbox::Outbox;
 use reconnect::{Close, ReconnectSupervisor};
 use router::{CountSubscribers, RegisterRequest, Router, Sink, Subscribe, SubscribeTo};
-use state::Shared;
+use state::ClientShared;
 
 /// How long [`Client::close`] waits for the closing handshake (the Connection cuts the socket
 /// after 2 s without the peer's Close).
@@ -97,18 +97,20 @@ const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// cycle): call [`close`](Self::close) explicitly there.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Handles>,
+    inner: Arc<ClientActors>,
 }
 
-struct Handles {
+/// What every handle of one client shares: the addresses of its actors and its shared state.
+/// Dropping the last handle drops this, which closes the connection.
+struct ClientActors {
     url: String,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
     connection: Addr<Connection>,
     router: Addr<Router>,
     supervisor: Addr<ReconnectSupervisor>,
 }
 
-impl Drop for Handles {
+impl Drop for ClientActors {
     fn drop(&mut self) {
         // The last handle is gone: nobody can use the connection any more.
         if !self.shared.state().is_terminal() {
@@ -167,7 +169,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
     validate_url(url)?;
     config.validate()?;
     let name: Arc<str> = Arc::from(config.name.clone().unwrap_or_else(|| url.to_owned()));
-    let shared = Arc::new(Shared::new(name));
+    let shared = Arc::new(ClientShared::new(name));
 
     // The four actors refer to one another, so their addresses are made before they start.
     let conn_ctx = Context::<Connection>::new();
@@ -216,7 +218,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
     ));
 
     Ok(Client {
-        inner: Arc::new(Handles {
+        inner: Arc::new(ClientActors {
             url: url.to_owned(),
             shared,
             connection: conn_addr,
@@ -226,7 +228,9 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
     })
 }
 
-fn closed_if_mailbox(e: MailboxError) -> Error {
+/// A failed message to one of the client's actors, as the user's error: an actor that has
+/// stopped means the client was closed.
+fn mailbox_error(e: MailboxError) -> Error {
     match e {
         MailboxError::Closed => Error::ClientClosed,
         MailboxError::Timeout => Error::Mailbox(e.to_string()),
@@ -289,7 +293,7 @@ impl Client {
             .connection
             .send(SendFrame(frame))
             .await
-            .map_err(closed_if_mailbox)?
+            .map_err(mailbox_error)?
     }
 
     /// Send `msg` as a request and wait for the envelope that carries the same `id`.
@@ -325,7 +329,7 @@ impl Client {
             .router
             .send(RegisterRequest { out, timeout })
             .await
-            .map_err(closed_if_mailbox)??;
+            .map_err(mailbox_error)??;
         match rx.await {
             Ok(result) => result,
             // The router stopped with the request still pending.
@@ -368,7 +372,7 @@ impl Client {
             .connection
             .send(edit)
             .await
-            .map_err(closed_if_mailbox)?
+            .map_err(mailbox_error)?
     }
 
     // Naming: `subscribe*(capacity)` answers a bounded channel (dropping the receiver
@@ -547,7 +551,7 @@ impl Client {
             .wait_for(ConnectionState::is_terminal)
             .await
             .map(|s| s.clone());
-        // The sender lives in `Shared`, which this handle holds, so it cannot be gone.
+        // The sender lives in `ClientShared`, which this handle holds, so it cannot be gone.
         ended.unwrap_or_else(|_| self.state())
     }
 
@@ -575,7 +579,7 @@ impl Client {
             .router
             .send(CountSubscribers)
             .await
-            .map_err(closed_if_mailbox)
+            .map_err(mailbox_error)
     }
 
     /// Route `text` through this client's Router as though the peer had sent it as a text frame:

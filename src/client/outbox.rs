@@ -39,7 +39,7 @@ use actix_http::ws;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::state::Shared;
+use super::state::ClientShared;
 use crate::config::{OutboxPolicy, Overflow};
 use crate::error::Error;
 
@@ -68,7 +68,7 @@ impl OutFrame {
 
 /// Whose message an entry is, which decides how it is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub(crate) enum Origin {
     /// A user message from `send`.
     Data,
     /// A user request waiting for the reply with this id.
@@ -80,7 +80,7 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 struct Entry {
     frame: OutFrame,
-    kind: Kind,
+    kind: Origin,
 }
 
 /// The shared handle to one client's outbox.
@@ -108,11 +108,11 @@ pub(crate) struct Outbox {
     max: usize,
     /// The user closed the client: nothing more is accepted.
     refusing: bool,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
 }
 
 impl Outbox {
-    pub(crate) fn new(policy: OutboxPolicy, max: usize, shared: Arc<Shared>) -> SharedOutbox {
+    pub(crate) fn new(policy: OutboxPolicy, max: usize, shared: Arc<ClientShared>) -> SharedOutbox {
         Rc::new(RefCell::new(Outbox {
             queue: VecDeque::new(),
             replays: 0,
@@ -144,7 +144,7 @@ impl Outbox {
     }
 
     fn publish_len(&self) {
-        Shared::set(&self.shared.outbox_len, self.len() as u64);
+        ClientShared::set(&self.shared.outbox_len, self.len() as u64);
     }
 
     /// Accept a user message under the overflow policy. `Err` means not accepted (nothing is
@@ -154,7 +154,7 @@ impl Outbox {
     /// Requests are never dropped by the policy (their caller would only learn of it at its
     /// timeout): a full outbox refuses a request with `OutboxFull` whatever the policy, and
     /// `DropOldest` makes room by dropping the oldest plain message only.
-    pub(crate) fn push(&mut self, frame: OutFrame, kind: Kind) -> Result<(), Error> {
+    pub(crate) fn push(&mut self, frame: OutFrame, kind: Origin) -> Result<(), Error> {
         if self.refusing {
             return Err(Error::ClientClosed);
         }
@@ -170,23 +170,23 @@ impl Outbox {
             match (self.policy.overflow, kind) {
                 (Overflow::Reject, _) => return Err(full),
                 (Overflow::DropOldest, _) => {
-                    let oldest = self.queue.iter().position(|e| e.kind == Kind::Data);
+                    let oldest = self.queue.iter().position(|e| e.kind == Origin::Data);
                     let Some(old) = oldest.and_then(|i| self.queue.remove(i)) else {
                         return Err(full); // only requests wait: none may be dropped
                     };
-                    Shared::add(&self.shared.dropped, 1);
+                    ClientShared::add(&self.shared.dropped, 1);
                     tracing::warn!(connection = %self.shared.name, bytes = old.frame.len(), "outbox full: dropped the oldest message");
                 }
-                (Overflow::DropNewest, Kind::Data) => {
-                    Shared::add(&self.shared.accepted, 1);
-                    Shared::add(&self.shared.dropped, 1);
+                (Overflow::DropNewest, Origin::Data) => {
+                    ClientShared::add(&self.shared.accepted, 1);
+                    ClientShared::add(&self.shared.dropped, 1);
                     tracing::warn!(connection = %self.shared.name, bytes = frame.len(), "outbox full: dropped the newest message");
                     return Ok(());
                 }
                 (Overflow::DropNewest, _) => return Err(full),
             }
         }
-        Shared::add(&self.shared.accepted, 1);
+        ClientShared::add(&self.shared.accepted, 1);
         self.queue.push_back(Entry { frame, kind });
         self.publish_len();
         self.wake();
@@ -203,7 +203,7 @@ impl Outbox {
         for text in frames.iter().rev() {
             self.queue.push_front(Entry {
                 frame: OutFrame::Text(text.clone()),
-                kind: Kind::Replay,
+                kind: Origin::Replay,
             });
         }
         self.replays += frames.len();
@@ -221,7 +221,7 @@ impl Outbox {
         }
         self.queue.push_back(Entry {
             frame: OutFrame::Text(text),
-            kind: Kind::Replay,
+            kind: Origin::Replay,
         });
         self.replays += 1;
         self.wake();
@@ -242,7 +242,7 @@ impl Outbox {
         } else {
             self.give_up_batch();
         }
-        self.queue.retain(|e| e.kind != Kind::Replay);
+        self.queue.retain(|e| e.kind != Origin::Replay);
         self.replays = 0;
         self.publish_len();
     }
@@ -253,16 +253,16 @@ impl Outbox {
         let (mut dropped, mut failed) = (0, 0);
         for e in self.in_flight.drain(..) {
             match e.kind {
-                Kind::Request(_) => failed += 1,
-                Kind::Data => dropped += 1,
-                Kind::Replay => {}
+                Origin::Request(_) => failed += 1,
+                Origin::Data => dropped += 1,
+                Origin::Replay => {}
             }
         }
         if dropped > 0 {
-            Shared::add(&self.shared.dropped, dropped);
+            ClientShared::add(&self.shared.dropped, dropped);
             tracing::warn!(connection = %self.shared.name, messages = dropped, "connection lost while writing: messages that may or may not have arrived are not sent again");
         }
-        Shared::add(&self.shared.failed, failed);
+        ClientShared::add(&self.shared.failed, failed);
     }
 
     /// The writer of draining socket `gen` was aborted: its batch was not written.
@@ -275,11 +275,15 @@ impl Outbox {
     /// Take out the waiting request `id` (its caller is being told it failed). Answers whether
     /// it was still waiting; if not, it was already handed to the socket.
     pub(crate) fn withdraw(&mut self, id: u64) -> bool {
-        let Some(i) = self.queue.iter().position(|e| e.kind == Kind::Request(id)) else {
+        let Some(i) = self
+            .queue
+            .iter()
+            .position(|e| e.kind == Origin::Request(id))
+        else {
             return false;
         };
         self.queue.remove(i);
-        Shared::add(&self.shared.failed, 1);
+        ClientShared::add(&self.shared.failed, 1);
         self.publish_len();
         true
     }
@@ -290,7 +294,7 @@ impl Outbox {
         self.detach(false);
         let n = self.queue.len() as u64;
         if n > 0 {
-            Shared::add(&self.shared.dropped, n);
+            ClientShared::add(&self.shared.dropped, n);
             tracing::warn!(connection = %self.shared.name, messages = n, "client stopped with messages still in the outbox; dropped");
         }
         self.queue.clear();
@@ -308,7 +312,7 @@ impl Outbox {
         self.replays -= self
             .in_flight
             .iter()
-            .filter(|e| e.kind == Kind::Replay)
+            .filter(|e| e.kind == Origin::Replay)
             .count();
         self.publish_len();
         self.in_flight.iter().map(|e| e.frame.to_ws()).collect()
@@ -322,13 +326,13 @@ impl Outbox {
         self.draining = None;
         let (mut n, mut bytes) = (0, 0);
         for e in self.in_flight.drain(..) {
-            if e.kind != Kind::Replay {
+            if e.kind != Origin::Replay {
                 n += 1;
                 bytes += e.frame.len() as u64;
             }
         }
-        Shared::add(&self.shared.messages_out, n);
-        Shared::add(&self.shared.bytes_out, bytes);
+        ClientShared::add(&self.shared.messages_out, n);
+        ClientShared::add(&self.shared.bytes_out, bytes);
     }
 
     /// User messages waiting (not counting on-connect messages or the batch being written).

@@ -31,7 +31,7 @@
 //! rule); requests pending at the loss fail with [`Error::ConnectionLost`] rather than being
 //! resent.
 
-use crate::client::census::{Counted, Kind as Census};
+use crate::client::census::{CensusEntry, Counted};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,7 +40,7 @@ use actix::prelude::*;
 use super::connection::{CloseSocket, Connection, Dial, Stop};
 use super::heartbeat::{self, Heartbeat};
 use super::router::{PublishState, Router};
-use super::state::{ConnectionState, Shared};
+use super::state::{ClientShared, ConnectionState};
 use crate::config::ReconnectPolicy;
 use crate::error::Error;
 
@@ -58,7 +58,7 @@ pub(crate) struct ReconnectSupervisor {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
     policy: ReconnectPolicy,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
     connection: Addr<Connection>,
     router: Addr<Router>,
     heartbeat: Option<Addr<Heartbeat>>,
@@ -81,7 +81,7 @@ pub(crate) struct ReconnectSupervisor {
 impl ReconnectSupervisor {
     pub(crate) fn new(
         policy: ReconnectPolicy,
-        shared: Arc<Shared>,
+        shared: Arc<ClientShared>,
         connection: Addr<Connection>,
         router: Addr<Router>,
         heartbeat: Option<Addr<Heartbeat>>,
@@ -91,7 +91,7 @@ impl ReconnectSupervisor {
             None => fastrand::Rng::new(),
         };
         Self {
-            _live: Counted::new(Census::Actor),
+            _live: Counted::new(CensusEntry::Actor),
             policy,
             shared,
             connection,
@@ -228,7 +228,7 @@ impl Handler<Established> for ReconnectSupervisor {
             return;
         }
         if self.connected_once {
-            Shared::add(&self.shared.reconnects, 1);
+            ClientShared::add(&self.shared.reconnects, 1);
         }
         self.connected_once = true;
         self.phase = Phase::Connected;

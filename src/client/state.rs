@@ -1,6 +1,6 @@
 //! Connection state, client events, and the counters behind [`Stats`].
 
-use crate::client::census::{Counted, Kind as Census};
+use crate::client::census::{CensusEntry, Counted};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,7 +196,7 @@ pub struct Stats {
 /// Counters shared by a client's actors and its handles. Atomics, so a handle can read them
 /// without messaging the actors, and a manager on another thread can add them up.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct ClientShared {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
     pub(crate) name: Arc<str>,
@@ -226,10 +226,10 @@ pub(crate) struct Shared {
     state: tokio::sync::watch::Sender<ConnectionState>,
 }
 
-impl Shared {
+impl ClientShared {
     pub(crate) fn new(name: Arc<str>) -> Self {
         Self {
-            _live: Counted::new(Census::Client),
+            _live: Counted::new(CensusEntry::Client),
             name,
             epoch: Instant::now(),
             messages_in: AtomicU64::new(0),

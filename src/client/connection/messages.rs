@@ -11,7 +11,7 @@ use bytestring::ByteString;
 
 use super::writer::WriterDone;
 use super::Connection;
-use crate::client::outbox::{Kind, OutFrame};
+use crate::client::outbox::{Origin, OutFrame};
 use crate::config::PingMode;
 use crate::error::Error;
 
@@ -70,7 +70,7 @@ pub(crate) struct SendFrame(pub(crate) OutFrame);
 impl Handler<SendFrame> for Connection {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: SendFrame, _: &mut Context<Self>) -> Self::Result {
-        self.outbox.borrow_mut().push(msg.0, Kind::Data)
+        self.outbox.borrow_mut().push(msg.0, Origin::Data)
     }
 }
 

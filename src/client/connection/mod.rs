@@ -55,13 +55,13 @@ use futures_util::stream;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use super::census::{Counted, Kind as Census};
+use super::census::{CensusEntry, Counted};
 use super::gate::{Gated, ReadGate};
 use super::heartbeat::{Heartbeat, PongReceived, Watch};
 use super::outbox::SharedOutbox;
 use super::reconnect::{ConnectFailed, Established, Lost, ReconnectSupervisor};
 use super::router::{Incoming, Router};
-use super::state::Shared;
+use super::state::ClientShared;
 use crate::config::ClientConfig;
 use crate::ws::{close, Assembler, Event, Fault};
 use socket::{SocketItem, WsFramed};
@@ -93,7 +93,7 @@ pub(crate) struct Connection {
     _live: Counted,
     url: String,
     config: ClientConfig,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
     router: Addr<Router>,
     heartbeat: Option<Addr<Heartbeat>>,
     supervisor: Option<Addr<ReconnectSupervisor>>,
@@ -117,7 +117,7 @@ impl Connection {
     pub(crate) fn new(
         url: String,
         config: ClientConfig,
-        shared: Arc<Shared>,
+        shared: Arc<ClientShared>,
         router: Addr<Router>,
         outbox: SharedOutbox,
         gate: Rc<ReadGate>,
@@ -125,7 +125,7 @@ impl Connection {
         let assembler = Assembler::new(config.max_message_size);
         let awc = dial::own_awc_client(&config);
         Self {
-            _live: Counted::new(Census::Actor),
+            _live: Counted::new(CensusEntry::Actor),
             url,
             config,
             shared,
@@ -328,15 +328,15 @@ impl Connection {
         };
         match event {
             Event::Text(text) => {
-                Shared::add(&self.shared.messages_in, 1);
-                Shared::add(&self.shared.bytes_in, text.len() as u64);
+                ClientShared::add(&self.shared.messages_in, 1);
+                ClientShared::add(&self.shared.bytes_in, text.len() as u64);
                 // Bounded: the gate stops reading while too much waits for the Router.
                 self.gate.routing_started(text.len());
                 self.router.do_send(Incoming::Text(text));
             }
             Event::Binary(bytes) => {
-                Shared::add(&self.shared.messages_in, 1);
-                Shared::add(&self.shared.bytes_in, bytes.len() as u64);
+                ClientShared::add(&self.shared.messages_in, 1);
+                ClientShared::add(&self.shared.bytes_in, bytes.len() as u64);
                 self.gate.routing_started(bytes.len());
                 self.router.do_send(Incoming::Binary(bytes));
             }

@@ -23,11 +23,11 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::FutureExt;
 
-use super::census::{Counted, Kind as Census};
+use super::census::{CensusEntry, Counted};
 use super::gate::ReadGate;
 use super::heartbeat::{AppPong, Heartbeat};
 use super::outbox::SharedOutbox;
-use super::state::{ConnectionState, Event, MessageError, MessageErrorKind, Shared};
+use super::state::{ClientShared, ConnectionState, Event, MessageError, MessageErrorKind};
 use crate::envelope::{Envelope, Head, WireMessage};
 use crate::error::Error;
 use requests::PendingRequest;
@@ -69,7 +69,7 @@ impl<T: 'static> Message for Inbound<T> {
 pub(crate) struct Router {
     /// Counted in the process-wide [`census`](crate::client::census) while alive.
     _live: Counted,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
     typed: HashMap<&'static str, Vec<Box<dyn TypedGroup>>>,
     raw: Vec<Sink<Inbound<Envelope>>>,
     binary: Vec<Sink<Inbound<Bytes>>>,
@@ -98,14 +98,14 @@ impl Router {
     /// `app_heartbeat`: the heartbeat when it pings with `{"type":"ping"}` (its pongs are
     /// envelopes to route to it); `None` otherwise.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<ClientShared>,
         app_heartbeat: Option<Addr<Heartbeat>>,
         outbox: SharedOutbox,
         gate: Rc<ReadGate>,
         subscriber_bytes: usize,
     ) -> Self {
         Self {
-            _live: Counted::new(Census::Actor),
+            _live: Counted::new(CensusEntry::Actor),
             shared,
             typed: HashMap::new(),
             raw: Vec::new(),
@@ -157,7 +157,7 @@ impl Router {
             MessageErrorKind::UnknownType => &self.shared.unknown_types,
             MessageErrorKind::SubscriberFull => &self.shared.dropped_incoming,
         };
-        Shared::add(counter, 1);
+        ClientShared::add(counter, 1);
         let message_type_str = message_type.as_deref().unwrap_or("");
         if kind == MessageErrorKind::UnknownType {
             // Peers often send types a client does not care about; counted, but quiet.
@@ -389,7 +389,7 @@ impl Handler<PublishState> for Router {
             Event::State(state.clone())
         });
         if full > 0 {
-            Shared::add(&self.shared.dropped_incoming, full);
+            ClientShared::add(&self.shared.dropped_incoming, full);
             tracing::warn!(connection = %self.shared.name, full, "event subscriber full; state event dropped");
         }
         self.wait_for_subscribers(ctx);

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::Router;
-use crate::client::outbox::{Kind, OutFrame};
+use crate::client::outbox::{Origin, OutFrame};
 use crate::envelope::{Envelope, Head, Outgoing, WireMessage};
 use crate::error::Error;
 
@@ -95,7 +95,7 @@ impl Handler<RegisterRequest> for Router {
         }
         let id = self.next_id;
         let frame = OutFrame::Text(msg.out.id(id).encode());
-        self.outbox.borrow_mut().push(frame, Kind::Request(id))?;
+        self.outbox.borrow_mut().push(frame, Origin::Request(id))?;
         self.next_id += 1;
         let (tx, rx) = oneshot::channel();
         let timeout = msg.timeout;

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::mpsc;
 
-use crate::client::census::{Counted, Kind as Census};
+use crate::client::census::{CensusEntry, Counted};
 
 /// The bytes a subscription holds: messages delivered to it (in its channel or mailbox, or in
 /// the subscriber's hands) that have not been dropped yet. Shared by the subscription's sink
@@ -122,7 +122,7 @@ impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
             to: To::Actor(recipient),
             overflow,
             held: Arc::default(),
-            _live: Counted::new(Census::Subscription),
+            _live: Counted::new(CensusEntry::Subscription),
         }
     }
 
@@ -131,7 +131,7 @@ impl<M: Message<Result = ()> + Send + 'static> Sink<M> {
             to: To::Channel(tx),
             overflow,
             held: Arc::default(),
-            _live: Counted::new(Census::Subscription),
+            _live: Counted::new(CensusEntry::Subscription),
         }
     }
 }
