@@ -47,15 +47,15 @@
 //! ```
 
 mod census;
-pub mod connection;
-pub mod gate;
-pub mod heartbeat;
-pub mod manager;
-pub mod outbox;
-pub mod reconnect;
-pub mod router;
+mod connection;
+mod gate;
+mod heartbeat;
+mod manager;
+mod outbox;
+mod reconnect;
+mod router;
 
-pub mod state;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;

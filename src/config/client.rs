@@ -197,7 +197,12 @@ impl ClientConfig {
     }
 }
 
-/// How the heartbeat checks that the peer is alive.
+/// How the heartbeat checks that the peer is alive: a ping every `interval`, and the peer is
+/// declared dead (the socket cut, a reconnect follows) when nothing at all has arrived within
+/// `timeout`. While the client itself has paused reading (a subscriber with
+/// [`Overflow::Backpressure`](crate::client::Overflow::Backpressure) is full, or its messages
+/// wait for routing), the peer is not declared dead: it is alive and we are slow; the silence
+/// clock starts again when reading resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeartbeatConfig {

@@ -94,7 +94,7 @@ pub enum Overflow {
     /// [`ROUTE_AHEAD`](crate::client::ROUTE_AHEAD) messages are waiting, stops reading its socket:
     /// TCP then slows the peer, whose own slow-consumer policy applies. Nothing is dropped and
     /// order is kept; the heartbeat does not declare the peer dead while the client itself is
-    /// the slow one (see [`heartbeat`](crate::client::heartbeat)). Request replies and state events
+    /// the slow one (see [`HeartbeatConfig`](crate::config::HeartbeatConfig)). Request replies and state events
     /// wait as well, so a request's timeout can fire late.
     Backpressure,
 }
