@@ -45,26 +45,42 @@
 //!
 //! # Layout
 //!
+//! One concern per module; a `mod.rs` is docs plus re-exports. What is public is listed here;
+//! everything else is crate-internal.
+//!
 //! - [`error`]: the one [`Error`] enum; each variant says when it happens.
 //! - [`envelope`]: the JSON wire envelope (`type`, `data`, `id`, `room`, `timestamp`) and the
 //!   [`WireMessage`] trait that binds a Rust type to a wire `type`.
-//! - [`protocol`]: the rooms protocol (join, leave, publish, echo, ping) as typed messages.
-//! - [`config`]: client configuration and the heartbeat, reconnect and outbox policies.
+//! - [`protocol`]: the rooms protocol (join, leave, publish, echo, ping) as typed messages, and
+//!   the room and event name rules.
+//! - [`config`]: `ClientConfig` (with the heartbeat, reconnect and outbox policies) and
+//!   `ServerConfig`; the one rule for long durations is on the module.
 //! - [`ws`]: the frame layer both sides use: a frame-header guard in front of actix-http's
 //!   codec (an oversize frame is refused at its header, 1009), fragment reassembly with the size
 //!   cap, incremental UTF-8 checks (1007), and one close-code policy.
+//! - [`tls`] (feature `rustls`): rustls configurations for both sides, certificate errors in
+//!   words.
 //! - `client` (feature `client`): [`client::connect`] returns a cheap, cloneable
-//!   [`client::Client`] handle to four actors on the caller's arbiter: the *Connection* (owns the
-//!   awc socket, frames to envelopes, bounded outbox), the *Heartbeat* (pings, round-trip time,
-//!   dead-peer detection), the *ReconnectSupervisor* (backoff with jitter, give-up policy,
-//!   on-connect replay) and the *Router* (typed subscriptions, request/reply, state events).
+//!   [`client::Client`] handle to four internal actors on the caller's arbiter: the
+//!   *Connection* (owns the awc socket, frames to envelopes, bounded outbox), the *Heartbeat*
+//!   (pings, round-trip time, dead-peer detection), the *ReconnectSupervisor* (backoff with
+//!   jitter, give-up policy, on-connect replay) and the *Router* (typed subscriptions,
+//!   request/reply, state events). Public: `Client`, `connect`, `Manager` and its config and
+//!   stats, `Inbound`, `Overflow`, `ConnectionState`, `Event`, `Stats`, `census`.
 //! - `server` (feature `server`): rooms sessions for actix-web. [`server::Rooms`] mounts the
 //!   rooms and echo routes into any `App` and publishes from HTTP handlers; [`server::serve`]
-//!   runs them standalone. One *Session* actor per client (protocol, membership, heartbeat)
-//!   writes through a bounded queue that actix-http reads as the response body; the *Hub* actor holds
-//!   rooms and broadcasts each message encoded once.
+//!   runs them standalone. One internal *Session* actor per client (protocol, membership,
+//!   heartbeat) writes through a bounded queue that actix-http reads as the response body; the
+//!   internal *Hub* actor holds rooms and broadcasts each message encoded once. Public: `Rooms`,
+//!   `serve`, `serve_with`, `serve_tls`, `Server`, the auth hook types, `RoomFrame`,
+//!   `SessionId`, `HubStats`, `handler`, `metrics`, and `backplane` (the `Backplane` trait,
+//!   `InProcess`, `RedisBackplane`). The modules `command`, `counters`, `hub` and `outbox` are
+//!   public but hidden from the docs: the `Backplane` trait's `start` hands a backplane the
+//!   hub's queue and counters, and the fan-out bench drives the hub without sockets.
 //! - [`metrics`] (feature `metrics`): the server's and a client `Manager`'s figures as
 //!   Prometheus text (a table of every metric name), read from their counters at each scrape.
+//! - `testkit` (feature `testkit`): `TestServer`, `FaultProxy`, `StateRecorder` and waits
+//!   without sleeps, for your own tests.
 //!
 //! # Feature flags
 //!
