@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::Inbound;
+use actix_ws_manager::testkit::FaultProxy;
 use actix_ws_manager::testkit::{next_matching, Fault};
 use actix_ws_manager::{Error, WireMessage};
+use awc::error::WsProtocolError as WsError;
 use awc::ws::Frame;
 use common::cluster::{member, proxied_pair, raw_member, text, Seq};
 use common::{RedisServer, WAIT};
@@ -161,9 +163,110 @@ async fn order_survives_a_late_link_and_reconnect() {
     order_across(Fault::Delay(Duration::from_secs(3)), "late link").await;
 }
 
+/// Most publishes of one order test.
+const MAX: u64 = 20_000;
+
+/// Publish to "seq" through `sink` in bursts of 20 every 5 ms (about 4,000 a second), each with
+/// its number as `id`, until `stop` or [`MAX`]; `sent` counts them.
+async fn publish_bursts(
+    sink: &mut (impl futures_util::Sink<awc::ws::Message, Error = WsError> + Unpin),
+    sent: &Cell<u64>,
+    stop: &Cell<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    while !stop.get() && sent.get() < MAX {
+        tick.tick().await;
+        for _ in 0..20 {
+            let n = sent.get();
+            let publish = format!(
+                r#"{{"type":"publish","room":"seq","event":"seq","id":{n},"data":{{"n":{n}}}}}"#
+            );
+            sink.feed(text(publish)).await.expect("publish");
+            sent.set(n + 1);
+        }
+        sink.flush().await.expect("flush");
+    }
+}
+
+/// Record every answer (ack or error, by id) the publisher gets, for ever (a select ends it).
+async fn record_answers(
+    stream: &mut (impl futures_util::Stream<Item = Result<Frame, WsError>> + Unpin),
+    answers: &RefCell<BTreeMap<u64, String>>,
+) {
+    loop {
+        match stream.next().await {
+            Some(Ok(Frame::Text(t))) => {
+                if let Some((id, code)) = answer_code(&t) {
+                    answers.borrow_mut().insert(id, code);
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the publisher's stream ended: {other:?}"),
+        }
+    }
+}
+
+/// Read the publisher's answers until all `sent` publishes are answered, within [`WAIT`].
+async fn await_answers(
+    stream: &mut (impl futures_util::Stream<Item = Result<Frame, WsError>> + Unpin),
+    answers: &RefCell<BTreeMap<u64, String>>,
+    sent: u64,
+) {
+    let deadline = Instant::now() + WAIT;
+    while (answers.borrow().len() as u64) < sent {
+        let next = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {} answered", answers.borrow().len(), sent));
+        if let Some(Ok(Frame::Text(t))) = next {
+            if let Some((id, code)) = answer_code(&t) {
+                answers.borrow_mut().insert(id, code);
+            }
+        }
+    }
+}
+
+/// Apply `fault` to the proxy's link for `stall` once B's member has 200 messages, then heal
+/// it and read B's member until the late ones have landed; then `stop` the publisher. Answers
+/// whether B got what A published after the link was back, and how many were sent before.
+async fn fault_mid_stream(
+    proxy: &FaultProxy,
+    fault: Fault,
+    stall: Duration,
+    b_in: &mut tokio::sync::mpsc::Receiver<Inbound<Seq>>,
+    got: &RefCell<Vec<u64>>,
+    sent: &Cell<u64>,
+    stop: &Cell<bool>,
+) -> (bool, u64) {
+    assert!(
+        receive_until(b_in, got, Instant::now() + WAIT, &|n| n >= 200).await,
+        "b gets a's messages before the stall"
+    );
+    match fault {
+        Fault::Blackhole => proxy.blackhole(),
+        Fault::Delay(by) => proxy.delay(by),
+        Fault::Throttle(rate) => proxy.throttle(rate),
+        Fault::Pass => proxy.pass(),
+    }
+    // The fault lasts STALL; B's member is read meanwhile.
+    assert!(!receive_until(b_in, got, Instant::now() + stall, &|_| false).await);
+    let sent_before_pass = sent.get();
+    proxy.pass();
+    let passed = Instant::now();
+    let resumed = receive_until(b_in, got, passed + WAIT, &|n| n >= sent_before_pass).await;
+    // What the proxy had read before the fault ended reaches Redis up to `late` after it;
+    // publishing goes on until then (and a little), so B's member gets it among newer ones.
+    let late = match fault {
+        Fault::Delay(by) => by,
+        _ => Duration::ZERO,
+    };
+    let landed = passed + late + Duration::from_millis(300);
+    receive_until(b_in, got, landed, &|_| false).await;
+    stop.set(true);
+    (resumed, sent_before_pass)
+}
+
 /// The body of the order tests: `fault` on A's link for 1.3 s mid-stream.
 async fn order_across(fault: Fault, label: &str) {
-    const MAX: u64 = 20_000;
     const STALL: Duration = Duration::from_millis(1_300);
     let redis = RedisServer::start();
     let (proxy, a, b) = proxied_pair(&redis).await;
@@ -175,81 +278,15 @@ async fn order_across(fault: Fault, label: &str) {
     let stop = Cell::new(false);
     let answers: RefCell<BTreeMap<u64, String>> = RefCell::new(BTreeMap::new());
     let got: RefCell<Vec<u64>> = RefCell::new(Vec::new());
-    // Bursts of 20 every 5 ms (about 4,000 a second), until told to stop.
-    let write = async {
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        while !stop.get() && sent.get() < MAX {
-            tick.tick().await;
-            for _ in 0..20 {
-                let n = sent.get();
-                let publish = format!(
-                    r#"{{"type":"publish","room":"seq","event":"seq","id":{n},"data":{{"n":{n}}}}}"#
-                );
-                sink.feed(text(publish)).await.expect("publish");
-                sent.set(n + 1);
-            }
-            sink.flush().await.expect("flush");
-        }
-    };
-    let read = async {
-        loop {
-            match stream.next().await {
-                Some(Ok(Frame::Text(t))) => {
-                    if let Some((id, code)) = answer_code(&t) {
-                        answers.borrow_mut().insert(id, code);
-                    }
-                }
-                Some(Ok(_)) => {}
-                other => panic!("the publisher's stream ended: {other:?}"),
-            }
-        }
-    };
-    let mut sent_before_pass = 0;
-    let control = async {
-        assert!(
-            receive_until(&mut b_in, &got, Instant::now() + WAIT, &|n| n >= 200).await,
-            "b gets a's messages before the stall"
-        );
-        match fault {
-            Fault::Blackhole => proxy.blackhole(),
-            Fault::Delay(by) => proxy.delay(by),
-            Fault::Throttle(rate) => proxy.throttle(rate),
-            Fault::Pass => proxy.pass(),
-        }
-        // The fault lasts STALL; B's member is read meanwhile.
-        assert!(!receive_until(&mut b_in, &got, Instant::now() + STALL, &|_| false).await);
-        sent_before_pass = sent.get();
-        proxy.pass();
-        let passed = Instant::now();
-        let resumed =
-            receive_until(&mut b_in, &got, passed + WAIT, &|n| n >= sent_before_pass).await;
-        // What the proxy had read before the fault ended reaches Redis up to `late` after it;
-        // publishing goes on until then (and a little), so B's member gets it among newer ones.
-        let late = match fault {
-            Fault::Delay(by) => by,
-            _ => Duration::ZERO,
-        };
-        let landed = passed + late + Duration::from_millis(300);
-        receive_until(&mut b_in, &got, landed, &|_| false).await;
-        stop.set(true);
-        resumed
-    };
-    let resumed = tokio::select! {
-        ((), resumed) = async { tokio::join!(write, control) } => resumed,
+    let write = publish_bursts(&mut sink, &sent, &stop);
+    let read = record_answers(&mut stream, &answers);
+    let control = fault_mid_stream(&proxy, fault, STALL, &mut b_in, &got, &sent, &stop);
+    let (resumed, sent_before_pass) = tokio::select! {
+        ((), outcome) = async { tokio::join!(write, control) } => outcome,
         () = read => unreachable!(),
     };
     // Every publish answered (bounded), then B has everything up to the last acknowledged.
-    let deadline = Instant::now() + WAIT;
-    while (answers.borrow().len() as u64) < sent.get() {
-        let next = tokio::time::timeout_at(deadline.into(), stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("{} of {} answered", answers.borrow().len(), sent.get()));
-        if let Some(Ok(Frame::Text(t))) = next {
-            if let Some((id, code)) = answer_code(&t) {
-                answers.borrow_mut().insert(id, code);
-            }
-        }
-    }
+    await_answers(&mut stream, &answers, sent.get()).await;
     let answers = answers.into_inner();
     let last_acked = answers
         .iter()
