@@ -57,16 +57,24 @@ pub fn node(url: String, id: &str, timeout: Duration, config: ServerConfig) -> T
 /// Two nodes on `redis` with [`TIMEOUT`] and [`long_session_queues`]: "a" reaches it through
 /// a [`FaultProxy`] (answered first, to inject faults on A's link), "b" directly.
 pub async fn proxied_pair(redis: &RedisServer) -> (FaultProxy, TestServer, TestServer) {
+    proxied_pair_with(redis, TIMEOUT).await
+}
+
+/// [`proxied_pair`] with another Redis `timeout`.
+pub async fn proxied_pair_with(
+    redis: &RedisServer,
+    timeout: Duration,
+) -> (FaultProxy, TestServer, TestServer) {
     let proxy = FaultProxy::start(redis_addr(redis))
         .await
         .expect("proxy starts");
     let a = node(
         format!("redis://{}", proxy.addr()),
         "a",
-        TIMEOUT,
+        timeout,
         long_session_queues(),
     );
-    let b = node(redis.url(), "b", TIMEOUT, long_session_queues());
+    let b = node(redis.url(), "b", timeout, long_session_queues());
     (proxy, a, b)
 }
 
