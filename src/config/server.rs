@@ -119,8 +119,8 @@ pub struct ServerConfig {
     /// sooner. Default: none (the OS tunes it).
     pub tcp_send_buffer: Option<usize>,
     /// Keep a duplicate descriptor of every accepted socket so that the server can cut the
-    /// connection of a client that stopped reading at once (`on_connect` hook; see
-    /// `server::session`). It costs one file descriptor per connection: turn it off to serve
+    /// connection of a client that stopped reading at once (the server's `on_connect`
+    /// hook keeps it beside the session). It costs one file descriptor per connection: turn it off to serve
     /// twice as many connections under the same `ulimit -n`, and set
     /// [`tcp_user_timeout`](Self::tcp_user_timeout) so the kernel still ends stuck connections.
     /// Either way the session leaves its rooms and frees its queue at once. Default: true.
