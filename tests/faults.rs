@@ -151,77 +151,47 @@ async fn half_open_link_is_noticed_by_both_heartbeats() {
     client.close().await;
 }
 
-/// 2. 2,000 messages sent across a partition longer than both heartbeat timeouts: 500 before
-///    it, 500 into the dead link, 1,000 while the client knows it is disconnected (into an
-///    outbox of 512 that drops its oldest). Afterwards `written + failed + dropped == accepted`
-///    exactly, the receiver sees no duplicate and every sequence in order, everything before
-///    the partition, and the newest 512 after it.
-#[actix_rt::test]
-async fn partition_while_sending_accounts_for_every_message() {
-    let _serial = SERIAL.lock().await;
-    let server = TestServer::start(
-        server_config().heartbeat(Duration::from_millis(300), Duration::from_millis(900)),
-    )
-    .expect("server");
-    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
-    let config = ClientConfig::default()
+/// The partition scenario's sender: heartbeat 200 ms / 600 ms, fast reconnection, and an
+/// outbox of 512 that drops its oldest.
+fn partition_sender_config() -> ClientConfig {
+    ClientConfig::default()
         .heartbeat(HeartbeatConfig::new(
             Duration::from_millis(200),
             Duration::from_millis(600),
         ))
         .reconnect(fast_reconnect())
-        .outbox(OutboxPolicy::new(512, Overflow::DropOldest));
-    let sender = client::connect(&proxy.url("/ws"), config).expect("sender");
-    let receiver = client::connect(&server.url(), ClientConfig::default()).expect("receiver");
-    let mut states = StateRecorder::attach(&sender);
-    let mut sender_joined = sender.subscribe::<Joined>(8);
-    let mut receiver_joined = receiver.subscribe::<Joined>(8);
-    let mut got = receiver.subscribe::<Seq>(4096);
-    states.wait_connected(WAIT).await.expect("sender up");
-    receiver.wait_connected(WAIT).await.expect("receiver up");
-    join(&receiver, &mut receiver_joined, "p").await;
-    join(&sender, &mut sender_joined, "p").await;
+        .outbox(OutboxPolicy::new(512, Overflow::DropOldest))
+}
 
-    // Before the partition, in steps of 100 that the outbox always holds (a loaded machine's
-    // writer may lag the publishing loop; a full outbox would drop the oldest by policy).
+/// Publish seq 0..500 into "p" in steps of 100 that the outbox always holds, waiting after
+/// each step until the receiver has it; returns the sequences seen, in arrival order.
+async fn send_first_500_in_steps(
+    sender: &Client,
+    got: &mut tokio::sync::mpsc::Receiver<Inbound<Seq>>,
+) -> Vec<u32> {
     let mut seen = Vec::new();
     for step in 0..5u32 {
         for n in step * 100..(step + 1) * 100 {
             sender.publish("p", &seq(n)).await.expect("accepted");
         }
         while seen.len() < ((step + 1) * 100) as usize {
-            let m = next_matching(&mut got, "the first 500", WAIT, |_| true)
+            let m = next_matching(got, "the first 500", WAIT, |_| true)
                 .await
                 .unwrap_or_else(|e| panic!("{e}: {} of the first 500 arrived", seen.len()));
             seen.push(m.data.n);
         }
     }
+    seen
+}
 
-    proxy.blackhole();
-    for n in 500..1000 {
-        sender
-            .publish("p", &seq(n))
-            .await
-            .expect("accepted into the dead link");
-    }
-    assert_eq!(states.wait_disconnected(WAIT).await.expect("noticed"), 1006);
-    for n in 1000..2000 {
-        sender
-            .publish("p", &seq(n))
-            .await
-            .expect("accepted while disconnected");
-    }
-    // Heal only once the server has let go of the old session too, so that nothing stale
-    // from the old connection can arrive after the new one.
-    server
-        .wait_sessions(1, WAIT)
-        .await
-        .expect("server dropped the sender");
-    proxy.pass();
-    states.wait_connected(WAIT).await.expect("reconnected");
-    wait_joined(&mut sender_joined, "p").await;
+/// Receive into `seen` until seq 1999 arrives.
+async fn receive_until_1999(
+    got: &mut tokio::sync::mpsc::Receiver<Inbound<Seq>>,
+    seen: &mut Vec<u32>,
+    sender: &Client,
+) {
     loop {
-        let n = next_matching(&mut got, "seq 1999", WAIT, |_| true)
+        let n = next_matching(got, "seq 1999", WAIT, |_| true)
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -238,13 +208,11 @@ async fn partition_while_sending_accounts_for_every_message() {
             break;
         }
     }
-    sender.close().await;
-    let s = sender.stats();
-    assert_eq!(s.accepted, 2000, "{s:?}");
-    // One reconnection, for the partition: the burst after it (the outbox flushing 512 at once
-    // into a room of two) made nobody look like a slow consumer.
-    assert_eq!(s.reconnects, 1, "{s:?}");
-    assert_eq!(receiver.stats().reconnects, 0, "{:?}", receiver.stats());
+}
+
+/// Assert the partition's accounting: written + failed + dropped == accepted, the outbox
+/// dropped its oldest, no duplicate, order kept, all before the partition and the newest 512.
+fn assert_partition_accounting(s: &client::Stats, seen: &[u32]) {
     assert_eq!(
         s.messages_out + s.failed + s.dropped,
         s.accepted,
@@ -270,6 +238,68 @@ async fn partition_while_sending_accounts_for_every_message() {
         "nothing arrives that was not written: {} seen, {s:?}",
         seen.len()
     );
+}
+
+/// 2. 2,000 messages sent across a partition longer than both heartbeat timeouts: 500 before
+///    it, 500 into the dead link, 1,000 while the client knows it is disconnected (into an
+///    outbox of 512 that drops its oldest). Afterwards `written + failed + dropped == accepted`
+///    exactly, the receiver sees no duplicate and every sequence in order, everything before
+///    the partition, and the newest 512 after it.
+#[actix_rt::test]
+async fn partition_while_sending_accounts_for_every_message() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(
+        server_config().heartbeat(Duration::from_millis(300), Duration::from_millis(900)),
+    )
+    .expect("server");
+    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
+    let sender = client::connect(&proxy.url("/ws"), partition_sender_config()).expect("sender");
+    let receiver = client::connect(&server.url(), ClientConfig::default()).expect("receiver");
+    let mut states = StateRecorder::attach(&sender);
+    let mut sender_joined = sender.subscribe::<Joined>(8);
+    let mut receiver_joined = receiver.subscribe::<Joined>(8);
+    let mut got = receiver.subscribe::<Seq>(4096);
+    states.wait_connected(WAIT).await.expect("sender up");
+    receiver.wait_connected(WAIT).await.expect("receiver up");
+    join(&receiver, &mut receiver_joined, "p").await;
+    join(&sender, &mut sender_joined, "p").await;
+
+    // Before the partition, in steps of 100 that the outbox always holds (a loaded machine's
+    // writer may lag the publishing loop; a full outbox would drop the oldest by policy).
+    let mut seen = send_first_500_in_steps(&sender, &mut got).await;
+
+    proxy.blackhole();
+    for n in 500..1000 {
+        sender
+            .publish("p", &seq(n))
+            .await
+            .expect("accepted into the dead link");
+    }
+    assert_eq!(states.wait_disconnected(WAIT).await.expect("noticed"), 1006);
+    for n in 1000..2000 {
+        sender
+            .publish("p", &seq(n))
+            .await
+            .expect("accepted while disconnected");
+    }
+    // Heal only once the server has let go of the old session too, so that nothing stale
+    // from the old connection can arrive after the new one.
+    server
+        .wait_sessions(1, WAIT)
+        .await
+        .expect("server dropped the sender");
+    proxy.pass();
+    states.wait_connected(WAIT).await.expect("reconnected");
+    wait_joined(&mut sender_joined, "p").await;
+    receive_until_1999(&mut got, &mut seen, &sender).await;
+    sender.close().await;
+    let s = sender.stats();
+    assert_eq!(s.accepted, 2000, "{s:?}");
+    // One reconnection, for the partition: the burst after it (the outbox flushing 512 at once
+    // into a room of two) made nobody look like a slow consumer.
+    assert_eq!(s.reconnects, 1, "{s:?}");
+    assert_eq!(receiver.stats().reconnects, 0, "{:?}", receiver.stats());
+    assert_partition_accounting(&s, &seen);
     eprintln!(
         "partition: {} of 2000 arrived; written {}, dropped {}, failed {}",
         seen.len(),
