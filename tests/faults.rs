@@ -310,33 +310,39 @@ async fn partition_while_sending_accounts_for_every_message() {
     receiver.close().await;
 }
 
-/// 3. 200 clients (a `Manager`) in 10 rooms; the server restarts while it is publishing to
-///    them. Every client reconnects and rejoins (a publish afterwards reaches all 200), and
-///    the reconnections are spread by the jitter: with 1 s of full jitter, no 100 ms window
-///    holds more than 60 of them (without jitter all 200 would land in one).
-#[actix_rt::test]
-async fn restart_storm_reconnects_everyone_spread_by_jitter() {
-    let _serial = SERIAL.lock().await;
-    const CLIENTS: usize = 200;
-    const ROOMS: usize = 10;
-    let mut server = TestServer::start(server_config()).expect("server");
-    let manager = Manager::new(
-        ManagerConfig::default().connect_rate(None).client(
-            ClientConfig::default()
-                .heartbeat(HeartbeatConfig::disabled())
-                .reconnect(
-                    ReconnectPolicy::default()
-                        .backoff(Duration::from_secs(1), 2.0, Duration::from_secs(2))
-                        .jitter(1.0, None),
-                ),
-        ),
+/// The storm's manager: no connect rate limit, heartbeat off, reconnection after 1 s..2 s of
+/// backoff with full jitter (1 s).
+fn storm_manager_config() -> ManagerConfig {
+    ManagerConfig::default().connect_rate(None).client(
+        ClientConfig::default()
+            .heartbeat(HeartbeatConfig::disabled())
+            .reconnect(
+                ReconnectPolicy::default()
+                    .backoff(Duration::from_secs(1), 2.0, Duration::from_secs(2))
+                    .jitter(1.0, None),
+            ),
     )
-    .expect("manager");
-    let connected_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+}
+
+/// A storm client with its `joined` and `seq` subscriptions.
+type StormClient = (
+    Client,
+    tokio::sync::mpsc::Receiver<Inbound<Joined>>,
+    tokio::sync::mpsc::Receiver<Inbound<Seq>>,
+);
+
+/// Connect `count` clients "c0".. through `manager`, each recording into `connected_at` the
+/// instant of every `Connected` state it reaches.
+async fn connect_storm_clients(
+    manager: &Manager,
+    url: &str,
+    count: usize,
+    connected_at: &Arc<Mutex<Vec<Instant>>>,
+) -> Vec<StormClient> {
     let mut clients = Vec::new();
-    for i in 0..CLIENTS {
+    for i in 0..count {
         let c = manager
-            .connect(format!("c{i}"), &server.url())
+            .connect(format!("c{i}"), url)
             .await
             .expect("connect");
         let mut events = c.subscribe_events(64);
@@ -352,22 +358,25 @@ async fn restart_storm_reconnects_everyone_spread_by_jitter() {
         let seqs = c.subscribe::<Seq>(1024);
         clients.push((c, joined, seqs));
     }
-    for (i, (c, joined, _)) in clients.iter_mut().enumerate() {
-        c.wait_connected(WAIT).await.expect("up");
-        join(c, joined, &format!("r{}", i % ROOMS)).await;
-    }
-    assert_eq!(server.stats().await.expect("stats").members, CLIENTS);
-    connected_at.lock().expect("lock").clear();
+    clients
+}
 
-    // Mid-burst: a task publishes into every room until the server it talks to is gone.
-    let rooms = server.rooms().expect("running").clone();
+/// Spawn a task that publishes into rooms "r0".."r{rooms-1}" in turn until the server it
+/// talks to is gone; the receiver fires after 500 publishes, the task returns how many.
+fn spawn_burst(
+    rooms: actix_ws_manager::server::Rooms,
+    room_count: usize,
+) -> (
+    actix_rt::task::JoinHandle<u32>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let burst = actix_rt::spawn(async move {
         let mut sent = 0u32;
         let mut started = Some(started_tx);
         while sent < 100_000 {
             // Stops when the server it publishes to is gone (an error, or nobody reached).
-            let room = format!("r{}", sent as usize % ROOMS);
+            let room = format!("r{}", sent as usize % room_count);
             if !matches!(rooms.publish(&room, &seq(sent)).await, Ok(n) if n > 0) {
                 break;
             }
@@ -380,6 +389,42 @@ async fn restart_storm_reconnects_everyone_spread_by_jitter() {
         }
         sent
     });
+    (burst, started_rx)
+}
+
+/// How many of `times` fall in each 100 ms window after `start`.
+fn per_100ms_window(times: &[Instant], start: Instant) -> BTreeMap<u128, usize> {
+    let mut windows: BTreeMap<u128, usize> = BTreeMap::new();
+    for t in times {
+        *windows
+            .entry(t.duration_since(start).as_millis() / 100)
+            .or_default() += 1;
+    }
+    windows
+}
+
+/// 3. 200 clients (a `Manager`) in 10 rooms; the server restarts while it is publishing to
+///    them. Every client reconnects and rejoins (a publish afterwards reaches all 200), and
+///    the reconnections are spread by the jitter: with 1 s of full jitter, no 100 ms window
+///    holds more than 60 of them (without jitter all 200 would land in one).
+#[actix_rt::test]
+async fn restart_storm_reconnects_everyone_spread_by_jitter() {
+    let _serial = SERIAL.lock().await;
+    const CLIENTS: usize = 200;
+    const ROOMS: usize = 10;
+    let mut server = TestServer::start(server_config()).expect("server");
+    let manager = Manager::new(storm_manager_config()).expect("manager");
+    let connected_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let mut clients = connect_storm_clients(&manager, &server.url(), CLIENTS, &connected_at).await;
+    for (i, (c, joined, _)) in clients.iter_mut().enumerate() {
+        c.wait_connected(WAIT).await.expect("up");
+        join(c, joined, &format!("r{}", i % ROOMS)).await;
+    }
+    assert_eq!(server.stats().await.expect("stats").members, CLIENTS);
+    connected_at.lock().expect("lock").clear();
+
+    // Mid-burst: a task publishes into every room until the server it talks to is gone.
+    let (burst, started_rx) = spawn_burst(server.rooms().expect("running").clone(), ROOMS);
     started_rx.await.expect("burst under way");
     let restarted = Instant::now();
     server.restart().await.expect("restart");
@@ -418,12 +463,7 @@ async fn restart_storm_reconnects_everyone_spread_by_jitter() {
 
     let times = connected_at.lock().expect("lock").clone();
     assert_eq!(times.len(), CLIENTS, "each client reconnected once");
-    let mut windows: BTreeMap<u128, usize> = BTreeMap::new();
-    for t in &times {
-        *windows
-            .entry(t.duration_since(restarted).as_millis() / 100)
-            .or_default() += 1;
-    }
+    let windows = per_100ms_window(&times, restarted);
     let busiest = windows.values().copied().max().unwrap_or(0);
     eprintln!("restart storm: reconnections per 100 ms window: {windows:?}");
     assert!(
