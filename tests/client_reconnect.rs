@@ -275,6 +275,42 @@ async fn bad_urls_and_configs_are_errors() {
     }
 }
 
+/// Pings every 50 ms (5 s timeout), reconnection from 50 ms without jitter, and the attempt
+/// counter reset after 100 ms of stable connection.
+fn stable_after_100ms_config() -> ClientConfig {
+    client_test_config()
+        .heartbeat(HeartbeatConfig::new(
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+        ))
+        .reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
+                .jitter(0.0, None)
+                .stable_after(Duration::from_millis(100)),
+        )
+}
+
+/// The index in `seen` of the third `reconnecting` state.
+fn third_reconnecting(seen: &[String]) -> usize {
+    seen.iter()
+        .enumerate()
+        .filter(|(_, s)| s.starts_with("reconnecting"))
+        .nth(2)
+        .map(|(i, _)| i)
+        .expect("three reconnecting states")
+}
+
+/// Read `peer`'s events until it has seen `count` pings.
+async fn wait_pings(peer: &mut Peer, count: usize) {
+    let mut pings = 0;
+    while pings < count {
+        if let PeerEvent::Ping(..) = peer.next_within(WAIT).await {
+            pings += 1;
+        }
+    }
+}
+
 /// A server that accepts and drops at once still sees growing delays: the attempt counter is
 /// reset only by a connection that stays up for `stable_after`.
 #[actix_rt::test]
@@ -299,13 +335,7 @@ async fn attempts_reset_only_after_a_stable_connection() {
     }
     // Connections counted up to the third `Reconnecting`.
     let seen = seen(&mut states);
-    let third = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.starts_with("reconnecting"))
-        .nth(2)
-        .map(|(i, _)| i)
-        .expect("three reconnecting states");
+    let third = third_reconnecting(&seen);
     let connects = seen[..third].iter().filter(|s| *s == "connected").count();
     assert!(connects >= 2, "the peer accepted the connections: {seen:?}");
     assert_eq!(
@@ -321,27 +351,11 @@ async fn attempts_reset_only_after_a_stable_connection() {
     // A connection that stays up past `stable_after` resets the counter: the next delay is the
     // initial one again. The peer's pings serve as the clock (no sleeping).
     let mut peer = Peer::start(Behaviour::default()).await;
-    let config = client_test_config()
-        .heartbeat(HeartbeatConfig::new(
-            Duration::from_millis(50),
-            Duration::from_secs(5),
-        ))
-        .reconnect(
-            ReconnectPolicy::default()
-                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
-                .jitter(0.0, None)
-                .stable_after(Duration::from_millis(100)),
-        );
-    let client = connect(&peer.url, config).unwrap();
+    let client = connect(&peer.url, stable_after_100ms_config()).unwrap();
     let mut states = StateRecorder::attach(&client);
     states.wait_connected(WAIT).await.expect("connected");
     for round in 0..2 {
-        let mut pings = 0;
-        while pings < 5 {
-            if let PeerEvent::Ping(..) = peer.next_within(WAIT).await {
-                pings += 1;
-            }
-        }
+        wait_pings(&mut peer, 5).await;
         peer.send(PeerCmd::Abort);
         let state = states
             .wait_for("reconnecting", WAIT, is_reconnecting)
