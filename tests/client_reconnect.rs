@@ -15,6 +15,24 @@ use common::client::{assert_events_end, chat, close_and_replay, is_reconnecting,
 use common::peer::{Behaviour, Peer, PeerCmd, PeerEvent};
 use common::{client_test_config, WAIT};
 
+/// A peer that does not echo.
+fn no_echo() -> Behaviour {
+    Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    }
+}
+
+/// The text of the next `count` chat messages `peer` receives.
+async fn chat_texts(peer: &mut Peer, count: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..count {
+        let v: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
+        got.push(v["data"]["text"].as_str().unwrap().to_owned());
+    }
+    got
+}
+
 /// The server stops and restarts on the same port: the client reconnects with growing delays,
 /// replays its on-connect messages first, then delivers what was sent while offline, in order.
 #[actix_rt::test]
@@ -66,21 +84,10 @@ async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
     }
     assert_eq!(client.stats().outbox_len, 5);
 
-    let mut peer = Peer::start_on(
-        port,
-        Behaviour {
-            echo: false,
-            ..Behaviour::default()
-        },
-    )
-    .await;
+    let mut peer = Peer::start_on(port, no_echo()).await;
     states.wait_connected(WAIT).await.expect("reconnected");
     assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
-    let mut got = Vec::new();
-    for _ in 0..7 {
-        let v: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
-        got.push(v["data"]["text"].as_str().unwrap().to_owned());
-    }
+    let got = chat_texts(&mut peer, 7).await;
     let want: Vec<String> = ["join lobby", "join news"]
         .into_iter()
         .map(String::from)
