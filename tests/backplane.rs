@@ -97,6 +97,49 @@ async fn two_nodes_deliver_across_exactly_once_in_order() {
     );
 }
 
+/// Publish into "y" from `b1` until one is acknowledged and reaches `a1_in` (a member on
+/// the other node), asserting that the first thing `a1_in` gets is that publish.
+async fn publish_until_cross_node_delivery_resumes(
+    b1: &mut Peer,
+    a1_in: &mut tokio::sync::mpsc::Receiver<actix_ws_manager::client::Inbound<Seq>>,
+) {
+    // Publish until one is acknowledged and reaches the other node: both nodes must have
+    // reconnected and subscribed again (bounded: the nodes probe every 125 ms).
+    let deadline = Instant::now() + WAIT;
+    let mut id = 10;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "cross-node delivery did not resume"
+        );
+        id += 1;
+        b1.text(&format!(
+            r#"{{"type":"publish","room":"y","event":"seq","data":{{"n":{id}}},"id":{id}}}"#
+        ))
+        .await;
+        if answer(b1, id).await["type"] != "ack" {
+            continue;
+        }
+        // The first thing the other node delivers after the restart is this one: what was
+        // published while Redis was down never reaches it later.
+        match next_matching(
+            a1_in,
+            "a message from the other node",
+            Duration::from_secs(1),
+            |_| true,
+        )
+        .await
+        {
+            Ok(m) => {
+                assert_eq!(m.data.n, id as u32, "nothing from the outage arrives late");
+                break;
+            }
+            Err(Error::Timeout { .. }) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Redis goes down: members on the same node still get a publish, the publisher is told
 /// `backplane_unavailable` (and it is counted); Redis comes back on the same port: the nodes
 /// reconnect and subscribe again by themselves, and cross-node delivery resumes.
@@ -157,41 +200,7 @@ async fn redis_restart_keeps_local_delivery_and_resubscribes() {
     assert!(value("wsm_server_backplane_reconnects_total ") >= 1);
 
     redis.restart();
-    // Publish until one is acknowledged and reaches the other node: both nodes must have
-    // reconnected and subscribed again (bounded: the nodes probe every 125 ms).
-    let deadline = Instant::now() + WAIT;
-    let mut id = 10;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "cross-node delivery did not resume"
-        );
-        id += 1;
-        b1.text(&format!(
-            r#"{{"type":"publish","room":"y","event":"seq","data":{{"n":{id}}},"id":{id}}}"#
-        ))
-        .await;
-        if answer(&mut b1, id).await["type"] != "ack" {
-            continue;
-        }
-        // The first thing the other node delivers after the restart is this one: what was
-        // published while Redis was down never reaches it later.
-        match next_matching(
-            &mut a1_in,
-            "a message from the other node",
-            Duration::from_secs(1),
-            |_| true,
-        )
-        .await
-        {
-            Ok(m) => {
-                assert_eq!(m.data.n, id as u32, "nothing from the outage arrives late");
-                break;
-            }
-            Err(Error::Timeout { .. }) => continue,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    publish_until_cross_node_delivery_resumes(&mut b1, &mut a1_in).await;
     let stats = a.stats().await.expect("stats");
     assert!(stats.backplane_disconnects >= 1, "{stats:?}");
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::Inbound;
 use actix_ws_manager::server::backplane::{RedisBackplane, RedisConfig};
-use actix_ws_manager::testkit::next_matching;
+use actix_ws_manager::testkit::{next_matching, FaultProxy};
 use actix_ws_manager::Error;
 use awc::ws::{Frame, Message};
 use common::cluster::{
@@ -116,6 +116,43 @@ async fn flood(url: &str, k: usize, until: Instant) -> (u64, u64) {
     (sent.get(), answers)
 }
 
+/// Run 4 flood clients against `url` for [`FLOOD_FOR`] while `proxy` resets A's Redis link at a
+/// third and two thirds of it. Answers each client's (pairs sent, answers) and the start.
+async fn flood_across_two_resets(proxy: &FaultProxy, url: &str) -> (Vec<(u64, u64)>, Instant) {
+    let start = Instant::now();
+    let until = start + FLOOD_FOR;
+    let resets = async {
+        for at in [FLOOD_FOR / 3, FLOOD_FOR * 2 / 3] {
+            // The fault schedule, not a synchronisation: the link resets mid-flood.
+            actix_rt::time::sleep_until((start + at).into()).await;
+            proxy.reset();
+        }
+    };
+    let clients = futures_util::future::join_all((0..4).map(|k| flood(url, k, until)));
+    let ((), counts) = tokio::join!(resets, clients);
+    (counts, start)
+}
+
+/// Wait (within [`WAIT`]) until the only room channel in Redis is `wsm:room:stay` and both
+/// nodes subscribe to it; the error says what Redis has instead.
+async fn only_stay_channel_with_both_nodes(conn: &mut redis::Connection) -> Result<(), String> {
+    eventually(WAIT, async || {
+        let channels = room_channels(conn);
+        let both = subscribers(conn, "wsm:room:stay");
+        (channels == ["wsm:room:stay"] && both == 2)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "{} room channels in Redis (first: {:?}), wsm:room:stay has {both} \
+                     subscribers",
+                    channels.len(),
+                    &channels[..channels.len().min(5)]
+                )
+            })
+    })
+    .await
+}
+
 /// Two nodes on one Redis; A reaches it through a proxy. A member of "stay" on each node
 /// stays joined all along while 4 clients on A join and leave fresh rooms as fast as they
 /// can (thousands of pairs, pipelined), and A's Redis link is reset twice meanwhile. Then the
@@ -130,18 +167,7 @@ async fn join_leave_flood_across_resets_leaks_no_channel() {
     let mut conn = redis_conn(&redis);
     assert_eq!(room_channels(&mut conn), ["wsm:room:stay"], "before");
 
-    let start = Instant::now();
-    let until = start + FLOOD_FOR;
-    let resets = async {
-        for at in [FLOOD_FOR / 3, FLOOD_FOR * 2 / 3] {
-            // The fault schedule, not a synchronisation: the link resets mid-flood.
-            actix_rt::time::sleep_until((start + at).into()).await;
-            proxy.reset();
-        }
-    };
-    let url = a.url();
-    let clients = futures_util::future::join_all((0..4).map(|k| flood(&url, k, until)));
-    let ((), counts) = tokio::join!(resets, clients);
+    let (counts, start) = flood_across_two_resets(&proxy, &a.url()).await;
     let pairs: u64 = counts.iter().map(|c| c.0).sum();
     let answers: u64 = counts.iter().map(|c| c.1).sum();
     eprintln!(
@@ -177,21 +203,7 @@ async fn join_leave_flood_across_resets_leaks_no_channel() {
     .unwrap_or_else(|e| panic!("the flood clients' rooms are gone locally: {e}"));
     eprintln!("node a after the flood: {stats:?}");
 
-    let channels = eventually(WAIT, async || {
-        let channels = room_channels(&mut conn);
-        let both = subscribers(&mut conn, "wsm:room:stay");
-        (channels == ["wsm:room:stay"] && both == 2)
-            .then_some(())
-            .ok_or_else(|| {
-                format!(
-                    "{} room channels in Redis (first: {:?}), wsm:room:stay has {both} \
-                     subscribers",
-                    channels.len(),
-                    &channels[..channels.len().min(5)]
-                )
-            })
-    })
-    .await;
+    let channels = only_stay_channel_with_both_nodes(&mut conn).await;
     channels.unwrap_or_else(|e| panic!("Redis converges to the one room with members: {e}"));
 
     // NEW (issue 18): `HubStats::backplane_channels`, the channels this node is subscribed to in

@@ -15,6 +15,24 @@ use common::client::{assert_events_end, chat, close_and_replay, is_reconnecting,
 use common::peer::{Behaviour, Peer, PeerCmd, PeerEvent};
 use common::{client_test_config, WAIT};
 
+/// A peer that does not echo.
+fn no_echo() -> Behaviour {
+    Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    }
+}
+
+/// The text of the next `count` chat messages `peer` receives.
+async fn chat_texts(peer: &mut Peer, count: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..count {
+        let v: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
+        got.push(v["data"]["text"].as_str().unwrap().to_owned());
+    }
+    got
+}
+
 /// The server stops and restarts on the same port: the client reconnects with growing delays,
 /// replays its on-connect messages first, then delivers what was sent while offline, in order.
 #[actix_rt::test]
@@ -66,21 +84,10 @@ async fn reconnects_with_backoff_and_replays_on_connect_before_outbox() {
     }
     assert_eq!(client.stats().outbox_len, 5);
 
-    let mut peer = Peer::start_on(
-        port,
-        Behaviour {
-            echo: false,
-            ..Behaviour::default()
-        },
-    )
-    .await;
+    let mut peer = Peer::start_on(port, no_echo()).await;
     states.wait_connected(WAIT).await.expect("reconnected");
     assert!(matches!(peer.next().await, PeerEvent::Connected(0)));
-    let mut got = Vec::new();
-    for _ in 0..7 {
-        let v: serde_json::Value = serde_json::from_str(&peer.next_text().await).unwrap();
-        got.push(v["data"]["text"].as_str().unwrap().to_owned());
-    }
+    let got = chat_texts(&mut peer, 7).await;
     let want: Vec<String> = ["join lobby", "join news"]
         .into_iter()
         .map(String::from)
@@ -275,6 +282,42 @@ async fn bad_urls_and_configs_are_errors() {
     }
 }
 
+/// Pings every 50 ms (5 s timeout), reconnection from 50 ms without jitter, and the attempt
+/// counter reset after 100 ms of stable connection.
+fn stable_after_100ms_config() -> ClientConfig {
+    client_test_config()
+        .heartbeat(HeartbeatConfig::new(
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+        ))
+        .reconnect(
+            ReconnectPolicy::default()
+                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
+                .jitter(0.0, None)
+                .stable_after(Duration::from_millis(100)),
+        )
+}
+
+/// The index in `seen` of the third `reconnecting` state.
+fn third_reconnecting(seen: &[String]) -> usize {
+    seen.iter()
+        .enumerate()
+        .filter(|(_, s)| s.starts_with("reconnecting"))
+        .nth(2)
+        .map(|(i, _)| i)
+        .expect("three reconnecting states")
+}
+
+/// Read `peer`'s events until it has seen `count` pings.
+async fn wait_pings(peer: &mut Peer, count: usize) {
+    let mut pings = 0;
+    while pings < count {
+        if let PeerEvent::Ping(..) = peer.next_within(WAIT).await {
+            pings += 1;
+        }
+    }
+}
+
 /// A server that accepts and drops at once still sees growing delays: the attempt counter is
 /// reset only by a connection that stays up for `stable_after`.
 #[actix_rt::test]
@@ -299,13 +342,7 @@ async fn attempts_reset_only_after_a_stable_connection() {
     }
     // Connections counted up to the third `Reconnecting`.
     let seen = seen(&mut states);
-    let third = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.starts_with("reconnecting"))
-        .nth(2)
-        .map(|(i, _)| i)
-        .expect("three reconnecting states");
+    let third = third_reconnecting(&seen);
     let connects = seen[..third].iter().filter(|s| *s == "connected").count();
     assert!(connects >= 2, "the peer accepted the connections: {seen:?}");
     assert_eq!(
@@ -321,27 +358,11 @@ async fn attempts_reset_only_after_a_stable_connection() {
     // A connection that stays up past `stable_after` resets the counter: the next delay is the
     // initial one again. The peer's pings serve as the clock (no sleeping).
     let mut peer = Peer::start(Behaviour::default()).await;
-    let config = client_test_config()
-        .heartbeat(HeartbeatConfig::new(
-            Duration::from_millis(50),
-            Duration::from_secs(5),
-        ))
-        .reconnect(
-            ReconnectPolicy::default()
-                .backoff(Duration::from_millis(50), 2.0, Duration::from_secs(1))
-                .jitter(0.0, None)
-                .stable_after(Duration::from_millis(100)),
-        );
-    let client = connect(&peer.url, config).unwrap();
+    let client = connect(&peer.url, stable_after_100ms_config()).unwrap();
     let mut states = StateRecorder::attach(&client);
     states.wait_connected(WAIT).await.expect("connected");
     for round in 0..2 {
-        let mut pings = 0;
-        while pings < 5 {
-            if let PeerEvent::Ping(..) = peer.next_within(WAIT).await {
-                pings += 1;
-            }
-        }
+        wait_pings(&mut peer, 5).await;
         peer.send(PeerCmd::Abort);
         let state = states
             .wait_for("reconnecting", WAIT, is_reconnecting)

@@ -151,77 +151,47 @@ async fn half_open_link_is_noticed_by_both_heartbeats() {
     client.close().await;
 }
 
-/// 2. 2,000 messages sent across a partition longer than both heartbeat timeouts: 500 before
-///    it, 500 into the dead link, 1,000 while the client knows it is disconnected (into an
-///    outbox of 512 that drops its oldest). Afterwards `written + failed + dropped == accepted`
-///    exactly, the receiver sees no duplicate and every sequence in order, everything before
-///    the partition, and the newest 512 after it.
-#[actix_rt::test]
-async fn partition_while_sending_accounts_for_every_message() {
-    let _serial = SERIAL.lock().await;
-    let server = TestServer::start(
-        server_config().heartbeat(Duration::from_millis(300), Duration::from_millis(900)),
-    )
-    .expect("server");
-    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
-    let config = ClientConfig::default()
+/// The partition scenario's sender: heartbeat 200 ms / 600 ms, fast reconnection, and an
+/// outbox of 512 that drops its oldest.
+fn partition_sender_config() -> ClientConfig {
+    ClientConfig::default()
         .heartbeat(HeartbeatConfig::new(
             Duration::from_millis(200),
             Duration::from_millis(600),
         ))
         .reconnect(fast_reconnect())
-        .outbox(OutboxPolicy::new(512, Overflow::DropOldest));
-    let sender = client::connect(&proxy.url("/ws"), config).expect("sender");
-    let receiver = client::connect(&server.url(), ClientConfig::default()).expect("receiver");
-    let mut states = StateRecorder::attach(&sender);
-    let mut sender_joined = sender.subscribe::<Joined>(8);
-    let mut receiver_joined = receiver.subscribe::<Joined>(8);
-    let mut got = receiver.subscribe::<Seq>(4096);
-    states.wait_connected(WAIT).await.expect("sender up");
-    receiver.wait_connected(WAIT).await.expect("receiver up");
-    join(&receiver, &mut receiver_joined, "p").await;
-    join(&sender, &mut sender_joined, "p").await;
+        .outbox(OutboxPolicy::new(512, Overflow::DropOldest))
+}
 
-    // Before the partition, in steps of 100 that the outbox always holds (a loaded machine's
-    // writer may lag the publishing loop; a full outbox would drop the oldest by policy).
+/// Publish seq 0..500 into "p" in steps of 100 that the outbox always holds, waiting after
+/// each step until the receiver has it; returns the sequences seen, in arrival order.
+async fn send_first_500_in_steps(
+    sender: &Client,
+    got: &mut tokio::sync::mpsc::Receiver<Inbound<Seq>>,
+) -> Vec<u32> {
     let mut seen = Vec::new();
     for step in 0..5u32 {
         for n in step * 100..(step + 1) * 100 {
             sender.publish("p", &seq(n)).await.expect("accepted");
         }
         while seen.len() < ((step + 1) * 100) as usize {
-            let m = next_matching(&mut got, "the first 500", WAIT, |_| true)
+            let m = next_matching(got, "the first 500", WAIT, |_| true)
                 .await
                 .unwrap_or_else(|e| panic!("{e}: {} of the first 500 arrived", seen.len()));
             seen.push(m.data.n);
         }
     }
+    seen
+}
 
-    proxy.blackhole();
-    for n in 500..1000 {
-        sender
-            .publish("p", &seq(n))
-            .await
-            .expect("accepted into the dead link");
-    }
-    assert_eq!(states.wait_disconnected(WAIT).await.expect("noticed"), 1006);
-    for n in 1000..2000 {
-        sender
-            .publish("p", &seq(n))
-            .await
-            .expect("accepted while disconnected");
-    }
-    // Heal only once the server has let go of the old session too, so that nothing stale
-    // from the old connection can arrive after the new one.
-    server
-        .wait_sessions(1, WAIT)
-        .await
-        .expect("server dropped the sender");
-    proxy.pass();
-    states.wait_connected(WAIT).await.expect("reconnected");
-    wait_joined(&mut sender_joined, "p").await;
+/// Receive into `seen` until seq 1999 arrives.
+async fn receive_until_1999(
+    got: &mut tokio::sync::mpsc::Receiver<Inbound<Seq>>,
+    seen: &mut Vec<u32>,
+    sender: &Client,
+) {
     loop {
-        let n = next_matching(&mut got, "seq 1999", WAIT, |_| true)
+        let n = next_matching(got, "seq 1999", WAIT, |_| true)
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -238,13 +208,11 @@ async fn partition_while_sending_accounts_for_every_message() {
             break;
         }
     }
-    sender.close().await;
-    let s = sender.stats();
-    assert_eq!(s.accepted, 2000, "{s:?}");
-    // One reconnection, for the partition: the burst after it (the outbox flushing 512 at once
-    // into a room of two) made nobody look like a slow consumer.
-    assert_eq!(s.reconnects, 1, "{s:?}");
-    assert_eq!(receiver.stats().reconnects, 0, "{:?}", receiver.stats());
+}
+
+/// Assert the partition's accounting: written + failed + dropped == accepted, the outbox
+/// dropped its oldest, no duplicate, order kept, all before the partition and the newest 512.
+fn assert_partition_accounting(s: &client::Stats, seen: &[u32]) {
     assert_eq!(
         s.messages_out + s.failed + s.dropped,
         s.accepted,
@@ -270,6 +238,68 @@ async fn partition_while_sending_accounts_for_every_message() {
         "nothing arrives that was not written: {} seen, {s:?}",
         seen.len()
     );
+}
+
+/// 2. 2,000 messages sent across a partition longer than both heartbeat timeouts: 500 before
+///    it, 500 into the dead link, 1,000 while the client knows it is disconnected (into an
+///    outbox of 512 that drops its oldest). Afterwards `written + failed + dropped == accepted`
+///    exactly, the receiver sees no duplicate and every sequence in order, everything before
+///    the partition, and the newest 512 after it.
+#[actix_rt::test]
+async fn partition_while_sending_accounts_for_every_message() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(
+        server_config().heartbeat(Duration::from_millis(300), Duration::from_millis(900)),
+    )
+    .expect("server");
+    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
+    let sender = client::connect(&proxy.url("/ws"), partition_sender_config()).expect("sender");
+    let receiver = client::connect(&server.url(), ClientConfig::default()).expect("receiver");
+    let mut states = StateRecorder::attach(&sender);
+    let mut sender_joined = sender.subscribe::<Joined>(8);
+    let mut receiver_joined = receiver.subscribe::<Joined>(8);
+    let mut got = receiver.subscribe::<Seq>(4096);
+    states.wait_connected(WAIT).await.expect("sender up");
+    receiver.wait_connected(WAIT).await.expect("receiver up");
+    join(&receiver, &mut receiver_joined, "p").await;
+    join(&sender, &mut sender_joined, "p").await;
+
+    // Before the partition, in steps of 100 that the outbox always holds (a loaded machine's
+    // writer may lag the publishing loop; a full outbox would drop the oldest by policy).
+    let mut seen = send_first_500_in_steps(&sender, &mut got).await;
+
+    proxy.blackhole();
+    for n in 500..1000 {
+        sender
+            .publish("p", &seq(n))
+            .await
+            .expect("accepted into the dead link");
+    }
+    assert_eq!(states.wait_disconnected(WAIT).await.expect("noticed"), 1006);
+    for n in 1000..2000 {
+        sender
+            .publish("p", &seq(n))
+            .await
+            .expect("accepted while disconnected");
+    }
+    // Heal only once the server has let go of the old session too, so that nothing stale
+    // from the old connection can arrive after the new one.
+    server
+        .wait_sessions(1, WAIT)
+        .await
+        .expect("server dropped the sender");
+    proxy.pass();
+    states.wait_connected(WAIT).await.expect("reconnected");
+    wait_joined(&mut sender_joined, "p").await;
+    receive_until_1999(&mut got, &mut seen, &sender).await;
+    sender.close().await;
+    let s = sender.stats();
+    assert_eq!(s.accepted, 2000, "{s:?}");
+    // One reconnection, for the partition: the burst after it (the outbox flushing 512 at once
+    // into a room of two) made nobody look like a slow consumer.
+    assert_eq!(s.reconnects, 1, "{s:?}");
+    assert_eq!(receiver.stats().reconnects, 0, "{:?}", receiver.stats());
+    assert_partition_accounting(&s, &seen);
     eprintln!(
         "partition: {} of 2000 arrived; written {}, dropped {}, failed {}",
         seen.len(),
@@ -280,33 +310,39 @@ async fn partition_while_sending_accounts_for_every_message() {
     receiver.close().await;
 }
 
-/// 3. 200 clients (a `Manager`) in 10 rooms; the server restarts while it is publishing to
-///    them. Every client reconnects and rejoins (a publish afterwards reaches all 200), and
-///    the reconnections are spread by the jitter: with 1 s of full jitter, no 100 ms window
-///    holds more than 60 of them (without jitter all 200 would land in one).
-#[actix_rt::test]
-async fn restart_storm_reconnects_everyone_spread_by_jitter() {
-    let _serial = SERIAL.lock().await;
-    const CLIENTS: usize = 200;
-    const ROOMS: usize = 10;
-    let mut server = TestServer::start(server_config()).expect("server");
-    let manager = Manager::new(
-        ManagerConfig::default().connect_rate(None).client(
-            ClientConfig::default()
-                .heartbeat(HeartbeatConfig::disabled())
-                .reconnect(
-                    ReconnectPolicy::default()
-                        .backoff(Duration::from_secs(1), 2.0, Duration::from_secs(2))
-                        .jitter(1.0, None),
-                ),
-        ),
+/// The storm's manager: no connect rate limit, heartbeat off, reconnection after 1 s..2 s of
+/// backoff with full jitter (1 s).
+fn storm_manager_config() -> ManagerConfig {
+    ManagerConfig::default().connect_rate(None).client(
+        ClientConfig::default()
+            .heartbeat(HeartbeatConfig::disabled())
+            .reconnect(
+                ReconnectPolicy::default()
+                    .backoff(Duration::from_secs(1), 2.0, Duration::from_secs(2))
+                    .jitter(1.0, None),
+            ),
     )
-    .expect("manager");
-    let connected_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+}
+
+/// A storm client with its `joined` and `seq` subscriptions.
+type StormClient = (
+    Client,
+    tokio::sync::mpsc::Receiver<Inbound<Joined>>,
+    tokio::sync::mpsc::Receiver<Inbound<Seq>>,
+);
+
+/// Connect `count` clients "c0".. through `manager`, each recording into `connected_at` the
+/// instant of every `Connected` state it reaches.
+async fn connect_storm_clients(
+    manager: &Manager,
+    url: &str,
+    count: usize,
+    connected_at: &Arc<Mutex<Vec<Instant>>>,
+) -> Vec<StormClient> {
     let mut clients = Vec::new();
-    for i in 0..CLIENTS {
+    for i in 0..count {
         let c = manager
-            .connect(format!("c{i}"), &server.url())
+            .connect(format!("c{i}"), url)
             .await
             .expect("connect");
         let mut events = c.subscribe_events(64);
@@ -322,22 +358,25 @@ async fn restart_storm_reconnects_everyone_spread_by_jitter() {
         let seqs = c.subscribe::<Seq>(1024);
         clients.push((c, joined, seqs));
     }
-    for (i, (c, joined, _)) in clients.iter_mut().enumerate() {
-        c.wait_connected(WAIT).await.expect("up");
-        join(c, joined, &format!("r{}", i % ROOMS)).await;
-    }
-    assert_eq!(server.stats().await.expect("stats").members, CLIENTS);
-    connected_at.lock().expect("lock").clear();
+    clients
+}
 
-    // Mid-burst: a task publishes into every room until the server it talks to is gone.
-    let rooms = server.rooms().expect("running").clone();
+/// Spawn a task that publishes into rooms "r0".."r{rooms-1}" in turn until the server it
+/// talks to is gone; the receiver fires after 500 publishes, the task returns how many.
+fn spawn_burst(
+    rooms: actix_ws_manager::server::Rooms,
+    room_count: usize,
+) -> (
+    actix_rt::task::JoinHandle<u32>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let burst = actix_rt::spawn(async move {
         let mut sent = 0u32;
         let mut started = Some(started_tx);
         while sent < 100_000 {
             // Stops when the server it publishes to is gone (an error, or nobody reached).
-            let room = format!("r{}", sent as usize % ROOMS);
+            let room = format!("r{}", sent as usize % room_count);
             if !matches!(rooms.publish(&room, &seq(sent)).await, Ok(n) if n > 0) {
                 break;
             }
@@ -350,6 +389,42 @@ async fn restart_storm_reconnects_everyone_spread_by_jitter() {
         }
         sent
     });
+    (burst, started_rx)
+}
+
+/// How many of `times` fall in each 100 ms window after `start`.
+fn per_100ms_window(times: &[Instant], start: Instant) -> BTreeMap<u128, usize> {
+    let mut windows: BTreeMap<u128, usize> = BTreeMap::new();
+    for t in times {
+        *windows
+            .entry(t.duration_since(start).as_millis() / 100)
+            .or_default() += 1;
+    }
+    windows
+}
+
+/// 3. 200 clients (a `Manager`) in 10 rooms; the server restarts while it is publishing to
+///    them. Every client reconnects and rejoins (a publish afterwards reaches all 200), and
+///    the reconnections are spread by the jitter: with 1 s of full jitter, no 100 ms window
+///    holds more than 60 of them (without jitter all 200 would land in one).
+#[actix_rt::test]
+async fn restart_storm_reconnects_everyone_spread_by_jitter() {
+    let _serial = SERIAL.lock().await;
+    const CLIENTS: usize = 200;
+    const ROOMS: usize = 10;
+    let mut server = TestServer::start(server_config()).expect("server");
+    let manager = Manager::new(storm_manager_config()).expect("manager");
+    let connected_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let mut clients = connect_storm_clients(&manager, &server.url(), CLIENTS, &connected_at).await;
+    for (i, (c, joined, _)) in clients.iter_mut().enumerate() {
+        c.wait_connected(WAIT).await.expect("up");
+        join(c, joined, &format!("r{}", i % ROOMS)).await;
+    }
+    assert_eq!(server.stats().await.expect("stats").members, CLIENTS);
+    connected_at.lock().expect("lock").clear();
+
+    // Mid-burst: a task publishes into every room until the server it talks to is gone.
+    let (burst, started_rx) = spawn_burst(server.rooms().expect("running").clone(), ROOMS);
     started_rx.await.expect("burst under way");
     let restarted = Instant::now();
     server.restart().await.expect("restart");
@@ -388,12 +463,7 @@ async fn restart_storm_reconnects_everyone_spread_by_jitter() {
 
     let times = connected_at.lock().expect("lock").clone();
     assert_eq!(times.len(), CLIENTS, "each client reconnected once");
-    let mut windows: BTreeMap<u128, usize> = BTreeMap::new();
-    for t in &times {
-        *windows
-            .entry(t.duration_since(restarted).as_millis() / 100)
-            .or_default() += 1;
-    }
+    let windows = per_100ms_window(&times, restarted);
     let busiest = windows.values().copied().max().unwrap_or(0);
     eprintln!("restart storm: reconnections per 100 ms window: {windows:?}");
     assert!(
