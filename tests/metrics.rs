@@ -332,6 +332,43 @@ async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
     http.stop(true).await;
 }
 
+/// Three connections `feed-0..2` of `manager` to `url`, each connected, in "lobby" and past an
+/// echo round trip; answers them with their state recorders.
+async fn connect_feeds(
+    manager: &Manager,
+    url: &str,
+) -> Vec<(StateRecorder, actix_ws_manager::client::Client)> {
+    let mut feeds = Vec::new();
+    for i in 0..3 {
+        let client = manager
+            .connect(format!("feed-{i}"), url)
+            .await
+            .expect("connect");
+        feeds.push((StateRecorder::attach(&client), client));
+    }
+    for (recorder, client) in &mut feeds {
+        recorder.wait_connected(WAIT).await.expect("connected");
+        client.join("lobby").await.expect("join");
+        echo(client).await;
+    }
+    feeds
+}
+
+/// The connections gauge shows 3 connected and none in any other state.
+fn assert_only_three_connected(m: &Samples) {
+    assert_eq!(get(m, r#"wsm_client_connections{state="connected"}"#), 3.0);
+    for state in [
+        "connecting",
+        "disconnected",
+        "reconnecting",
+        "failed",
+        "closed",
+    ] {
+        let series = format!("wsm_client_connections{{state=\"{state}\"}}");
+        assert_eq!(get(m, &series), 0.0, "{series}");
+    }
+}
+
 /// A `Manager` with three connections: its registry shows `connected` 3 and no reconnects;
 /// after the server restarts, `reconnects_total` 3 and `connected` 3 again; with the heartbeat
 /// on, the RTT gauges cover the 3 connections (mean <= max); the page lists exactly the
@@ -351,31 +388,9 @@ async fn manager_metrics_show_connections_reconnects_and_rtt() {
     manager.register_metrics(&mut registry);
     let page = || parse(&metrics::render(&registry).expect("render"));
 
-    let mut feeds = Vec::new();
-    for i in 0..3 {
-        let client = manager
-            .connect(format!("feed-{i}"), &server.url())
-            .await
-            .expect("connect");
-        feeds.push((StateRecorder::attach(&client), client));
-    }
-    for (recorder, client) in &mut feeds {
-        recorder.wait_connected(WAIT).await.expect("connected");
-        client.join("lobby").await.expect("join");
-        echo(client).await;
-    }
+    let mut feeds = connect_feeds(&manager, &server.url()).await;
     let (m, _) = page();
-    assert_eq!(get(&m, r#"wsm_client_connections{state="connected"}"#), 3.0);
-    for state in [
-        "connecting",
-        "disconnected",
-        "reconnecting",
-        "failed",
-        "closed",
-    ] {
-        let series = format!("wsm_client_connections{{state=\"{state}\"}}");
-        assert_eq!(get(&m, &series), 0.0, "{series}");
-    }
+    assert_only_three_connected(&m);
     assert_eq!(get(&m, "wsm_client_reconnects_total"), 0.0);
     // Each got its welcome, its joined and its echo; each sent its echo (a join is the
     // client's own on-connect traffic, not counted).
