@@ -58,6 +58,49 @@ fn config(capacity: usize) -> actix_ws_manager::config::ClientConfig {
     client_test_config().outbox(OutboxPolicy::new(capacity, Overflow::Reject))
 }
 
+/// Send messages 0..total, each padded with 1000 bytes; every one is accepted.
+async fn send_padded(client: &Client, total: u64) {
+    let pad = "x".repeat(1000);
+    for seq in 0..total {
+        client
+            .send_envelope(message(seq, &pad))
+            .await
+            .expect("accepted");
+    }
+}
+
+/// Read text frames from `peer` until `count` sequence numbers have arrived; answers them.
+async fn read_seqs(peer: &mut Ws, count: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        match tokio::time::timeout(WAIT, peer.next())
+            .await
+            .expect("frame")
+        {
+            Some(Ok(Message::Text(t))) => seen.extend(seq_of(&t)),
+            other => panic!("{other:?}"),
+        }
+    }
+    seen
+}
+
+/// Read from `peer` until the sequence number `last` has arrived (skipping non-text frames);
+/// answers every sequence number seen. `lost` is the disconnect, for the timeout's message.
+async fn read_seqs_up_to(peer: &mut Ws, last: u64, lost: &dyn std::fmt::Debug) -> Vec<u64> {
+    let mut seen_second = Vec::new();
+    while seen_second.last() != Some(&last) {
+        match tokio::time::timeout(WAIT, peer.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} arrived after {lost:?}", seen_second.len()))
+        {
+            Some(Ok(Message::Text(t))) => seen_second.extend(seq_of(&t)),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    seen_second
+}
+
 /// Test 1 of the issue: a peer reads 100 messages, stops reading while the client sends 10,000
 /// of 1 KiB, then drops the connection. After the reconnect the new peer receives the rest:
 /// nothing twice, nothing out of order, and `written + failed + dropped == accepted` with
@@ -74,24 +117,9 @@ async fn every_message_is_written_failed_or_dropped_across_a_lost_connection() {
     })
     .await;
 
-    let pad = "x".repeat(1000);
-    for seq in 0..TOTAL {
-        client
-            .send_envelope(message(seq, &pad))
-            .await
-            .expect("accepted");
-    }
+    send_padded(&client, TOTAL).await;
     // The first peer reads 100, then stops reading.
-    let mut seen_first = Vec::new();
-    while seen_first.len() < 100 {
-        match tokio::time::timeout(WAIT, first.next())
-            .await
-            .expect("frame")
-        {
-            Some(Ok(Message::Text(t))) => seen_first.extend(seq_of(&t)),
-            other => panic!("{other:?}"),
-        }
-    }
+    let seen_first = read_seqs(&mut first, 100).await;
     assert!(
         client.stats().outbox_len > 0,
         "the client never backed up: {:?}",
@@ -110,17 +138,7 @@ async fn every_message_is_written_failed_or_dropped_across_a_lost_connection() {
     })
     .await;
 
-    let mut seen_second = Vec::new();
-    while seen_second.last() != Some(&(TOTAL - 1)) {
-        match tokio::time::timeout(WAIT, second.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {} arrived after {lost:?}", seen_second.len()))
-        {
-            Some(Ok(Message::Text(t))) => seen_second.extend(seq_of(&t)),
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    let seen_second = read_seqs_up_to(&mut second, TOTAL - 1, &lost).await;
     let stats = client.stats();
     assert!(
         seen_first.windows(2).all(|w| w[0] < w[1]),

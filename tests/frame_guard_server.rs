@@ -5,18 +5,15 @@
 
 mod common;
 
+use actix_ws_manager::server::Server;
 use common::{start_server, test_config, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use common::oversize::*;
 
-/// A declared 1 GiB frame followed by 256 MiB of payload closes at the header, server memory
-/// growth under 2 MiB: the first frame the server sends is a Close with 1009, it cuts the socket
-/// after its close timeout (the client never answers), and the process's VmRSS grows by less
-/// than 2 MiB meanwhile (see `MAX_SERVER_GROWTH_KB`).
-#[actix_rt::test]
-async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
-    let server = start_server(test_config().max_message_size(LIMIT));
+/// Connect to the server's echo route and finish the WebSocket handshake.
+async fn handshake(server: &Server) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .expect("tcp connect");
@@ -27,23 +24,23 @@ async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
     .await
     .expect("handshake in time")
     .expect("handshake");
-    assert!(
-        server.rooms().wait_sessions(1, WAIT).await && server.rooms().sessions() == 1,
-        "one session"
-    );
-    let (mut rx, mut tx) = ws.into_inner().into_split();
+    ws
+}
 
-    let before = vm_rss_kb();
-    let (anon0, file0) = (status_kb("RssAnon"), status_kb("RssFile"));
-
-    // The forged header: FIN + binary, masked, 64-bit length, masking key.
+/// The forged header: FIN + binary, masked, 64-bit length, masking key.
+fn forged_header() -> Vec<u8> {
     let mut header = vec![0x82, 0x80 | 127];
     header.extend_from_slice(&DECLARED.to_be_bytes());
     header.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
-    let start = std::time::Instant::now();
-    tx.write_all(&header).await.expect("write the header");
+    header
+}
 
-    let writer = actix_rt::spawn(async move {
+/// A task that streams up to PAYLOAD zero bytes into `tx` until a write fails; answers what it
+/// wrote and the write half, still open.
+fn spawn_payload_writer(
+    mut tx: OwnedWriteHalf,
+) -> actix_rt::task::JoinHandle<(usize, OwnedWriteHalf)> {
+    actix_rt::spawn(async move {
         let mut written = 0usize;
         // At most PAYLOAD / 1 writes (every successful write moves at least one byte); bounded in
         // time by BOUND below.
@@ -57,9 +54,11 @@ async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
         // The write half goes back to the test, still open: dropping it would send a FIN, and the
         // server would end the session on that EOF instead of on its close timeout.
         (written, tx)
-    });
+    })
+}
 
-    // The server's first frame: unmasked Close (0x88), short length, 2-byte code first.
+/// The server's first frame: unmasked Close (0x88), short length, 2-byte code first, 1009.
+async fn assert_first_frame_is_close_1009(rx: &mut OwnedReadHalf) {
     let mut head = [0u8; 2];
     tokio::time::timeout(BOUND, rx.read_exact(&mut head))
         .await
@@ -84,16 +83,11 @@ async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
         "close code; reason {:?}",
         String::from_utf8_lossy(&payload[2..])
     );
+}
 
-    let closed_at = start.elapsed();
-    // The client never answers the close: the server cuts the socket after its close timeout,
-    // which ends the writer (a write error, or everything written).
-    let (written, _tx) = tokio::time::timeout(BOUND, writer)
-        .await
-        .expect("the writer ended in time")
-        .expect("writer task");
-    let writer_done_at = start.elapsed();
-    // And the read side ends too (EOF or reset), with nothing after the close frame.
+/// Read `rx` until EOF or an error (at most 1024 reads, within BOUND); answers whether it ended
+/// and how many bytes came before the end.
+async fn read_to_the_end(rx: &mut OwnedReadHalf) -> (bool, usize) {
     let mut rest = [0u8; 1024];
     let mut after_close = 0usize;
     let ended = tokio::time::timeout(BOUND, async {
@@ -107,6 +101,44 @@ async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
     })
     .await
     .expect("the server ended the connection in time");
+    (ended, after_close)
+}
+
+/// A declared 1 GiB frame followed by 256 MiB of payload closes at the header, server memory
+/// growth under 2 MiB: the first frame the server sends is a Close with 1009, it cuts the socket
+/// after its close timeout (the client never answers), and the process's VmRSS grows by less
+/// than 2 MiB meanwhile (see `MAX_SERVER_GROWTH_KB`).
+#[actix_rt::test]
+async fn declared_1gib_frame_closes_at_the_header_without_buffering() {
+    let server = start_server(test_config().max_message_size(LIMIT));
+    let ws = handshake(&server).await;
+    assert!(
+        server.rooms().wait_sessions(1, WAIT).await && server.rooms().sessions() == 1,
+        "one session"
+    );
+    let (mut rx, mut tx) = ws.into_inner().into_split();
+
+    let before = vm_rss_kb();
+    let (anon0, file0) = (status_kb("RssAnon"), status_kb("RssFile"));
+
+    let header = forged_header();
+    let start = std::time::Instant::now();
+    tx.write_all(&header).await.expect("write the header");
+
+    let writer = spawn_payload_writer(tx);
+
+    assert_first_frame_is_close_1009(&mut rx).await;
+
+    let closed_at = start.elapsed();
+    // The client never answers the close: the server cuts the socket after its close timeout,
+    // which ends the writer (a write error, or everything written).
+    let (written, _tx) = tokio::time::timeout(BOUND, writer)
+        .await
+        .expect("the writer ended in time")
+        .expect("writer task");
+    let writer_done_at = start.elapsed();
+    // And the read side ends too (EOF or reset), with nothing after the close frame.
+    let (ended, after_close) = read_to_the_end(&mut rx).await;
     let cut_at = start.elapsed();
     assert!(ended, "the server kept sending after its close frame");
     assert_eq!(after_close, 0, "bytes after the close frame");

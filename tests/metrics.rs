@@ -153,16 +153,9 @@ fn assert_page_is_the_struct(page: &Samples, rooms: &Rooms) {
     }
 }
 
-/// `Rooms::mount_metrics` in an App next to the rooms: the page parses, lists exactly the
-/// documented server metrics, and follows real traffic exactly. Two clients and N publishes
-/// move sessions to 2, rooms to 1, published and the fan-out histogram's count by N, messages
-/// in by the joins and publishes (bytes in by their exact length), messages out by welcomes,
-/// joins, 2N copies and N acks; a client past its burst moves rate_limited by the errors it
-/// got; server-code publishes into a stuck client's room move slow_consumer_drops by the
-/// publishes that reached nobody; after shutdown sessions and rooms are back to 0. The page
-/// equals `Rooms::metrics()` each time.
-#[actix_rt::test]
-async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
+/// Rooms for the server test (rate limit, drop-newest slow consumers, a small queue and send
+/// buffer) with `/ws` and `/metrics` mounted in one App; answers rooms, address and handle.
+fn start_metered_rooms() -> (Rooms, SocketAddr, actix_web::dev::ServerHandle) {
     let config = test_config()
         .rate_limit(Some(RateLimit::new(1, BURST)))
         .slow_consumer(SlowConsumerPolicy::DropNewest)
@@ -174,21 +167,24 @@ async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
         app_rooms.mount("/ws")(cfg);
         app_rooms.mount_metrics("/metrics")(cfg);
     });
-    let (ws, page) = (format!("ws://{addr}/ws"), format!("http://{addr}/metrics"));
+    (rooms, addr, http)
+}
 
-    let (m, types) = scrape(&page).await;
+/// The page before any traffic: the documented server metrics, no session, an empty histogram.
+async fn assert_fresh_page(page: &str, rooms: &Rooms) {
+    let (m, types) = scrape(page).await;
     assert_eq!(typed(&types), documented("wsm_server_"));
     assert_eq!(get(&m, "wsm_server_sessions"), 0.0);
     assert_eq!(
         histogram_count(&m, "wsm_server_fanout_latency_seconds"),
         0.0
     );
-    assert_page_is_the_struct(&m, &rooms);
+    assert_page_is_the_struct(&m, rooms);
+}
 
-    // Two members of "lobby"; A publishes N messages with ids.
-    let (mut a, _) = Peer::rooms(&ws).await;
-    let (mut b, _) = Peer::rooms(&ws).await;
-    let mut bytes_in = join(&mut a, "lobby").await + join(&mut b, "lobby").await;
+/// `a` publishes N messages with ids into "lobby"; answers the bytes sent.
+async fn publish_n(a: &mut Peer) -> usize {
+    let mut bytes_in = 0;
     for i in 0..N {
         let text = format!(
             r#"{{"type":"publish","room":"lobby","id":{},"data":{i}}}"#,
@@ -197,6 +193,12 @@ async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
         a.text(&text).await;
         bytes_in += text.len();
     }
+    bytes_in
+}
+
+/// The publisher gets an ack and a copy of each publish; the other member gets every copy in
+/// order.
+async fn assert_every_copy_arrives(a: &mut Peer, b: &mut Peer) {
     for _ in 0..2 * N {
         let got = a.json().await;
         assert!(got["type"] == "ack" || got["type"] == "message", "{got}");
@@ -204,22 +206,75 @@ async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
     for i in 0..N {
         assert_eq!(b.json().await["data"], i);
     }
-    let (m, _) = scrape(&page).await;
-    assert_eq!(get(&m, "wsm_server_sessions"), 2.0);
-    assert_eq!(get(&m, "wsm_server_rooms"), 1.0);
-    assert_eq!(get(&m, "wsm_server_published_total"), N as f64);
+}
+
+/// The page after the lobby traffic: two sessions in one room, N publishes, `bytes_in` in.
+fn assert_lobby_page(m: &Samples, bytes_in: usize, rooms: &Rooms) {
+    assert_eq!(get(m, "wsm_server_sessions"), 2.0);
+    assert_eq!(get(m, "wsm_server_rooms"), 1.0);
+    assert_eq!(get(m, "wsm_server_published_total"), N as f64);
     assert_eq!(
-        histogram_count(&m, "wsm_server_fanout_latency_seconds"),
+        histogram_count(m, "wsm_server_fanout_latency_seconds"),
         N as f64
     );
-    assert!(get(&m, "wsm_server_fanout_latency_seconds_sum") > 0.0);
-    assert_eq!(get(&m, "wsm_server_messages_in_total"), (2 + N) as f64);
-    assert_eq!(get(&m, "wsm_server_bytes_in_total"), bytes_in as f64);
+    assert!(get(m, "wsm_server_fanout_latency_seconds_sum") > 0.0);
+    assert_eq!(get(m, "wsm_server_messages_in_total"), (2 + N) as f64);
+    assert_eq!(get(m, "wsm_server_bytes_in_total"), bytes_in as f64);
     // 2 welcomes, 2 joined, N copies to each member, N acks.
-    assert_eq!(get(&m, "wsm_server_messages_out_total"), (4 + 3 * N) as f64);
-    assert!(get(&m, "wsm_server_bytes_out_total") > bytes_in as f64);
-    assert_eq!(get(&m, "wsm_server_rate_limited_total"), 0.0);
-    assert_page_is_the_struct(&m, &rooms);
+    assert_eq!(get(m, "wsm_server_messages_out_total"), (4 + 3 * N) as f64);
+    assert!(get(m, "wsm_server_bytes_out_total") > bytes_in as f64);
+    assert_eq!(get(m, "wsm_server_rate_limited_total"), 0.0);
+    assert_page_is_the_struct(m, rooms);
+}
+
+/// The page after filling the stuck member's queue: `(publishes, drops)` moved since `before`,
+/// the queue's high-water marks at its limit.
+fn assert_slow_page(
+    m: &Samples,
+    before: &Samples,
+    (publishes, drops): (usize, usize),
+    payload_len: usize,
+    rooms: &Rooms,
+) {
+    let moved = |name: &str| get(m, name) - get(before, name);
+    assert_eq!(moved("wsm_server_slow_consumer_drops_total"), drops as f64);
+    assert_eq!(moved("wsm_server_published_total"), publishes as f64);
+    assert_eq!(get(m, "wsm_server_rooms"), 2.0);
+    assert_eq!(get(m, "wsm_server_session_queue_high_water"), QUEUE as f64);
+    assert!(
+        get(m, "wsm_server_session_queue_bytes_high_water") >= (QUEUE * payload_len) as f64,
+        "the full queue's bytes"
+    );
+    assert_eq!(
+        histogram_count(m, "wsm_server_fanout_latency_seconds"),
+        get(m, "wsm_server_published_total")
+    );
+    assert_page_is_the_struct(m, rooms);
+}
+
+/// `Rooms::mount_metrics` in an App next to the rooms: the page parses, lists exactly the
+/// documented server metrics, and follows real traffic exactly. Two clients and N publishes
+/// move sessions to 2, rooms to 1, published and the fan-out histogram's count by N, messages
+/// in by the joins and publishes (bytes in by their exact length), messages out by welcomes,
+/// joins, 2N copies and N acks; a client past its burst moves rate_limited by the errors it
+/// got; server-code publishes into a stuck client's room move slow_consumer_drops by the
+/// publishes that reached nobody; after shutdown sessions and rooms are back to 0. The page
+/// equals `Rooms::metrics()` each time.
+#[actix_rt::test]
+async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
+    let (rooms, addr, http) = start_metered_rooms();
+    let (ws, page) = (format!("ws://{addr}/ws"), format!("http://{addr}/metrics"));
+
+    assert_fresh_page(&page, &rooms).await;
+
+    // Two members of "lobby"; A publishes N messages with ids.
+    let (mut a, _) = Peer::rooms(&ws).await;
+    let (mut b, _) = Peer::rooms(&ws).await;
+    let mut bytes_in = join(&mut a, "lobby").await + join(&mut b, "lobby").await;
+    bytes_in += publish_n(&mut a).await;
+    assert_every_copy_arrives(&mut a, &mut b).await;
+    let (m, _) = scrape(&page).await;
+    assert_lobby_page(&m, bytes_in, &rooms);
     let before = m;
 
     // C goes OVER messages past its burst: each refusal it is told of is counted once.
@@ -263,20 +318,7 @@ async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
         }
     }
     let (m, _) = scrape(&page).await;
-    let moved = |name: &str| get(&m, name) - get(&before, name);
-    assert_eq!(moved("wsm_server_slow_consumer_drops_total"), drops as f64);
-    assert_eq!(moved("wsm_server_published_total"), publishes as f64);
-    assert_eq!(get(&m, "wsm_server_rooms"), 2.0);
-    assert_eq!(get(&m, "wsm_server_session_queue_high_water"), QUEUE as f64);
-    assert!(
-        get(&m, "wsm_server_session_queue_bytes_high_water") >= (QUEUE * payload.len()) as f64,
-        "the full queue's bytes"
-    );
-    assert_eq!(
-        histogram_count(&m, "wsm_server_fanout_latency_seconds"),
-        get(&m, "wsm_server_published_total")
-    );
-    assert_page_is_the_struct(&m, &rooms);
+    assert_slow_page(&m, &before, (publishes, drops), payload.len(), &rooms);
 
     drop((stuck, a, b, c));
     rooms.shutdown().await.expect("shutdown");
@@ -288,6 +330,43 @@ async fn server_metrics_mounted_in_an_app_follow_real_traffic() {
     assert_eq!(get(&m, "wsm_server_rooms"), 0.0);
     assert_page_is_the_struct(&m, &rooms);
     http.stop(true).await;
+}
+
+/// Three connections `feed-0..2` of `manager` to `url`, each connected, in "lobby" and past an
+/// echo round trip; answers them with their state recorders.
+async fn connect_feeds(
+    manager: &Manager,
+    url: &str,
+) -> Vec<(StateRecorder, actix_ws_manager::client::Client)> {
+    let mut feeds = Vec::new();
+    for i in 0..3 {
+        let client = manager
+            .connect(format!("feed-{i}"), url)
+            .await
+            .expect("connect");
+        feeds.push((StateRecorder::attach(&client), client));
+    }
+    for (recorder, client) in &mut feeds {
+        recorder.wait_connected(WAIT).await.expect("connected");
+        client.join("lobby").await.expect("join");
+        echo(client).await;
+    }
+    feeds
+}
+
+/// The connections gauge shows 3 connected and none in any other state.
+fn assert_only_three_connected(m: &Samples) {
+    assert_eq!(get(m, r#"wsm_client_connections{state="connected"}"#), 3.0);
+    for state in [
+        "connecting",
+        "disconnected",
+        "reconnecting",
+        "failed",
+        "closed",
+    ] {
+        let series = format!("wsm_client_connections{{state=\"{state}\"}}");
+        assert_eq!(get(m, &series), 0.0, "{series}");
+    }
 }
 
 /// A `Manager` with three connections: its registry shows `connected` 3 and no reconnects;
@@ -309,31 +388,9 @@ async fn manager_metrics_show_connections_reconnects_and_rtt() {
     manager.register_metrics(&mut registry);
     let page = || parse(&metrics::render(&registry).expect("render"));
 
-    let mut feeds = Vec::new();
-    for i in 0..3 {
-        let client = manager
-            .connect(format!("feed-{i}"), &server.url())
-            .await
-            .expect("connect");
-        feeds.push((StateRecorder::attach(&client), client));
-    }
-    for (recorder, client) in &mut feeds {
-        recorder.wait_connected(WAIT).await.expect("connected");
-        client.join("lobby").await.expect("join");
-        echo(client).await;
-    }
+    let mut feeds = connect_feeds(&manager, &server.url()).await;
     let (m, _) = page();
-    assert_eq!(get(&m, r#"wsm_client_connections{state="connected"}"#), 3.0);
-    for state in [
-        "connecting",
-        "disconnected",
-        "reconnecting",
-        "failed",
-        "closed",
-    ] {
-        let series = format!("wsm_client_connections{{state=\"{state}\"}}");
-        assert_eq!(get(&m, &series), 0.0, "{series}");
-    }
+    assert_only_three_connected(&m);
     assert_eq!(get(&m, "wsm_client_reconnects_total"), 0.0);
     // Each got its welcome, its joined and its echo; each sent its echo (a join is the
     // client's own on-connect traffic, not counted).

@@ -7,6 +7,65 @@ use std::time::Duration;
 
 use common::{j, start_server, test_config, Peer, WAIT};
 
+/// Errors: code, message, id when there was one.
+fn error(v: &serde_json::Value, code: &str, id: Option<u64>) {
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["data"]["code"], code, "{v}");
+    assert!(
+        v["data"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    assert_eq!(v["id"].as_u64(), id, "{v}");
+}
+
+/// publish with an id: the message (sender included) and an ack, in either order.
+async fn assert_publish_with_id(c: &mut Peer, me: &str) {
+    c.text(r#"{"type":"publish","room":"lobby","data":{"text":"hi"},"id":3}"#)
+        .await;
+    let (a, b) = (c.json().await, c.json().await);
+    let (msg, ack) = if a["type"] == "ack" { (b, a) } else { (a, b) };
+    assert_eq!(ack, j(r#"{"type":"ack","id":3}"#));
+    assert_eq!(msg["type"], "message");
+    assert_eq!(msg["room"], "lobby");
+    assert_eq!(msg["from"], me);
+    assert_eq!(msg["data"], j(r#"{"text":"hi"}"#));
+    assert!(msg.get("id").is_none(), "{msg}");
+    let ts = msg["timestamp"].as_str().expect("timestamp");
+    humantime::parse_rfc3339(ts).expect("RFC 3339 timestamp");
+}
+
+/// Each malformed envelope gets a `malformed` error without an id.
+async fn assert_malformed_refused(c: &mut Peer) {
+    c.text("{").await;
+    error(&c.json().await, "malformed", None);
+    c.text("[1,2]").await;
+    error(&c.json().await, "malformed", None);
+    c.text(r#"{"data":1}"#).await;
+    error(&c.json().await, "malformed", None);
+    // A room that is not a string makes the envelope itself malformed.
+    c.text(r#"{"type":"join","room":7,"id":99}"#).await;
+    error(&c.json().await, "malformed", None);
+}
+
+/// Each invalid or missing room name in a join gets a `bad_room` error with its id.
+async fn assert_bad_room_names_refused(c: &mut Peer) {
+    for (i, bad) in [
+        r#""room":"""#,
+        r#""room":"two words""#,
+        r#""room":"ünïcode""#,
+        &format!(r#""room":"{}""#, "x".repeat(65)),
+        r#""nope":1"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = 100 + i as u64;
+        c.text(&format!(r#"{{"type":"join",{bad},"id":{id}}}"#))
+            .await;
+        error(&c.json().await, "bad_room", Some(id));
+    }
+}
+
 /// Every row of the rooms protocol table gets its documented answer, errors included, and the
 /// session stays open after each error.
 #[actix_rt::test]
@@ -29,18 +88,7 @@ async fn protocol_table_message_by_message() {
     );
 
     // publish with an id: the message (sender included) and an ack, in either order.
-    c.text(r#"{"type":"publish","room":"lobby","data":{"text":"hi"},"id":3}"#)
-        .await;
-    let (a, b) = (c.json().await, c.json().await);
-    let (msg, ack) = if a["type"] == "ack" { (b, a) } else { (a, b) };
-    assert_eq!(ack, j(r#"{"type":"ack","id":3}"#));
-    assert_eq!(msg["type"], "message");
-    assert_eq!(msg["room"], "lobby");
-    assert_eq!(msg["from"], me.as_str());
-    assert_eq!(msg["data"], j(r#"{"text":"hi"}"#));
-    assert!(msg.get("id").is_none(), "{msg}");
-    let ts = msg["timestamp"].as_str().expect("timestamp");
-    humantime::parse_rfc3339(ts).expect("RFC 3339 timestamp");
+    assert_publish_with_id(&mut c, &me).await;
 
     // publish without an id: the message only (the pong proves no ack came before it).
     c.text(r#"{"type":"publish","room":"lobby","data":5}"#)
@@ -67,46 +115,15 @@ async fn protocol_table_message_by_message() {
     );
 
     // Errors: code, message, id when there was one; the session stays open.
-    let error = |v: &serde_json::Value, code: &str, id: Option<u64>| {
-        assert_eq!(v["type"], "error", "{v}");
-        assert_eq!(v["data"]["code"], code, "{v}");
-        assert!(
-            v["data"]["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{v}"
-        );
-        assert_eq!(v["id"].as_u64(), id, "{v}");
-    };
     c.text(r#"{"type":"leave","room":"lobby","id":6}"#).await;
     error(&c.json().await, "not_joined", Some(6));
     c.text(r#"{"type":"publish","room":"lobby","data":1,"id":7}"#)
         .await;
     error(&c.json().await, "not_joined", Some(7));
-    c.text("{").await;
-    error(&c.json().await, "malformed", None);
-    c.text("[1,2]").await;
-    error(&c.json().await, "malformed", None);
-    c.text(r#"{"data":1}"#).await;
-    error(&c.json().await, "malformed", None);
-    // A room that is not a string makes the envelope itself malformed.
-    c.text(r#"{"type":"join","room":7,"id":99}"#).await;
-    error(&c.json().await, "malformed", None);
+    assert_malformed_refused(&mut c).await;
     c.text(r#"{"type":"dance","id":8}"#).await;
     error(&c.json().await, "unknown_type", Some(8));
-    for (i, bad) in [
-        r#""room":"""#,
-        r#""room":"two words""#,
-        r#""room":"ünïcode""#,
-        &format!(r#""room":"{}""#, "x".repeat(65)),
-        r#""nope":1"#,
-    ]
-    .iter()
-    .enumerate()
-    {
-        let id = 100 + i as u64;
-        c.text(&format!(r#"{{"type":"join",{bad},"id":{id}}}"#))
-            .await;
-        error(&c.json().await, "bad_room", Some(id));
-    }
+    assert_bad_room_names_refused(&mut c).await;
     c.text(r#"{"type":"publish","room":"a b","id":9}"#).await;
     error(&c.json().await, "bad_room", Some(9));
     // The longest allowed name, with every allowed character class.

@@ -180,15 +180,16 @@ impl Peer {
     }
 }
 
+/// The `/ws` route: count and register the session, then run it (unless told to drop at once).
 async fn ws_route(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<State>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (response, mut session, stream) = actix_ws::handle(&req, body)?;
-    let mut stream = stream.max_frame_size(64 * 1024 * 1024);
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream.max_frame_size(64 * 1024 * 1024);
     let n = state.counter.fetch_add(1, Ordering::SeqCst);
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     state.sessions.lock().expect("sessions lock").push(cmd_tx);
     let events = state.events.clone();
     let behaviour = state.behaviour.clone();
@@ -196,91 +197,176 @@ async fn ws_route(
     if behaviour.drop_at_once {
         return Ok(response);
     }
-    actix_rt::spawn(async move {
+    let ctx = SessionCtx {
+        n,
+        session,
+        events,
+        behaviour,
+    };
+    actix_rt::spawn(run_session(ctx, stream, cmd_rx));
+    Ok(response)
+}
+
+/// What a running session uses to answer and report.
+struct SessionCtx {
+    n: usize,
+    session: actix_ws::Session,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    behaviour: Behaviour,
+}
+
+/// A session's loop: the client's messages and the test's commands, until one of them ends it.
+async fn run_session(
+    mut ctx: SessionCtx,
+    mut stream: actix_ws::MessageStream,
+    mut cmd_rx: mpsc::UnboundedReceiver<PeerCmd>,
+) {
+    loop {
+        let next = tokio::select! {
+            msg = stream.recv() => on_message(&mut ctx, msg).await,
+            cmd = cmd_rx.recv() => on_command(&mut ctx, cmd, &mut cmd_rx).await,
+        };
+        match next {
+            Next::Go => {}
+            Next::End => return,
+            Next::Close(reason, wait_for_answer) => {
+                let _ = ctx.session.close(reason).await;
+                if wait_for_answer {
+                    await_close_answer(ctx.n, &mut stream, &ctx.events).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// What a session does after a message or command.
+enum Next {
+    /// Keep going.
+    Go,
+    /// End the session.
+    End,
+    /// Close with this reason, then (if true) wait for the client's answer, and end.
+    Close(Option<CloseReason>, bool),
+}
+
+/// Report a message from the client and answer it as the behaviour says.
+async fn on_message(
+    ctx: &mut SessionCtx,
+    msg: Option<Result<Message, actix_ws::ProtocolError>>,
+) -> Next {
+    let SessionCtx {
+        n,
+        session,
+        events,
+        behaviour,
+    } = ctx;
+    let n = *n;
+    match msg {
+        Some(Ok(Message::Text(t))) => {
+            let _ = events.send(PeerEvent::Text(n, t.to_string()));
+            if behaviour.app_pong && &*t == r#"{"type":"ping"}"# {
+                let _ = session.text(r#"{"type":"pong"}"#).await;
+            } else if behaviour.reply {
+                if let Some(answer) = reply_to(&t) {
+                    let _ = session.text(answer).await;
+                }
+            } else if behaviour.echo {
+                let _ = session.text(t).await;
+            }
+        }
+        Some(Ok(Message::Binary(b))) => {
+            let _ = events.send(PeerEvent::Binary(n, b.clone()));
+            if behaviour.echo {
+                let _ = session.binary(b).await;
+            }
+        }
+        Some(Ok(Message::Ping(p))) => {
+            let _ = events.send(PeerEvent::Ping(n, p.clone()));
+            if behaviour.answer_pings {
+                let _ = session.pong(&p).await;
+            }
+        }
+        Some(Ok(Message::Pong(p))) => {
+            let _ = events.send(PeerEvent::Pong(n, p));
+        }
+        Some(Ok(Message::Close(reason))) => {
+            let code = reason.as_ref().map(|r| u16::from(r.code));
+            let _ = events.send(PeerEvent::Closed(n, code));
+            return Next::Close(reason, false);
+        }
+        Some(Ok(_)) => {}
+        Some(Err(_)) | None => {
+            let _ = events.send(PeerEvent::Gone(n));
+            return Next::End;
+        }
+    }
+    Next::Go
+}
+
+/// Carry out a command of the test's.
+async fn on_command(
+    ctx: &mut SessionCtx,
+    cmd: Option<PeerCmd>,
+    cmd_rx: &mut mpsc::UnboundedReceiver<PeerCmd>,
+) -> Next {
+    let session = &mut ctx.session;
+    match cmd {
+        Some(PeerCmd::Text(t)) => {
+            let _ = session.text(t).await;
+        }
+        Some(PeerCmd::Binary(b)) => {
+            let _ = session.binary(b).await;
+        }
+        Some(PeerCmd::Fragment(item)) => {
+            let _ = session.continuation(item).await;
+        }
+        Some(PeerCmd::Ping(p)) => {
+            let _ = session.ping(&p).await;
+        }
+        Some(PeerCmd::Close(code)) => {
+            let reason = CloseReason {
+                code: CloseCode::from(code),
+                description: Some("test close".into()),
+            };
+            // Then wait for the client's answer, bounded.
+            return Next::Close(Some(reason), true);
+        }
+        Some(PeerCmd::Stall) => {
+            let _ = ctx.events.send(PeerEvent::Stalled(ctx.n));
+            // Read nothing until told otherwise; any command ends the stall.
+            if cmd_rx.recv().await.is_none() {
+                return Next::End;
+            }
+        }
+        Some(PeerCmd::Abort) | None => return Next::End,
+    }
+    Next::Go
+}
+
+/// Wait for the client's answer to our close, bounded, and report it.
+async fn await_close_answer(
+    n: usize,
+    stream: &mut actix_ws::MessageStream,
+    events: &mpsc::UnboundedSender<PeerEvent>,
+) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            tokio::select! {
-                msg = stream.recv() => match msg {
-                    Some(Ok(Message::Text(t))) => {
-                        let _ = events.send(PeerEvent::Text(n, t.to_string()));
-                        if behaviour.app_pong && &*t == r#"{"type":"ping"}"# {
-                            let _ = session.text(r#"{"type":"pong"}"#).await;
-                        } else if behaviour.reply {
-                            if let Some(answer) = reply_to(&t) {
-                                let _ = session.text(answer).await;
-                            }
-                        } else if behaviour.echo {
-                            let _ = session.text(t).await;
-                        }
-                    }
-                    Some(Ok(Message::Binary(b))) => {
-                        let _ = events.send(PeerEvent::Binary(n, b.clone()));
-                        if behaviour.echo {
-                            let _ = session.binary(b).await;
-                        }
-                    }
-                    Some(Ok(Message::Ping(p))) => {
-                        let _ = events.send(PeerEvent::Ping(n, p.clone()));
-                        if behaviour.answer_pings {
-                            let _ = session.pong(&p).await;
-                        }
-                    }
-                    Some(Ok(Message::Pong(p))) => {
-                        let _ = events.send(PeerEvent::Pong(n, p));
-                    }
-                    Some(Ok(Message::Close(reason))) => {
-                        let code = reason.as_ref().map(|r| u16::from(r.code));
-                        let _ = events.send(PeerEvent::Closed(n, code));
-                        let _ = session.close(reason).await;
-                        return;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => {
-                        let _ = events.send(PeerEvent::Gone(n));
-                        return;
-                    }
-                },
-                cmd = cmd_rx.recv() => match cmd {
-                    Some(PeerCmd::Text(t)) => { let _ = session.text(t).await; }
-                    Some(PeerCmd::Binary(b)) => { let _ = session.binary(b).await; }
-                    Some(PeerCmd::Fragment(item)) => { let _ = session.continuation(item).await; }
-                    Some(PeerCmd::Ping(p)) => { let _ = session.ping(&p).await; }
-                    Some(PeerCmd::Close(code)) => {
-                        let _ = session
-                            .close(Some(CloseReason { code: CloseCode::from(code), description: Some("test close".into()) }))
-                            .await;
-                        // Wait for the client's answer, bounded.
-                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                            loop {
-                                match stream.recv().await {
-                                    Some(Ok(Message::Close(reason))) => {
-                                        let code = reason.as_ref().map(|r| u16::from(r.code));
-                                        let _ = events.send(PeerEvent::Closed(n, code));
-                                        return;
-                                    }
-                                    Some(Ok(_)) => {}
-                                    _ => {
-                                        let _ = events.send(PeerEvent::Gone(n));
-                                        return;
-                                    }
-                                }
-                            }
-                        })
-                        .await;
-                        return;
-                    }
-                    Some(PeerCmd::Stall) => {
-                        let _ = events.send(PeerEvent::Stalled(n));
-                        // Read nothing until told otherwise; any command ends the stall.
-                        if cmd_rx.recv().await.is_none() {
-                            return;
-                        }
-                    }
-                    Some(PeerCmd::Abort) | None => return,
+            match stream.recv().await {
+                Some(Ok(Message::Close(reason))) => {
+                    let code = reason.as_ref().map(|r| u16::from(r.code));
+                    let _ = events.send(PeerEvent::Closed(n, code));
+                    return;
+                }
+                Some(Ok(_)) => {}
+                _ => {
+                    let _ = events.send(PeerEvent::Gone(n));
+                    return;
                 }
             }
         }
-    });
-    Ok(response)
+    })
+    .await;
 }
 
 fn reply_to(text: &str) -> Option<String> {
