@@ -333,15 +333,33 @@ fn bad(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
-/// `PUBLISH channel <header><frame>` packed as Redis reads it, the payload copied once.
-pub(super) fn publish_command(channel: &str, header: &[u8], frame: &[u8]) -> Vec<u8> {
-    let payload = header.len() + frame.len();
-    let mut out = Vec::with_capacity(48 + channel.len() + payload);
+/// `PUBLISH <prefix><room> <header><seq>\n<frame>` packed as Redis reads it, in one
+/// allocation (the hub's thread runs this for every publish).
+pub(super) fn publish_command(
+    prefix: &str,
+    room: &str,
+    header: &[u8],
+    seq: u64,
+    frame: &[u8],
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut digits = [0u8; 20];
+    let len = {
+        let mut cursor = io::Cursor::new(&mut digits[..]);
+        // 20 digits hold any u64: the write cannot fail.
+        let _ = write!(cursor, "{seq}");
+        cursor.position() as usize
+    };
+    let digits = &digits[..len];
+    let channel = prefix.len() + room.len();
+    let payload = header.len() + digits.len() + 1 + frame.len();
+    let mut out = Vec::with_capacity(64 + channel + payload);
     out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
-    out.extend_from_slice(format!("${}\r\n", channel.len()).as_bytes());
-    out.extend_from_slice(channel.as_bytes());
-    out.extend_from_slice(format!("\r\n${payload}\r\n").as_bytes());
+    // Writes into a Vec cannot fail.
+    let _ = write!(out, "${channel}\r\n{prefix}{room}\r\n${payload}\r\n");
     out.extend_from_slice(header);
+    out.extend_from_slice(digits);
+    out.push(b'\n');
     out.extend_from_slice(frame);
     out.extend_from_slice(b"\r\n");
     out
@@ -368,7 +386,7 @@ mod tests {
 
     #[test]
     fn publish_is_packed_as_the_redis_crate_packs_it() {
-        let ours = publish_command("wsm:room:a", b"n-1 7 9\n", br#"{"type":"m"}"#);
+        let ours = publish_command("wsm:room:", "a", b"n-1 7 ", 9, br#"{"type":"m"}"#);
         let theirs = redis::cmd("PUBLISH")
             .arg("wsm:room:a")
             .arg(&b"n-1 7 9\n{\"type\":\"m\"}"[..])
