@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_http::body::MessageBody;
 use actix_ws_manager::config::SlowConsumerPolicy;
-use actix_ws_manager::server::command::{Command, Evict, HubSender, Publish};
-use actix_ws_manager::server::counters::Counters;
-use actix_ws_manager::server::hub::Hub;
-use actix_ws_manager::server::outbox::{outbox, OutboxBody};
+use actix_ws_manager::server::bench_internals::{
+    outbox, Command, Counters, Evict, Hub, HubSender, OutboxBody, Publish,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;

@@ -74,9 +74,9 @@
 //!   internal *Hub* actor holds rooms and broadcasts each message encoded once. Public: `Rooms`,
 //!   `serve`, `serve_with`, `serve_tls`, `Server`, the auth hook types, `RoomFrame`,
 //!   `SessionId`, `HubStats`, `handler`, `metrics`, and `backplane` (the `Backplane` trait,
-//!   `InProcess`, `RedisBackplane`). The modules `command`, `counters`, `hub` and `outbox` are
-//!   public but hidden from the docs: the `Backplane` trait's `start` hands a backplane the
-//!   hub's queue and counters, and the fan-out bench drives the hub without sockets.
+//!   `InProcess`, `RedisBackplane`, and the `HubLink` a backplane delivers through). The hub's
+//!   commands, counters and outboxes are private; `server::bench_internals`, hidden from the
+//!   docs, re-exports the few the fan-out bench needs to drive the hub without sockets.
 //! - [`metrics`] (feature `metrics`): the server's and a client `Manager`'s figures as
 //!   Prometheus text (a table of every metric name), read from their counters at each scrape.
 //! - `testkit` (feature `testkit`): `TestServer`, `FaultProxy`, `StateRecorder` and waits

@@ -148,7 +148,7 @@ impl ReadGate {
             return Poll::Ready(());
         }
         if self.routing_full() && !self.paused.replace(true) {
-            ClientShared::add(&self.shared.read_pauses, 1);
+            ClientShared::add(&self.shared.counts.read_pauses, 1);
             self.shared.set_reading_paused(true);
             tracing::debug!(connection = %self.shared.name, routing = self.routing.get(), bytes = self.routing_bytes.get(), "routing behind; socket reads paused");
         }

@@ -144,7 +144,7 @@ impl Outbox {
     }
 
     fn publish_len(&self) {
-        ClientShared::set(&self.shared.outbox_len, self.len() as u64);
+        ClientShared::set(&self.shared.counts.outbox_len, self.len() as u64);
     }
 
     /// Accept a user message under the overflow policy. `Err` means not accepted (nothing is
@@ -174,19 +174,19 @@ impl Outbox {
                     let Some(old) = oldest.and_then(|i| self.queue.remove(i)) else {
                         return Err(full); // only requests wait: none may be dropped
                     };
-                    ClientShared::add(&self.shared.dropped, 1);
+                    ClientShared::add(&self.shared.counts.dropped, 1);
                     tracing::warn!(connection = %self.shared.name, bytes = old.frame.len(), "outbox full: dropped the oldest message");
                 }
                 (Overflow::DropNewest, Origin::Data) => {
-                    ClientShared::add(&self.shared.accepted, 1);
-                    ClientShared::add(&self.shared.dropped, 1);
+                    ClientShared::add(&self.shared.counts.accepted, 1);
+                    ClientShared::add(&self.shared.counts.dropped, 1);
                     tracing::warn!(connection = %self.shared.name, bytes = frame.len(), "outbox full: dropped the newest message");
                     return Ok(());
                 }
                 (Overflow::DropNewest, _) => return Err(full),
             }
         }
-        ClientShared::add(&self.shared.accepted, 1);
+        ClientShared::add(&self.shared.counts.accepted, 1);
         self.queue.push_back(Entry { frame, kind });
         self.publish_len();
         self.wake();
@@ -259,10 +259,10 @@ impl Outbox {
             }
         }
         if dropped > 0 {
-            ClientShared::add(&self.shared.dropped, dropped);
+            ClientShared::add(&self.shared.counts.dropped, dropped);
             tracing::warn!(connection = %self.shared.name, messages = dropped, "connection lost while writing: messages that may or may not have arrived are not sent again");
         }
-        ClientShared::add(&self.shared.failed, failed);
+        ClientShared::add(&self.shared.counts.failed, failed);
     }
 
     /// The writer of draining socket `gen` was aborted: its batch was not written.
@@ -283,7 +283,7 @@ impl Outbox {
             return false;
         };
         self.queue.remove(i);
-        ClientShared::add(&self.shared.failed, 1);
+        ClientShared::add(&self.shared.counts.failed, 1);
         self.publish_len();
         true
     }
@@ -294,7 +294,7 @@ impl Outbox {
         self.detach(false);
         let n = self.queue.len() as u64;
         if n > 0 {
-            ClientShared::add(&self.shared.dropped, n);
+            ClientShared::add(&self.shared.counts.dropped, n);
             tracing::warn!(connection = %self.shared.name, messages = n, "client stopped with messages still in the outbox; dropped");
         }
         self.queue.clear();
@@ -331,8 +331,8 @@ impl Outbox {
                 bytes += e.frame.len() as u64;
             }
         }
-        ClientShared::add(&self.shared.messages_out, n);
-        ClientShared::add(&self.shared.bytes_out, bytes);
+        ClientShared::add(&self.shared.counts.messages_out, n);
+        ClientShared::add(&self.shared.counts.bytes_out, bytes);
     }
 
     /// User messages waiting (not counting on-connect messages or the batch being written).

@@ -228,7 +228,7 @@ impl Handler<Established> for ReconnectSupervisor {
             return;
         }
         if self.connected_once {
-            ClientShared::add(&self.shared.reconnects, 1);
+            ClientShared::add(&self.shared.counts.reconnects, 1);
         }
         self.connected_once = true;
         self.phase = Phase::Connected;

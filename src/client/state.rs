@@ -148,49 +148,79 @@ pub enum Event {
     MessageError(MessageError),
 }
 
-/// A snapshot of a client's counters. The outgoing ones follow the outbox's accounting rule:
-/// `accepted == messages_out + failed + dropped + pending`, where pending is `outbox_len` plus
-/// the batch being written (see the `outbox` module of `client`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
+/// Writes the per-connection counters out once, from one list: the public [`Stats`] snapshot
+/// (plus its two round-trip times) and the atomics of [`Counters`] behind it, so a counter added
+/// to the list is in both and in [`Counters::snapshot`] with nothing else to keep in step.
+macro_rules! connection_counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// A snapshot of a client's counters. The outgoing ones follow the outbox's accounting
+        /// rule: `accepted == messages_out + failed + dropped + pending`, where pending is
+        /// `outbox_len` plus the batch being written (see the `outbox` module of `client`).
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: u64,)*
+            /// The last heartbeat round-trip time.
+            pub last_rtt: Option<Duration>,
+            /// Smoothed round-trip time (exponentially weighted, 1/8 weight per sample as in TCP).
+            pub smoothed_rtt: Option<Duration>,
+        }
+
+        /// The atomics behind [`Stats`]: one per counter, added to by the actors and read by
+        /// handles and managers on any thread without messaging an actor.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            /// Every counter now, with the two round-trip times (microseconds, 0 for none).
+            fn snapshot(&self, last_rtt_us: u64, srtt_us: u64) -> Stats {
+                let rtt = |us: u64| (us > 0).then(|| Duration::from_micros(us));
+                Stats {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    last_rtt: rtt(last_rtt_us),
+                    smoothed_rtt: rtt(srtt_us),
+                }
+            }
+        }
+    };
+}
+
+connection_counters! {
     /// Messages (text and binary) received.
-    pub messages_in: u64,
+    messages_in,
     /// Messages accepted by `send`, `send_text`, `send_binary`, `send_envelope` or `request`
     /// (including ones a `DropNewest` outbox dropped at once).
-    pub accepted: u64,
+    accepted,
     /// Accepted messages written to the socket (the flush that carried them completed).
-    pub messages_out: u64,
+    messages_out,
     /// Accepted requests that failed while waiting (their caller was told: `ConnectionLost`,
     /// `RequestTimeout`, `ClientClosed`) and were never written.
-    pub failed: u64,
+    failed,
     /// Payload bytes received.
-    pub bytes_in: u64,
+    bytes_in,
     /// Payload bytes of the messages counted in `messages_out`.
-    pub bytes_out: u64,
+    bytes_out,
     /// Successful reconnections (the first connection is not counted).
-    pub reconnects: u64,
+    reconnects,
     /// Accepted messages dropped: by the outbox policy, at a lost connection (those being
     /// written) or when the client stopped.
-    pub dropped: u64,
+    dropped,
     /// Incoming messages (or events) not delivered because a subscriber was full (a channel at
     /// its capacity, an actor's mailbox at its capacity) under
     /// [`Overflow::DropNewest`](super::Overflow::DropNewest).
-    pub dropped_incoming: u64,
+    dropped_incoming,
     /// Times the client paused reading its socket because it was behind: a subscriber with
     /// [`Overflow::Backpressure`](super::Overflow::Backpressure) was full, or the Router had
     /// [`ROUTE_AHEAD`](super::ROUTE_AHEAD) messages not yet routed. The peer then sees its
     /// writes slow down; nothing is dropped.
-    pub read_pauses: u64,
+    read_pauses,
     /// Incoming messages that could not be decoded (malformed JSON, bad `data`).
-    pub decode_errors: u64,
+    decode_errors,
     /// Incoming messages of a `type` nobody subscribed to.
-    pub unknown_types: u64,
+    unknown_types,
     /// User messages waiting in the outbox now (not yet taken by the writer).
-    pub outbox_len: u64,
-    /// The last heartbeat round-trip time.
-    pub last_rtt: Option<Duration>,
-    /// Smoothed round-trip time (exponentially weighted, 1/8 weight per sample as in TCP).
-    pub smoothed_rtt: Option<Duration>,
+    outbox_len,
 }
 
 /// Counters shared by a client's actors and its handles. Atomics, so a handle can read them
@@ -201,22 +231,11 @@ pub(crate) struct ClientShared {
     _live: Counted,
     pub(crate) name: Arc<str>,
     epoch: Instant,
-    pub(crate) messages_in: AtomicU64,
-    pub(crate) accepted: AtomicU64,
-    pub(crate) messages_out: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) dropped_incoming: AtomicU64,
-    pub(crate) read_pauses: AtomicU64,
+    /// The counters a [`Stats`] snapshot reads.
+    pub(crate) counts: Counters,
     /// Set while the Connection does not read because the client is behind (see
     /// [`gate`](super::gate)); the heartbeat does not count that time as the peer's silence.
     reading_paused: std::sync::atomic::AtomicBool,
-    pub(crate) decode_errors: AtomicU64,
-    pub(crate) unknown_types: AtomicU64,
-    pub(crate) outbox_len: AtomicU64,
     /// Milliseconds since `epoch` when anything last arrived on the socket.
     last_rx_ms: AtomicU64,
     /// Microseconds; 0 means "no sample yet".
@@ -232,20 +251,8 @@ impl ClientShared {
             _live: Counted::new(CensusEntry::Client),
             name,
             epoch: Instant::now(),
-            messages_in: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            dropped_incoming: AtomicU64::new(0),
-            read_pauses: AtomicU64::new(0),
+            counts: Counters::default(),
             reading_paused: std::sync::atomic::AtomicBool::new(false),
-            decode_errors: AtomicU64::new(0),
-            unknown_types: AtomicU64::new(0),
-            outbox_len: AtomicU64::new(0),
             last_rx_ms: AtomicU64::new(0),
             last_rtt_us: AtomicU64::new(0),
             srtt_us: AtomicU64::new(0),
@@ -304,25 +311,9 @@ impl ClientShared {
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let rtt = |us: u64| (us > 0).then(|| Duration::from_micros(us));
-        Stats {
-            messages_in: get(&self.messages_in),
-            accepted: get(&self.accepted),
-            messages_out: get(&self.messages_out),
-            failed: get(&self.failed),
-            bytes_in: get(&self.bytes_in),
-            bytes_out: get(&self.bytes_out),
-            reconnects: get(&self.reconnects),
-            dropped: get(&self.dropped),
-            dropped_incoming: get(&self.dropped_incoming),
-            read_pauses: get(&self.read_pauses),
-            decode_errors: get(&self.decode_errors),
-            unknown_types: get(&self.unknown_types),
-            outbox_len: get(&self.outbox_len),
-            last_rtt: rtt(get(&self.last_rtt_us)),
-            smoothed_rtt: rtt(get(&self.srtt_us)),
-        }
+        let rtt = |us: &AtomicU64| us.load(Ordering::Relaxed);
+        self.counts
+            .snapshot(rtt(&self.last_rtt_us), rtt(&self.srtt_us))
     }
 }
 

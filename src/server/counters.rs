@@ -117,7 +117,7 @@ macro_rules! figures {
             $kind:ident $prom:literal $help:literal, $doc:literal;
     )*) => {
         /// The atomics of one server, shared by the hub, every session and the backplane. One
-        /// per row of the table in [`counters`](self); only the hub's fan-out latency is kept
+        /// per row of the table in `counters`; only the hub's fan-out latency is kept
         /// apart, as a histogram.
         #[derive(Debug, Default)]
         pub struct Counters {

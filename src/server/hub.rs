@@ -160,7 +160,10 @@ impl Hub {
     ) -> (Addr<Hub>, HubSender) {
         let (tx, mut rx) = mpsc::channel(capacity);
         let sender = HubSender::new(tx, counters.clone());
-        backplane.start(sender.clone(), counters.clone());
+        backplane.start(super::backplane::HubLink {
+            hub: sender.clone(),
+            counters: counters.clone(),
+        });
         let addr = Hub::create(move |ctx| {
             ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
             let mut hub = Hub::new(policy, counters);

@@ -7,7 +7,7 @@
 //! the hub's queue behind publishes: a server under load is measured without being slowed, and
 //! a hub that is stuck can still be seen. The names, types and meanings of the exported metrics
 //! are listed in [`crate::metrics`]; every figure is defined once, in the table of
-//! [`counters`](super::counters).
+//! `counters`.
 //!
 //! [`HubStats`](super::HubStats) ([`Rooms::stats`]) is the other view: it goes through the
 //! hub's queue, so it sees every command queued before it (and counts room memberships), which

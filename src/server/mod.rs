@@ -79,18 +79,21 @@ mod session;
 mod socket;
 mod standalone;
 
-// Hidden rather than private, and no stable API: a `Backplane` implementation is handed the
-// hub's `HubSender` and the server's `Counters` and answers with `Command::Remote`, and
-// `benches/fanout.rs` drives the hub through its command queue with outboxes of its own,
-// without sockets, to measure fan-out alone.
+mod command;
+mod counters;
+mod hub;
+mod outbox;
+
+/// The hub's internals, for `benches/fanout.rs` alone: it drives the hub through its command
+/// queue with outboxes of its own, without sockets, to measure fan-out by itself. Hidden and no
+/// stable API; a backplane needs none of it (it gets a [`HubLink`](backplane::HubLink)).
 #[doc(hidden)]
-pub mod command;
-#[doc(hidden)]
-pub mod counters;
-#[doc(hidden)]
-pub mod hub;
-#[doc(hidden)]
-pub mod outbox;
+pub mod bench_internals {
+    pub use super::command::{Command, Evict, HubSender, Publish};
+    pub use super::counters::Counters;
+    pub use super::hub::Hub;
+    pub use super::outbox::{outbox, OutboxBody};
+}
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -328,15 +328,15 @@ impl Connection {
         };
         match event {
             Event::Text(text) => {
-                ClientShared::add(&self.shared.messages_in, 1);
-                ClientShared::add(&self.shared.bytes_in, text.len() as u64);
+                ClientShared::add(&self.shared.counts.messages_in, 1);
+                ClientShared::add(&self.shared.counts.bytes_in, text.len() as u64);
                 // Bounded: the gate stops reading while too much waits for the Router.
                 self.gate.routing_started(text.len());
                 self.router.do_send(Incoming::Text(text));
             }
             Event::Binary(bytes) => {
-                ClientShared::add(&self.shared.messages_in, 1);
-                ClientShared::add(&self.shared.bytes_in, bytes.len() as u64);
+                ClientShared::add(&self.shared.counts.messages_in, 1);
+                ClientShared::add(&self.shared.counts.bytes_in, bytes.len() as u64);
                 self.gate.routing_started(bytes.len());
                 self.router.do_send(Incoming::Binary(bytes));
             }

@@ -153,9 +153,11 @@ impl Router {
         detail: String,
     ) {
         let counter = match kind {
-            MessageErrorKind::Malformed | MessageErrorKind::BadData => &self.shared.decode_errors,
-            MessageErrorKind::UnknownType => &self.shared.unknown_types,
-            MessageErrorKind::SubscriberFull => &self.shared.dropped_incoming,
+            MessageErrorKind::Malformed | MessageErrorKind::BadData => {
+                &self.shared.counts.decode_errors
+            }
+            MessageErrorKind::UnknownType => &self.shared.counts.unknown_types,
+            MessageErrorKind::SubscriberFull => &self.shared.counts.dropped_incoming,
         };
         ClientShared::add(counter, 1);
         let message_type_str = message_type.as_deref().unwrap_or("");
@@ -389,7 +391,7 @@ impl Handler<PublishState> for Router {
             Event::State(state.clone())
         });
         if full > 0 {
-            ClientShared::add(&self.shared.dropped_incoming, full);
+            ClientShared::add(&self.shared.counts.dropped_incoming, full);
             tracing::warn!(connection = %self.shared.name, full, "event subscriber full; state event dropped");
         }
         self.wait_for_subscribers(ctx);

@@ -9,8 +9,8 @@
 //! - [`publish`](Backplane::publish) for every publish made on this node, once, with the frame
 //!   already encoded for members; each other node fans the same bytes out to its members;
 //!
-//! and the backplane hands what other nodes published back to the hub through
-//! [`HubSender`] as [`Command::Remote`](super::command::Command::Remote). It must never hand a
+//! and the backplane hands what other nodes published back to the hub through the [`HubLink`]
+//! it got at [`start`](Backplane::start) ([`HubLink::deliver`]). It must never hand a
 //! node its own publish (members would get it twice) and must keep the order of one node's
 //! publishes (so one publisher's messages stay in order on every node).
 //!
@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use super::command::HubSender;
+pub use super::command::Receipt;
+use super::command::{Command, HubSender};
 use super::counters::Counters;
 
 #[cfg(feature = "redis")]
@@ -32,6 +33,53 @@ pub use self::redis::{
     DEFAULT_PUBLISH_QUEUE, DEFAULT_PUBLISH_QUEUE_BYTES, DEFAULT_TIMEOUT, MAX_QUEUE, MIN_TIMEOUT,
     QUEUE_BYTES,
 };
+
+/// What a backplane gets from the hub when it starts: where messages from other nodes go, and
+/// the server's counters it reports into. It is the only way into the hub a backplane has, so
+/// the hub's commands and counters stay internal.
+#[derive(Clone)]
+pub struct HubLink {
+    pub(crate) hub: HubSender,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for HubLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubLink").finish_non_exhaustive()
+    }
+}
+
+/// The hub is gone (the server stopped): nothing more can be delivered through a [`HubLink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubGone;
+
+impl HubLink {
+    /// Hand `frame`, published on another node, to this node's members of `room`, as it is.
+    /// Waits while the hub's bounded queue is full, so a backplane that awaits each delivery
+    /// is held to the hub's pace. `receipt`, when given, is dropped once the hub has fanned the
+    /// frame out: count what is in flight with it (see [`Receipt::new`]).
+    pub async fn deliver(
+        &self,
+        room: Arc<str>,
+        frame: ByteString,
+        receipt: Option<Receipt>,
+    ) -> Result<(), HubGone> {
+        let remote = Command::Remote {
+            room,
+            frame,
+            receipt,
+        };
+        self.hub.send(remote).await.map_err(|_| HubGone)
+    }
+
+    /// Report how many rooms the backplane receives now (the gauge
+    /// `wsm_server_backplane_channels` and [`HubStats::backplane_channels`](super::HubStats)).
+    pub fn set_channels(&self, channels: u64) {
+        self.counters
+            .backplane_channels
+            .store(channels, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// Told the outcome of a backplane operation: `Ok` once it took effect (subscribed; published
 /// to the other nodes), or why it failed, in words. Called at most once, from any task.
@@ -49,9 +97,9 @@ pub trait Backplane: Send + 'static {
     /// the `from` of a message names one session across all nodes.
     fn node_id(&self) -> Option<&str>;
 
-    /// Called once by the hub when it starts, on the hub's arbiter: where messages from other
-    /// nodes go, and the counters to count into.
-    fn start(&mut self, hub: HubSender, counters: Arc<Counters>);
+    /// Called once by the hub when it starts, on the hub's arbiter, with where messages from
+    /// other nodes go.
+    fn start(&mut self, hub: HubLink);
 
     /// The first local member joined `room`: start receiving it. `done` is told once the
     /// subscription is in place (or why not; the room is still retried when the backplane
@@ -79,7 +127,7 @@ impl Backplane for InProcess {
         None
     }
 
-    fn start(&mut self, _hub: HubSender, _counters: Arc<Counters>) {}
+    fn start(&mut self, _hub: HubLink) {}
 
     fn subscribe(&mut self, _room: &Arc<str>, done: Done) {
         done(Ok(()));

@@ -32,8 +32,8 @@ const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 
 /// The response body of an upgraded WebSocket connection: every queued frame, encoded as
 /// server frames (unmasked), control frames first, in chunks of up to 64 KiB. After a close
-/// frame (queued, or written by [`Outbox::close_only`](super::Outbox::close_only)) it writes
-/// nothing more; it ends when every [`Outbox`](super::Outbox) is dropped and nothing is left to
+/// frame (queued, or written by `Outbox::close_only`) it writes
+/// nothing more; it ends when every `Outbox` is dropped and nothing is left to
 /// write, or at once on a stop.
 pub struct OutboxBody {
     shared: Arc<Shared>,

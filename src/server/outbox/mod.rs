@@ -220,11 +220,11 @@ impl Drop for Outbox {
     }
 }
 
-/// A queue of at most `capacity` data frames (and [`CONTROL_QUEUE`] control frames), and the
+/// A queue of at most `capacity` data frames (and `CONTROL_QUEUE` control frames), and the
 /// response body that writes them. Sessions make theirs when they start; it is public for
 /// benchmarks and for anyone registering a member of their own with
 /// [`Command::Connect`](super::command::Command::Connect) (poll the body to read encoded frames).
-/// Its data frames are not bounded in bytes: see [`outbox_with_bytes`].
+/// Its data frames are not bounded in bytes: see `outbox_with_bytes`.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxBody) {
     outbox_with_bytes(capacity, usize::MAX)
 }

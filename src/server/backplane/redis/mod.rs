@@ -51,10 +51,8 @@ use bytestring::ByteString;
 use self::publisher::{Publish, Publisher, Queue};
 use self::subscriber::Subscriber;
 use self::subscriptions::Wanted;
-use super::{Backplane, Done};
+use super::{Backplane, Done, HubLink};
 use crate::error::{Error, Result};
-use crate::server::command::HubSender;
-use crate::server::counters::Counters;
 
 /// Default channel prefix: channels are `wsm:room:<room>`.
 pub const DEFAULT_PREFIX: &str = "wsm:room:";
@@ -302,7 +300,8 @@ impl Backplane for RedisBackplane {
         Some(&self.config.node_id)
     }
 
-    fn start(&mut self, hub: HubSender, counters: Arc<Counters>) {
+    fn start(&mut self, link: HubLink) {
+        let counters = link.counters.clone();
         let probe_every =
             (self.config.timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
         let (publishes, publisher) = Publisher::new(
@@ -320,8 +319,7 @@ impl Backplane for RedisBackplane {
             self.config.clone(),
             probe_every,
             wanted.clone(),
-            counters,
-            hub,
+            link,
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use super::resp::{self, Reply};
 use super::subscriptions::{Asked, Wanted};
 use super::RedisConfig;
-use crate::server::command::{Command, HubSender, Receipt};
+use crate::server::backplane::{HubLink, Receipt};
 use crate::server::counters::Counters;
 
 /// Nodes whose last sequence number is remembered; beyond, the memory starts again (order
@@ -81,13 +81,13 @@ impl Subscriber {
         config: RedisConfig,
         probe_every: Duration,
         wanted: Arc<Wanted>,
-        counters: Arc<Counters>,
-        hub: HubSender,
+        link: HubLink,
     ) -> (Subscriber, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(config.buffer);
         let queued = Arc::new(AtomicUsize::new(0));
         let node = Bytes::from(config.node_id.clone().into_bytes());
-        let forward = forward(rx, hub);
+        let counters = link.counters.clone();
+        let forward = forward(rx, link);
         let task = Subscriber {
             info,
             config,
@@ -374,15 +374,9 @@ impl Subscriber {
 /// Move messages from the buffer into the hub's queue, in order, waiting for room there. Their
 /// bytes stay counted in `buffer_bytes` until the hub has fanned them out, so the hub's queue
 /// is bounded by this node's bytes too.
-async fn forward(mut rx: mpsc::Receiver<Inbound>, hub: HubSender) {
+async fn forward(mut rx: mpsc::Receiver<Inbound>, link: HubLink) {
     while let Some(msg) = rx.recv().await {
-        let sent = hub
-            .send(Command::Remote {
-                room: msg.room,
-                frame: msg.frame,
-                receipt: Some(msg.receipt),
-            })
-            .await;
+        let sent = link.deliver(msg.room, msg.frame, Some(msg.receipt)).await;
         if sent.is_err() {
             return; // the hub is gone
         }
