@@ -87,30 +87,8 @@ async fn settled_rss_kb(pid: u32, idle: u64) -> u64 {
 /// Start `wsm serve` with `args`; answers the child and its echo URL (second stdout line).
 fn spawn_serve(args: &[&str]) -> (KillOnDrop, String) {
     let bin = std::env::var_os(WSM_BIN).unwrap_or_else(|| env!("CARGO_BIN_EXE_wsm").into());
-    let mut child = KillOnDrop(Some(
-        Command::new(bin)
-            .arg("serve")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("wsm runs"),
-    ));
-    let stdout = child
-        .0
-        .as_mut()
-        .and_then(|c| c.stdout.take())
-        .expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let _rooms = rx.recv_timeout(WAIT).expect("the rooms URL from wsm serve");
-    let echo = rx.recv_timeout(WAIT).expect("the echo URL from wsm serve");
-    (child, echo)
+    let (child, mut lines) = common::process::spawn_serve_of(&bin, args, 2);
+    (child, lines.remove(1))
 }
 
 /// Samples the RSS of `pid` every 10 ms on a thread until [`finish`](Self::finish): the peak

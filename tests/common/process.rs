@@ -54,10 +54,16 @@ pub fn spawn_wsm_serve(args: &[&str]) -> (KillOnDrop, String) {
 /// metrics URL with `--metrics-bind`).
 #[cfg(unix)]
 pub fn spawn_wsm_serve_lines(args: &[&str], n: usize) -> (KillOnDrop, Vec<String>) {
+    spawn_serve_of(env!("CARGO_BIN_EXE_wsm").as_ref(), args, n)
+}
+
+/// [`spawn_wsm_serve_lines`] with another `wsm` binary (a test comparing builds).
+#[cfg(unix)]
+pub fn spawn_serve_of(bin: &std::ffi::OsStr, args: &[&str], n: usize) -> (KillOnDrop, Vec<String>) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = KillOnDrop(Some(
-        Command::new(env!("CARGO_BIN_EXE_wsm"))
+        Command::new(bin)
             .arg("serve")
             .args(args)
             .env("RUST_LOG", "warn")
