@@ -103,6 +103,8 @@ pub enum Command {
         room: Arc<str>,
         /// The frame, as members receive it.
         frame: ByteString,
+        /// Its offset in the room's stream, when the backplane keeps the history.
+        offset: Option<u64>,
         /// Dropped once the hub has fanned the frame out: the backplane counts the bytes it
         /// has handed over until then, so that what waits in the hub's queue is bounded by
         /// bytes too (`None` when the backplane does not count).

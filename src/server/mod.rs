@@ -266,12 +266,16 @@ impl Rooms {
         config.validate()?;
         let config = config.saturated();
         let counters = Arc::new(Counters::default());
+        let mut backplane = backplane;
         let remote_backplane = backplane.is_remote();
         let node_id = backplane.node_id().map(Arc::from);
-        // A remote backplane's nodes share no history yet: offsets would differ between nodes.
-        let history = config.history.filter(|_| !remote_backplane);
+        // With other nodes, history is kept by the backplane for all of them, or not at all:
+        // one node's offsets would mean nothing on another.
+        let history = config
+            .history
+            .filter(|h| !remote_backplane || backplane.keep_history(h));
         if config.history.is_some() && history.is_none() {
-            tracing::info!("room history is off: it is not shared through this backplane");
+            tracing::info!("room history is off: this backplane does not keep it");
         }
         let (_hub, commands) = Hub::launch_with_backplane(
             config.slow_consumer,

@@ -14,6 +14,14 @@
 //! node its own publish (members would get it twice) and must keep the order of one node's
 //! publishes (so one publisher's messages stay in order on every node).
 //!
+//! **Shared room history.** A backplane may keep the rooms' history for every node
+//! ([`keep_history`](Backplane::keep_history)), so that a client recovers what it missed on
+//! whichever node it reconnects to. The rule above then changes: the backplane assigns each
+//! publication its stream position and hands *every* publication to the hub, this node's own
+//! included ([`HubLink::deliver_at`]), and the hub delivers nothing locally before that. So
+//! the offset order is the delivery order on every node, and a publish the backplane did not
+//! take reaches nobody (its publisher with an `id` is told `backplane_unavailable`).
+//!
 //! [`InProcess`] is the default: one node, nothing to carry. [`RedisBackplane`] (feature
 //! `redis`) uses Redis pub/sub, as Socket.IO's and Action Cable's adapters do.
 
@@ -24,6 +32,8 @@ use bytestring::ByteString;
 pub use super::command::Receipt;
 use super::command::{Command, HubSender};
 use super::counters::Counters;
+pub use super::history::Position;
+use crate::config::HistoryConfig;
 
 #[cfg(feature = "redis")]
 mod redis;
@@ -67,6 +77,27 @@ impl HubLink {
         let remote = Command::Remote {
             room,
             frame,
+            offset: None,
+            receipt,
+        };
+        self.hub.send(remote).await.map_err(|_| HubGone)
+    }
+
+    /// [`deliver`](Self::deliver) a publication at `offset` of its room's stream (a backplane
+    /// that [keeps the history](Backplane::keep_history), for this node's publications too):
+    /// the hub holds it back from members still recovering, and passes them only what comes
+    /// after what they recovered.
+    pub async fn deliver_at(
+        &self,
+        room: Arc<str>,
+        frame: ByteString,
+        offset: u64,
+        receipt: Option<Receipt>,
+    ) -> Result<(), HubGone> {
+        let remote = Command::Remote {
+            room,
+            frame,
+            offset: Some(offset),
             receipt,
         };
         self.hub.send(remote).await.map_err(|_| HubGone)
@@ -84,6 +115,47 @@ impl HubLink {
 /// Told the outcome of a backplane operation: `Ok` once it took effect (subscribed; published
 /// to the other nodes), or why it failed, in words. Called at most once, from any task.
 pub type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// What the hub asks of a backplane that keeps the rooms' history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamQuery {
+    /// A member joins: the room's position and, with `since`, the publications after it (none
+    /// when the epoch differs or more than `limit` were missed). Answered only once this node
+    /// receives the room, so that every later publication reaches the hub after the answer's
+    /// range or in it.
+    Join {
+        /// The position the member had.
+        since: Option<Position>,
+        /// At most this many publications (`recover_limit`).
+        limit: usize,
+    },
+    /// A `history` request: at most `limit` publications after `since` (of the room's epoch),
+    /// or else the latest `limit`.
+    History {
+        /// Where to read from.
+        since: Option<Position>,
+        /// At most this many publications.
+        limit: usize,
+    },
+}
+
+/// What a [`StreamQuery`] found in a room's stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamRead {
+    /// The room's last offset (0 before its first publication).
+    pub offset: u64,
+    /// The room's epoch.
+    pub epoch: String,
+    /// The offset of the first of `publications` (meaningless when there are none).
+    pub first: u64,
+    /// Publications with consecutive offsets from `first`, oldest first, as members receive
+    /// them.
+    pub publications: Vec<ByteString>,
+}
+
+/// Told what a [`StreamQuery`] found, or why it could not be read, in words. Called once, from
+/// any task.
+pub type ReadDone = Box<dyn FnOnce(Result<StreamRead, String>) + Send>;
 
 /// Carries room messages between server nodes (see the [module docs](self)). The hub owns it
 /// and calls it from its own thread, one call at a time, in the order of the hub's commands;
@@ -111,7 +183,28 @@ pub trait Backplane: Send + 'static {
 
     /// Send `frame` (the message as members receive it) to the other nodes' members of `room`.
     /// `done`, when given, is told whether the other nodes will get it.
+    ///
+    /// When the backplane [keeps the history](Self::keep_history), `frame` is the envelope
+    /// without its closing `}`: the backplane appends the position
+    /// (`,"offset":N,"epoch":"X"}`), stores it and hands it to every node, this one included
+    /// ([`HubLink::deliver_at`]); `done` is then told whether it was taken at all.
     fn publish(&mut self, room: &Arc<str>, frame: &ByteString, done: Option<Done>);
+
+    /// Called once, before [`start`](Self::start), when the server keeps room history: whether
+    /// this backplane keeps it for every node, bounded by `config` (then the hub keeps none
+    /// and asks [`read`](Self::read) instead). The default keeps none (history is then off
+    /// for a remote backplane: one node's offsets would mean nothing on another).
+    fn keep_history(&mut self, config: &HistoryConfig) -> bool {
+        let _ = config;
+        false
+    }
+
+    /// Read `room`'s stream for `query` (only called when [`keep_history`](Self::keep_history)
+    /// answered `true`); `done` is told within the backplane's timeout.
+    fn read(&mut self, room: &Arc<str>, query: StreamQuery, done: ReadDone) {
+        let _ = (room, query);
+        done(Err("this backplane keeps no history".into()));
+    }
 }
 
 /// One node, nothing to carry: a single server. Every operation succeeds at once.

@@ -47,8 +47,6 @@ pub(crate) enum Unrecovered {
     /// More were missed than `recover_limit`.
     TooMany,
     /// The history could not be read (its store is unreachable).
-    // Answered by a history kept outside the hub (a backplane's), which this node reaches.
-    #[allow(dead_code)]
     Unavailable,
 }
 

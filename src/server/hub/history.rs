@@ -18,13 +18,13 @@ use crate::server::outbox::{Depth, Outbound, Outbox, Refused, Wakes};
 
 /// The `data` of `joined` in a room with history.
 #[derive(Serialize)]
-struct JoinedData<'a> {
-    offset: u64,
-    epoch: &'a str,
+pub(super) struct JoinedData<'a> {
+    pub(super) offset: u64,
+    pub(super) epoch: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    recovered: Option<bool>,
+    pub(super) recovered: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
+    pub(super) reason: Option<&'static str>,
 }
 
 impl Hub {
@@ -65,14 +65,7 @@ impl Hub {
             recovered: outcome.map(|failed| failed.is_none()),
             reason: outcome.flatten().map(Unrecovered::as_str),
         };
-        match outcome {
-            Some(None) => self.counters.recovered.bump(),
-            Some(Some(Unrecovered::EpochChanged)) => self.counters.recovery_epoch_changed.bump(),
-            Some(Some(Unrecovered::TooOld)) => self.counters.recovery_too_old.bump(),
-            Some(Some(Unrecovered::TooMany)) => self.counters.recovery_too_many.bump(),
-            Some(Some(Unrecovered::Unavailable)) => self.counters.recovery_unavailable.bump(),
-            None => {}
-        }
+        self.count_recovery(outcome);
         let raw = serde_json::value::to_raw_value(&data).ok();
         offer_reply(
             queue,
@@ -84,7 +77,7 @@ impl Hub {
 
     /// Offer recovered publications to a member's queue, in order, under the slow-consumer
     /// policy like any broadcast: a dropped one is a gap the client fills with `history`.
-    fn offer_recovered(
+    pub(super) fn offer_recovered(
         &mut self,
         id: SessionId,
         queue: &Outbox,
@@ -136,6 +129,9 @@ impl Hub {
         };
         let queue = queue.clone();
         self.counters.history_requests.bump();
+        if self.shared.is_some() {
+            return self.answer_history_shared(queue, room, request, since, limit);
+        }
         let Some(history) = self.history.as_mut() else {
             let message = "this server keeps no room history";
             let frame = error(request, codes::HISTORY_OFF, message);
@@ -163,7 +159,7 @@ impl Hub {
 
 /// `{"type":"history","room":R,"id":N,"data":{"publications":[...],"offset":L,"epoch":"X",
 /// "complete":bool}}`, the publications written as the frames they were.
-fn history_reply(room: &str, id: Option<u64>, read: &Read) -> Outbound {
+pub(super) fn history_reply(room: &str, id: Option<u64>, read: &Read) -> Outbound {
     let size: usize = read.publications.iter().map(|p| p.len() + 1).sum();
     let mut data = String::with_capacity(size + 96 + read.epoch.len());
     data.push_str("{\"publications\":[");
@@ -193,7 +189,7 @@ fn history_reply(room: &str, id: Option<u64>, read: &Read) -> Outbound {
 }
 
 /// An `error` reply.
-fn error(id: Option<u64>, code: &str, message: &str) -> Outbound {
+pub(super) fn error(id: Option<u64>, code: &str, message: &str) -> Outbound {
     let reply = protocol::ErrorReply {
         code: code.to_owned(),
         message: message.to_owned(),

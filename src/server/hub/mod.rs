@@ -19,16 +19,21 @@
 //!
 //! With room history on, the hub gives each publication its stream position as it encodes it,
 //! keeps the frame, and answers `join` with `since` and `history` from it (`history.rs` here).
+//! When the backplane keeps the history for every node instead, the hub publishes through it,
+//! delivers what it hands back (its own publications included) and recovers joining members
+//! from it (`shared.rs` here).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 mod history;
+mod shared;
 
 use super::backplane::{Backplane, InProcess};
 use super::command::{
@@ -110,8 +115,14 @@ pub struct Hub {
     counters: Arc<Counters>,
     /// The other nodes ([`InProcess`] when there are none).
     backplane: Box<dyn Backplane>,
-    /// The rooms' history on this node (`None`: history off).
+    /// The rooms' history on this node (`None`: history off, or kept by the backplane).
     history: Option<History>,
+    /// The rooms' history as the backplane keeps it for every node (`None`: it keeps none).
+    shared: Option<HistoryConfig>,
+    /// Members recovering from the backplane's history, and what is held back for them.
+    recovering: shared::Recovering,
+    /// This hub, for answers that come back from the backplane's thread.
+    me: Option<WeakAddr<Hub>>,
 }
 
 impl Hub {
@@ -124,6 +135,9 @@ impl Hub {
             counters,
             backplane: Box::new(InProcess),
             history: None,
+            shared: None,
+            recovering: HashMap::new(),
+            me: None,
         }
     }
 
@@ -138,6 +152,7 @@ impl Hub {
 
     /// Take `id` out of `room`'s member set; the room's last local member unsubscribes it.
     fn drop_membership(&mut self, id: SessionId, room: &Arc<str>) {
+        self.take_held(id, room);
         if let Some(set) = self.rooms.get_mut(room) {
             set.remove(&id);
             if set.is_empty() {
@@ -164,7 +179,8 @@ impl Hub {
     }
 
     /// [`launch`](Self::launch) as one node of several, joined by `backplane`, keeping room
-    /// history with `history`.
+    /// history with `history` (a remote backplane keeps it: it answered
+    /// [`keep_history`](Backplane::keep_history) `true` before this).
     pub fn launch_with_backplane(
         policy: SlowConsumerPolicy,
         counters: Arc<Counters>,
@@ -181,8 +197,13 @@ impl Hub {
         let addr = Hub::create(move |ctx| {
             ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
             let mut hub = Hub::new(policy, counters);
+            if backplane.is_remote() {
+                hub.shared = history;
+            } else {
+                hub.history = history.map(History::new);
+            }
             hub.backplane = backplane;
-            hub.history = history.map(History::new);
+            hub.me = Some(ctx.address().downgrade());
             if let Some(every) = hub.history.as_ref().map(History::sweep_every) {
                 ctx.run_interval(every, |hub, _| hub.expire_history());
             }
@@ -212,10 +233,16 @@ impl Hub {
         let first = set.is_empty();
         set.insert(id);
         // With history, `joined` and what the member missed go now, in the hub's order: a
-        // publish the hub takes after this join reaches the member after them.
+        // publish the hub takes after this join reaches the member after them. With the
+        // backplane's history they go once it has read them (after the subscribe below).
+        let mut recovering = None;
         let reply_to = match reply_to {
             Some((queue, reply)) if self.history.is_some() => {
                 self.answer_join(id, &queue, &room, reply);
+                None
+            }
+            Some((_, reply)) if self.shared.is_some() => {
+                recovering = Some(reply);
                 None
             }
             other => other.map(|(queue, reply)| (queue, joined(&room, reply.id, None))),
@@ -239,9 +266,13 @@ impl Hub {
         } else if let Some((queue, reply)) = reply_to {
             offer_reply(&queue, reply, &self.counters);
         }
+        if let (Some(reply), Some(me)) = (recovering, self.me.clone()) {
+            self.start_recovery(id, &room, reply, me);
+        }
     }
 
     fn leave(&mut self, id: SessionId, room: Arc<str>) {
+        self.answer_unread_join(id, &room);
         if let Some(member) = self.members.get_mut(&id) {
             member.rooms.remove(&room);
         }
@@ -290,6 +321,9 @@ impl Hub {
     /// [`publish`](Self::publish) without the fan-out latency measurement around it.
     fn publish_untimed(&mut self, msg: &Publish) -> usize {
         self.counters.published.bump();
+        if self.shared.is_some() {
+            return self.publish_shared(msg);
+        }
         let remote = self.backplane.is_remote();
         if !remote && self.history.is_none() && !self.rooms.contains_key(&msg.room) {
             return 0;
@@ -316,7 +350,7 @@ impl Hub {
             self.counters.history_bytes.set(history.bytes() as u64);
             self.counters.history_rooms.set(history.rooms() as u64);
         }
-        let reached = self.fan_out(&msg.room, &text);
+        let reached = self.fan_out(&msg.room, &text, None);
         if remote {
             let reply = msg.reply_to.and_then(|(session, id)| {
                 match self.members.get(&session).map(|m| &m.sink) {
@@ -342,7 +376,9 @@ impl Hub {
                         Err(e) => {
                             counters.backplane_publish_errors.bump();
                             tracing::warn!(%room, "publish not sent to other nodes: {e}");
-                            reply.as_ref().map(|(_, id)| backplane_error(*id, &e))
+                            reply
+                                .as_ref()
+                                .map(|(_, id)| backplane_error(*id, &e, false))
                         }
                     };
                     if let (Some(frame), Some((queue, _))) = (frame, reply.as_ref()) {
@@ -354,12 +390,14 @@ impl Hub {
         reached
     }
 
-    /// Offer `text` to every local member of `room` under the slow-consumer policy; answers how
-    /// many queues took it.
-    fn fan_out(&mut self, room: &Arc<str>, text: &ByteString) -> usize {
+    /// Offer `text` (at `offset` of the room's stream, when the backplane keeps it) to every
+    /// local member of `room` under the slow-consumer policy, holding it back for members
+    /// still recovering; answers how many queues took it.
+    fn fan_out(&mut self, room: &Arc<str>, text: &ByteString, offset: Option<u64>) -> usize {
         let Some(ids) = self.rooms.get(room) else {
             return 0;
         };
+        let mut holding = self.recovering.get_mut(room).zip(self.shared.as_ref());
         let len = text.len();
         let frame = Outbound::Text(text.clone());
         // One copy of the frame per worker thread: every member's queue holds a reference to
@@ -374,6 +412,11 @@ impl Hub {
             let Some(member) = self.members.get(id) else {
                 continue;
             };
+            if let Some((held, config)) = holding.as_mut() {
+                if shared::keep_back(held, config, *id, (offset, text), &self.counters) {
+                    continue;
+                }
+            }
             let mine = match &member.sink {
                 MemberSink::Session { queue, .. } => queue.home_thread().map(|thread| match copies
                     .iter()
@@ -408,6 +451,9 @@ impl Hub {
             }
         }
         wakes.wake_all();
+        if holding.is_some_and(|(held, _)| held.is_empty()) {
+            self.recovering.remove(room);
+        }
         self.counters
             .delivered_many(reached as u64, (len * reached) as u64, max_depth);
         for (id, slow) in evicted {
@@ -446,14 +492,20 @@ fn offer_reply(queue: &Outbox, frame: Outbound, counters: &Counters) {
     }
 }
 
-/// The `error` a publisher gets when its publish could not reach the other nodes.
-fn backplane_error(id: u64, why: &str) -> Outbound {
-    let reply = protocol::ErrorReply {
-        code: protocol::codes::BACKPLANE_UNAVAILABLE.to_owned(),
-        message: format!(
+/// The `error` a publisher gets when its publish could not reach the other nodes (`shared`:
+/// the backplane keeps the history, and a publish it did not take reached nobody).
+fn backplane_error(id: u64, why: &str, shared: bool) -> Outbound {
+    let message = if shared {
+        format!("not delivered to anyone: the room's history did not take it: {why}")
+    } else {
+        format!(
             "delivered on this node; other nodes may not have it (Redis pub/sub is at-most-once): \
              {why}"
-        ),
+        )
+    };
+    let reply = protocol::ErrorReply {
+        code: protocol::codes::BACKPLANE_UNAVAILABLE.to_owned(),
+        message,
     };
     let raw = serde_json::value::to_raw_value(&reply).ok();
     let error = EnvelopeParts {
@@ -500,9 +552,14 @@ impl StreamHandler<Command> for Hub {
                 ids.sort_unstable();
                 let _ = tell.send(ids);
             }
-            Command::Remote { room, frame, .. } => {
+            Command::Remote {
+                room,
+                frame,
+                offset,
+                ..
+            } => {
                 self.counters.backplane_received.bump();
-                self.fan_out(&room, &frame);
+                self.fan_out(&room, &frame, offset);
             }
             Command::Publish(msg) => {
                 let reached = self.publish(&msg);

@@ -34,9 +34,18 @@
 //! (from 50 ms to 500 ms). Redis pub/sub itself is at-most-once: what is published while a
 //! node is away does not reach it later.
 //!
+//! **Room history** ([`history`]): when the server keeps history, Redis keeps it for every
+//! node (a stream per room, positions assigned by a Lua script per publish), and every
+//! publication reaches the hub through the subscription, this node's own included, so that the
+//! offset order is the delivery order everywhere. A publish Redis did not take then reaches
+//! nobody: not even this node's members get it while Redis is unreachable (its publisher, when
+//! it gave an `id`, is told `backplane_unavailable`; one without an `id` cannot know). A join
+//! with `since` is answered `"recovered":false,"reason":"unavailable"` within the timeout.
+//!
 //! The connections are this crate's own ([`resp`] says why the `redis` crate's are not
 //! used); the `redis` crate parses the URL and packs commands.
 
+mod history;
 mod publisher;
 mod resp;
 mod subscriber;
@@ -48,10 +57,12 @@ use std::time::Duration;
 use ::redis::{ConnectionInfo, IntoConnectionInfo};
 use bytestring::ByteString;
 
-use self::publisher::{Publish, Publisher, Queue};
+use self::history::Scripts;
+use self::publisher::{Answer, Publish, Publisher, Queue};
 use self::subscriber::Subscriber;
 use self::subscriptions::Wanted;
-use super::{Backplane, Done, HubLink};
+use super::{Backplane, Done, HubLink, ReadDone, StreamQuery};
+use crate::config::HistoryConfig;
 use crate::error::{Error, Result};
 
 /// Default channel prefix: channels are `wsm:room:<room>`.
@@ -227,12 +238,16 @@ impl RedisConfig {
 pub struct RedisBackplane {
     info: ConnectionInfo,
     config: RedisConfig,
+    /// The room history Redis keeps ([`Backplane::keep_history`]).
+    history: Option<HistoryConfig>,
     started: Option<Started>,
 }
 
 /// What runs once the hub has started the backplane.
 struct Started {
-    publishes: Queue,
+    publishes: Arc<Queue>,
+    /// With history in Redis.
+    scripts: Option<Arc<Scripts>>,
     wanted: Arc<Wanted>,
     /// `<node id> <incarnation> `: the start of every publish's header.
     header: Vec<u8>,
@@ -277,6 +292,7 @@ impl RedisBackplane {
         Ok(Self {
             info,
             config,
+            history: None,
             started: None,
         })
     }
@@ -313,6 +329,15 @@ impl Backplane for RedisBackplane {
             self.config.publish_queue,
             self.config.publish_queue_bytes,
         );
+        let scripts = self.history.as_ref().map(|h| Arc::new(Scripts::new(h)));
+        let publisher = match &scripts {
+            Some(scripts) => publisher.with_history(
+                vec![history::publish_script(), history::read_script()],
+                self.config.buffer_bytes,
+                scripts.limit().saturating_add(8),
+            ),
+            None => publisher,
+        };
         let wanted = Arc::new(Wanted::default());
         let (subscriber, forward) = Subscriber::new(
             self.info.clone(),
@@ -320,6 +345,7 @@ impl Backplane for RedisBackplane {
             probe_every,
             wanted.clone(),
             link,
+            scripts.is_some(),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -347,7 +373,8 @@ impl Backplane for RedisBackplane {
         }
         let header = format!("{} {:016x} ", self.config.node_id, fastrand::u64(..)).into_bytes();
         self.started = Some(Started {
-            publishes,
+            publishes: Arc::new(publishes),
+            scripts,
             wanted,
             header,
             seq: 0,
@@ -377,14 +404,60 @@ impl Backplane for RedisBackplane {
             return;
         };
         started.seq += 1;
-        // Packed in one allocation: this runs on the hub's thread for every publish.
-        let command = resp::publish_command(
-            &self.config.channel_prefix,
-            room,
-            &started.header,
-            started.seq,
-            frame.as_bytes(),
-        );
+        let prefix = &self.config.channel_prefix;
+        let command = match &started.scripts {
+            Some(scripts) => {
+                let mut header = started.header.clone();
+                header.extend_from_slice(started.seq.to_string().as_bytes());
+                scripts.publish(prefix, room, &header, frame)
+            }
+            // Packed in one allocation: this runs on the hub's thread for every publish.
+            None => {
+                resp::publish_command(prefix, room, &started.header, started.seq, frame.as_bytes())
+            }
+        };
+        let done = done.map(Answer::Done);
         started.publishes.submit(Publish { command, done });
+    }
+
+    fn keep_history(&mut self, config: &HistoryConfig) -> bool {
+        self.history = Some(*config);
+        true
+    }
+
+    fn read(&mut self, room: &Arc<str>, query: StreamQuery, done: ReadDone) {
+        let Some(started) = self.started.as_ref() else {
+            return done(Err("the Redis backplane has not started".into()));
+        };
+        let Some(scripts) = &started.scripts else {
+            return done(Err("this node keeps no history in Redis".into()));
+        };
+        let command = scripts.read(&self.config.channel_prefix, room, &query);
+        let answer = Answer::Reply(Box::new(move |reply| {
+            done(reply.and_then(history::parse_read));
+        }));
+        let read = Publish {
+            command,
+            done: Some(answer),
+        };
+        match query {
+            // Read once this node receives the room: every publication after the read's range
+            // then reaches the hub through the subscription.
+            StreamQuery::Join { .. } => {
+                let queue = started.publishes.clone();
+                started.wanted.when_subscribed(
+                    &self.channel(room),
+                    Box::new(move |subscribed| match subscribed {
+                        Ok(()) => queue.submit(read),
+                        Err(why) => {
+                            if let Some(answer) = read.done {
+                                answer.tell(Err(why));
+                            }
+                        }
+                    }),
+                );
+            }
+            StreamQuery::History { .. } => started.publishes.submit(read),
+        }
     }
 }

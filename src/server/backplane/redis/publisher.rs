@@ -9,6 +9,12 @@
 //! taking bytes and answering, so it is never taken for a dead one, however large a message or
 //! the pipeline; the bytes waiting for a reply are bounded ([`IN_FLIGHT_BYTES`]) and what does
 //! not fit waits in the bounded queue, then is refused.
+//!
+//! With room history in Redis the same connection runs the history scripts
+//! ([`history`](super::history)): publishes and reads alike, in the hub's order. The scripts
+//! are loaded (`SCRIPT LOAD`) on every new connection before anything else; a `NOSCRIPT`
+//! answer (someone flushed Redis's script cache) gives the connection up, so the next one
+//! loads them again (what was in flight is refused, as with any lost connection).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,10 +35,33 @@ pub(super) const IN_FLIGHT_BYTES: usize = 1024 * 1024;
 /// Publishes written to Redis whose reply has not come, at most.
 const IN_FLIGHT: usize = 4096;
 
-/// One publish, packed.
+/// One publish (or history read), packed.
 pub(super) struct Publish {
     pub(super) command: Vec<u8>,
-    pub(super) done: Option<Done>,
+    pub(super) done: Option<Answer>,
+}
+
+/// Who is told Redis's answer to a command.
+pub(super) enum Answer {
+    /// Only whether it was taken.
+    Done(Done),
+    /// The reply itself (a Redis error reply is an `Err`).
+    Reply(Box<dyn FnOnce(Result<Reply, String>) + Send>),
+}
+
+impl Answer {
+    pub(super) fn tell(self, reply: Result<Reply, String>) {
+        match self {
+            Answer::Done(done) => done(reply.and_then(|r| match r {
+                Reply::Error(e) => Err(format!("Redis refused the publish: {e}")),
+                _ => Ok(()),
+            })),
+            Answer::Reply(tell) => tell(reply.and_then(|r| match r {
+                Reply::Error(e) => Err(format!("Redis refused the command: {e}")),
+                r => Ok(r),
+            })),
+        }
+    }
 }
 
 /// The hub's end of the queue: refuses at once what does not fit, by count or by bytes.
@@ -76,7 +105,7 @@ impl Queue {
 
 fn fail(publish: Publish, why: &str) {
     if let Some(done) = publish.done {
-        done(Err(why.to_owned()));
+        done.tell(Err(why.to_owned()));
     }
 }
 
@@ -89,6 +118,9 @@ pub(super) struct Publisher {
     pub(super) counters: Arc<Counters>,
     rx: mpsc::Receiver<Publish>,
     bytes: Arc<AtomicUsize>,
+    /// With history in Redis: the scripts to load on each connection, the largest string and
+    /// the most elements of a reply.
+    history: Option<(Vec<String>, usize, usize)>,
 }
 
 /// Why [`Publisher::serve`] returned.
@@ -126,8 +158,60 @@ impl Publisher {
             counters,
             rx,
             bytes: used,
+            history: None,
         };
         (queue, task)
+    }
+
+    /// Run the history `scripts` too: loaded on each connection, answering replies of up to
+    /// `limit` bytes per string and `max_array` elements.
+    pub(super) fn with_history(
+        mut self,
+        scripts: Vec<String>,
+        limit: usize,
+        max_array: usize,
+    ) -> Self {
+        self.history = Some((scripts, limit, max_array));
+        self
+    }
+
+    /// Connect, then load the history scripts (if any); owns what it needs, so that the
+    /// queue can be served while it runs.
+    fn link(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(resp::Reader, resp::Writer), String>> {
+        let (info, timeout, history) = (self.info.clone(), self.timeout, self.history.clone());
+        async move {
+            let limit = history.as_ref().map_or(1024, |h| h.1);
+            let (mut reader, mut writer) = resp::connect(&info, limit, timeout).await?;
+            let Some((scripts, _, max_array)) = history else {
+                return Ok((reader, writer));
+            };
+            reader.max_array(max_array);
+            let load = async {
+                for script in &scripts {
+                    let command = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(script)
+                        .get_packed_command();
+                    writer
+                        .write_all(&command)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if let Reply::Error(e) = reader.next().await.map_err(|e| e.to_string())? {
+                        return Err(format!("Redis refused to load the history scripts: {e}"));
+                    }
+                }
+                Ok(())
+            };
+            match tokio::time::timeout(timeout, load).await {
+                Ok(Ok(())) => Ok((reader, writer)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!(
+                    "the history scripts were not loaded within {timeout:?}"
+                )),
+            }
+        }
     }
 
     /// Run until the hub is gone.
@@ -182,7 +266,7 @@ impl Publisher {
         &mut self,
         refusing: bool,
     ) -> Option<Result<(resp::Reader, resp::Writer), String>> {
-        let connecting = resp::connect(&self.info, 1024, self.timeout);
+        let connecting = self.link();
         tokio::pin!(connecting);
         let why = format!("Redis at {} is unreachable", self.url);
         loop {
@@ -285,7 +369,7 @@ impl Publisher {
 #[derive(Default)]
 struct Pipeline {
     /// Written (or to be written) and not yet answered: (bytes, done).
-    in_flight: VecDeque<(usize, Option<Done>)>,
+    in_flight: VecDeque<(usize, Option<Answer>)>,
     in_flight_bytes: usize,
     /// Bytes to write, from `written` on.
     out: Vec<u8>,
@@ -324,11 +408,12 @@ impl Pipeline {
             return Err("Redis answered a command that was not sent".into());
         };
         self.in_flight_bytes -= len;
+        let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
         if let Some(done) = done {
-            done(match reply {
-                Reply::Error(e) => Err(format!("Redis refused the publish: {e}")),
-                _ => Ok(()),
-            });
+            done.tell(Ok(reply));
+        }
+        if noscript {
+            return Err("Redis lost the history scripts (NOSCRIPT); loading them again".into());
         }
         Ok(())
     }
@@ -337,7 +422,7 @@ impl Pipeline {
     fn fail(self, why: &str) {
         for (_, done) in self.in_flight {
             if let Some(done) = done {
-                done(Err(why.to_owned()));
+                done.tell(Err(why.to_owned()));
             }
         }
     }

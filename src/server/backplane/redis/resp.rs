@@ -24,7 +24,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest status or error line, or number line, accepted from Redis.
 const MAX_LINE: usize = 64 * 1024;
-/// Most elements of one array reply (a subscription confirmation or a message has 3).
+/// Most elements of one array reply by default (a subscription confirmation or a message has
+/// 3; a history read has 3 more than its publications: see [`Reader::max_array`]).
 const MAX_ARRAY: usize = 1024;
 /// Deepest nesting of arrays accepted.
 const MAX_DEPTH: usize = 4;
@@ -63,6 +64,7 @@ pub(super) struct Reader {
     io: Box<dyn AsyncRead + Send + Unpin>,
     buf: BytesMut,
     limit: usize,
+    max_array: usize,
 }
 
 /// The writing half. Dropping it closes the connection with a reset (see [`Writer::abandon`]).
@@ -113,6 +115,7 @@ async fn connect_untimed(info: &ConnectionInfo, limit: usize) -> Result<(Reader,
         io: read,
         buf: BytesMut::with_capacity(16 * 1024),
         limit,
+        max_array: MAX_ARRAY,
     };
     let mut writer = Writer { io: write };
     let settings = info.redis_settings();
@@ -164,11 +167,17 @@ pub(super) fn unsupported(addr: &ConnectionAddr) -> String {
 }
 
 impl Reader {
+    /// Accept arrays of up to `n` elements (at least the default), for replies that carry that
+    /// many publications.
+    pub(super) fn max_array(&mut self, n: usize) {
+        self.max_array = n.max(MAX_ARRAY);
+    }
+
     /// The next reply. Fails when the connection ends, or Redis sends what is not RESP2 or is
     /// over the limit (the connection is then unusable).
     pub(super) async fn next(&mut self) -> io::Result<Reply> {
         loop {
-            if let Some(len) = measure(&self.buf, 0, self.limit, 0)? {
+            if let Some(len) = measure(&self.buf, 0, (self.limit, self.max_array), 0)? {
                 let bytes = self.buf.split_to(len).freeze();
                 if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
                     self.buf = BytesMut::with_capacity(16 * 1024);
@@ -227,8 +236,14 @@ impl Writer {
 }
 
 /// The length of the complete reply at the start of `buf[at..]`, `None` when more bytes are
-/// needed; an error when it is not RESP2 or is over `limit`.
-fn measure(buf: &[u8], at: usize, limit: usize, depth: usize) -> io::Result<Option<usize>> {
+/// needed; an error when it is not RESP2 or is over `limit` (bytes of one string, elements of
+/// one array).
+fn measure(
+    buf: &[u8],
+    at: usize,
+    (limit, max_array): (usize, usize),
+    depth: usize,
+) -> io::Result<Option<usize>> {
     let Some((kind, line, next)) = line(buf, at)? else {
         return Ok(None);
     };
@@ -259,14 +274,14 @@ fn measure(buf: &[u8], at: usize, limit: usize, depth: usize) -> io::Result<Opti
             if n < 0 {
                 return Ok(Some(next - at));
             }
-            if n as usize > MAX_ARRAY || depth >= MAX_DEPTH {
+            if n as usize > max_array || depth >= MAX_DEPTH {
                 return Err(bad(format!(
                     "a Redis array of {n} elements is not expected"
                 )));
             }
             let mut pos = next;
             for _ in 0..n {
-                match measure(buf, pos, limit, depth + 1)? {
+                match measure(buf, pos, (limit, max_array), depth + 1)? {
                     Some(len) => pos += len,
                     None => return Ok(None),
                 }
@@ -371,7 +386,7 @@ fn parse_all(mut input: &[u8], limit: usize) -> io::Result<(Vec<Reply>, usize)> 
     use bytes::Buf;
     let mut out = Vec::new();
     let total = input.len();
-    while let Some(len) = measure(input, 0, limit, 0)? {
+    while let Some(len) = measure(input, 0, (limit, MAX_ARRAY), 0)? {
         let bytes = Bytes::copy_from_slice(&input[..len]);
         let mut pos = 0;
         out.push(build(&bytes, &mut pos));

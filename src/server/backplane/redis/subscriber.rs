@@ -49,6 +49,8 @@ const MAX_NODES: usize = 4096;
 struct Inbound {
     room: Arc<str>,
     frame: ByteString,
+    /// Its offset in the room's stream (history in Redis).
+    offset: Option<u64>,
     receipt: Receipt,
 }
 
@@ -59,8 +61,11 @@ pub(super) struct Subscriber {
     probe_every: Duration,
     wanted: Arc<Wanted>,
     counters: Arc<Counters>,
-    /// This node's id: its own publishes coming back are dropped.
+    /// This node's id: its own publishes coming back are dropped (unless `history`).
     node: Bytes,
+    /// Whether Redis keeps the rooms' history: every publication then comes through Redis,
+    /// this node's own included, with its offset.
+    history: bool,
     /// Towards the hub, bounded by count; `queued` bounds it by bytes.
     inbound: mpsc::Sender<Inbound>,
     queued: Arc<AtomicUsize>,
@@ -82,6 +87,7 @@ impl Subscriber {
         probe_every: Duration,
         wanted: Arc<Wanted>,
         link: HubLink,
+        history: bool,
     ) -> (Subscriber, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(config.buffer);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -95,6 +101,7 @@ impl Subscriber {
             wanted,
             counters,
             node,
+            history,
             inbound: tx,
             queued,
             last: HashMap::new(),
@@ -130,7 +137,9 @@ impl Subscriber {
                     if std::mem::take(&mut down) {
                         tracing::info!("receiving rooms from Redis at {url} again");
                     }
-                    match self.serve(reader, writer).await {
+                    let ended = self.serve(reader, writer).await;
+                    self.wanted.unconfirm_all();
+                    match ended {
                         Ended::Stopped => return,
                         Ended::Lost(why) => {
                             self.counters
@@ -304,14 +313,18 @@ impl Subscriber {
         };
         let mut header = payload[..split].split(|b| *b == b' ');
         let node = header.next().unwrap_or_default();
-        if node == &self.node[..] {
+        if node == &self.node[..] && !self.history {
             return; // our own publish: our members had it already
         }
         let incarnation = header.next();
-        let seq = header
-            .next()
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse::<u64>().ok());
+        let mut number = || {
+            header
+                .next()
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        let seq = number();
+        let offset = number();
         if let (Some(incarnation), Some(seq)) = (incarnation, seq) {
             if !self.in_order(node, incarnation, seq) {
                 self.counters
@@ -339,6 +352,7 @@ impl Subscriber {
         let msg = fits.then(|| Inbound {
             room: Arc::from(room),
             frame,
+            offset,
             receipt: Receipt::new(len, self.queued.clone()),
         });
         if msg.is_none_or(|msg| self.inbound.try_send(msg).is_err()) {
@@ -376,7 +390,11 @@ impl Subscriber {
 /// is bounded by this node's bytes too.
 async fn forward(mut rx: mpsc::Receiver<Inbound>, link: HubLink) {
     while let Some(msg) = rx.recv().await {
-        let sent = link.deliver(msg.room, msg.frame, Some(msg.receipt)).await;
+        let receipt = Some(msg.receipt);
+        let sent = match msg.offset {
+            Some(offset) => link.deliver_at(msg.room, msg.frame, offset, receipt).await,
+            None => link.deliver(msg.room, msg.frame, receipt).await,
+        };
         if sent.is_err() {
             return; // the hub is gone
         }

@@ -32,6 +32,9 @@ pub(super) struct WantedInner {
     touched: HashSet<String>,
     /// `touched` overflowed: compare every room.
     overflowed: bool,
+    /// Channels Redis confirmed on the current connection (and still wanted): a history read
+    /// for a join waits until its room is in here.
+    confirmed: HashSet<String>,
 }
 
 impl WantedInner {
@@ -60,6 +63,7 @@ impl Wanted {
     pub(super) fn remove(&self, channel: &str) {
         let mut inner = self.lock();
         inner.touch(channel);
+        inner.confirmed.remove(channel);
         let waiting = inner.rooms.remove(channel);
         drop(inner);
         self.changed.notify_one();
@@ -108,13 +112,37 @@ impl Wanted {
         (subscribe, unsubscribe)
     }
 
-    /// The `done`s waiting on `channel`, taken, when it is still wanted.
+    /// `channel` is subscribed on the current connection: the `done`s waiting on it, taken,
+    /// when it is still wanted.
     pub(super) fn take_waiting(&self, channel: &str) -> Vec<Done> {
-        self.lock()
-            .rooms
-            .get_mut(channel)
-            .map(std::mem::take)
-            .unwrap_or_default()
+        let mut inner = self.lock();
+        let Some(waiting) = inner.rooms.get_mut(channel).map(std::mem::take) else {
+            return Vec::new();
+        };
+        inner.confirmed.insert(channel.to_owned());
+        waiting
+    }
+
+    /// Tell `done` once `channel` (wanted already) is subscribed: at once when it is, or with
+    /// the joins waiting for it (told why not while Redis is unreachable).
+    pub(super) fn when_subscribed(&self, channel: &str, done: Done) {
+        let mut inner = self.lock();
+        if inner.confirmed.contains(channel) {
+            drop(inner);
+            return done(Ok(()));
+        }
+        match inner.rooms.get_mut(channel) {
+            Some(waiting) => waiting.push(done),
+            None => {
+                drop(inner);
+                done(Err("the room is not received on this node".into()));
+            }
+        }
+    }
+
+    /// The connection is lost: nothing is subscribed any more.
+    pub(super) fn unconfirm_all(&self) {
+        self.lock().confirmed.clear();
     }
 
     /// Tell every waiting join why it is not subscribed yet (they stay wanted).
