@@ -2,7 +2,8 @@
 //! default), spoken raw: a member recovers on another node everything published while it was
 //! away, on any node, while publishers on two nodes keep going; offsets are consecutive across
 //! publishing nodes and every node delivers in offset order; `history` requests read Redis;
-//! Redis down answers `unavailable` within the timeout; flushed keys start a new epoch.
+//! Redis down answers `unavailable` within the timeout; flushed keys start a new epoch; a
+//! flushed script cache is loaded again.
 
 mod common;
 
@@ -292,4 +293,51 @@ async fn flushed_keys_mean_epoch_changed() {
     assert_eq!(next, vec![(1, new_epoch, 3)]);
     let stats = a.stats().await.expect("stats");
     assert_eq!(stats.recovery_epoch_changed, 1, "{stats:?}");
+}
+
+/// Redis's script cache is flushed (`SCRIPT FLUSH`): a publish meets `NOSCRIPT` and is
+/// refused, the node loads the scripts again on a new connection by itself, and the stream
+/// goes on where it was (the refused publish never ran: no gap, no duplicate).
+#[actix_rt::test]
+async fn a_flushed_script_cache_is_loaded_again() {
+    let redis = RedisServer::start();
+    let a = node(redis.url(), "a", TIMEOUT, config());
+    let mut m = raw_member(&a.url(), "s").await;
+    let mut publisher = raw_member(&a.url(), "s").await;
+    publish_acked(&mut publisher, "s", 0, 3).await;
+    assert_eq!(messages(&mut m, 3).await[2].0, 3);
+    let mut conn = redis_conn(&redis);
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut conn)
+        .expect("SCRIPT FLUSH");
+
+    let deadline = Instant::now() + common::WAIT;
+    let mut refused = 0;
+    for k in 3..10_003u64 {
+        assert!(
+            Instant::now() < deadline,
+            "never acked again ({refused} refused)"
+        );
+        publisher
+            .text(&format!(
+                r#"{{"type":"publish","room":"s","data":{{"n":{k}}},"id":{k}}}"#
+            ))
+            .await;
+        let reply = answer(&mut publisher, k).await;
+        if reply["type"] == "ack" {
+            break;
+        }
+        assert_eq!(reply["data"]["code"], "backplane_unavailable", "{reply}");
+        refused += 1;
+    }
+    assert!(
+        refused >= 1,
+        "the first publish after the flush meets NOSCRIPT"
+    );
+    let next = messages(&mut m, 1).await;
+    assert_eq!(
+        next[0].0, 4,
+        "the stream goes on at the next offset: {next:?}"
+    );
 }

@@ -277,8 +277,9 @@ figures! {
         "Gauge: room channels this node is subscribed to in the backplane, as last confirmed by \
          it (0 while disconnected); equal to `rooms` once the backplane has caught up.";
     backplane_received => backplane_received hub backplane_received: Counter
-        "wsm_server_backplane_received" "Messages from other nodes fanned out here",
-        "Messages from other nodes fanned out here.";
+        "wsm_server_backplane_received" "Messages from the backplane fanned out here",
+        "Messages from the backplane fanned out here: other nodes' publications, and with room \
+         history kept in Redis this node's own too (every publication then comes through it).";
     queue_high_water => session_queue_high_water hub queue_high_water: Gauge
         "wsm_server_session_queue_high_water" "Deepest any session queue has been, in frames",
         "Gauge (high-water mark): the deepest any session queue has been, in frames; never \
@@ -292,7 +293,7 @@ figures! {
         "Bytes of room history held (publications and bookkeeping)",
         "Gauge: bytes of room history this node holds, publications and each room's \
          bookkeeping; at most `HistoryConfig::total_bytes` plus the bookkeeping of rooms whose \
-         publications were evicted (it expires with their TTL).";
+         publications were evicted (it expires with their TTL). 0 when Redis keeps the history.";
     history_rooms => history_rooms hub history_rooms: Gauge "wsm_server_history_rooms"
         "Rooms with a history stream held",
         "Gauge: rooms whose history stream (position, publications) this node holds.";

@@ -319,7 +319,10 @@ impl Rooms {
     ///
     /// With a [`backplane`] the count is this node's members; the message also goes to
     /// the other nodes, and when the backplane cannot take it that is counted in
-    /// `HubStats::backplane_publish_errors` and traced.
+    /// `HubStats::backplane_publish_errors` and traced. When the backplane keeps the room
+    /// history, this node's members too get the message through it (with its position), so
+    /// the count is the members it will reach once the backplane has taken it, and one it
+    /// refuses reaches nobody.
     pub async fn publish<T: WireMessage>(&self, room: &str, msg: &T) -> Result<usize> {
         let event = (T::TYPE != RoomMessage::TYPE).then_some(T::TYPE);
         self.publish_raw(room, event, msg).await
