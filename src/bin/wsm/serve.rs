@@ -103,7 +103,8 @@ pub struct ServeArgs {
     tls_key: Option<std::path::PathBuf>,
 
     /// Share rooms with other `wsm serve` nodes through this Redis, such as
-    /// `redis://127.0.0.1:6379` (several nodes behind one load balancer).
+    /// `redis://127.0.0.1:6379` (several nodes behind one load balancer). Room history then
+    /// lives in this Redis, so a client recovers on any node.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
 

@@ -231,7 +231,7 @@ impl Hub {
         };
         let set = self.rooms.entry(room.clone()).or_default();
         let first = set.is_empty();
-        set.insert(id);
+        let already = !set.insert(id);
         // With history, `joined` and what the member missed go now, in the hub's order: a
         // publish the hub takes after this join reaches the member after them. With the
         // backplane's history they go once it has read them (after the subscribe below).
@@ -267,7 +267,7 @@ impl Hub {
             offer_reply(&queue, reply, &self.counters);
         }
         if let (Some(reply), Some(me)) = (recovering, self.me.clone()) {
-            self.start_recovery(id, &room, reply, me);
+            self.start_recovery(id, &room, (reply, already), me);
         }
     }
 

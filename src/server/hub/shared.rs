@@ -40,6 +40,10 @@ pub(super) type Recovering = HashMap<Arc<str>, HashMap<SessionId, Held>>;
 pub(super) struct Held {
     /// The `join`'s envelope id, to answer it should the member leave before its read is back.
     pub(super) join_id: Option<u64>,
+    /// It was a member already (a `join` again): what it has not received yet of the
+    /// publications up to the position it is told is its own, so a plain join gets those
+    /// before `joined`.
+    already: bool,
     frames: VecDeque<(Option<u64>, ByteString)>,
     bytes: usize,
     /// Past the bound: the recovery gives up (`too_many`).
@@ -96,6 +100,18 @@ impl Held {
             (Some(upto), Some(offset)) if offset <= upto => Live::Recovered,
             (Some(_), _) => Live::New,
         }
+    }
+
+    /// Its held publications: those up to `upto` (none without it), and the rest.
+    fn split_at(self, upto: Option<u64>) -> (Vec<ByteString>, Vec<(Option<u64>, ByteString)>) {
+        let Some(upto) = upto else {
+            return (Vec::new(), self.frames.into());
+        };
+        let (earlier, rest): (Vec<_>, Vec<_>) = self
+            .frames
+            .into_iter()
+            .partition(|(offset, _)| offset.is_some_and(|o| o <= upto));
+        (earlier.into_iter().map(|(_, f)| f).collect(), rest)
     }
 
     /// Hold `frame` (at `offset`); past `config`'s bounds, give up and drop what was held.
@@ -185,13 +201,14 @@ impl Hub {
         self.rooms.get(&msg.room).map_or(0, |set| set.len())
     }
 
-    /// Member `id` joined `room` (the backplane is asked to receive it already): hold back
-    /// the room's live publications for it and read its position (and what it missed).
+    /// Member `id` joined `room` (`already` a member, or the backplane is asked to receive it
+    /// already): hold back the room's live publications for it and read its position (and
+    /// what it missed).
     pub(super) fn start_recovery(
         &mut self,
         id: SessionId,
         room: &Arc<str>,
-        reply: JoinReply,
+        (reply, already): (JoinReply, bool),
         me: WeakAddr<Hub>,
     ) {
         let Some(config) = self.shared else {
@@ -201,6 +218,7 @@ impl Hub {
             id,
             Held {
                 join_id: reply.id,
+                already,
                 ..Held::default()
             },
         );
@@ -266,6 +284,11 @@ impl Hub {
             }
         };
         self.count_recovery(verdict);
+        // A member already, joining without `since`: what it has not received yet up to the
+        // position it is told goes first.
+        let first_up_to = after.filter(|_| held.already && since.is_none());
+        let (earlier, held) = held.split_at(first_up_to);
+        self.offer_recovered(id, &queue, &room, earlier);
         let raw = position.and_then(|(offset, epoch)| {
             let data = JoinedData {
                 offset,
@@ -282,7 +305,6 @@ impl Hub {
         );
         self.offer_recovered(id, &queue, &room, publications);
         let live = held
-            .frames
             .into_iter()
             .filter(|(offset, _)| match (offset, after) {
                 (Some(offset), Some(after)) => *offset > after,
@@ -509,6 +531,19 @@ mod tests {
             by_bytes.on_live(Some(1), &big, &config),
             Live::Held { dropped: 1 }
         ));
+
+        // A member joining again without `since` gets what it had not received up to the
+        // position it is told first, and the rest after.
+        let mut again = Held {
+            already: true,
+            ..Held::default()
+        };
+        for offset in [7, 8, 9] {
+            let _ = again.on_live(Some(offset), &frame, &config);
+        }
+        let (earlier, rest) = again.split_at(Some(8));
+        assert_eq!((earlier.len(), rest.len()), (2, 1));
+        assert_eq!(rest[0].0, Some(9));
 
         let mut done = Held {
             upto: Some(10),
