@@ -20,7 +20,7 @@
 use bytestring::ByteString;
 use sha1::{Digest, Sha1};
 
-use super::resp::Reply;
+use super::resp::{self, Reply};
 use crate::config::HistoryConfig;
 use crate::server::backplane::{Position, StreamQuery, StreamRead};
 
@@ -130,20 +130,25 @@ impl Scripts {
         self.limit
     }
 
-    /// `EVALSHA` of the publish script for `frame` (the envelope without its closing `}`).
+    /// `EVALSHA` of the publish script for `frame` (the envelope without its closing `}`),
+    /// packed in one allocation: the hub's thread runs this for every publish.
     pub(super) fn publish(&self, prefix: &str, room: &str, header: &[u8], frame: &str) -> Vec<u8> {
-        redis::cmd("EVALSHA")
-            .arg(&self.publish_sha)
-            .arg(2)
-            .arg(key(prefix, room, "meta"))
-            .arg(key(prefix, room, "stream"))
-            .arg(format!("{prefix}{room}"))
-            .arg(header)
-            .arg(frame)
-            .arg(&self.size)
-            .arg(&self.ttl_ms)
-            .arg(&self.seed)
-            .get_packed_command()
+        let meta = key(prefix, room, "meta");
+        let stream = key(prefix, room, "stream");
+        let channel = format!("{prefix}{room}");
+        resp::pack(&[
+            b"EVALSHA",
+            self.publish_sha.as_bytes(),
+            b"2",
+            meta.as_bytes(),
+            stream.as_bytes(),
+            channel.as_bytes(),
+            header,
+            frame.as_bytes(),
+            self.size.as_bytes(),
+            self.ttl_ms.as_bytes(),
+            self.seed.as_bytes(),
+        ])
     }
 
     /// `EVALSHA` of the read script for `query`.
@@ -204,4 +209,33 @@ pub(super) fn parse_read(reply: Reply) -> Result<StreamRead, String> {
         first,
         publications,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn scripts_are_named_by_their_sha1_as_redis_names_them() {
+        assert_eq!(sha(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(key("wsm:room:", "a b", "meta"), "wsm:room:{a b}:meta");
+    }
+
+    #[test]
+    fn reads_parse_or_say_why_not() {
+        let bulk = |s: &'static str| Reply::Bulk(Bytes::from_static(s.as_bytes()));
+        let read = parse_read(Reply::Array(vec![
+            bulk("e1"),
+            bulk("7"),
+            bulk("6"),
+            bulk("{\"offset\":6}"),
+            bulk("{\"offset\":7}"),
+        ]))
+        .expect("a read");
+        assert_eq!((read.offset, read.first, read.epoch.as_str()), (7, 6, "e1"));
+        assert_eq!(read.publications.len(), 2);
+        assert!(parse_read(Reply::Array(vec![bulk("e1"), bulk("x"), bulk("0")])).is_err());
+        assert!(parse_read(Reply::Int(3)).is_err());
+    }
 }
