@@ -53,6 +53,7 @@ mod heartbeat;
 mod manager;
 mod outbox;
 mod reconnect;
+mod recovery;
 mod router;
 
 mod state;
@@ -66,8 +67,10 @@ use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 pub use census::{census, wait_census, Census};
+pub use connection::validate_url;
 pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
 pub use manager::{Manager, ManagerConfig, ManagerStats, StateCounts};
+pub use recovery::Position;
 pub use router::{Inbound, Overflow};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 
@@ -127,35 +130,6 @@ impl std::fmt::Debug for Client {
             .field("state", &self.state())
             .finish()
     }
-}
-
-/// Check a WebSocket URL without connecting: it must parse, have a host, and use `ws://` (or
-/// `wss://`, with the `rustls` feature).
-pub fn validate_url(url: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: awc::http::Uri = url
-        .parse()
-        .map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("ws") => {}
-        #[cfg(feature = "rustls")]
-        Some("wss") => {}
-        #[cfg(not(feature = "rustls"))]
-        Some("wss") => {
-            return Err(bad(
-                "wss:// needs TLS: build actix-ws-manager with its `rustls` feature",
-            ))
-        }
-        Some(other) => return Err(bad(&format!("scheme {other:?} is not ws:// or wss://"))),
-        None => return Err(bad("no scheme; expected ws://host:port/path")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("no host"));
-    }
-    Ok(())
 }
 
 /// Start a client for `url` on the current arbiter and return its handle at once; the first

@@ -68,6 +68,7 @@ use socket::{SocketItem, WsFramed};
 use writer::{control_channel, write_loop, ControlReceiver};
 
 pub(crate) use super::outbox::OutFrame;
+pub use dial::validate_url;
 pub(crate) use messages::{CloseSocket, Dial, OnConnect, PeerDead, SendFrame, SendPing, Stop};
 pub(crate) use writer::CONTROL_QUEUE;
 
