@@ -69,6 +69,12 @@ pub struct Head<'a> {
     /// The payload, undecoded.
     #[serde(default, borrow)]
     pub data: Option<&'a RawValue>,
+    /// A room message's offset in its room's stream (rooms with history).
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// The epoch of a room's stream: changes when the room's history is lost.
+    #[serde(default, borrow)]
+    pub epoch: Option<Cow<'a, str>>,
 }
 
 impl<'a> Head<'a> {

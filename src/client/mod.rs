@@ -53,7 +53,7 @@ mod heartbeat;
 mod manager;
 mod outbox;
 mod reconnect;
-mod recovery;
+pub mod recovery;
 mod router;
 
 mod state;
@@ -70,7 +70,7 @@ pub use census::{census, wait_census, Census};
 pub use connection::validate_url;
 pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
 pub use manager::{Manager, ManagerConfig, ManagerStats, StateCounts};
-pub use recovery::Position;
+pub use recovery::{History, Position, Publication, HISTORY_TIMEOUT};
 pub use router::{Inbound, Overflow};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 
@@ -81,7 +81,9 @@ use connection::{Connection, OnConnect, OutFrame, SendFrame};
 use heartbeat::Heartbeat;
 use outbox::Outbox;
 use reconnect::{Close, ReconnectSupervisor};
-use router::{CountSubscribers, RegisterRequest, Router, Sink, Subscribe, SubscribeTo};
+use router::{
+    CountSubscribers, RegisterRequest, RequestFrame, Router, Sink, Subscribe, SubscribeTo,
+};
 use state::ClientShared;
 
 /// How long [`Client::close`] waits for the closing handshake (the Connection cuts the socket
@@ -166,12 +168,14 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         shared.clone(),
     );
     let gate = gate::ReadGate::new(shared.clone());
+    let streams = router::shared_streams();
     router_ctx.run(Router::new(
         shared.clone(),
         app_heartbeat,
         outbox.clone(),
         gate.clone(),
         config.subscriber_bytes,
+        streams.clone(),
     ));
     let mut connection = Connection::new(
         url.to_owned(),
@@ -180,6 +184,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         router_addr.clone(),
         outbox,
         gate,
+        streams,
     );
     connection.set_peers(heartbeat.clone(), sup_addr.clone());
     conn_ctx.run(connection);
@@ -298,6 +303,11 @@ impl Client {
 
     /// [`request`](Self::request) with a prepared envelope; its `id` is replaced.
     pub async fn request_envelope(&self, out: Outgoing, timeout: Duration) -> Result<Envelope> {
+        self.request_frame(RequestFrame::Envelope(out), timeout)
+            .await
+    }
+
+    async fn request_frame(&self, out: RequestFrame, timeout: Duration) -> Result<Envelope> {
         let rx = self
             .inner
             .router

@@ -1,8 +1,139 @@
-//! Recovery of room messages across a reconnect and across messages the server dropped: the
-//! stream position of each joined room (see [`streams`]).
+//! Recovery of room messages across a reconnect, and of messages the server dropped for this
+//! client, from the server's room history.
+//!
+//! A server with history stamps every room message with its stream position (`offset` and
+//! `epoch`, see [`Position`]). The client keeps, per joined room, the position of the last
+//! message it delivered, and:
+//!
+//! - rejoins from it after a reconnect (`join` with `since`): the server replays what was missed,
+//!   or says why it cannot (`recovered:false` and a reason);
+//! - drops a message at or below it (a replay overlapping what was delivered), counted in
+//!   [`Stats::duplicates`](super::Stats::duplicates);
+//! - on a message past the next offset (the server dropped some for this client), asks the
+//!   history for the gap and holds the room's later messages (bounded) until it is filled.
+//!
+//! So subscribers see each publication once, in offset order; every rejoin from a position and
+//! every gap is reported as an [`Event::Recovery`](super::Event::Recovery). A server without
+//! history sends no positions, and none of this happens. [`Client::history`] reads a room's
+//! history directly.
 
-// Wired into the Router in the next steps.
-#[allow(dead_code)]
 mod streams;
+mod wire;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytestring::ByteString;
+
+use super::{Client, RequestFrame};
+use crate::envelope::{Envelope, Head, WireMessage};
+use crate::error::{Error, Result};
 
 pub use streams::Position;
+pub(crate) use streams::{FillRequest, Limits, Outcome, Recovered, Streams};
+pub(crate) use wire::{joined_at, with_since, HistoryData, HistoryQuery, HISTORY};
+
+/// How long [`Client::history`] waits for the answer.
+pub const HISTORY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One publication from a room's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// Its offset in the room's stream.
+    pub offset: u64,
+    /// The room message, as members received it live.
+    pub envelope: Envelope,
+}
+
+/// A room's history, as [`Client::history`] answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    /// Oldest first.
+    pub publications: Vec<Publication>,
+    /// The room's position now: the offset of its latest publication, and its epoch.
+    pub position: Position,
+    /// Whether `publications` holds every publication after the request's `since` up to
+    /// `position` (false when the history no longer keeps them all, or `limit` cut them).
+    pub complete: bool,
+}
+
+impl History {
+    /// Decode a `history` answer. Publications without an offset are skipped (they cannot be
+    /// placed in the stream).
+    fn decode(reply: &Envelope) -> Result<Self> {
+        let data = HistoryData::parse(reply.data.as_deref())?;
+        let mut publications = Vec::with_capacity(data.publications.len());
+        for raw in data.publications {
+            let head = Head::parse(raw.get())?;
+            if let Some(offset) = wire::offset_of(raw) {
+                publications.push(Publication {
+                    offset,
+                    envelope: head.to_owned_envelope(),
+                });
+            }
+        }
+        Ok(History {
+            publications,
+            position: Position {
+                epoch: data.epoch,
+                offset: data.offset,
+            },
+            complete: data.complete,
+        })
+    }
+}
+
+impl Client {
+    /// Read `room`'s history: the publications after `since` (all it keeps when `None`), at most
+    /// `limit` (the server's default and cap when `None`), oldest first, with the room's current
+    /// position. Waits at most [`HISTORY_TIMEOUT`].
+    ///
+    /// Fails with [`Error::Remote`] when the server refuses (no history, the join check, an
+    /// unknown room), and as [`request`](Client::request) does otherwise.
+    pub async fn history(
+        &self,
+        room: &str,
+        since: Option<Position>,
+        limit: Option<u64>,
+    ) -> Result<History> {
+        let query = HistoryQuery {
+            room: room.to_owned(),
+            since,
+            limit,
+        };
+        let reply = self
+            .request_frame(RequestFrame::History(query), HISTORY_TIMEOUT)
+            .await?;
+        if reply.kind != HISTORY {
+            return Err(Error::Decode(format!(
+                "expected a {HISTORY:?} reply, got {:?}",
+                reply.kind
+            )));
+        }
+        History::decode(&reply)
+    }
+}
+
+/// The on-connect frames to send on a new socket: each `join` of a room with a position gets
+/// `since` (the last publication delivered), so the server replays what was missed.
+pub(crate) fn rejoin_frames<'a>(
+    on_connect: &'a [ByteString],
+    streams: &Streams<ByteString>,
+) -> Cow<'a, [ByteString]> {
+    if streams.is_empty() {
+        return Cow::Borrowed(on_connect);
+    }
+    let rejoin = |text: &ByteString| {
+        let head = Head::parse(text).ok()?;
+        if head.kind != crate::protocol::Join::TYPE {
+            return None;
+        }
+        with_since(text, &streams.since(head.room.as_deref()?)?)
+    };
+    Cow::Owned(
+        on_connect
+            .iter()
+            .map(|text| rejoin(text).unwrap_or_else(|| text.clone()))
+            .collect(),
+    )
+}

@@ -208,32 +208,36 @@ impl<T> Streams<T> {
         );
     }
 
-    /// A room message at `position`, weighing `bytes`.
+    /// A room message at offset `n` of `epoch`, weighing `bytes`.
     pub(crate) fn live(
         &mut self,
         room: &str,
-        position: Position,
+        epoch: &str,
+        n: u64,
         item: T,
         bytes: usize,
     ) -> Outcome<T> {
         let mut out = Outcome::default();
         let Some(s) = self.rooms.get_mut(room) else {
             // A room whose join answer had no position: start from the first message seen.
+            let position = Position {
+                epoch: epoch.to_owned(),
+                offset: n,
+            };
             self.start_at(room, position);
             out.deliver.push(item);
             return out;
         };
-        if s.epoch != position.epoch {
+        if s.epoch != epoch {
             if let Some(fill) = s.fill.take() {
                 out.deliver.extend(fill.held.into_values());
             }
-            s.epoch = position.epoch;
-            s.last = position.offset;
+            epoch.clone_into(&mut s.epoch);
+            s.last = n;
             out.deliver.push(item);
             out.recovery = Some(Recovered::lost(0, "epoch_changed"));
             return out;
         }
-        let n = position.offset;
         if n <= s.last || s.fill.as_ref().is_some_and(|f| f.held.contains_key(&n)) {
             out.duplicates = 1;
             return out;

@@ -38,11 +38,11 @@ fn answer(streams: &mut Streams<u64>, req: &FillRequest, head: u64) -> Outcome<u
 fn in_order_messages_are_delivered_and_duplicates_dropped() {
     let mut s = Streams::new(LIMITS);
     joined(&mut s, "e", 10);
-    assert_eq!(s.live("r", at("e", 11), 11, 1).deliver, vec![11]);
-    let dup = s.live("r", at("e", 11), 11, 1);
+    assert_eq!(s.live("r", "e", 11, 11, 1).deliver, vec![11]);
+    let dup = s.live("r", "e", 11, 11, 1);
     assert!(dup.deliver.is_empty());
     assert_eq!(dup.duplicates, 1);
-    assert_eq!(s.live("r", at("e", 9), 9, 1).duplicates, 1);
+    assert_eq!(s.live("r", "e", 9, 9, 1).duplicates, 1);
     assert_eq!(s.since("r"), Some(at("e", 11)));
 }
 
@@ -50,24 +50,24 @@ fn in_order_messages_are_delivered_and_duplicates_dropped() {
 fn a_gap_is_filled_from_history_and_later_messages_wait_for_it() {
     let mut s = Streams::new(LIMITS);
     joined(&mut s, "e", 0);
-    let out = s.live("r", at("e", 4), 4, 1);
+    let out = s.live("r", "e", 4, 4, 1);
     assert!(out.deliver.is_empty());
     let req = out.request.expect("a fill");
     assert_eq!((req.since.clone(), req.limit), (at("e", 0), 3));
-    assert!(s.live("r", at("e", 5), 5, 1).deliver.is_empty());
+    assert!(s.live("r", "e", 5, 5, 1).deliver.is_empty());
     let filled = answer(&mut s, &req, 5);
     assert_eq!(filled.deliver, vec![1, 2, 3, 4, 5]);
     let rec = filled.recovery.expect("reported");
     assert!(rec.recovered);
     assert_eq!(rec.missed, 3);
-    assert_eq!(s.live("r", at("e", 6), 6, 1).deliver, vec![6]);
+    assert_eq!(s.live("r", "e", 6, 6, 1).deliver, vec![6]);
 }
 
 #[test]
 fn a_gap_longer_than_one_answer_is_asked_for_again() {
     let mut s = Streams::new(LIMITS);
     joined(&mut s, "e", 0);
-    let req = s.live("r", at("e", 10), 10, 1).request.expect("a fill");
+    let req = s.live("r", "e", 10, 10, 1).request.expect("a fill");
     assert_eq!(req.limit, 4);
     let first = answer(&mut s, &req, 10);
     assert_eq!(first.deliver, vec![1, 2, 3, 4]);
@@ -87,7 +87,7 @@ fn a_gap_longer_than_one_answer_is_asked_for_again() {
 fn history_that_no_longer_holds_the_gap_gives_up_with_too_old() {
     let mut s = Streams::new(LIMITS);
     joined(&mut s, "e", 0);
-    let req = s.live("r", at("e", 5), 5, 1).request.expect("a fill");
+    let req = s.live("r", "e", 5, 5, 1).request.expect("a fill");
     // The server kept only 3 and 4.
     let out = s.filled("r", req.fill, at("e", 5), vec![(3, 3), (4, 4)], false);
     assert_eq!(out.deliver, vec![3, 4, 5]);
@@ -100,11 +100,11 @@ fn history_that_no_longer_holds_the_gap_gives_up_with_too_old() {
 fn too_many_held_messages_give_the_fill_up() {
     let mut s = Streams::new(LIMITS);
     joined(&mut s, "e", 0);
-    let req = s.live("r", at("e", 2), 2, 1).request.expect("a fill");
+    let req = s.live("r", "e", 2, 2, 1).request.expect("a fill");
     for o in 3..=9 {
-        assert!(s.live("r", at("e", o), o, 1).deliver.is_empty());
+        assert!(s.live("r", "e", o, o, 1).deliver.is_empty());
     }
-    let out = s.live("r", at("e", 10), 10, 1);
+    let out = s.live("r", "e", 10, 10, 1);
     assert_eq!(out.deliver, (2..=10).collect::<Vec<_>>());
     let rec = out.recovery.expect("reported");
     assert_eq!((rec.missed, rec.reason.as_deref()), (1, Some("too_many")));
@@ -116,7 +116,7 @@ fn too_many_held_messages_give_the_fill_up() {
 fn another_epoch_starts_the_position_again_and_is_reported() {
     let mut s = Streams::new(LIMITS);
     joined(&mut s, "e", 7);
-    let out = s.live("r", at("f", 1), 1, 1);
+    let out = s.live("r", "f", 1, 1, 1);
     assert_eq!(out.deliver, vec![1]);
     assert_eq!(
         out.recovery.and_then(|r| r.reason),
@@ -159,14 +159,14 @@ fn a_rejoin_answer_reports_recovered_or_why_not() {
 fn a_lost_socket_ends_the_fill_and_keeps_the_last_delivered_position() {
     let mut s = Streams::new(LIMITS);
     joined(&mut s, "e", 3);
-    let req = s.live("r", at("e", 6), 6, 1).request.expect("a fill");
+    let req = s.live("r", "e", 6, 6, 1).request.expect("a fill");
     s.disconnected();
     assert_eq!(s.since("r"), Some(at("e", 3)));
     assert!(s
         .fill_failed("r", req.fill, "unavailable")
         .recovery
         .is_none());
-    assert_eq!(s.live("r", at("e", 4), 4, 1).deliver, vec![4]);
+    assert_eq!(s.live("r", "e", 4, 4, 1).deliver, vec![4]);
 }
 
 /// One live delivery, or the answer to the oldest open fill request.
@@ -212,7 +212,7 @@ proptest! {
                     if offset == 0 { continue; }
                     head = head.max(offset);
                     highest = highest.max(offset);
-                    take(s.live("r", at("e", offset), offset, 1), &mut open);
+                    take(s.live("r", "e", offset, offset, 1), &mut open);
                 }
                 Step::Answer => {
                     if !open.is_empty() {
