@@ -208,6 +208,19 @@ impl<T> Streams<T> {
         );
     }
 
+    /// The common case in one step, without allocating: when `room` has a position, no fill
+    /// under way, and `n` of `epoch` is its next offset, move the position on and answer true
+    /// (deliver the message). Otherwise nothing changes; call [`live`](Self::live).
+    pub(crate) fn advance(&mut self, room: &str, epoch: &str, n: u64) -> bool {
+        match self.rooms.get_mut(room) {
+            Some(s) if s.fill.is_none() && s.epoch == epoch && s.last.checked_add(1) == Some(n) => {
+                s.last = n;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A room message at offset `n` of `epoch`, weighing `bytes`.
     pub(crate) fn live(
         &mut self,
@@ -219,12 +232,8 @@ impl<T> Streams<T> {
     ) -> Outcome<T> {
         let mut out = Outcome::default();
         let Some(s) = self.rooms.get_mut(room) else {
-            // A room whose join answer had no position: start from the first message seen.
-            let position = Position {
-                epoch: epoch.to_owned(),
-                offset: n,
-            };
-            self.start_at(room, position);
+            // Not a room joined with a position: delivered untracked (a peer naming rooms at
+            // will must not grow the map).
             out.deliver.push(item);
             return out;
         };

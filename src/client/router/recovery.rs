@@ -79,18 +79,14 @@ impl Router {
         let (Some(offset), Some(epoch)) = (head.offset, head.epoch.as_deref()) else {
             return false;
         };
+        if self.ready.is_empty() && self.streams.borrow_mut().advance(room, epoch, offset) {
+            // The next one, in order: the caller delivers it with its head.
+            return false;
+        }
         let out = self
             .streams
             .borrow_mut()
             .live(room, epoch, offset, text.clone(), text.len());
-        let in_order = out.deliver.len() == 1
-            && out.duplicates == 0
-            && out.recovery.is_none()
-            && out.request.is_none();
-        if in_order && self.ready.is_empty() {
-            // The one delivered is this message: the caller delivers it with its head.
-            return false;
-        }
         self.apply(room, out, ctx);
         true
     }

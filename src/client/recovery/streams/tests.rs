@@ -212,7 +212,12 @@ proptest! {
                     if offset == 0 { continue; }
                     head = head.max(offset);
                     highest = highest.max(offset);
-                    take(s.live("r", "e", offset, offset, 1), &mut open);
+                    // As the Router does: the in-order step first.
+                    if s.advance("r", "e", offset) {
+                        take(Outcome { deliver: vec![offset], ..Outcome::default() }, &mut open);
+                    } else {
+                        take(s.live("r", "e", offset, offset, 1), &mut open);
+                    }
                 }
                 Step::Answer => {
                     if !open.is_empty() {
@@ -230,4 +235,12 @@ proptest! {
         }
         prop_assert_eq!(out, (1..=highest).collect::<Vec<_>>());
     }
+}
+
+#[test]
+fn a_room_without_a_position_is_not_tracked() {
+    let mut s = Streams::new(LIMITS);
+    assert_eq!(s.live("x", "e", 5, 5, 1).deliver, vec![5]);
+    assert!(s.is_empty());
+    assert!(!s.advance("x", "e", 6));
 }
