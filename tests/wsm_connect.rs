@@ -339,3 +339,76 @@ fn every_numeric_flag_is_range_checked() {
         }
     }
 }
+
+/// The next text the peer receives (a join), answered with `answer`.
+async fn answer_join(peer: &mut common::peer::Peer, answer: &str) -> String {
+    use common::peer::{PeerCmd, PeerEvent};
+    let join = loop {
+        if let PeerEvent::Text(_, t) = peer.next().await {
+            break t;
+        }
+    };
+    peer.send(PeerCmd::Text(answer.to_owned()));
+    join
+}
+
+/// `--join r` against a peer with room history: a rejoin that recovers prints
+/// `recovered N messages in r` on stderr, one that cannot prints
+/// `r: could not recover (REASON): messages may be missing`.
+#[actix_rt::test]
+async fn connect_reports_each_rejoins_recovery_on_stderr() {
+    use common::peer::{Behaviour, PeerCmd};
+    let mut peer = common::peer::Peer::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let mut wsm = Wsm::start(&["--join", "r", &peer.url]);
+    let pubn = |o: u64| {
+        format!(r#"{{"type":"message","room":"r","from":"s","data":{o},"offset":{o},"epoch":"e"}}"#)
+    };
+    let join = answer_join(
+        &mut peer,
+        r#"{"type":"joined","room":"r","data":{"offset":0,"epoch":"e"}}"#,
+    )
+    .await;
+    assert!(!join.contains("since"), "{join}");
+    peer.send(PeerCmd::Text(pubn(1)));
+    recv_until(&mut wsm.out, WAIT, "message 1", |l: &String| {
+        l.contains(r#""offset":1"#)
+    })
+    .await;
+
+    peer.send(PeerCmd::Abort);
+    let answer = r#"{"type":"joined","room":"r","data":{"offset":3,"epoch":"e","recovered":true}}"#;
+    let join = answer_join(&mut peer, answer).await;
+    assert!(
+        join.contains(r#""since":{"offset":1,"epoch":"e"}"#),
+        "{join}"
+    );
+    recv_until(&mut wsm.err, WAIT, "the recovery", |l: &String| {
+        l == "recovered 2 messages in r"
+    })
+    .await;
+    peer.send(PeerCmd::Text(pubn(2)));
+    peer.send(PeerCmd::Text(pubn(3)));
+    recv_until(&mut wsm.out, WAIT, "message 3", |l: &String| {
+        l.contains(r#""offset":3"#)
+    })
+    .await;
+
+    peer.send(PeerCmd::Abort);
+    let answer = r#"{"type":"joined","room":"r","data":{"offset":90,"epoch":"e","recovered":false,"reason":"too_old"}}"#;
+    let join = answer_join(&mut peer, answer).await;
+    assert!(
+        join.contains(r#""since":{"offset":3,"epoch":"e"}"#),
+        "{join}"
+    );
+    recv_until(&mut wsm.err, WAIT, "the loss", |l: &String| {
+        l == "r: could not recover (too_old): messages may be missing"
+    })
+    .await;
+    let status = wsm.exit().await;
+    assert!(status.success(), "{status:?}");
+    peer.stop().await;
+}
