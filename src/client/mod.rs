@@ -26,6 +26,15 @@
 //! A lost socket (closed by the peer, or cut) is not the end of the client: the supervisor
 //! reconnects unless its policy says to give up.
 //!
+//! # Nothing lost across a reconnect
+//!
+//! When the server keeps room history (room messages carry `offset` and `epoch`), the Router
+//! keeps the position of the last message it delivered in each joined room: a rejoin asks for
+//! what was missed (`join` with `since`), a message the server dropped for this client is
+//! fetched from the history before later ones are delivered, and a repeated one is dropped. So
+//! subscribers see each publication once, in order, and each recovery is reported as an
+//! [`Event::Recovery`]. See [`recovery`] and [`Client::history`].
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use actix_ws_manager::client::{connect, ConnectionState};
