@@ -306,3 +306,20 @@ async fn a_filled_gap_reaches_a_one_slot_backpressure_subscriber_in_order() {
     client.close().await;
     peer.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_room_left_and_joined_again_rejoins_without_since() {
+    let mut peer = quiet_peer().await;
+    let (client, mut messages, _events) = joined_client(&mut peer, 0).await;
+    send(&peer, publication(1, "e"));
+    assert_eq!(offsets(&mut messages, 1).await, vec![1]);
+    client.leave("r").await.expect("leave");
+    assert_eq!(next_json(&mut peer).await["type"], "leave");
+    client.join("r").await.expect("join");
+    assert!(next_join(&mut peer).await.get("since").is_none());
+    peer.send(PeerCmd::Abort);
+    let join = next_join(&mut peer).await;
+    assert!(join.get("since").is_none(), "{join}");
+    client.close().await;
+    peer.stop().await;
+}
