@@ -95,7 +95,8 @@ pub(crate) struct JoinedAt {
 pub(crate) struct Limits {
     /// Messages held behind one fill; past it the fill is given up (`too_many`).
     pub(crate) max_held: usize,
-    /// Bytes held behind one fill; past it the fill is given up (`too_many`).
+    /// Bytes held behind the fills of all rooms together; past it the fill that holds the
+    /// message which went past is given up (`too_many`).
     pub(crate) max_held_bytes: usize,
     /// The largest `limit` a fill asks for (the server caps it too).
     pub(crate) fill_limit: u64,
@@ -135,6 +136,16 @@ impl<T> Streams<T> {
             limits,
             next_fill: 1,
         }
+    }
+
+    /// The bytes of the messages held behind every room's fill (summed when a message is held,
+    /// which is rare, so nothing has to keep it in step).
+    fn held_bytes(&self) -> usize {
+        self.rooms
+            .values()
+            .filter_map(|s| s.fill.as_ref())
+            .map(|f| f.held_bytes)
+            .sum()
     }
 
     /// Whether any room has a position (the Router then reads every message's head).
@@ -254,10 +265,11 @@ impl<T> Streams<T> {
         if let Some(fill) = s.fill.as_mut() {
             fill.held.insert(n, item);
             fill.held_bytes += bytes;
-            if fill.held.len() > self.limits.max_held
-                || fill.held_bytes > self.limits.max_held_bytes
-            {
-                give_up(s, &mut out, "too_many");
+            let too_many = fill.held.len() > self.limits.max_held;
+            if too_many || self.held_bytes() > self.limits.max_held_bytes {
+                if let Some(s) = self.rooms.get_mut(room) {
+                    give_up(s, &mut out, "too_many");
+                }
             }
             return out;
         }

@@ -31,8 +31,9 @@ use crate::protocol::{Joined, Left};
 /// rejoin from (both run on the client's arbiter, one at a time).
 pub(crate) type SharedStreams = Rc<RefCell<Streams<ByteString>>>;
 
-/// The client's bounds on recovery: messages and bytes held behind one gap fill, and the
-/// largest `limit` one fill asks for.
+/// The client's bounds on recovery: messages held behind one room's gap fill (1024), bytes
+/// held behind the fills of all rooms together (16 MiB), and the largest `limit` one fill asks
+/// for.
 pub(crate) const LIMITS: Limits = Limits {
     max_held: 1024,
     max_held_bytes: 16 << 20,

@@ -244,3 +244,31 @@ fn a_room_without_a_position_is_not_tracked() {
     assert!(s.is_empty());
     assert!(!s.advance("x", "e", 6));
 }
+
+#[test]
+fn held_bytes_are_bounded_across_rooms() {
+    let limits = Limits {
+        max_held: 100,
+        max_held_bytes: 10,
+        fill_limit: 4,
+    };
+    let mut s = Streams::new(limits);
+    for room in ["a", "b"] {
+        s.joined(
+            room,
+            JoinedAt {
+                position: at("e", 0),
+                recovered: None,
+                reason: None,
+            },
+        );
+    }
+    assert!(s.live("a", "e", 2, 2, 6).request.is_some());
+    assert!(s.live("b", "e", 2, 2, 4).request.is_some());
+    let out = s.live("b", "e", 3, 3, 1);
+    assert_eq!(out.deliver, vec![2, 3], "b went past the shared bound");
+    assert_eq!(
+        out.recovery.and_then(|r| r.reason).as_deref(),
+        Some("too_many")
+    );
+}
