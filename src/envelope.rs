@@ -69,12 +69,20 @@ pub struct Head<'a> {
     /// The payload, undecoded.
     #[serde(default, borrow)]
     pub data: Option<&'a RawValue>,
-    /// A room message's offset in its room's stream (rooms with history).
+    /// A room message's stream position in its room's history: 1 for the room's first
+    /// publication, +1 for each after (rooms protocol, rooms with history).
     #[serde(default)]
     pub offset: Option<u64>,
-    /// The epoch of a room's stream: changes when the room's history is lost.
+    /// The history the `offset` counts in: it changes whenever the room's history is lost.
     #[serde(default, borrow)]
     pub epoch: Option<Cow<'a, str>>,
+    /// `join` and `history`: the last position the client has (`{"offset":O,"epoch":"X"}`),
+    /// undecoded.
+    #[serde(default, borrow)]
+    pub since: Option<&'a RawValue>,
+    /// `history`: at most this many publications.
+    #[serde(default)]
+    pub limit: Option<u64>,
 }
 
 impl<'a> Head<'a> {
@@ -255,6 +263,7 @@ impl Outgoing {
             event: self.event.as_deref(),
             data: self.data.as_deref(),
             timestamp: self.timestamp.as_deref(),
+            ..EnvelopeParts::default()
         }
         .encode()
     }
@@ -280,6 +289,10 @@ pub(crate) struct EnvelopeParts<'a> {
     pub(crate) data: Option<&'a RawValue>,
     /// `timestamp` (RFC 3339).
     pub(crate) timestamp: Option<&'a str>,
+    /// `offset`: a room message's position in its room's history.
+    pub(crate) offset: Option<u64>,
+    /// `epoch`: the history `offset` counts in.
+    pub(crate) epoch: Option<&'a str>,
 }
 
 impl EnvelopeParts<'_> {
@@ -293,6 +306,8 @@ impl EnvelopeParts<'_> {
             event,
             data,
             timestamp,
+            offset,
+            epoch,
         } = *self;
         let mut out = String::with_capacity(
             32 + kind.len()
@@ -300,7 +315,8 @@ impl EnvelopeParts<'_> {
                 + from.map_or(0, str::len)
                 + event.map_or(0, str::len)
                 + data.map_or(0, |d| d.get().len())
-                + timestamp.map_or(0, str::len),
+                + timestamp.map_or(0, str::len)
+                + epoch.map_or(0, |e| e.len() + 32),
         );
         out.push_str("{\"type\":");
         push_json_str(&mut out, kind);
@@ -323,6 +339,14 @@ impl EnvelopeParts<'_> {
         if let Some(ts) = timestamp {
             out.push_str(",\"timestamp\":");
             push_json_str(&mut out, ts);
+        }
+        if let Some(offset) = offset {
+            out.push_str(",\"offset\":");
+            out.push_str(&offset.to_string());
+        }
+        if let Some(epoch) = epoch {
+            out.push_str(",\"epoch\":");
+            push_json_str(&mut out, epoch);
         }
         out.push('}');
         ByteString::from(out)

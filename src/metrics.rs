@@ -71,6 +71,14 @@
 //! | `wsm_server_backplane_received_total` | counter | messages from other nodes fanned out here |
 //! | `wsm_server_session_queue_high_water` | gauge | deepest any session queue has been, in frames (at most `session_queue`) |
 //! | `wsm_server_session_queue_bytes_high_water` | gauge | most payload bytes any session queue has held (at most `session_queue_bytes` plus one message) |
+//! | `wsm_server_history_bytes` | gauge | bytes of room history held, publications and bookkeeping (at most `HistoryConfig::total_bytes` plus the bookkeeping of rooms whose publications were evicted) |
+//! | `wsm_server_history_rooms` | gauge | rooms whose history stream this node holds |
+//! | `wsm_server_history_requests_total` | counter | `history` requests answered |
+//! | `wsm_server_recovered_total` | counter | joins with `since` answered `"recovered":true` |
+//! | `wsm_server_recovery_epoch_changed_total` | counter | joins with `since` answered `"recovered":false`, reason `epoch_changed` |
+//! | `wsm_server_recovery_too_old_total` | counter | the same, reason `too_old` |
+//! | `wsm_server_recovery_too_many_total` | counter | the same, reason `too_many` |
+//! | `wsm_server_recovery_unavailable_total` | counter | the same, reason `unavailable` |
 //! | `wsm_server_hub_queue_high_water` | gauge | deepest the hub's command queue has been, in commands (at most `hub_queue`) |
 //!
 //! # Client metrics

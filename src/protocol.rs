@@ -35,9 +35,13 @@ impl WireMessage for Join {
     const TYPE: &'static str = "join";
 }
 
-/// `{"type":"joined","room":R}`: the answer to [`Join`].
+/// `{"type":"joined","room":R,"data":{"offset":L,"epoch":"X"}?}`: the answer to [`Join`]. A
+/// server that keeps room history sends the room's position (and, for a join with `since`,
+/// whether what was missed follows: [`JoinedData`]); one that keeps none sends no `data`
+/// (`None`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Joined;
+#[serde(transparent)]
+pub struct Joined(pub Option<JoinedData>);
 impl WireMessage for Joined {
     const TYPE: &'static str = "joined";
 }
@@ -72,6 +76,47 @@ impl WireMessage for Publish {
 pub struct RoomMessage(pub Value);
 impl WireMessage for RoomMessage {
     const TYPE: &'static str = "message";
+}
+
+/// `{"type":"history","room":R,"id":N,"since":{"offset":O,"epoch":"X"}?,"limit":K?}`: ask for a
+/// room's recent publications; answered with the same type, `data`
+/// `{"publications":[...],"offset":L,"epoch":"X","complete":bool}` (see [`HistoryData`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History;
+impl WireMessage for History {
+    const TYPE: &'static str = "history";
+}
+
+/// The `data` of a `history` answer: the room's publications after the position asked from
+/// (or the latest ones), oldest first, each a whole room message as members received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryData {
+    /// The publications, oldest first.
+    pub publications: Vec<Value>,
+    /// The room's last offset.
+    pub offset: u64,
+    /// The room's epoch.
+    pub epoch: String,
+    /// Whether `publications` holds every publication after the position asked from (without
+    /// one: since the room's history began) up to `offset`.
+    pub complete: bool,
+}
+
+/// The `data` of `joined` in a room with history: the room's position, and with `since`
+/// whether every missed publication follows (`recovered`) or why not (`reason`:
+/// `epoch_changed`, `too_old`, `too_many`, `unavailable`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinedData {
+    /// The room's last offset.
+    pub offset: u64,
+    /// The room's epoch.
+    pub epoch: String,
+    /// With `since`: whether every missed publication follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// With `"recovered":false`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `{"type":"ack","id":N}`: the server accepted the publish that carried `id` N.
@@ -145,13 +190,17 @@ pub mod codes {
     /// handed to the backplane (Redis down or too slow), so members on other nodes did not get
     /// it. Sent only for a publish with an `id`, in place of its `ack`.
     pub const BACKPLANE_UNAVAILABLE: &str = "backplane_unavailable";
+    /// A `history` request to a server that keeps no room history.
+    pub const HISTORY_OFF: &str = "history_off";
+    /// A `since` that is not `{"offset":O,"epoch":"X"}` (a u64 and a string).
+    pub const BAD_POSITION: &str = "bad_position";
 }
 
 /// The protocol's own message types, which a publish may not use as its `event` (members could
 /// not tell a broadcast from a protocol message).
-pub const RESERVED_TYPES: [&str; 12] = [
+pub const RESERVED_TYPES: [&str; 13] = [
     "welcome", "join", "joined", "leave", "left", "publish", "message", "ack", "echo", "ping",
-    "pong", "error",
+    "pong", "error", "history",
 ];
 
 /// Whether `byte` may appear in a room or event name: `A-Z a-z 0-9 _ . : -`, so that names

@@ -74,18 +74,22 @@ async fn protocol_table_message_by_message() {
     let (mut c, me) = Peer::rooms(&server.url()).await;
     assert!(me.starts_with("s-"), "{me}");
 
+    // `joined` carries the room's stream position (history is on by default).
     c.text(r#"{"type":"join","room":"lobby","id":1}"#).await;
-    assert_eq!(
-        c.json().await,
-        j(r#"{"type":"joined","id":1,"room":"lobby"}"#)
+    let joined = c.json().await;
+    let epoch = joined["data"]["epoch"]
+        .as_str()
+        .expect("an epoch")
+        .to_owned();
+    let expected = format!(
+        r#"{{"type":"joined","id":1,"room":"lobby","data":{{"offset":0,"epoch":"{epoch}"}}}}"#
     );
+    assert_eq!(joined, j(&expected));
 
-    // Joining again is idempotent.
+    // Joining again is idempotent: the same position.
     c.text(r#"{"type":"join","room":"lobby","id":2}"#).await;
-    assert_eq!(
-        c.json().await,
-        j(r#"{"type":"joined","id":2,"room":"lobby"}"#)
-    );
+    let expected = expected.replace(r#""id":1"#, r#""id":2"#);
+    assert_eq!(c.json().await, j(&expected));
 
     // publish with an id: the message (sender included) and an ack, in either order.
     assert_publish_with_id(&mut c, &me).await;

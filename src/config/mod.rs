@@ -30,6 +30,7 @@
 //!
 //! - `client.rs`: [`ClientConfig`], [`HeartbeatConfig`], [`PingMode`], [`ReconnectPolicy`],
 //!   [`OutboxPolicy`], [`Overflow`].
+//! - `history.rs`: [`HistoryConfig`], the server's room history.
 //! - `server.rs`: [`ServerConfig`], [`RateLimit`], [`SlowConsumerPolicy`] and the server's
 //!   defaults. The room name rule it applies is [`protocol::is_valid_room`](crate::protocol::is_valid_room).
 
@@ -38,11 +39,16 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 mod client;
+mod history;
 mod server;
 
 pub use client::{
     ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, PingMode, ReconnectPolicy,
     DEFAULT_MAX_MESSAGE_SIZE,
+};
+pub use history::{
+    HistoryConfig, DEFAULT_HISTORY_MAX_BYTES, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TOTAL_BYTES,
+    DEFAULT_HISTORY_TTL, DEFAULT_RECOVER_LIMIT,
 };
 pub use server::{
     RateLimit, ServerConfig, SlowConsumerPolicy, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HUB_QUEUE,

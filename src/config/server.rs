@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::cap_duration;
+use super::history::HistoryConfig;
 use crate::error::{Error, Result};
 
 /// Default largest message a server session accepts, after fragments are put together: 64 KiB
@@ -130,6 +131,11 @@ pub struct ServerConfig {
     /// this long. Needs no extra descriptor. Default: none (the kernel's retransmission limits,
     /// often 15 minutes).
     pub tcp_user_timeout: Option<Duration>,
+    /// Room history and recovery after a reconnect ([`HistoryConfig`]); `None` keeps none
+    /// (room messages then carry no `offset`, `joined` no position, and `history` is answered
+    /// with the error `history_off`). With a remote backplane the history lives in the
+    /// backplane. Default: on, with [`HistoryConfig::default`].
+    pub history: Option<HistoryConfig>,
 }
 
 impl Default for ServerConfig {
@@ -150,6 +156,7 @@ impl Default for ServerConfig {
             keep_socket_handle: true,
             tcp_user_timeout: None,
             hub_queue: DEFAULT_HUB_QUEUE,
+            history: Some(HistoryConfig::default()),
             rate_limit: None,
             max_connections_per_ip: None,
         }
@@ -264,6 +271,18 @@ impl ServerConfig {
         self
     }
 
+    /// Keep room history with `history`.
+    pub fn history(mut self, history: HistoryConfig) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Keep no room history.
+    pub fn no_history(mut self) -> Self {
+        self.history = None;
+        self
+    }
+
     /// This configuration with every duration capped at [`MAX_CONFIG_DURATION`](super::MAX_CONFIG_DURATION) (the server runs
     /// with this, so no value overflows its timer arithmetic; see the module's "Long durations").
     #[cfg_attr(not(feature = "server"), allow(dead_code))]
@@ -288,6 +307,9 @@ impl ServerConfig {
 
     /// Check every value; the server calls this before it starts.
     pub fn validate(&self) -> Result<()> {
+        if let Some(history) = &self.history {
+            history.validate()?;
+        }
         if self.max_message_size == 0 {
             return Err(Error::Config(
                 "max_message_size must be at least 1 byte".into(),

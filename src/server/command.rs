@@ -12,6 +12,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
 use super::counters::{Counters, HubStats};
+use super::history::Position;
 use super::outbox::{Outbound, Outbox};
 
 /// A session's id, unique within one server.
@@ -82,10 +83,9 @@ pub enum Command {
         id: SessionId,
         /// The room.
         room: Arc<str>,
-        /// A frame for the hub to send the session once the join has taken effect (with a
-        /// remote backplane: once this node receives the room); `None` when the session
-        /// answered itself.
-        reply: Option<Outbound>,
+        /// How the hub answers: `None` when the session answered itself (or an attached actor
+        /// joins).
+        reply: Option<JoinReply>,
     },
     /// Remove a session from a room.
     Leave {
@@ -128,6 +128,19 @@ pub enum Command {
         /// Where its room messages go, with `try_send` (its mailbox bound applies).
         recipient: Recipient<RoomFrame>,
     },
+    /// Answer a `history` request of a session: the room's publications after `since`.
+    History {
+        /// The session asking.
+        id: SessionId,
+        /// The room.
+        room: Arc<str>,
+        /// The request's envelope id.
+        request: Option<u64>,
+        /// The position to read after (`None`: the latest publications).
+        since: Option<Position>,
+        /// At most this many (capped by `recover_limit`).
+        limit: Option<u64>,
+    },
     /// Answer the sessions in a room.
     Members {
         /// The room.
@@ -135,6 +148,18 @@ pub enum Command {
         /// Told the members' ids (empty when the room has none).
         tell: oneshot::Sender<Vec<SessionId>>,
     },
+}
+
+/// The hub's answer to a session's `join`: `joined` with this `id` once the join has taken
+/// effect (with a remote backplane: once this node receives the room). With room history it
+/// carries the room's position, and with `since` the hub recovers what the session missed:
+/// `joined` says whether it could, and the missed publications follow it, before any live one.
+#[derive(Debug)]
+pub struct JoinReply {
+    /// The `join`'s envelope id.
+    pub id: Option<u64>,
+    /// The last position the client had (`join` with `since`).
+    pub since: Option<Position>,
 }
 
 /// Broadcast `data` to every member of `room` as

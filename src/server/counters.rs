@@ -288,6 +288,32 @@ figures! {
         "Gauge (high-water mark): the most payload bytes any session queue has held; never above \
          the configured `session_queue_bytes` plus one message (an empty queue takes one frame \
          whatever its size), so next to that setting it says how close members came to it.";
+    history_bytes => history_bytes hub history_bytes: Gauge "wsm_server_history_bytes"
+        "Bytes of room history held (publications and bookkeeping)",
+        "Gauge: bytes of room history this node holds, publications and each room's \
+         bookkeeping; at most `HistoryConfig::total_bytes` plus the bookkeeping of rooms whose \
+         publications were evicted (it expires with their TTL).";
+    history_rooms => history_rooms hub history_rooms: Gauge "wsm_server_history_rooms"
+        "Rooms with a history stream held",
+        "Gauge: rooms whose history stream (position, publications) this node holds.";
+    history_requests => history_requests hub history_requests: Counter
+        "wsm_server_history_requests" "history requests answered",
+        "`history` requests answered.";
+    recovered => recovered hub recovered: Counter "wsm_server_recovered"
+        "Joins with since that recovered every missed publication",
+        "Joins with `since` answered `\"recovered\":true` (every missed publication followed).";
+    recovery_epoch_changed => recovery_epoch_changed hub recovery_epoch_changed: Counter
+        "wsm_server_recovery_epoch_changed" "Recoveries refused: the room's history was lost",
+        "Joins with `since` answered `\"recovered\":false`, reason `epoch_changed`.";
+    recovery_too_old => recovery_too_old hub recovery_too_old: Counter
+        "wsm_server_recovery_too_old" "Recoveries refused: missed publications no longer kept",
+        "Joins with `since` answered `\"recovered\":false`, reason `too_old`.";
+    recovery_too_many => recovery_too_many hub recovery_too_many: Counter
+        "wsm_server_recovery_too_many" "Recoveries refused: more missed than recover_limit",
+        "Joins with `since` answered `\"recovered\":false`, reason `too_many`.";
+    recovery_unavailable => recovery_unavailable hub recovery_unavailable: Counter
+        "wsm_server_recovery_unavailable" "Recoveries refused: the history store was unreachable",
+        "Joins with `since` answered `\"recovered\":false`, reason `unavailable`.";
     hub_queue_high_water => hub_queue_high_water hub hub_queue_high_water: Gauge
         "wsm_server_hub_queue_high_water" "Deepest the hub's command queue has been, in commands",
         "Gauge (high-water mark): the deepest the hub's command queue has been, in commands; \

@@ -81,6 +81,7 @@ mod standalone;
 
 mod command;
 mod counters;
+mod history;
 mod hub;
 mod outbox;
 
@@ -126,6 +127,8 @@ pub(crate) struct Shared {
     /// Whether a backplane carries messages to other nodes: `joined` and `ack` then wait for
     /// it (the hub sends them).
     pub(crate) remote_backplane: bool,
+    /// Whether the hub keeps room history (then it answers every `join` itself).
+    pub(crate) history: bool,
     /// This node's id with a backplane; session names carry it.
     pub(crate) node_id: Option<Arc<str>>,
     pub(crate) counters: Arc<Counters>,
@@ -265,16 +268,23 @@ impl Rooms {
         let counters = Arc::new(Counters::default());
         let remote_backplane = backplane.is_remote();
         let node_id = backplane.node_id().map(Arc::from);
+        // A remote backplane's nodes share no history yet: offsets would differ between nodes.
+        let history = config.history.filter(|_| !remote_backplane);
+        if config.history.is_some() && history.is_none() {
+            tracing::info!("room history is off: it is not shared through this backplane");
+        }
         let (_hub, commands) = Hub::launch_with_backplane(
             config.slow_consumer,
             counters.clone(),
             config.hub_queue,
             Box::new(backplane),
+            history,
         );
         Ok(Self {
             commands,
             shared: Arc::new(Shared {
                 remote_backplane,
+                history: history.is_some(),
                 node_id,
                 config,
                 counters,

@@ -12,8 +12,9 @@ use serde_json::value::RawValue;
 use super::{Mode, Session};
 use crate::envelope::{EnvelopeParts, Head, WireMessage};
 use crate::protocol::{self, codes};
-use crate::server::command::{Command, Publish};
+use crate::server::command::{Command, JoinReply, Publish};
 use crate::server::handler::{ErasedHandler, MessageContext};
+use crate::server::history::Position;
 use crate::server::outbox::Outbound;
 use crate::server::Rooms;
 
@@ -93,6 +94,8 @@ impl Session {
         let kind = head.kind.as_ref();
         if kind == protocol::Join::TYPE {
             self.on_join(&head, ctx);
+        } else if kind == protocol::History::TYPE {
+            self.on_history(&head, ctx);
         } else if kind == protocol::Leave::TYPE {
             self.on_leave(&head, ctx);
         } else if kind == protocol::Publish::TYPE {
@@ -110,31 +113,37 @@ impl Session {
         }
     }
 
-    /// `join`: check the name, the join check and the room limit, then ask the hub; answered
-    /// `joined` (at once for a room already joined).
+    /// `join`: check the name, `since`, the join check and the room limit, then ask the hub;
+    /// answered `joined` (by the hub when it keeps history or has other nodes).
     fn on_join(&mut self, head: &Head<'_>, ctx: &mut Context<Self>) {
         let id = head.id;
         let Some(room) = self.checked_room(head, ctx) else {
             return;
         };
-        if self.rooms.contains(room.as_ref()) {
+        let Ok(since) = self.checked_since(head, ctx) else {
+            return;
+        };
+        let member = self.rooms.contains(room.as_ref());
+        if member && !self.shared.history {
             return self.reply(protocol::Joined::TYPE, id, Some(&room), None, ctx);
         }
-        if !self.may_join(&room) {
-            let msg = format!("not allowed to join room {room:?}");
-            return self.error(id, codes::FORBIDDEN_ROOM, &msg, ctx);
+        if !member {
+            if !self.may_join(&room) {
+                let msg = format!("not allowed to join room {room:?}");
+                return self.error(id, codes::FORBIDDEN_ROOM, &msg, ctx);
+            }
+            let max = self.shared.config.max_rooms_per_session;
+            if self.rooms.len() >= max {
+                let msg = format!("a session may be in at most {max} rooms");
+                return self.error(id, codes::TOO_MANY_ROOMS, &msg, ctx);
+            }
+            self.rooms.insert(room.clone());
         }
-        let max = self.shared.config.max_rooms_per_session;
-        if self.rooms.len() >= max {
-            let msg = format!("a session may be in at most {max} rooms");
-            return self.error(id, codes::TOO_MANY_ROOMS, &msg, ctx);
-        }
-        self.rooms.insert(room.clone());
-        let joined = envelope(protocol::Joined::TYPE, id, Some(&room), None);
-        // With other nodes, the hub answers once this node receives the room.
-        let (reply, joined) = if self.shared.remote_backplane {
-            (Some(joined), None)
+        // The hub answers when it has the room's position or waits for other nodes.
+        let (reply, joined) = if self.shared.remote_backplane || self.shared.history {
+            (Some(JoinReply { id, since }), None)
         } else {
+            let joined = envelope(protocol::Joined::TYPE, id, Some(&room), None);
             (None, Some(joined))
         };
         let join = Command::Join {
@@ -143,6 +152,48 @@ impl Session {
             reply,
         };
         self.submit(join, joined, ctx);
+    }
+
+    /// `history`: anyone the join check lets into the room may read its history.
+    fn on_history(&mut self, head: &Head<'_>, ctx: &mut Context<Self>) {
+        let Some(room) = self.checked_room(head, ctx) else {
+            return;
+        };
+        let Ok(since) = self.checked_since(head, ctx) else {
+            return;
+        };
+        if !self.rooms.contains(room.as_ref()) && !self.may_join(&room) {
+            let msg = format!("not allowed to read room {room:?}");
+            return self.error(head.id, codes::FORBIDDEN_ROOM, &msg, ctx);
+        }
+        let history = Command::History {
+            id: self.id,
+            room,
+            request: head.id,
+            since,
+            limit: head.limit,
+        };
+        self.submit(history, None, ctx);
+    }
+
+    /// The envelope's `since` when it is `{"offset":O,"epoch":"X"}` or absent; otherwise
+    /// answers `bad_position`.
+    fn checked_since(
+        &mut self,
+        head: &Head<'_>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Option<Position>, ()> {
+        let Some(raw) = head.since else {
+            return Ok(None);
+        };
+        match serde_json::from_str::<Position>(raw.get()) {
+            Ok(position) => Ok(Some(position)),
+            Err(e) => {
+                let msg = format!("since must be {{\"offset\":O,\"epoch\":\"X\"}}: {e}");
+                self.error(head.id, codes::BAD_POSITION, &msg, ctx);
+                Err(())
+            }
+        }
     }
 
     /// `leave`: only a member leaves; answered `left`.

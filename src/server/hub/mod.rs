@@ -16,19 +16,28 @@
 //! messages are never reordered (actix's `Addr::send` on a full mailbox parks each message in its
 //! own future, and those enter the mailbox in wake-up order). A session whose outbound queue has
 //! been closed is also removed the first time a broadcast finds it so.
+//!
+//! With room history on, the hub gives each publication its stream position as it encodes it,
+//! keeps the frame, and answers `join` with `since` and `history` from it (`history.rs` here).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+mod history;
+
 use super::backplane::{Backplane, InProcess};
-use super::command::{Command, Evict, EvictReason, HubSender, Publish, RoomFrame, SessionId};
+use super::command::{
+    Command, Evict, EvictReason, HubSender, JoinReply, Publish, RoomFrame, SessionId,
+};
 use super::counters::{on_full_queue, Counters, FullQueue, HubStats};
+use super::history::History;
 use super::outbox::{Depth, Outbound, Outbox, Refused, Wakes};
-use crate::config::SlowConsumerPolicy;
+use crate::config::{HistoryConfig, SlowConsumerPolicy};
 use crate::envelope::{now_rfc3339, EnvelopeParts, WireMessage};
 use crate::protocol::{self, RoomMessage};
 
@@ -101,6 +110,8 @@ pub struct Hub {
     counters: Arc<Counters>,
     /// The other nodes ([`InProcess`] when there are none).
     backplane: Box<dyn Backplane>,
+    /// The rooms' history on this node (`None`: history off).
+    history: Option<History>,
 }
 
 impl Hub {
@@ -112,6 +123,7 @@ impl Hub {
             policy,
             counters,
             backplane: Box::new(InProcess),
+            history: None,
         }
     }
 
@@ -148,15 +160,17 @@ impl Hub {
         counters: Arc<Counters>,
         capacity: usize,
     ) -> (Addr<Hub>, HubSender) {
-        Self::launch_with_backplane(policy, counters, capacity, Box::new(InProcess))
+        Self::launch_with_backplane(policy, counters, capacity, Box::new(InProcess), None)
     }
 
-    /// [`launch`](Self::launch) as one node of several, joined by `backplane`.
+    /// [`launch`](Self::launch) as one node of several, joined by `backplane`, keeping room
+    /// history with `history`.
     pub fn launch_with_backplane(
         policy: SlowConsumerPolicy,
         counters: Arc<Counters>,
         capacity: usize,
         mut backplane: Box<dyn Backplane>,
+        history: Option<HistoryConfig>,
     ) -> (Addr<Hub>, HubSender) {
         let (tx, mut rx) = mpsc::channel(capacity);
         let sender = HubSender::new(tx, counters.clone());
@@ -168,6 +182,10 @@ impl Hub {
             ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
             let mut hub = Hub::new(policy, counters);
             hub.backplane = backplane;
+            hub.history = history.map(History::new);
+            if let Some(every) = hub.history.as_ref().map(History::sweep_every) {
+                ctx.run_interval(every, |hub, _| hub.expire_history());
+            }
             hub
         });
         (addr, sender)
@@ -181,7 +199,7 @@ impl Hub {
         self.members.insert(id, member);
     }
 
-    fn join(&mut self, id: SessionId, room: Arc<str>, reply: Option<Outbound>) {
+    fn join(&mut self, id: SessionId, room: Arc<str>, reply: Option<JoinReply>) {
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
@@ -193,6 +211,15 @@ impl Hub {
         let set = self.rooms.entry(room.clone()).or_default();
         let first = set.is_empty();
         set.insert(id);
+        // With history, `joined` and what the member missed go now, in the hub's order: a
+        // publish the hub takes after this join reaches the member after them.
+        let reply_to = match reply_to {
+            Some((queue, reply)) if self.history.is_some() => {
+                self.answer_join(id, &queue, &room, reply);
+                None
+            }
+            other => other.map(|(queue, reply)| (queue, joined(&room, reply.id, None))),
+        };
         if first {
             // The first local member: this node starts receiving the room, and the member is
             // told `joined` once it does (so what others publish after that reaches it).
@@ -264,19 +291,31 @@ impl Hub {
     fn publish_untimed(&mut self, msg: &Publish) -> usize {
         self.counters.published.bump();
         let remote = self.backplane.is_remote();
-        if !remote && !self.rooms.contains_key(&msg.room) {
+        if !remote && self.history.is_none() && !self.rooms.contains_key(&msg.room) {
             return 0;
         }
         let timestamp = now_rfc3339();
+        let now = std::time::Instant::now();
+        let position = self
+            .history
+            .as_mut()
+            .map(|h| h.next_position(&msg.room, now));
         let text = EnvelopeParts {
             kind: msg.event.as_deref().unwrap_or(RoomMessage::TYPE),
             room: Some(&msg.room),
             from: msg.from.as_deref(),
             data: msg.data.as_deref(),
             timestamp: Some(&timestamp),
+            offset: position.as_ref().map(|p| p.0),
+            epoch: position.as_ref().map(|p| &*p.1),
             ..EnvelopeParts::default()
         }
         .encode();
+        if let Some(history) = self.history.as_mut() {
+            history.append(&msg.room, text.clone(), now);
+            self.counters.history_bytes.set(history.bytes() as u64);
+            self.counters.history_rooms.set(history.rooms() as u64);
+        }
         let reached = self.fan_out(&msg.room, &text);
         if remote {
             let reply = msg.reply_to.and_then(|(session, id)| {
@@ -384,6 +423,18 @@ impl Hub {
     }
 }
 
+/// `joined` for `room`, with `id` and `data` (the position, and the recovery's outcome).
+fn joined(room: &str, id: Option<u64>, data: Option<&RawValue>) -> Outbound {
+    let joined = EnvelopeParts {
+        kind: protocol::Joined::TYPE,
+        id,
+        room: Some(room),
+        data,
+        ..EnvelopeParts::default()
+    };
+    Outbound::Text(joined.encode())
+}
+
 /// Offer a reply frame to a session's queue; a full queue drops it (counted: the session is
 /// too slow to read even its replies).
 fn offer_reply(queue: &Outbox, frame: Outbound, counters: &Counters) {
@@ -433,6 +484,13 @@ impl StreamHandler<Command> for Hub {
             Command::SendTo { id, frame, sent } => {
                 let _ = sent.send(self.send_to(id, frame));
             }
+            Command::History {
+                id,
+                room,
+                request,
+                since,
+                limit,
+            } => self.answer_history(id, &room, request, since.as_ref(), limit),
             Command::Members { room, tell } => {
                 let mut ids: Vec<SessionId> = self
                     .rooms
