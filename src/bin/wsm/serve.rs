@@ -81,6 +81,20 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = config::DEFAULT_HUB_QUEUE,
           value_parser = flags::count(1..=config::MAX_QUEUE as u64))]
     hub_queue: usize,
+    /// Publications kept per room for recovery after a reconnect and `history` requests, 1 to
+    /// 1000000.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_HISTORY_SIZE,
+          value_parser = flags::count(1..=1_000_000), conflicts_with = "no_history")]
+    history_size: usize,
+    /// How long a room's history is kept after its last publication, such as `120s` (above
+    /// zero, at most 365 days).
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = flags::duration,
+          conflicts_with = "no_history")]
+    history_ttl: Duration,
+    /// Keep no room history: room messages carry no offset, and a join with `since` cannot
+    /// recover.
+    #[arg(long)]
+    no_history: bool,
     /// Serve TLS (`wss://`) with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -159,7 +173,14 @@ impl ServeArgs {
         for origin in &self.allowed_origins {
             config = config.allow_origin(origin.clone());
         }
-        config
+        if self.no_history {
+            config.no_history()
+        } else {
+            let history = config::HistoryConfig::default()
+                .size(self.history_size)
+                .ttl(self.history_ttl);
+            config.history(history)
+        }
     }
 }
 

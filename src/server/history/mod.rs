@@ -358,3 +358,6 @@ fn after(stream: &Stream, from: u64, limit: usize) -> Vec<ByteString> {
         .map(|(_, frame)| frame.clone())
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
