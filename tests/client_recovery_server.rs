@@ -194,3 +194,47 @@ async fn a_member_whose_queue_dropped_messages_gets_them_through_the_gap_fill() 
     client.close().await;
     server.stop().await.expect("stop");
 }
+
+#[actix_rt::test]
+async fn after_a_server_restart_the_member_is_told_epoch_changed_and_counts_from_the_new_epoch() {
+    let mut server = TestServer::start(ServerConfig::default()).expect("server");
+    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
+    let (client, mut messages, mut events) = member(&proxy, "r").await;
+    for n in 1..=5u64 {
+        let rooms = server.rooms().expect("running");
+        rooms
+            .publish_json("r", &json!({ "n": n }))
+            .await
+            .expect("publish");
+    }
+    assert_eq!(
+        numbers_until(&mut messages, 5).await,
+        (1..=5).collect::<Vec<_>>()
+    );
+
+    server.restart().await.expect("restart");
+    let lost = common::recv_until(&mut events, WAIT, "the rejoin's answer", |e| {
+        matches!(e, Event::Recovery { .. })
+    })
+    .await;
+    match lost {
+        Event::Recovery {
+            recovered, reason, ..
+        } => assert_eq!(
+            (recovered, reason.as_deref()),
+            (false, Some("epoch_changed"))
+        ),
+        _ => unreachable!(),
+    }
+    // The new history counts from 1 again, and its first publication is not taken for a
+    // duplicate of the old one.
+    let rooms = server.rooms().expect("running");
+    rooms
+        .publish_json("r", &json!({ "n": 1 }))
+        .await
+        .expect("publish");
+    assert_eq!(numbers_until(&mut messages, 1).await, vec![1]);
+    assert_eq!(client.stats().unrecoverable, 1);
+    client.close().await;
+    server.stop().await.expect("stop");
+}
