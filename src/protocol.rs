@@ -2,9 +2,11 @@
 //!
 //! | client sends | server answers |
 //! | --- | --- |
-//! | [`Join`] with `room` | [`Joined`] with the same `room` and `id` |
+//! | [`Join`] with `room` | [`Joined`] with the same `room` and `id`, and the room's position ([`JoinedData`]) when the server keeps history |
+//! | [`Join`] with `room` and `since` (`{"offset":O,"epoch":"X"}`) | [`Joined`] saying whether every missed publication follows (`recovered`, else `reason`), then those publications in order, then live ones |
+//! | [`History`] with `room`, `since`?, `limit`? | [`History`] with [`HistoryData`]: the publications after `since` (or the latest), oldest first |
 //! | [`Leave`] with `room` | [`Left`] with the same `room` and `id` |
-//! | [`Publish`] with `room` and `data` | every member gets [`RoomMessage`] (with `from` and `timestamp`); with an `id`, the sender also gets [`Ack`] |
+//! | [`Publish`] with `room` and `data` | every member gets [`RoomMessage`] (with `from`, `timestamp`, and with history its `offset` and `epoch`); with an `id`, the sender also gets [`Ack`] |
 //! | [`Echo`] | [`Echo`] with the same `data` and `id` |
 //! | [`Ping`] | [`Pong`] |
 //! | anything malformed or unknown | [`ErrorReply`] (`type` `"error"`); the session stays open |

@@ -1,7 +1,7 @@
 //! Interop with an independent peer: Python's `websockets`. The crate's client talks to a Python
 //! server (`tests/interop/peer_server.py`: echo, fragments, pings, close codes), and Python
 //! clients talk to the real `wsm serve` binary (`tests/interop/rooms_*.py`: the whole rooms
-//! protocol, and 100 clients in one room; `tls_rooms_client.py`: over `wss://`).
+//! protocol, room history and recovery, and 100 clients in one room; `tls_rooms_client.py`: over `wss://`).
 //!
 //! Python comes from `WSM_TEST_PYTHON`, or the venv at `target/py` (which `.ci/run` makes); when
 //! neither has `websockets`, the first test that needs it makes the venv and installs it there.
@@ -457,6 +457,16 @@ fn python_clients_speak_the_whole_rooms_protocol() {
     let (_serve, url) = spawn_wsm_serve(&["--bind", "127.0.0.1:0"]);
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
     run_script_ok("rooms_protocol.py", &[&url], Duration::from_secs(60));
+}
+
+/// Python clients speak room history to `wsm serve` by the README's table: the position in
+/// `joined`, offsets and epochs on room messages, a join with `since` (recovered, then the
+/// missed publications in order, then live ones; a foreign epoch: `epoch_changed`), `history`
+/// requests (the latest K, since a position, another epoch), and `bad_position`.
+#[test]
+fn python_clients_recover_and_read_history() {
+    let (_serve, url) = spawn_wsm_serve(&["--bind", "127.0.0.1:0"]);
+    run_script_ok("rooms_history.py", &[&url], Duration::from_secs(60));
 }
 
 /// 100 Python clients join one room of `wsm serve` and each publishes 20 numbered messages: every

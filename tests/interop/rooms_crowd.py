@@ -57,7 +57,9 @@ async def connect(url: str, index: int) -> Client:
     client = Client(index, ws, welcome["data"]["session"])
     await ws.send(json.dumps({"type": "join", "room": ROOM, "id": 1}))
     joined = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+    position = joined.pop("data", None)
     assert joined == {"type": "joined", "room": ROOM, "id": 1}, f"client {index}: {joined}"
+    assert isinstance(position, dict) and isinstance(position.get("offset"), int), position
     return client
 
 

@@ -61,6 +61,20 @@ class Peer:
         got = await self.recv()
         assert got == expected, f"{self.name}: expected {expected}, got {got}"
 
+    async def joined(self, id_=None) -> dict:
+        """The next message is `joined` for ROOM (with `id_` when given) carrying the room's
+        stream position (`data`: `offset`, a non-negative integer, and `epoch`, a string)."""
+        got = await self.recv()
+        expected = {"type": "joined", "room": ROOM}
+        if id_ is not None:
+            expected["id"] = id_
+        data = got.pop("data", None)
+        assert got == expected, f"{self.name}: expected {expected} with a position, got {got}"
+        assert isinstance(data, dict) and set(data) == {"offset", "epoch"}, f"position: {data}"
+        assert isinstance(data["offset"], int) and data["offset"] >= 0, data
+        assert isinstance(data["epoch"], str) and data["epoch"], data
+        return data
+
     async def usable(self) -> None:
         """The session answers, and nothing else was waiting for this client: a ping envelope
         with a fresh id is answered by the very next message."""
@@ -87,7 +101,10 @@ class Peer:
 
 
 def check_broadcast(got: dict, kind: str, sender: Peer, data) -> None:
-    assert set(got) == {"type", "room", "from", "data", "timestamp"}, f"fields of {got}"
+    fields = {"type", "room", "from", "data", "timestamp", "offset", "epoch"}
+    assert set(got) == fields, f"fields of {got}"
+    assert isinstance(got["offset"], int) and got["offset"] >= 1, f"offset: {got}"
+    assert isinstance(got["epoch"], str) and got["epoch"], f"epoch: {got}"
     assert got["type"] == kind, f"type {kind} expected: {got}"
     assert got["room"] == ROOM, got
     assert got["from"] == sender.session, f"from {sender.session} expected: {got}"
@@ -125,12 +142,12 @@ async def main(url: str) -> None:
 
     step("join")
     await a.send({"type": "join", "room": ROOM, "id": 1})
-    await a.expect({"type": "joined", "room": ROOM, "id": 1})
+    await a.joined(1)
     await b.send({"type": "join", "room": ROOM})
-    await b.expect({"type": "joined", "room": ROOM})
+    await b.joined()
     step("join again (idempotent)")
     await a.send({"type": "join", "room": ROOM, "id": 2})
-    await a.expect({"type": "joined", "room": ROOM, "id": 2})
+    await a.joined(2)
 
     step("publish with an event and an id")
     data = {"text": "héllo ✓ 🦀", "n": 1, "list": [1, None, True]}
@@ -198,7 +215,7 @@ async def main(url: str) -> None:
 
     step("join again after leave")
     await a.send({"type": "join", "room": ROOM, "id": 54})
-    await a.expect({"type": "joined", "room": ROOM, "id": 54})
+    await a.joined(54)
     await b.send({"type": "publish", "room": ROOM, "event": "back", "data": {}})
     check_broadcast(await a.recv(), "back", b, {})
     check_broadcast(await b.recv(), "back", b, {})

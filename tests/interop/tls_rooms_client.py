@@ -20,7 +20,9 @@ async def main(url: str, ca: str) -> None:
         assert welcome["type"] == "welcome", welcome
         await ws.send(json.dumps({"type": "join", "room": "py", "id": 1}))
         joined = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        position = joined.pop("data", None)
         assert joined == {"type": "joined", "room": "py", "id": 1}, joined
+        assert isinstance(position, dict) and position.get("offset") == 0, position
         await ws.send(json.dumps({"type": "publish", "room": "py", "data": {"n": 7}, "id": 2}))
         got = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
         kinds = sorted(m["type"] for m in got)
