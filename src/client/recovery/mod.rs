@@ -84,9 +84,9 @@ impl History {
 }
 
 impl Client {
-    /// Read `room`'s history: the publications after `since` (all it keeps when `None`), at most
-    /// `limit` (the server's default and cap when `None`), oldest first, with the room's current
-    /// position. Waits at most [`HISTORY_TIMEOUT`].
+    /// Read `room`'s history: the publications after `since` (without it, the latest ones), at
+    /// most `limit` (the server's default and cap when `None`), oldest first, with the room's
+    /// current position. Waits at most [`HISTORY_TIMEOUT`].
     ///
     /// Fails with [`Error::Remote`] when the server refuses (no history, the join check, an
     /// unknown room), and as [`request`](Client::request) does otherwise.
