@@ -13,7 +13,10 @@
 //!   history for the gap and holds the room's later messages (bounded) until it is filled.
 //!
 //! So subscribers see each publication once, in offset order; every rejoin from a position and
-//! every gap is reported as an [`Event::Recovery`](super::Event::Recovery). A server without
+//! every gap is reported as an [`Event::Recovery`](super::Event::Recovery). A gap fill's
+//! `history` request is a request like the user's: counted in
+//! [`Stats::accepted`](super::Stats::accepted) and then written or failed. Text subscribers see
+//! frames as they arrive (the `history` answer included), before any of this. A server without
 //! history sends no positions, and none of this happens. [`Client::history`] reads a room's
 //! history directly.
 
