@@ -1,8 +1,9 @@
 //! The client's recovery against the real rooms server (`TestServer`, room history on), through
 //! the test kit's `FaultProxy`: a member cut off while others publish gets every publication
 //! once, in order, when it rejoins; a member whose session queue dropped messages under
-//! `DropNewest` gets them through the gap fill (issue 20, scenarios 1 and 5 from the client's
-//! side).
+//! `DropNewest` gets them through the gap fill; more missed than a rejoin replays are read from
+//! the history; a restart is told `epoch_changed` (issue 20, scenarios 1, 3 and 5 from the
+//! client's side).
 
 mod common;
 
@@ -235,6 +236,51 @@ async fn after_a_server_restart_the_member_is_told_epoch_changed_and_counts_from
         .expect("publish");
     assert_eq!(numbers_until(&mut messages, 1).await, vec![1]);
     assert_eq!(client.stats().unrecoverable, 1);
+    client.close().await;
+    server.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn more_missed_than_a_rejoin_replays_are_read_from_the_history_page_by_page() {
+    // 500 missed: more than `recover_limit` (300), within `size`. The rejoin is answered
+    // `too_many`; the client reads the 500 with two `history` requests.
+    let config = ServerConfig::default().history(HistoryConfig::default().size(1000));
+    let mut server = TestServer::start(config).expect("server");
+    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
+    let (client, mut messages, mut events) = member(&proxy, "r").await;
+    let rooms = server.rooms().expect("running").clone();
+    rooms
+        .publish_json("r", &json!({ "n": 1 }))
+        .await
+        .expect("publish");
+    assert_eq!(numbers_until(&mut messages, 1).await, vec![1]);
+
+    proxy.refuse(true);
+    proxy.reset();
+    for n in 2..=501u64 {
+        rooms
+            .publish_json("r", &json!({ "n": n }))
+            .await
+            .expect("publish");
+    }
+    proxy.refuse(false);
+    assert_eq!(
+        numbers_until(&mut messages, 501).await,
+        (2..=501).collect::<Vec<_>>()
+    );
+    rooms
+        .publish_json("r", &json!({ "n": 502 }))
+        .await
+        .expect("publish");
+    assert_eq!(numbers_until(&mut messages, 502).await, vec![502]);
+    let seen = recoveries(&mut events);
+    assert!(seen.contains(&(true, 500, None)), "{seen:?}");
+    let stats = client.stats();
+    assert_eq!(
+        (stats.unrecoverable, stats.accepted),
+        (0, 2),
+        "two pages: {stats:?}"
+    );
     client.close().await;
     server.stop().await.expect("stop");
 }

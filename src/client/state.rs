@@ -158,8 +158,9 @@ pub enum Event {
         /// when unknown, as after `epoch_changed`).
         missed: u64,
         /// Why not, when not: `epoch_changed` (the room's history was lost), `too_old` (no
-        /// longer kept), `too_many` (more than the server recovers, or than the client holds
-        /// while filling a gap), `unavailable` (the history could not be read).
+        /// longer kept), `too_many` (more than the server recovers and than its history holds
+        /// or the client holds while filling a gap), `unavailable` (the history could not be
+        /// read).
         reason: Option<String>,
     },
 }

@@ -10,7 +10,9 @@
 //! - drops a message at or below it (a replay overlapping what was delivered), counted in
 //!   [`Stats::duplicates`](super::Stats::duplicates);
 //! - on a message past the next offset (the server dropped some for this client), asks the
-//!   history for the gap and holds the room's later messages (bounded) until it is filled.
+//!   history for the gap and holds the room's later messages (bounded) until it is filled;
+//! - when a rejoin is answered `too_many` (more were missed than the server replays at a
+//!   rejoin), reads them from the history page by page in the same way.
 //!
 //! So subscribers see each publication once, in offset order; every rejoin from a position and
 //! every gap is reported as an [`Event::Recovery`](super::Event::Recovery). A gap fill's

@@ -13,6 +13,10 @@
 //! - another epoch: the room's history was lost on the server: the position starts again there,
 //!   and the loss is reported.
 //!
+//! A rejoin answered `too_many` (more were missed than the server replays at a rejoin) in the
+//! same epoch starts a fill too, up to the room's position: the history may still hold them all,
+//! and it is read page by page.
+//!
 //! Items are generic (`T`), so the logic is tested with plain numbers; the Router holds frames.
 
 use std::collections::{BTreeMap, HashMap};
@@ -110,6 +114,9 @@ struct Fill<T> {
     held_bytes: usize,
     /// Publications recovered so far by this fill's answers.
     recovered: u64,
+    /// The offset the fill must reach besides the held messages: the room's position when a
+    /// rejoin was answered `too_many` (0 for a gap before a held message).
+    until: u64,
 }
 
 #[derive(Debug)]
@@ -193,6 +200,31 @@ impl<T> Streams<T> {
                     recovered: true,
                     missed: position.offset - s.last,
                     reason: None,
+                });
+            }
+            (Some(false), Some(s))
+                if s.epoch == position.epoch
+                    && reason.as_deref() == Some("too_many")
+                    && position.offset > s.last =>
+            {
+                // More than one rejoin replays, yet the history may still hold them all: fetch
+                // them page by page, live messages held behind.
+                let id = self.next_fill;
+                self.next_fill += 1;
+                out.request = Some(FillRequest {
+                    fill: id,
+                    since: Position {
+                        epoch: s.epoch.clone(),
+                        offset: s.last,
+                    },
+                    limit: (position.offset - s.last).min(self.limits.fill_limit),
+                });
+                s.fill = Some(Fill {
+                    id,
+                    held: BTreeMap::new(),
+                    held_bytes: 0,
+                    recovered: 0,
+                    until: position.offset,
                 });
             }
             (Some(_), stream) => {
@@ -295,6 +327,7 @@ impl<T> Streams<T> {
             held,
             held_bytes: bytes,
             recovered: 0,
+            until: 0,
         });
         out
     }
@@ -337,7 +370,13 @@ impl<T> Streams<T> {
         let Some(f) = s.fill.as_ref() else {
             return out;
         };
-        match f.held.first_key_value() {
+        // The next offset the fill waits for something beyond: a held message, or its target.
+        let next = match f.held.first_key_value() {
+            Some((&held, _)) => Some(held),
+            None if s.last < f.until => Some(f.until + 1),
+            None => None,
+        };
+        match next {
             None => {
                 out.recovery = Some(Recovered {
                     recovered: true,
@@ -346,7 +385,7 @@ impl<T> Streams<T> {
                 });
                 s.fill = None;
             }
-            Some((&next, _)) if s.last > before && !complete => {
+            Some(next) if s.last > before && !complete => {
                 // Progress, and the server has more: ask for the rest of the gap.
                 out.request = Some(FillRequest {
                     fill,
@@ -400,6 +439,11 @@ fn give_up<T>(s: &mut RoomStream<T>, out: &mut Outcome<T>, reason: &str) {
         missed += offset - s.last - 1;
         s.last = offset;
         out.deliver.push(item);
+    }
+    if f.until > s.last {
+        // Live messages continue after the target: what is before it is lost.
+        missed += f.until - s.last;
+        s.last = f.until;
     }
     out.recovery = Some(Recovered::lost(missed, reason));
 }

@@ -272,3 +272,61 @@ fn held_bytes_are_bounded_across_rooms() {
         Some("too_many")
     );
 }
+
+#[test]
+fn a_rejoin_answered_too_many_is_caught_up_from_history_page_by_page() {
+    let mut s = Streams::new(LIMITS);
+    joined(&mut s, "e", 5);
+    let out = s.joined(
+        "r",
+        JoinedAt {
+            position: at("e", 20),
+            recovered: Some(false),
+            reason: Some("too_many".into()),
+        },
+    );
+    assert!(
+        out.recovery.is_none(),
+        "not reported until the catch-up ends"
+    );
+    let mut req = out.request.expect("a page");
+    assert_eq!((req.since.clone(), req.limit), (at("e", 5), 4));
+    // A live message arrives meanwhile: it waits.
+    assert!(s.live("r", "e", 21, 21, 1).deliver.is_empty());
+    let mut got = Vec::new();
+    loop {
+        let out = answer(&mut s, &req, 21);
+        got.extend(out.deliver);
+        match (out.request, out.recovery) {
+            (Some(next), None) => req = next,
+            (None, Some(r)) => {
+                assert_eq!((r.recovered, r.missed), (true, 15));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, (6..=21).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_catch_up_the_history_cannot_serve_ends_at_the_rejoin_position() {
+    let mut s = Streams::new(LIMITS);
+    joined(&mut s, "e", 5);
+    let req = s
+        .joined(
+            "r",
+            JoinedAt {
+                position: at("e", 20),
+                recovered: Some(false),
+                reason: Some("too_many".into()),
+            },
+        )
+        .request
+        .expect("a page");
+    let out = s.filled("r", req.fill, at("e", 20), Vec::new(), false);
+    let rec = out.recovery.expect("reported");
+    assert_eq!((rec.recovered, rec.missed), (false, 15));
+    assert_eq!(s.since("r"), Some(at("e", 20)));
+    assert_eq!(s.live("r", "e", 21, 21, 1).deliver, vec![21]);
+}
