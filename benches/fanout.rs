@@ -7,14 +7,18 @@
 //! count of members reached, and then polls every outbox's body, which encodes the frames as
 //! actix-http would have it write them.
 //!
-//! Run: `cargo bench --bench fanout`.
+//! The `hub_history` group publishes to 1000 members with room history off and on, in the
+//! same run.
+//!
+//! Run: `cargo bench --bench fanout` (`-- hub_history` for the history comparison alone).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::body::MessageBody;
-use actix_ws_manager::config::SlowConsumerPolicy;
+use actix_ws_manager::config::{HistoryConfig, SlowConsumerPolicy};
+use actix_ws_manager::server::backplane::InProcess;
 use actix_ws_manager::server::bench_internals::{
     outbox, Command, Counters, Evict, Hub, HubSender, OutboxBody, Publish,
 };
@@ -37,40 +41,65 @@ fn fan_out(c: &mut Criterion) {
     let sys = actix_rt::System::new();
     let mut g = c.benchmark_group("hub_fan_out");
     for members in [10usize, 100, 1000, 10_000] {
-        let (hub, mut queues) = sys.block_on(async {
-            let (_addr, hub) = Hub::launch(
-                SlowConsumerPolicy::Disconnect,
-                Arc::new(Counters::default()),
-                1024,
-            );
-            let evict = Evictee.start().recipient();
-            let room: Arc<str> = Arc::from("lobby");
-            let mut queues = Vec::with_capacity(members);
-            for id in 0..members as u64 {
-                let (tx, rx) = outbox(64);
-                let connect = Command::Connect {
-                    id,
-                    queue: tx,
-                    evict: evict.clone(),
-                };
-                let join = Command::Join {
-                    id,
-                    room: room.clone(),
-                    reply: None,
-                };
-                for cmd in [connect, join] {
-                    assert!(hub.send(cmd).await.is_ok(), "hub running");
-                }
-                queues.push(rx);
-            }
-            (hub, queues)
-        });
+        let (hub, mut queues) = sys.block_on(members_of_one_room(members, None));
         g.throughput(Throughput::Elements(members as u64));
         g.bench_function(BenchmarkId::new("publish_and_drain", members), |b| {
             b.iter_custom(|iters| sys.block_on(publish(&hub, &mut queues, members, iters)))
         });
     }
     g.finish();
+}
+
+/// The cost of room history: the same publish to 1000 members with history off and on (each
+/// publication then gets its offset and epoch, and the hub keeps the frame, within the default
+/// bounds), in the same run.
+fn history(c: &mut Criterion) {
+    let sys = actix_rt::System::new();
+    let mut g = c.benchmark_group("hub_history");
+    let members = 1000;
+    g.throughput(Throughput::Elements(members as u64));
+    for (name, history) in [("off", None), ("on", Some(HistoryConfig::default()))] {
+        let (hub, mut queues) = sys.block_on(members_of_one_room(members, history));
+        g.bench_function(BenchmarkId::new(name, members), |b| {
+            b.iter_custom(|iters| sys.block_on(publish(&hub, &mut queues, members, iters)))
+        });
+    }
+    g.finish();
+}
+
+/// A hub (with `history`, or none) and `members` outboxes in one room.
+async fn members_of_one_room(
+    members: usize,
+    history: Option<HistoryConfig>,
+) -> (HubSender, Vec<OutboxBody>) {
+    let (_addr, hub) = Hub::launch_with_backplane(
+        SlowConsumerPolicy::Disconnect,
+        Arc::new(Counters::default()),
+        1024,
+        Box::new(InProcess),
+        history,
+    );
+    let evict = Evictee.start().recipient();
+    let room: Arc<str> = Arc::from("lobby");
+    let mut queues = Vec::with_capacity(members);
+    for id in 0..members as u64 {
+        let (tx, rx) = outbox(64);
+        let connect = Command::Connect {
+            id,
+            queue: tx,
+            evict: evict.clone(),
+        };
+        let join = Command::Join {
+            id,
+            room: room.clone(),
+            reply: None,
+        };
+        for cmd in [connect, join] {
+            assert!(hub.send(cmd).await.is_ok(), "hub running");
+        }
+        queues.push(rx);
+    }
+    (hub, queues)
 }
 
 async fn publish(
@@ -105,5 +134,5 @@ async fn publish(
     start.elapsed()
 }
 
-criterion_group!(benches, fan_out);
+criterion_group!(benches, fan_out, history);
 criterion_main!(benches);

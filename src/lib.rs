@@ -71,7 +71,9 @@
 //!   rooms and echo routes into any `App` and publishes from HTTP handlers; [`server::serve`]
 //!   runs them standalone. One internal *Session* actor per client (protocol, membership,
 //!   heartbeat) writes through a bounded queue that actix-http reads as the response body; the
-//!   internal *Hub* actor holds rooms and broadcasts each message encoded once. Public: `Rooms`,
+//!   internal *Hub* actor holds rooms and broadcasts each message encoded once, giving each its
+//!   stream position and keeping the room's recent history for recovery after a reconnect
+//!   (`config::HistoryConfig`). Public: `Rooms`,
 //!   `serve`, `serve_with`, `serve_tls`, `Server`, the auth hook types, `RoomFrame`,
 //!   `SessionId`, `HubStats`, `handler`, `metrics`, and `backplane` (the `Backplane` trait,
 //!   `InProcess`, `RedisBackplane`, and the `HubLink` a backplane delivers through). The hub's

@@ -26,7 +26,11 @@
 //! - `command.rs`: [`SessionId`] and the commands the hub reads from its bounded queue;
 //! - `counters.rs`: the one table of figures, from which the counters, [`HubStats`] and
 //!   [`ServerMetrics`](metrics::ServerMetrics) come, and the slow-consumer policy;
-//! - `hub.rs`: the hub actor: rooms, membership, broadcast (encoded once, shared bytes);
+//! - `hub/`: the hub actor: rooms, membership, broadcast (encoded once, shared bytes); its
+//!   `history.rs` answers `join` with the room's position, recovers what a member missed, and
+//!   answers `history`;
+//! - `history/`: the rooms' history on one node (stream positions, the bounds, expiry), a
+//!   store the hub owns;
 //! - `session/`: one actor per client (lifecycle and heartbeat, the rooms protocol, the rate
 //!   limit), writing through its `outbox/` (a bounded queue that is the response body
 //!   actix-http writes); its docs say why neither actix-web-actors nor actix-ws;
