@@ -14,6 +14,11 @@
 //! - when a rejoin is answered `too_many` (more were missed than the server replays at a
 //!   rejoin), reads them from the history page by page in the same way.
 //!
+//! Held messages are bounded: 1024 behind one room's fill and 16 MiB behind all of them; past
+//! either, or when the history does not answer within 10 s, the fill is given up: what is held
+//! is delivered in order and the loss reported (`too_many`, `unavailable`). A lost socket ends
+//! the fills under way; the rejoin then asks from the last message delivered.
+//!
 //! So subscribers see each publication once, in offset order; every rejoin from a position and
 //! every gap is reported as an [`Event::Recovery`](super::Event::Recovery). A gap fill's
 //! `history` request is a request like the user's: counted in
