@@ -2,8 +2,9 @@
 //! the test kit's `FaultProxy`: a member cut off while others publish gets every publication
 //! once, in order, when it rejoins; a member whose session queue dropped messages under
 //! `DropNewest` gets them through the gap fill; more missed than a rejoin replays are read from
-//! the history; a restart is told `epoch_changed` (issue 20, scenarios 1, 3 and 5 from the
-//! client's side).
+//! the history; a restart is told `epoch_changed`; a publisher that keeps going during the
+//! rejoin causes no gap and no duplicate (issue 20, scenarios 1, 3 and 5 from the client's
+//! side).
 
 mod common;
 
@@ -280,6 +281,54 @@ async fn more_missed_than_a_rejoin_replays_are_read_from_the_history_page_by_pag
         (stats.unrecoverable, stats.accepted),
         (0, 2),
         "two pages: {stats:?}"
+    );
+    client.close().await;
+    server.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn a_member_cut_off_while_a_publisher_keeps_going_misses_nothing_and_repeats_nothing() {
+    const N: u64 = 2000;
+    // A history that holds everything, so that what the member misses depends on nothing but
+    // the client's recovery.
+    let history = HistoryConfig::default().size(5000).recover_limit(5000);
+    let config = ServerConfig::default().history(history);
+    let mut server = TestServer::start(config).expect("server");
+    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
+    let (client, mut messages, _events) = member(&proxy, "r").await;
+    let rooms = server.rooms().expect("running").clone();
+    let publisher = actix_rt::spawn(async move {
+        for n in 1..=N {
+            rooms
+                .publish_json("r", &json!({ "n": n }))
+                .await
+                .expect("publish");
+            if n % 50 == 0 {
+                // Let the member's session write between bursts.
+                actix_rt::task::yield_now().await;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    assert!(receive_until(&mut messages, &mut got, 100, WAIT).await);
+    // Cut while publishing goes on; the reconnect (50 ms) rejoins from the last delivered.
+    proxy.reset();
+    assert!(
+        receive_until(&mut messages, &mut got, N, WAIT).await,
+        "got {} of {N}",
+        got.len()
+    );
+    publisher.await.expect("publisher");
+    let stats = client.stats();
+    eprintln!(
+        "publisher kept going: {N} received once each, in order, over {} reconnect(s), {} recovered",
+        stats.reconnects, stats.recovered
+    );
+    let first_wrong = (1..=N).zip(&got).find(|(want, n)| want != *n);
+    assert_eq!((got.len(), first_wrong), (N as usize, None), "{stats:?}");
+    assert!(
+        stats.reconnects >= 1 && stats.unrecoverable == 0,
+        "{stats:?}"
     );
     client.close().await;
     server.stop().await.expect("stop");
