@@ -79,7 +79,7 @@ pub use census::{census, wait_census, Census};
 pub use connection::validate_url;
 pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
 pub use manager::{Manager, ManagerConfig, ManagerStats, StateCounts};
-pub use recovery::{History, Position, Publication, HISTORY_TIMEOUT};
+pub use recovery::{Position, Publication, RoomHistory, HISTORY_TIMEOUT};
 pub use router::{Inbound, Overflow};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 

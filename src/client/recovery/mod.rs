@@ -57,7 +57,7 @@ pub struct Publication {
 
 /// A room's history, as [`Client::history`] answers it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct History {
+pub struct RoomHistory {
     /// Oldest first.
     pub publications: Vec<Publication>,
     /// The room's position now: the offset of its latest publication, and its epoch.
@@ -67,7 +67,7 @@ pub struct History {
     pub complete: bool,
 }
 
-impl History {
+impl RoomHistory {
     /// Decode a `history` answer. Publications without an offset are skipped (they cannot be
     /// placed in the stream).
     fn decode(reply: &Envelope) -> Result<Self> {
@@ -82,7 +82,7 @@ impl History {
                 });
             }
         }
-        Ok(History {
+        Ok(RoomHistory {
             publications,
             position: Position {
                 epoch: data.epoch,
@@ -105,7 +105,7 @@ impl Client {
         room: &str,
         since: Option<Position>,
         limit: Option<u64>,
-    ) -> Result<History> {
+    ) -> Result<RoomHistory> {
         let query = HistoryQuery {
             room: room.to_owned(),
             since,
@@ -120,7 +120,7 @@ impl Client {
                 reply.kind
             )));
         }
-        History::decode(&reply)
+        RoomHistory::decode(&reply)
     }
 }
 
