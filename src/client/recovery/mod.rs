@@ -147,3 +147,40 @@ pub(crate) fn rejoin_frames<'a>(
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::recovery::streams::JoinedAt;
+
+    #[test]
+    fn only_joins_of_rooms_with_a_position_get_since() {
+        let mut streams = Streams::new(Limits {
+            max_held: 1,
+            max_held_bytes: 1,
+            fill_limit: 1,
+        });
+        let frames = vec![
+            crate::protocol::join("a").encode(),
+            crate::protocol::join("b").encode(),
+            crate::protocol::leave("a").encode(),
+        ];
+        assert!(matches!(rejoin_frames(&frames, &streams), Cow::Borrowed(_)));
+        let at = JoinedAt {
+            position: Position {
+                epoch: "e".into(),
+                offset: 7,
+            },
+            recovered: None,
+            reason: None,
+        };
+        let _ = streams.joined("a", at);
+        let out = rejoin_frames(&frames, &streams);
+        assert_eq!(
+            &*out[0],
+            r#"{"type":"join","room":"a","since":{"offset":7,"epoch":"e"}}"#
+        );
+        assert_eq!(out[1], frames[1]);
+        assert_eq!(out[2], frames[2]);
+    }
+}
