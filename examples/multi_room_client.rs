@@ -174,6 +174,18 @@ async fn report_event(event: Event, url: &str, out: &mpsc::Sender<String>) -> Op
                 .send(format!("* bad message ({:?}): {}", e.kind, e.detail))
                 .await;
         }
+        Event::Recovery {
+            room,
+            recovered,
+            missed,
+            reason,
+        } => {
+            let line = match (recovered, reason) {
+                (true, _) => format!("* recovered {missed} messages in {room}"),
+                (false, reason) => format!("* {room}: could not recover ({reason:?})"),
+            };
+            let _ = out.send(line).await;
+        }
     }
     None
 }

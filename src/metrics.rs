@@ -100,6 +100,9 @@
 //! | `wsm_client_dropped_total` | counter | outgoing messages dropped (outbox policy, lost connections) |
 //! | `wsm_client_dropped_incoming_total` | counter | incoming messages dropped for full subscribers (channels or actor mailboxes) |
 //! | `wsm_client_read_pauses_total` | counter | times a connection paused reading because a backpressure subscriber or its router was behind |
+//! | `wsm_client_recovered_total` | counter | recoveries of missed room messages that brought them all (rejoins, gap fills) |
+//! | `wsm_client_unrecoverable_total` | counter | recoveries of missed room messages that could not bring them all |
+//! | `wsm_client_duplicates_total` | counter | room messages dropped as already delivered (same offset) |
 //! | `wsm_client_failed_connections_total` | counter | connections that reached `Failed` and were forgotten |
 //! | `wsm_client_rtt_connections` | gauge | connected connections with a measured round-trip time (heartbeat pongs) |
 //! | `wsm_client_smoothed_rtt_mean_seconds` | gauge | mean of their smoothed round-trip times (absent without any) |

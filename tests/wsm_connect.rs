@@ -3,7 +3,9 @@
 //! on stderr; it reconnects after a server restart, exits 0 when stdin closes, and exits non-zero
 //! with one clear line for a bad URL, a refused connection, a refused upgrade and a refused TLS
 //! certificate; every numeric flag out of its range gets clap's one line. With `--ca` it trusts the self-signed certificate that `openssl req -x509` makes
-//! and `wsm serve --tls-cert` serves.
+//! and `wsm serve --tls-cert` serves. With `--join` in a room with history, each rejoin's
+//! recovery is one line on stderr (`recovered N messages in R`, or `R: could not recover
+//! (REASON): messages may be missing`).
 #![cfg(unix)]
 
 mod common;
@@ -338,4 +340,120 @@ fn every_numeric_flag_is_range_checked() {
             assert_flag_refused(&["connect", &arg, "ws://127.0.0.1:1/ws"], flag);
         }
     }
+}
+
+/// The next text the peer receives (a join), answered with `answer`.
+async fn answer_join(peer: &mut common::peer::Peer, answer: &str) -> String {
+    use common::peer::{PeerCmd, PeerEvent};
+    let join = loop {
+        if let PeerEvent::Text(_, t) = peer.next().await {
+            break t;
+        }
+    };
+    peer.send(PeerCmd::Text(answer.to_owned()));
+    join
+}
+
+/// `--join r` against a peer with room history: a rejoin that recovers prints
+/// `recovered N messages in r` on stderr, one that cannot prints
+/// `r: could not recover (REASON): messages may be missing`.
+#[actix_rt::test]
+async fn connect_reports_each_rejoins_recovery_on_stderr() {
+    use common::peer::{Behaviour, PeerCmd};
+    let mut peer = common::peer::Peer::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let mut wsm = Wsm::start(&["--join", "r", &peer.url]);
+    let pubn = |o: u64| {
+        format!(r#"{{"type":"message","room":"r","from":"s","data":{o},"offset":{o},"epoch":"e"}}"#)
+    };
+    let join = answer_join(
+        &mut peer,
+        r#"{"type":"joined","room":"r","data":{"offset":0,"epoch":"e"}}"#,
+    )
+    .await;
+    assert!(!join.contains("since"), "{join}");
+    peer.send(PeerCmd::Text(pubn(1)));
+    recv_until(&mut wsm.out, WAIT, "message 1", |l: &String| {
+        l.contains(r#""offset":1"#)
+    })
+    .await;
+
+    peer.send(PeerCmd::Abort);
+    let answer = r#"{"type":"joined","room":"r","data":{"offset":3,"epoch":"e","recovered":true}}"#;
+    let join = answer_join(&mut peer, answer).await;
+    assert!(
+        join.contains(r#""since":{"offset":1,"epoch":"e"}"#),
+        "{join}"
+    );
+    recv_until(&mut wsm.err, WAIT, "the recovery", |l: &String| {
+        l == "recovered 2 messages in r"
+    })
+    .await;
+    peer.send(PeerCmd::Text(pubn(2)));
+    peer.send(PeerCmd::Text(pubn(3)));
+    recv_until(&mut wsm.out, WAIT, "message 3", |l: &String| {
+        l.contains(r#""offset":3"#)
+    })
+    .await;
+
+    peer.send(PeerCmd::Abort);
+    let answer = r#"{"type":"joined","room":"r","data":{"offset":90,"epoch":"e","recovered":false,"reason":"too_old"}}"#;
+    let join = answer_join(&mut peer, answer).await;
+    assert!(
+        join.contains(r#""since":{"offset":3,"epoch":"e"}"#),
+        "{join}"
+    );
+    recv_until(&mut wsm.err, WAIT, "the loss", |l: &String| {
+        l == "r: could not recover (too_old): messages may be missing"
+    })
+    .await;
+    let status = wsm.exit().await;
+    assert!(status.success(), "{status:?}");
+    peer.stop().await;
+}
+
+/// `--join r` against the real rooms server, cut off by a `FaultProxy` while five messages are
+/// published: after the heal, stderr says `recovered 5 messages in r` and stdout has them.
+#[actix_rt::test]
+async fn connect_recovers_what_was_published_while_it_was_cut_off() {
+    use actix_ws_manager::testkit::{FaultProxy, TestServer};
+    let mut server = TestServer::start(test_config()).expect("server");
+    let proxy = FaultProxy::start(server.addr()).await.expect("proxy");
+    let mut wsm = Wsm::start(&["--join", "r", &proxy.url("/ws")]);
+    recv_until(&mut wsm.out, WAIT, "joined", |l: &String| {
+        l.contains(r#""type":"joined""#)
+    })
+    .await;
+    let publish = |n: u64| {
+        let rooms = server.rooms().expect("running").clone();
+        async move {
+            let data = serde_json::json!({ "n": n });
+            rooms.publish_json("r", &data).await.expect("publish");
+        }
+    };
+    publish(1).await;
+    recv_until(&mut wsm.out, WAIT, "message 1", |l: &String| {
+        l.contains(r#""offset":1"#)
+    })
+    .await;
+    proxy.refuse(true);
+    proxy.reset();
+    for n in 2..=6 {
+        publish(n).await;
+    }
+    proxy.refuse(false);
+    recv_until(&mut wsm.err, WAIT, "the recovery", |l: &String| {
+        l == "recovered 5 messages in r"
+    })
+    .await;
+    recv_until(&mut wsm.out, WAIT, "message 6", |l: &String| {
+        l.contains(r#""offset":6"#)
+    })
+    .await;
+    let status = wsm.exit().await;
+    assert!(status.success(), "{status:?}");
+    server.stop().await.expect("stop");
 }

@@ -26,6 +26,15 @@
 //! A lost socket (closed by the peer, or cut) is not the end of the client: the supervisor
 //! reconnects unless its policy says to give up.
 //!
+//! # Nothing lost across a reconnect
+//!
+//! When the server keeps room history (room messages carry `offset` and `epoch`), the Router
+//! keeps the position of the last message it delivered in each joined room: a rejoin asks for
+//! what was missed (`join` with `since`), a message the server dropped for this client is
+//! fetched from the history before later ones are delivered, and a repeated one is dropped. So
+//! subscribers see each publication once, in order, and each recovery is reported as an
+//! [`Event::Recovery`]. See [`recovery`] and [`Client::history`].
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use actix_ws_manager::client::{connect, ConnectionState};
@@ -53,6 +62,7 @@ mod heartbeat;
 mod manager;
 mod outbox;
 mod reconnect;
+pub mod recovery;
 mod router;
 
 mod state;
@@ -66,8 +76,10 @@ use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 pub use census::{census, wait_census, Census};
+pub use connection::validate_url;
 pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
 pub use manager::{Manager, ManagerConfig, ManagerStats, StateCounts};
+pub use recovery::{Position, Publication, RoomHistory, HISTORY_TIMEOUT};
 pub use router::{Inbound, Overflow};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 
@@ -78,7 +90,9 @@ use connection::{Connection, OnConnect, OutFrame, SendFrame};
 use heartbeat::Heartbeat;
 use outbox::Outbox;
 use reconnect::{Close, ReconnectSupervisor};
-use router::{CountSubscribers, RegisterRequest, Router, Sink, Subscribe, SubscribeTo};
+use router::{
+    CountSubscribers, RegisterRequest, RequestFrame, Router, Sink, Subscribe, SubscribeTo,
+};
 use state::ClientShared;
 
 /// How long [`Client::close`] waits for the closing handshake (the Connection cuts the socket
@@ -129,35 +143,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Check a WebSocket URL without connecting: it must parse, have a host, and use `ws://` (or
-/// `wss://`, with the `rustls` feature).
-pub fn validate_url(url: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: awc::http::Uri = url
-        .parse()
-        .map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("ws") => {}
-        #[cfg(feature = "rustls")]
-        Some("wss") => {}
-        #[cfg(not(feature = "rustls"))]
-        Some("wss") => {
-            return Err(bad(
-                "wss:// needs TLS: build actix-ws-manager with its `rustls` feature",
-            ))
-        }
-        Some(other) => return Err(bad(&format!("scheme {other:?} is not ws:// or wss://"))),
-        None => return Err(bad("no scheme; expected ws://host:port/path")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("no host"));
-    }
-    Ok(())
-}
-
 /// Start a client for `url` on the current arbiter and return its handle at once; the first
 /// connection is made in the background (watch [`Client::subscribe_events`] or call
 /// [`Client::wait_connected`]).
@@ -192,12 +177,14 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         shared.clone(),
     );
     let gate = gate::ReadGate::new(shared.clone());
+    let streams = router::shared_streams();
     router_ctx.run(Router::new(
         shared.clone(),
         app_heartbeat,
         outbox.clone(),
         gate.clone(),
         config.subscriber_bytes,
+        streams.clone(),
     ));
     let mut connection = Connection::new(
         url.to_owned(),
@@ -206,6 +193,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         router_addr.clone(),
         outbox,
         gate,
+        streams,
     );
     connection.set_peers(heartbeat.clone(), sup_addr.clone());
     conn_ctx.run(connection);
@@ -324,6 +312,11 @@ impl Client {
 
     /// [`request`](Self::request) with a prepared envelope; its `id` is replaced.
     pub async fn request_envelope(&self, out: Outgoing, timeout: Duration) -> Result<Envelope> {
+        self.request_frame(RequestFrame::Envelope(out), timeout)
+            .await
+    }
+
+    async fn request_frame(&self, out: RequestFrame, timeout: Duration) -> Result<Envelope> {
         let rx = self
             .inner
             .router

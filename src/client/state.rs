@@ -146,6 +146,23 @@ pub enum Event {
     State(ConnectionState),
     /// An incoming message could not be delivered; the connection stays up.
     MessageError(MessageError),
+    /// A room's missed publications were recovered from the server's history, or could not be:
+    /// after each rejoin from a position (a reconnect) and each gap filled (messages the server
+    /// dropped for this client). See [`recovery`](super::recovery).
+    Recovery {
+        /// The room.
+        room: String,
+        /// Whether every missed publication was (or, after a rejoin, is being) delivered.
+        recovered: bool,
+        /// Publications recovered when `recovered`; when not, those known to be missing (0
+        /// when unknown, as after `epoch_changed`).
+        missed: u64,
+        /// Why not, when not: `epoch_changed` (the room's history was lost), `too_old` (no
+        /// longer kept), `too_many` (more than the server recovers and than its history holds
+        /// or the client holds while filling a gap), `unavailable` (the history could not be
+        /// read).
+        reason: Option<String>,
+    },
 }
 
 /// Writes the per-connection counters out once, from one list: the public [`Stats`] snapshot
@@ -221,6 +238,15 @@ connection_counters! {
     unknown_types,
     /// User messages waiting in the outbox now (not yet taken by the writer).
     outbox_len,
+    /// Recoveries that brought every missed room publication: rejoins from a position answered
+    /// `recovered:true`, and gaps filled from the history.
+    recovered,
+    /// Recoveries that could not bring every missed publication (each is an
+    /// [`Event::Recovery`] with `recovered: false` and a reason).
+    unrecoverable,
+    /// Room messages dropped because a message with the same offset was already delivered (a
+    /// replay overlapping what arrived live).
+    duplicates,
 }
 
 /// Counters shared by a client's actors and its handles. Atomics, so a handle can read them

@@ -28,6 +28,8 @@ pub struct StateRecorder {
     errors: Vec<MessageError>,
     /// Message errors before this index have been returned by `wait_message_error`.
     errors_read: usize,
+    /// `Event::Recovery`s, in order.
+    recoveries: Vec<Event>,
 }
 
 impl StateRecorder {
@@ -40,6 +42,7 @@ impl StateRecorder {
             read: 0,
             errors: Vec::new(),
             errors_read: 0,
+            recoveries: Vec::new(),
         }
     }
 
@@ -146,6 +149,12 @@ impl StateRecorder {
         &self.errors
     }
 
+    /// The recoveries (`Event::Recovery`) recorded so far, in order.
+    pub fn recoveries(&mut self) -> &[Event] {
+        let _ = self.states();
+        &self.recoveries
+    }
+
     /// How many times the recorded states entered `Connected`.
     pub fn connects(&mut self) -> usize {
         self.states()
@@ -161,6 +170,7 @@ impl StateRecorder {
             Event::State(state) if self.states.last() == Some(&state) => {}
             Event::State(state) => self.states.push(state),
             Event::MessageError(e) => self.errors.push(e),
+            Event::Recovery { .. } => self.recoveries.push(event),
         }
     }
 

@@ -305,5 +305,19 @@ fn report(event: &Event) -> Option<String> {
             );
             None
         }
+        Event::Recovery {
+            room,
+            recovered: true,
+            missed,
+            ..
+        } => {
+            eprintln!("recovered {missed} messages in {room}");
+            None
+        }
+        Event::Recovery { room, reason, .. } => {
+            let reason = reason.as_deref().unwrap_or("unknown");
+            eprintln!("{room}: could not recover ({reason}): messages may be missing");
+            None
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::socket::{reframe, WsFramed};
 use crate::config::ClientConfig;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::ws::FrameCodec;
 
 /// An awc client whose connector has no connection limit (awc's default pool allows 100
@@ -150,4 +150,33 @@ pub(super) fn handshake(
             )),
         }
     }
+}
+
+/// Check a WebSocket URL without connecting: it must parse, have a host, and use `ws://` (or
+/// `wss://`, with the `rustls` feature).
+pub fn validate_url(url: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: awc::http::Uri = url
+        .parse()
+        .map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        #[cfg(feature = "rustls")]
+        Some("wss") => {}
+        #[cfg(not(feature = "rustls"))]
+        Some("wss") => {
+            return Err(bad(
+                "wss:// needs TLS: build actix-ws-manager with its `rustls` feature",
+            ))
+        }
+        Some(other) => return Err(bad(&format!("scheme {other:?} is not ws:// or wss://"))),
+        None => return Err(bad("no scheme; expected ws://host:port/path")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(())
 }

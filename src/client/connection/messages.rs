@@ -13,7 +13,9 @@ use super::writer::WriterDone;
 use super::Connection;
 use crate::client::outbox::{Origin, OutFrame};
 use crate::config::PingMode;
+use crate::envelope::{Head, WireMessage};
 use crate::error::Error;
+use crate::protocol::Join;
 
 /// Sent by the supervisor when a socket should be opened (first connection, or after the
 /// backoff delay). Ignored while a socket is open or being opened.
@@ -113,6 +115,10 @@ impl Handler<OnConnect> for Connection {
             OnConnect::Remove { text, then } => {
                 if self.on_connect_set.remove(&text) {
                     self.on_connect.retain(|t| *t != text);
+                    // A room no longer joined has no position to rejoin from.
+                    if let Some(room) = joined_room(&text) {
+                        self.streams.borrow_mut().forget(&room);
+                    }
                 }
                 if let (true, Some(then)) = (open, then) {
                     outbox.push_replay(then)?;
@@ -121,6 +127,12 @@ impl Handler<OnConnect> for Connection {
         }
         Ok(())
     }
+}
+
+/// The room of a `join` frame; `None` for any other frame.
+fn joined_room(text: &str) -> Option<String> {
+    let head = Head::parse(text).ok()?;
+    (head.kind == Join::TYPE).then(|| head.room.map(String::from))?
 }
 
 /// Sent by the heartbeat: a ping on socket `gen`, through the control path.

@@ -60,7 +60,8 @@ use super::gate::{Gated, ReadGate};
 use super::heartbeat::{Heartbeat, PongReceived, Watch};
 use super::outbox::SharedOutbox;
 use super::reconnect::{ConnectFailed, Established, Lost, ReconnectSupervisor};
-use super::router::{Incoming, Router};
+use super::recovery::rejoin_frames;
+use super::router::{Incoming, Router, SharedStreams};
 use super::state::ClientShared;
 use crate::config::ClientConfig;
 use crate::ws::{close, Assembler, Event, Fault};
@@ -68,6 +69,7 @@ use socket::{SocketItem, WsFramed};
 use writer::{control_channel, write_loop, ControlReceiver};
 
 pub(crate) use super::outbox::OutFrame;
+pub use dial::validate_url;
 pub(crate) use messages::{CloseSocket, Dial, OnConnect, PeerDead, SendFrame, SendPing, Stop};
 pub(crate) use writer::CONTROL_QUEUE;
 
@@ -111,6 +113,8 @@ pub(crate) struct Connection {
     awc: Option<awc::Client>,
     /// Closed while the Router or the control path is behind: the socket is not read then.
     gate: Rc<ReadGate>,
+    /// The rooms' stream positions, kept by the Router: a rejoin starts from them.
+    streams: SharedStreams,
 }
 
 impl Connection {
@@ -121,6 +125,7 @@ impl Connection {
         router: Addr<Router>,
         outbox: SharedOutbox,
         gate: Rc<ReadGate>,
+        streams: SharedStreams,
     ) -> Self {
         let assembler = Assembler::new(config.max_message_size);
         let awc = dial::own_awc_client(&config);
@@ -141,6 +146,7 @@ impl Connection {
             assembler,
             awc,
             gate,
+            streams,
         }
     }
 
@@ -196,9 +202,8 @@ impl Connection {
         let (control, control_rx) = control_channel(CONTROL_QUEUE);
         self.gate.control_reset(gen);
         let wake = Rc::new(Notify::new());
-        self.outbox
-            .borrow_mut()
-            .attach(gen, &self.on_connect, wake.clone());
+        let frames = rejoin_frames(&self.on_connect, &self.streams.borrow());
+        self.outbox.borrow_mut().attach(gen, &frames, wake.clone());
         let writer = actix_rt::spawn(write_loop(
             sink,
             self.outbox.clone(),

@@ -31,7 +31,7 @@ pub(crate) struct Figure {
 
 /// The manager's counters, in the order they are exported.
 #[rustfmt::skip]
-pub(crate) const FIGURES: [Figure; 9] = [
+pub(crate) const FIGURES: [Figure; 12] = [
     Figure { name: "wsm_client_messages_in", help: "Messages received",
         doc: "messages received",
         of_connection: Some(|s| s.messages_in), total: |m| &mut m.messages_in },
@@ -59,6 +59,18 @@ pub(crate) const FIGURES: [Figure; 9] = [
         help: "Times a connection paused reading because a backpressure subscriber or its router was behind",
         doc: "times a connection paused reading because a backpressure subscriber or its router was behind",
         of_connection: Some(|s| s.read_pauses), total: |m| &mut m.read_pauses },
+    Figure { name: "wsm_client_recovered",
+        help: "Recoveries of missed room messages that brought them all (rejoins, gap fills)",
+        doc: "recoveries of missed room messages that brought them all (rejoins, gap fills)",
+        of_connection: Some(|s| s.recovered), total: |m| &mut m.recovered },
+    Figure { name: "wsm_client_unrecoverable",
+        help: "Recoveries of missed room messages that could not bring them all",
+        doc: "recoveries of missed room messages that could not bring them all",
+        of_connection: Some(|s| s.unrecoverable), total: |m| &mut m.unrecoverable },
+    Figure { name: "wsm_client_duplicates",
+        help: "Room messages dropped as already delivered (same offset)",
+        doc: "room messages dropped as already delivered (same offset)",
+        of_connection: Some(|s| s.duplicates), total: |m| &mut m.duplicates },
     Figure { name: "wsm_client_failed_connections",
         help: "Connections that reached Failed and were forgotten",
         doc: "connections that reached `Failed` and were forgotten",

@@ -68,6 +68,13 @@ pub struct ManagerStats {
     /// [`Overflow::Backpressure`](crate::client::Overflow::Backpressure) subscriber, or the Router),
     /// all connections.
     pub read_pauses: u64,
+    /// Recoveries of missed room messages that brought them all (rejoins from a position, gaps
+    /// filled), all connections.
+    pub recovered: u64,
+    /// Recoveries of missed room messages that could not bring them all, all connections.
+    pub unrecoverable: u64,
+    /// Room messages dropped as already delivered, all connections.
+    pub duplicates: u64,
     /// What the client side of this process keeps alive (clients, actors, subscriptions),
     /// process-wide: see [`census`](crate::client::census).
     pub live: crate::client::Census,

@@ -8,13 +8,15 @@
 //!   replies, the application heartbeat, typed, raw, binary);
 //! - `typed`: typed subscriber groups and the subscribe messages;
 //! - `requests`: pending requests and their replies, timeouts and failures;
+//! - `recovery`: room stream positions, duplicates dropped and gaps filled from the history;
 //! - `sink`: where a subscription delivers, its overflow policy and byte budget.
 
+mod recovery;
 mod requests;
 pub(crate) mod sink;
 mod typed;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,8 +32,9 @@ use super::outbox::SharedOutbox;
 use super::state::{ClientShared, ConnectionState, Event, MessageError, MessageErrorKind};
 use crate::envelope::{Envelope, Head, WireMessage};
 use crate::error::Error;
+pub(crate) use recovery::{shared_streams, SharedStreams};
 use requests::PendingRequest;
-pub(crate) use requests::RegisterRequest;
+pub(crate) use requests::{RegisterRequest, RequestFrame};
 pub use sink::Overflow;
 pub(crate) use sink::Sink;
 use sink::{fan_out, Budget, Receipt, Wait};
@@ -53,6 +56,9 @@ pub struct Inbound<T> {
     pub from: Option<String>,
     /// The envelope `timestamp`, if any.
     pub timestamp: Option<String>,
+    /// A room message's offset in its room's stream, when the server keeps the room's history
+    /// (see [`recovery`](crate::client::recovery)).
+    pub offset: Option<u64>,
     /// The decoded payload.
     pub data: T,
     /// Counts this message against its subscription's byte budget until it is dropped or taken
@@ -92,6 +98,11 @@ pub(crate) struct Router {
     /// Each subscription's byte budget
     /// ([`ClientConfig::subscriber_bytes`](crate::config::ClientConfig::subscriber_bytes)).
     subscriber_bytes: usize,
+    /// The stream position of each room with history (shared with the Connection, which
+    /// rejoins from them).
+    streams: SharedStreams,
+    /// Room messages released together (a gap filled), delivered one at a time in order.
+    ready: VecDeque<ByteString>,
 }
 
 impl Router {
@@ -103,6 +114,7 @@ impl Router {
         outbox: SharedOutbox,
         gate: Rc<ReadGate>,
         subscriber_bytes: usize,
+        streams: SharedStreams,
     ) -> Self {
         Self {
             _live: Counted::new(CensusEntry::Actor),
@@ -120,6 +132,8 @@ impl Router {
             gate,
             waits: Vec::new(),
             subscriber_bytes,
+            streams,
+            ready: VecDeque::new(),
         }
     }
 
@@ -215,11 +229,17 @@ impl Router {
             }
         };
         // Every stage runs (`|`, not `||`): a reply can also go to typed and raw subscribers.
-        let taken = verbatim
-            | self.answer_request(&head, ctx)
-            | self.deliver_app_pong(&head)
-            | self.deliver_typed(&head, text.len())
-            | self.deliver_raw(&head, text.len());
+        let taken = verbatim | self.answer_request(&head, ctx) | self.deliver_app_pong(&head);
+        // A room message out of order is held or dropped here, or queued with others.
+        if !self.track_position(&head, text, ctx) {
+            self.deliver_subscribed(&head, text.len(), taken);
+        }
+    }
+
+    /// Deliver a parsed message to the typed and raw subscribers; when they and the earlier
+    /// stages (`taken`) all passed it by, it is an unknown type.
+    fn deliver_subscribed(&mut self, head: &Head<'_>, bytes: usize, taken: bool) {
+        let taken = taken | self.deliver_typed(head, bytes) | self.deliver_raw(head, bytes);
         if !taken {
             let kind = head.kind.to_string();
             self.message_error(
@@ -230,11 +250,14 @@ impl Router {
         }
     }
 
-    /// Whether anything besides verbatim text subscribers looks at text messages.
+    /// Whether anything besides verbatim text subscribers looks at text messages (event
+    /// subscribers do: recoveries are reported to them).
     fn needs_head(&self) -> bool {
         !(self.typed.is_empty()
             && self.raw.is_empty()
             && self.pending.is_empty()
+            && self.events.is_empty()
+            && self.streams.borrow().is_empty()
             && self.app_heartbeat.is_none())
     }
 
@@ -251,6 +274,7 @@ impl Router {
             room: None,
             from: None,
             timestamp: None,
+            offset: None,
             data: text.clone(),
             _receipt: receipt,
         });
@@ -285,6 +309,7 @@ impl Router {
             room: env.room.clone(),
             from: env.from.clone(),
             timestamp: env.timestamp.clone(),
+            offset: head.offset,
             data: env.clone(),
             _receipt: receipt,
         });
@@ -353,6 +378,7 @@ impl Router {
                 room: None,
                 from: None,
                 timestamp: None,
+                offset: None,
                 data: bytes.clone(),
                 _receipt: receipt,
             }
@@ -375,6 +401,8 @@ impl Handler<PublishState> for Router {
         tracing::debug!(connection = %self.shared.name, ?state, "state changed");
         match &state {
             ConnectionState::Disconnected { code, reason } => {
+                // Before the fills' requests fail: their answers are then stale.
+                self.streams.borrow_mut().disconnected();
                 let code = *code;
                 self.fail_pending(ctx, || Error::ConnectionLost {
                     code,

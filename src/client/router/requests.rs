@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::Router;
 use crate::client::outbox::{Origin, OutFrame};
+use crate::client::recovery::HistoryQuery;
 use crate::envelope::{Envelope, Head, Outgoing, WireMessage};
 use crate::error::Error;
 
@@ -82,23 +83,56 @@ fn reply_result(head: &Head<'_>) -> Result<Envelope, Error> {
 #[derive(Message)]
 #[rtype(result = "Result<oneshot::Receiver<Result<Envelope, Error>>, Error>")]
 pub(crate) struct RegisterRequest {
-    pub(crate) out: Outgoing,
+    pub(crate) out: RequestFrame,
     pub(crate) timeout: Duration,
 }
 
+/// What a request sends, once its `id` is known.
+pub(crate) enum RequestFrame {
+    /// An envelope (its `id` is replaced).
+    Envelope(Outgoing),
+    /// A `history` request (it carries `since` and `limit`, which envelopes do not).
+    History(HistoryQuery),
+}
+
+impl RequestFrame {
+    fn encode(self, id: u64) -> OutFrame {
+        OutFrame::Text(match self {
+            RequestFrame::Envelope(out) => out.id(id).encode(),
+            RequestFrame::History(query) => query.encode(id),
+        })
+    }
+}
+
+/// The receiving end of a registered request: its reply, or why there is none.
+pub(crate) type ReplyReceiver = oneshot::Receiver<Result<Envelope, Error>>;
+
 /// Handler for [`RegisterRequest`].
 impl Handler<RegisterRequest> for Router {
-    type Result = Result<oneshot::Receiver<Result<Envelope, Error>>, Error>;
+    type Result = Result<ReplyReceiver, Error>;
     fn handle(&mut self, msg: RegisterRequest, ctx: &mut Context<Self>) -> Self::Result {
+        self.register_request(msg.out, msg.timeout, ctx)
+    }
+}
+
+impl Router {
+    /// Give the request an `id`, put its frame in the outbox and keep it pending (the user's
+    /// requests, and the Router's own `history` requests that fill a gap).
+    pub(super) fn register_request(
+        &mut self,
+        out: RequestFrame,
+        timeout: Duration,
+        ctx: &mut Context<Self>,
+    ) -> Result<ReplyReceiver, Error> {
         if self.pending.len() >= self.prune_pending_at {
             self.forget_abandoned(ctx);
         }
         let id = self.next_id;
-        let frame = OutFrame::Text(msg.out.id(id).encode());
-        self.outbox.borrow_mut().push(frame, Origin::Request(id))?;
+        self.outbox
+            .borrow_mut()
+            .push(out.encode(id), Origin::Request(id))?;
         self.next_id += 1;
         let (tx, rx) = oneshot::channel();
-        let timeout = msg.timeout;
         let timer = ctx.run_later(timeout, move |act, _| {
             if let Some(p) = act.pending.remove(&id) {
                 // Still waiting in the outbox? Then it never goes out.

@@ -63,6 +63,7 @@ impl<T: WireMessage + Clone> TypedGroup for Group<T> {
                 room: room.clone(),
                 from: from.clone(),
                 timestamp: timestamp.clone(),
+                offset: head.offset,
                 data: data.clone(),
                 _receipt: receipt,
             }
