@@ -262,7 +262,10 @@ impl Rooms {
 
     /// [`start`](Self::start) as one node of several, joined by `backplane` (for example a
     /// [`RedisBackplane`](backplane::RedisBackplane)): members on every node receive what is
-    /// published on any node. Session names then carry the node id.
+    /// published on any node. Session names then carry the node id. With room history on
+    /// ([`ServerConfig::history`]) the backplane keeps it for every node when it can
+    /// ([`Backplane::keep_history`](backplane::Backplane::keep_history): Redis does), so a
+    /// client recovers on any node; otherwise history is off.
     pub fn start_with_backplane(
         config: ServerConfig,
         backplane: impl backplane::Backplane,

@@ -4,9 +4,11 @@
 //! local members there. Every publish is sent once as `<node id> <incarnation> <seq>\n<frame>`:
 //! the frame is the message exactly as members receive it, so a receiving node fans the same
 //! bytes out without decoding them; it drops what carries its own node id (its members had it
-//! already), and what is not newer than the last message it passed on from that node's
-//! incarnation (a random id per start) by sequence number. A header of only `<node id>` (as
-//! older versions send) is accepted, without the order check.
+//! already; not with room history, below), and what is not newer than the last message it
+//! passed on from that node's incarnation (a random id per start) by sequence number. A header
+//! of only `<node id>` (as older versions send) is accepted, without the order check. With
+//! room history the header ends with the publication's offset (`<node id> <incarnation> <seq>
+//! <offset>`).
 //!
 //! Two connections to Redis, both on the backplane's own thread (`wsm-redis`), so that the
 //! socket is read however busy the hub is:
