@@ -1,5 +1,5 @@
 //! The client's recovery against the real rooms server (`TestServer`, room history on), through
-//! the test kit's `FaultProxy`: a member cut off while others publish gets every publication
+//! the test kit's `FaultProxy`: a member cut off (blackhole, then reset) while others publish gets every publication
 //! once, in order, when it rejoins; a member whose session queue dropped messages under
 //! `DropNewest` gets them through the gap fill; more missed than a rejoin replays are read from
 //! the history; a restart is told `epoch_changed`; a publisher that keeps going during the
@@ -104,14 +104,20 @@ async fn a_member_cut_off_gets_every_publication_once_in_order_after_it_rejoins(
         (1..=10).collect::<Vec<_>>()
     );
 
-    proxy.refuse(true);
-    proxy.reset();
+    // Cut off: the link goes silent while 80 are published (the server's writes vanish), then
+    // it is reset; reconnecting is refused until the proxy passes traffic again.
+    proxy.blackhole();
     for n in 11..=90u64 {
         rooms
             .publish_json("r", &json!({ "n": n }))
             .await
             .expect("publish");
     }
+    proxy.refuse(true);
+    proxy.reset();
+    // The old connection is gone before traffic passes again (nothing of 11..=90 reaches it).
+    common::wait_state(&mut events, "reconnecting", common::client::is_reconnecting).await;
+    proxy.pass();
     proxy.refuse(false);
     assert_eq!(
         numbers_until(&mut messages, 90).await,

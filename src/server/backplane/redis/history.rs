@@ -42,8 +42,29 @@ end
 "#;
 
 /// KEYS: meta, stream. ARGV: channel, header, open frame, size, ttl (ms), epoch seed.
+///
+/// One publisher's order is kept here, atomically with the offset: the meta hash remembers,
+/// per publishing node (`p:<node>`), its incarnation and the last sequence number it took; a
+/// publish that is not newer (the late tail of a connection the node gave up, run by Redis after
+/// what the node's new connection sent) is refused (answer -1) before it gets an offset, so it
+/// reaches no node and no stream, where a later gap fill would hand it out of its publisher's
+/// order.
 const PUBLISH_BODY: &str = r#"
+local node, inc, seq = string.match(ARGV[2], '^(%S+) (%S+) (%d+)$')
+if node then
+  local field = 'p:' .. node
+  local last = redis.call('HGET', KEYS[1], field)
+  if last then
+    local last_inc, last_seq = string.match(last, '^(%S+) (%d+)$')
+    if last_inc == inc and tonumber(seq) <= tonumber(last_seq) then
+      return -1
+    end
+  end
+end
 local epoch = position(KEYS[1], KEYS[2], ARGV[5], ARGV[6])
+if node then
+  redis.call('HSET', KEYS[1], 'p:' .. node, inc .. ' ' .. seq)
+end
 local n = string.format('%d', redis.call('HINCRBY', KEYS[1], 'offset', 1))
 local frame = ARGV[3] .. ',"offset":' .. n .. ',"epoch":"' .. epoch .. '"}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], n .. '-0', 'd', frame)
@@ -237,5 +258,81 @@ mod tests {
         assert_eq!(read.publications.len(), 2);
         assert!(parse_read(Reply::Array(vec![bulk("e1"), bulk("x"), bulk("0")])).is_err());
         assert!(parse_read(Reply::Int(3)).is_err());
+    }
+
+    /// A real `redis-server` on a free port, stopped when dropped (`.ci/run` installs it).
+    struct LocalRedis(std::process::Child, u16);
+
+    impl LocalRedis {
+        fn start() -> LocalRedis {
+            use std::io::{BufRead, BufReader};
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("redis-server (apt-get install redis-server; .ci/run does)");
+            let stdout = child.stdout.take().expect("its stdout");
+            // Bounded: redis-server prints a few dozen lines before it is ready.
+            let ready = BufReader::new(stdout)
+                .lines()
+                .take(200)
+                .map_while(Result::ok)
+                .any(|l| l.contains("Ready to accept connections"));
+            assert!(ready, "redis-server did not get ready on port {port}");
+            LocalRedis(child, port)
+        }
+    }
+
+    impl Drop for LocalRedis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// One publisher's order is kept in Redis: a publish of a node's incarnation that is not
+    /// newer than the last one taken (the late tail of a connection the node gave up) is refused
+    /// before it gets an offset, and reaches neither the stream nor the channel; a new
+    /// incarnation (a restart) starts afresh.
+    #[test]
+    fn a_late_publish_is_refused_before_it_gets_an_offset() {
+        let redis = LocalRedis::start();
+        let client =
+            ::redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).expect("a Redis URL");
+        let mut conn = client.get_connection().expect("a connection");
+        let script = publish_script();
+        let mut publish = |header: &str, n: u32| -> i64 {
+            ::redis::cmd("EVAL")
+                .arg(&script)
+                .arg(2)
+                .arg("p{r}:meta")
+                .arg("p{r}:stream")
+                .arg("p:r")
+                .arg(header)
+                .arg(format!(r#"{{"type":"message","data":{n}"#))
+                .arg(100)
+                .arg(60_000)
+                .arg("seed")
+                .query(&mut conn)
+                .expect("the publish script runs")
+        };
+        assert_eq!(publish("a inc1 1", 1), 1);
+        assert_eq!(publish("a inc1 2", 2), 2);
+        assert_eq!(publish("b x 1", 3), 3, "another node has its own order");
+        assert_eq!(publish("a inc1 2", 4), -1, "a repeat");
+        assert_eq!(publish("a inc1 1", 5), -1, "a late tail");
+        assert_eq!(publish("a inc1 3", 6), 4);
+        assert_eq!(publish("a inc2 1", 7), 5, "a restarted node");
+        let mut conn = client.get_connection().expect("a connection");
+        let len: u64 = ::redis::cmd("XLEN")
+            .arg("p{r}:stream")
+            .query(&mut conn)
+            .expect("XLEN");
+        assert_eq!(len, 5, "refused publishes are not in the stream");
     }
 }
