@@ -352,42 +352,52 @@ impl Hub {
         }
         let reached = self.fan_out(&msg.room, &text, None);
         if remote {
-            let reply = msg.reply_to.and_then(|(session, id)| {
-                match self.members.get(&session).map(|m| &m.sink) {
-                    Some(MemberSink::Session { queue, .. }) => Some((queue.clone(), id)),
-                    _ => None,
-                }
-            });
-            let counters = self.counters.clone();
-            let room = msg.room.clone();
-            self.backplane.publish(
-                &msg.room,
-                &text,
-                Some(Box::new(move |result| {
-                    let frame = match result {
-                        Ok(()) => reply.as_ref().map(|(_, id)| {
-                            let ack = EnvelopeParts {
-                                kind: protocol::Ack::TYPE,
-                                id: Some(*id),
-                                ..EnvelopeParts::default()
-                            };
-                            Outbound::Text(ack.encode())
-                        }),
-                        Err(e) => {
-                            counters.backplane_publish_errors.bump();
-                            tracing::warn!(%room, "publish not sent to other nodes: {e}");
-                            reply
-                                .as_ref()
-                                .map(|(_, id)| backplane_error(*id, &e, false))
-                        }
-                    };
-                    if let (Some(frame), Some((queue, _))) = (frame, reply.as_ref()) {
-                        offer_reply(queue, frame, &counters);
-                    }
-                })),
-            );
+            self.publish_to_backplane(msg, &text, false);
         }
         reached
+    }
+
+    /// Hand `frame` of `msg` to the backplane, and answer its publisher (when it gave an `id`)
+    /// once the backplane says whether it took it: `ack`, or `backplane_unavailable`. `shared`:
+    /// the backplane keeps the room's history and delivers to this node's members too, so a
+    /// publish it refused reached nobody.
+    fn publish_to_backplane(&mut self, msg: &Publish, frame: &ByteString, shared: bool) {
+        let reply = msg.reply_to.and_then(|(session, id)| {
+            match self.members.get(&session).map(|m| &m.sink) {
+                Some(MemberSink::Session { queue, .. }) => Some((queue.clone(), id)),
+                _ => None,
+            }
+        });
+        let counters = self.counters.clone();
+        let room = msg.room.clone();
+        let answer = move |result: Result<(), String>| {
+            let frame = match result {
+                Ok(()) => reply.as_ref().map(|(_, id)| {
+                    let ack = EnvelopeParts {
+                        kind: protocol::Ack::TYPE,
+                        id: Some(*id),
+                        ..EnvelopeParts::default()
+                    };
+                    Outbound::Text(ack.encode())
+                }),
+                Err(e) => {
+                    counters.backplane_publish_errors.bump();
+                    if shared {
+                        tracing::warn!(%room, "publish not taken by the backplane, delivered to nobody: {e}");
+                    } else {
+                        tracing::warn!(%room, "publish not sent to other nodes: {e}");
+                    }
+                    reply
+                        .as_ref()
+                        .map(|(_, id)| backplane_error(*id, &e, shared))
+                }
+            };
+            if let (Some(frame), Some((queue, _))) = (frame, reply.as_ref()) {
+                offer_reply(queue, frame, &counters);
+            }
+        };
+        self.backplane
+            .publish(&msg.room, frame, Some(Box::new(answer)));
     }
 
     /// Offer `text` (at `offset` of the room's stream, when the backplane keeps it) to every

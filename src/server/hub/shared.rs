@@ -22,7 +22,7 @@ use actix::WeakAddr;
 use bytestring::ByteString;
 
 use super::history::{error, history_reply, JoinedData};
-use super::{backplane_error, joined, offer_reply, Hub, MemberSink};
+use super::{joined, offer_reply, Hub, MemberSink};
 use crate::config::HistoryConfig;
 use crate::envelope::{EnvelopeParts, WireMessage};
 use crate::protocol::{self, codes};
@@ -30,7 +30,6 @@ use crate::server::backplane::{StreamQuery, StreamRead};
 use crate::server::command::{JoinReply, Publish, SessionId};
 use crate::server::counters::Counters;
 use crate::server::history::{Position, Read, Unrecovered};
-use crate::server::outbox::Outbound;
 
 /// What the hub holds for the members of one room that are recovering.
 pub(super) type Recovering = HashMap<Arc<str>, HashMap<SessionId, Held>>;
@@ -166,38 +165,7 @@ impl Hub {
         .encode();
         // Without its closing `}`: the backplane appends the position.
         let open = ByteString::from(text.strip_suffix('}').unwrap_or(&text));
-        let reply = msg.reply_to.and_then(|(session, id)| {
-            match self.members.get(&session).map(|m| &m.sink) {
-                Some(MemberSink::Session { queue, .. }) => Some((queue.clone(), id)),
-                _ => None,
-            }
-        });
-        let counters = self.counters.clone();
-        let room = msg.room.clone();
-        self.backplane.publish(
-            &msg.room,
-            &open,
-            Some(Box::new(move |result| {
-                let frame = match result {
-                    Ok(()) => reply.as_ref().map(|(_, id)| {
-                        let ack = EnvelopeParts {
-                            kind: protocol::Ack::TYPE,
-                            id: Some(*id),
-                            ..EnvelopeParts::default()
-                        };
-                        Outbound::Text(ack.encode())
-                    }),
-                    Err(e) => {
-                        counters.backplane_publish_errors.bump();
-                        tracing::warn!(%room, "publish not taken by the backplane, delivered to nobody: {e}");
-                        reply.as_ref().map(|(_, id)| backplane_error(*id, &e, true))
-                    }
-                };
-                if let (Some(frame), Some((queue, _))) = (frame, reply.as_ref()) {
-                    offer_reply(queue, frame, &counters);
-                }
-            })),
-        );
+        self.publish_to_backplane(msg, &open, true);
         self.rooms.get(&msg.room).map_or(0, |set| set.len())
     }
 
