@@ -26,8 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use actix::prelude::*;
-use actix::WeakAddr;
+use actix::{prelude::*, WeakAddr};
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
