@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use actix_ws_manager::client::{self, Event, Inbound};
+use actix_ws_manager::client::{self, Inbound};
 use actix_ws_manager::config::{HistoryConfig, ServerConfig};
 use actix_ws_manager::protocol::{Joined, RoomMessage};
 use actix_ws_manager::testkit::{next_matching, TestServer};
@@ -118,18 +118,7 @@ async fn the_client_recovers_on_another_node_by_itself() {
         "every publication once, in order, across the node change"
     );
     publisher.await.expect("publisher");
-    let mut recoveries = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        if let Event::Recovery {
-            recovered,
-            missed,
-            reason,
-            ..
-        } = e
-        {
-            recoveries.push((recovered, missed, reason));
-        }
-    }
+    let recoveries = common::client::recoveries(&mut events);
     eprintln!("recoveries (recovered, missed, reason): {recoveries:?}");
     assert!(!recoveries.is_empty(), "the rejoin recovered");
     assert!(recoveries.iter().all(|r| r.0), "{recoveries:?}");

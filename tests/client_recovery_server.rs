@@ -14,6 +14,7 @@ use actix_ws_manager::client::{self, Client, Event, Inbound};
 use actix_ws_manager::config::{HistoryConfig, ServerConfig, SlowConsumerPolicy};
 use actix_ws_manager::protocol::{Joined, RoomMessage};
 use actix_ws_manager::testkit::{next_matching, FaultProxy, TestServer};
+use common::client::recoveries;
 use common::{client_test_config, WAIT};
 use serde_json::json;
 use tokio::sync::mpsc::Receiver;
@@ -69,22 +70,6 @@ async fn numbers_until(rx: &mut Receiver<Inbound<RoomMessage>>, last: u64) -> Ve
         "got only {got:?}"
     );
     got
-}
-
-fn recoveries(events: &mut Receiver<Event>) -> Vec<(bool, u64, Option<String>)> {
-    let mut out = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        if let Event::Recovery {
-            recovered,
-            missed,
-            reason,
-            ..
-        } = e
-        {
-            out.push((recovered, missed, reason));
-        }
-    }
-    out
 }
 
 #[actix_rt::test]

@@ -77,3 +77,22 @@ pub async fn close_and_replay(client: &Client, states: &mut StateRecorder) -> Ve
         .expect("closed");
     seen(states)
 }
+
+/// The `Event::Recovery`s received so far: (recovered, missed, reason).
+pub fn recoveries(
+    events: &mut tokio::sync::mpsc::Receiver<actix_ws_manager::client::Event>,
+) -> Vec<(bool, u64, Option<String>)> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let actix_ws_manager::client::Event::Recovery {
+            recovered,
+            missed,
+            reason,
+            ..
+        } = e
+        {
+            out.push((recovered, missed, reason));
+        }
+    }
+    out
+}
