@@ -9,6 +9,7 @@
 //! | [`Publish`] with `room` and `data` | every member gets [`RoomMessage`] (with `from`, `timestamp`, and with history its `offset` and `epoch`); with an `id`, the sender also gets [`Ack`] |
 //! | [`Echo`] | [`Echo`] with the same `data` and `id` |
 //! | [`Ping`] | [`Pong`] |
+//! | [`Refresh`] with a new token (after [`TokenExpiring`]) | [`Refreshed`], or [`ErrorReply`] `bad_token` |
 //! | anything malformed or unknown | [`ErrorReply`] (`type` `"error"`); the session stays open |
 //!
 //! On connect the server sends [`Welcome`]. Room names travel in the envelope's `room` field, not
@@ -150,6 +151,39 @@ impl WireMessage for Pong {
     const TYPE: &'static str = "pong";
 }
 
+/// `{"type":"token_expiring","data":{"in_ms":N}}`: the session's token (JWT authentication)
+/// expires in `in_ms` milliseconds; answer with [`Refresh`] before then, or the server closes
+/// with 4001 ([`close::TOKEN_EXPIRED`](crate::ws::close::TOKEN_EXPIRED)). Sent 30 s before `exp`,
+/// or at half the remaining life of a token that had less than a minute left when it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenExpiring {
+    /// Milliseconds until the token's `exp`.
+    pub in_ms: u64,
+}
+impl WireMessage for TokenExpiring {
+    const TYPE: &'static str = "token_expiring";
+}
+
+/// `{"type":"refresh","id":N,"data":{"token":T}}`: a new token for the same `sub`, so that the
+/// session outlives its current token's `exp`; answered with [`Refreshed`] or an
+/// [`ErrorReply`] with [`codes::BAD_TOKEN`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refresh {
+    /// The new token (a JWT).
+    pub token: String,
+}
+impl WireMessage for Refresh {
+    const TYPE: &'static str = "refresh";
+}
+
+/// `{"type":"refreshed","id":N}`: the server took the token of the [`Refresh`] with `id` N; the
+/// session now expires at that token's `exp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refreshed;
+impl WireMessage for Refreshed {
+    const TYPE: &'static str = "refreshed";
+}
+
 /// `{"type":"error","id":N?,"data":{"code":C,"message":M}}`: the server could not act on a
 /// message. The session stays open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,13 +230,17 @@ pub mod codes {
     pub const HISTORY_OFF: &str = "history_off";
     /// A `since` that is not `{"offset":O,"epoch":"X"}` (a u64 and a string).
     pub const BAD_POSITION: &str = "bad_position";
+    /// A `refresh` whose token does not verify (signature, algorithm, audience, issuer, expiry),
+    /// names another `sub` than the session's, or came to a server that uses no tokens. The
+    /// session keeps its current token (and its expiry).
+    pub const BAD_TOKEN: &str = "bad_token";
 }
 
 /// The protocol's own message types, which a publish may not use as its `event` (members could
 /// not tell a broadcast from a protocol message).
-pub const RESERVED_TYPES: [&str; 13] = [
+pub const RESERVED_TYPES: [&str; 16] = [
     "welcome", "join", "joined", "leave", "left", "publish", "message", "ack", "echo", "ping",
-    "pong", "error", "history",
+    "pong", "error", "history", "token_expiring", "refresh", "refreshed",
 ];
 
 /// Whether `byte` may appear in a room or event name: `A-Z a-z 0-9 _ . : -`, so that names

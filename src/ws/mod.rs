@@ -51,6 +51,10 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// Try again later: a slow consumer whose queue overflowed.
     pub const TRY_AGAIN: u16 = 1013;
+    /// The session's token expired without a `refresh` (JWT authentication): an application
+    /// code, reason `token expired`. This crate's client fetches a new token from its token
+    /// provider and reconnects at once.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 
     /// Whether `code` may be sent in a Close frame, or accepted in one from a peer: 1000-1003,
     /// 1007-1014 and 3000-4999. 1004, 1005, 1006 and 1015 are reserved for reporting and must
