@@ -20,7 +20,7 @@ use actix_http::body::MessageBody;
 use actix_ws_manager::config::{HistoryConfig, SlowConsumerPolicy};
 use actix_ws_manager::server::backplane::InProcess;
 use actix_ws_manager::server::bench_internals::{
-    outbox, Command, Counters, Evict, Hub, HubSender, OutboxBody, Publish,
+    outbox, Command, Counters, Evict, Hub, HubSender, OutboxBody, Publish, Publisher,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
@@ -110,7 +110,10 @@ async fn publish(
 ) -> Duration {
     let data = RawValue::from_string(r#"{"text":"hello, room","seq":1}"#.to_owned()).ok();
     let room: Arc<str> = Arc::from("lobby");
-    let from: Arc<str> = Arc::from("s-0");
+    let from = Arc::new(Publisher {
+        from: "s-0".into(),
+        session: None,
+    });
     let start = Instant::now();
     for _ in 0..iters {
         let (tell, reached) = tokio::sync::oneshot::channel();

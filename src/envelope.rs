@@ -281,8 +281,10 @@ pub(crate) struct EnvelopeParts<'a> {
     pub(crate) id: Option<u64>,
     /// `room`.
     pub(crate) room: Option<&'a str>,
-    /// `from`: the publishing session's name.
+    /// `from`: who published (an identity, or the session's name).
     pub(crate) from: Option<&'a str>,
+    /// `session`: the publishing session's name, when `from` is an identity.
+    pub(crate) session: Option<&'a str>,
     /// `event`.
     pub(crate) event: Option<&'a str>,
     /// `data`, as raw JSON written as it is.
@@ -303,6 +305,7 @@ impl EnvelopeParts<'_> {
             id,
             room,
             from,
+            session,
             event,
             data,
             timestamp,
@@ -313,6 +316,7 @@ impl EnvelopeParts<'_> {
             32 + kind.len()
                 + room.map_or(0, str::len)
                 + from.map_or(0, str::len)
+                + session.map_or(0, |s| s.len() + 12)
                 + event.map_or(0, str::len)
                 + data.map_or(0, |d| d.get().len())
                 + timestamp.map_or(0, str::len)
@@ -324,7 +328,13 @@ impl EnvelopeParts<'_> {
             out.push_str(",\"id\":");
             out.push_str(&id.to_string());
         }
-        for (name, value) in [("room", room), ("from", from), ("event", event)] {
+        let fields = [
+            ("room", room),
+            ("from", from),
+            ("session", session),
+            ("event", event),
+        ];
+        for (name, value) in fields {
             if let Some(value) = value {
                 out.push_str(",\"");
                 out.push_str(name);

@@ -79,6 +79,10 @@
 //! | `wsm_server_recovery_too_old_total` | counter | the same, reason `too_old` |
 //! | `wsm_server_recovery_too_many_total` | counter | the same, reason `too_many` |
 //! | `wsm_server_recovery_unavailable_total` | counter | the same, reason `unavailable` |
+//! | `wsm_server_auth_refusals_total` | counter | upgrades refused with HTTP 401 for their token (JWT authentication), by `reason` label: `missing`, `malformed`, `algorithm`, `unknown_key`, `signature`, `expired`, `not_yet_valid`, `audience`, `issuer`, `claims` |
+//! | `wsm_server_token_refreshes_total` | counter | `refresh` messages answered `refreshed` |
+//! | `wsm_server_token_refresh_failures_total` | counter | `refresh` messages answered with the error `bad_token` |
+//! | `wsm_server_token_expiry_closes_total` | counter | sessions closed with 4001 because their token reached `exp` without a refresh |
 //! | `wsm_server_hub_queue_high_water` | gauge | deepest the hub's command queue has been, in commands (at most `hub_queue`) |
 //!
 //! # Client metrics
@@ -215,6 +219,24 @@ pub(crate) fn labelled_gauge(
     for (value, n) in values {
         let labels = [(label, *value)];
         ConstGauge::new(*n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Write one counter with a value per label (`name_total{label="value"} n`).
+#[cfg(feature = "server")]
+pub(crate) fn labelled_counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) -> std::fmt::Result {
+    let counter = prometheus_client::metrics::MetricType::Counter;
+    let mut family = e.encode_descriptor(name, help, None, counter)?;
+    for (value, n) in values {
+        let labels = [(label, *value)];
+        ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -239,8 +239,22 @@ pub mod codes {
 /// The protocol's own message types, which a publish may not use as its `event` (members could
 /// not tell a broadcast from a protocol message).
 pub const RESERVED_TYPES: [&str; 16] = [
-    "welcome", "join", "joined", "leave", "left", "publish", "message", "ack", "echo", "ping",
-    "pong", "error", "history", "token_expiring", "refresh", "refreshed",
+    "welcome",
+    "join",
+    "joined",
+    "leave",
+    "left",
+    "publish",
+    "message",
+    "ack",
+    "echo",
+    "ping",
+    "pong",
+    "error",
+    "history",
+    "token_expiring",
+    "refresh",
+    "refreshed",
 ];
 
 /// Whether `byte` may appear in a room or event name: `A-Z a-z 0-9 _ . : -`, so that names

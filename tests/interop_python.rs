@@ -22,8 +22,10 @@ use bytes::Bytes;
 use common::{client_test_config, recv_within, spawn_wsm_serve, test_pki, wait_state, KillOnDrop};
 use common::{recv_until, WAIT};
 
-/// What `.ci/run` installs; the same spec here, so both make the same venv.
+/// What `.ci/run` installs; the same specs here, so both make the same venv: `websockets` for
+/// every script, PyJWT (with `cryptography`, for RS256) for `jwt_auth.py`.
 const WEBSOCKETS_SPEC: &str = "websockets>=12,<16";
+const PYJWT_SPEC: &str = "PyJWT[crypto]>=2.8,<3";
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,10 +46,14 @@ fn python() -> PathBuf {
     }
 }
 
-/// The `websockets` version `python` imports, or why it cannot.
+/// The `websockets` version `python` imports (with PyJWT and `cryptography` beside it), or why
+/// it cannot.
 fn websockets_version(python: &Path) -> Result<String, String> {
     let out = Command::new(python)
-        .args(["-c", "import websockets; print(websockets.__version__)"])
+        .args([
+            "-c",
+            "import websockets, jwt, cryptography; print(websockets.__version__)",
+        ])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if out.status.success() {
@@ -84,8 +90,8 @@ fn find_or_install_python() -> Result<PathBuf, String> {
         return match websockets_version(&python) {
             Ok(_) => Ok(python),
             Err(why) => Err(format!(
-                "WSM_TEST_PYTHON={} cannot import websockets: {why}\nFix: `{} -m pip install \
-                 '{WEBSOCKETS_SPEC}'`, or unset WSM_TEST_PYTHON to let the tests make a venv \
+                "WSM_TEST_PYTHON={} cannot import websockets and jwt: {why}\nFix: `{} -m pip \
+                 install '{WEBSOCKETS_SPEC}' '{PYJWT_SPEC}'`, or unset WSM_TEST_PYTHON to let the tests make a venv \
                  in target/py.",
                 python.display(),
                 python.display()
@@ -128,10 +134,11 @@ fn find_or_install_python() -> Result<PathBuf, String> {
         "--quiet",
         "--disable-pip-version-check",
         WEBSOCKETS_SPEC,
+        PYJWT_SPEC,
     ]))
     .map_err(|e| {
         format!(
-            "Installing {WEBSOCKETS_SPEC} into {} failed: {e}\nFix: let pip reach PyPI (or a \
+            "Installing {WEBSOCKETS_SPEC} and {PYJWT_SPEC} into {} failed: {e}\nFix: let pip reach PyPI (or a \
              mirror: PIP_INDEX_URL), then run the tests again (or `.ci/run`); or set \
              WSM_TEST_PYTHON to a Python that has `websockets` installed.",
             venv.display()
@@ -525,5 +532,82 @@ fn python_websockets_client_speaks_rooms_over_wss() {
         "tls_rooms_client.py",
         &[&url, &ca_arg],
         Duration::from_secs(60),
+    );
+}
+
+/// Python `websockets` + PyJWT against `wsm serve --jwt-secret-file` (and a second
+/// `--jwt-public-key-file` RS256 server): 401 with a one-line reason for no token, a bad
+/// signature, `alg: none`, an RS256 token, an expired one, one without `exp`, a non-bearer
+/// header and a bad query token; a valid token's `sub` as `welcome`'s identity and as `from`
+/// (with `session`); the `rooms` claim `chat.*` lets the session into `chat.general` and not
+/// `admin`; `token_expiring` for a 2-s token, `refresh` (`bad_token` for another sub and for
+/// an expired token, then `refreshed`) keeping the session past the old `exp`, and 4001 at
+/// `exp` without one; algorithm confusion refused on the RS256 server. `/metrics` counts each
+/// refusal by reason, the refreshes and the expiry close.
+#[actix_rt::test]
+async fn python_jwt_clients_are_authenticated_refreshed_and_expired() {
+    let files = common::TempFiles::new("jwt-interop");
+    let secret = files.write("secret", "a-test-secret-of-at-least-32-bytes!!\n");
+    let fixtures = manifest_dir().join("tests/fixtures/jwt");
+    let fixture = |name: &str| fixtures.join(name).to_string_lossy().into_owned();
+    let (_hs, lines) = common::spawn_wsm_serve_lines(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--jwt-secret-file",
+            &secret,
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ],
+        3,
+    );
+    let (url, page) = (&lines[0], &lines[2]);
+    let rsa_public = fixture("rsa1_public.pem");
+    let (_rs, rs_url) = spawn_wsm_serve(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--jwt-public-key-file",
+        &rsa_public,
+    ]);
+    let args = [
+        url.as_str(),
+        &secret,
+        &fixture("rsa1_private.pem"),
+        &rs_url,
+        &rsa_public,
+    ];
+    run_script_ok("jwt_auth.py", &args, Duration::from_secs(90));
+
+    let (m, _) = common::prom::scrape(page).await;
+    let refused = |reason: &str| {
+        common::prom::get(
+            &m,
+            &format!("wsm_server_auth_refusals_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    // none and RS256 are refused by algorithm; not-a-bearer and not-a-JWT are malformed.
+    let expected = [
+        ("missing", 1.0),
+        ("signature", 1.0),
+        ("algorithm", 2.0),
+        ("expired", 1.0),
+        ("claims", 1.0),
+        ("malformed", 2.0),
+        ("audience", 0.0),
+    ];
+    for (reason, n) in expected {
+        assert_eq!(refused(reason), n, "refusals for {reason}");
+    }
+    assert_eq!(
+        common::prom::get(&m, "wsm_server_token_refreshes_total"),
+        1.0
+    );
+    assert_eq!(
+        common::prom::get(&m, "wsm_server_token_refresh_failures_total"),
+        2.0
+    );
+    assert_eq!(
+        common::prom::get(&m, "wsm_server_token_expiry_closes_total"),
+        1.0
     );
 }

@@ -31,6 +31,7 @@
 //! - `client.rs`: [`ClientConfig`], [`HeartbeatConfig`], [`PingMode`], [`ReconnectPolicy`],
 //!   [`OutboxPolicy`], [`Overflow`].
 //! - `history.rs`: [`HistoryConfig`], the server's room history.
+//! - [`JwtConfig`] (feature `jwt`) is defined with the server, which checks tokens with it.
 //! - `server.rs`: [`ServerConfig`], [`RateLimit`], [`SlowConsumerPolicy`] and the server's
 //!   defaults. The room name rule it applies is [`protocol::is_valid_room`](crate::protocol::is_valid_room).
 
@@ -42,6 +43,10 @@ mod client;
 mod history;
 mod server;
 
+/// JWT authentication for the rooms server (feature `jwt`); it lives with the server, which
+/// checks tokens with it.
+#[cfg(feature = "jwt")]
+pub use crate::server::JwtConfig;
 pub use client::{
     ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, PingMode, ReconnectPolicy,
     DEFAULT_MAX_MESSAGE_SIZE,

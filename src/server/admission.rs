@@ -10,7 +10,8 @@ use actix_web::dev::Extensions;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::session::{self, Mode, SessionParams};
+use super::session::{self, Mode, SessionParams, SessionToken};
+use super::token::{self, TokenGrant, TokenRefusal};
 use super::{socket, NoSlot, Rooms, SessionSlot};
 
 /// Why the authentication hook refused an upgrade request.
@@ -57,6 +58,53 @@ impl Rooms {
     {
         self.auth = Some(Arc::new(move |req| Box::pin(hook(req))));
         self
+    }
+
+    /// Require a JWT on every upgrade, checked with `config` (see [`JwtConfig`] for what is
+    /// checked). The token comes in the `Authorization: Bearer T` header or, from browsers
+    /// (which cannot set headers on a WebSocket), the `token` query parameter. A request
+    /// without a valid one is answered HTTP 401 with the reason in one line, before the
+    /// upgrade and before it takes a session slot, so a flood of bad tokens costs no slot and
+    /// never counts against `max_connections_per_ip`.
+    ///
+    /// A session admitted with a token has its `sub` as identity (`from` on its publishes,
+    /// with `session` beside it), may join only the rooms its `rooms` claim lists (exact names,
+    /// or prefixes ending in `*`; no claim: any room), is sent `token_expiring` 30 s before
+    /// `exp` (at half its life for a shorter token), and is closed with 4001 at `exp` unless it
+    /// sends `refresh` with a new token for the same `sub`. An authentication hook
+    /// ([`with_auth`](Self::with_auth)) runs after the token is checked; an identity it
+    /// returns replaces the `sub`.
+    ///
+    /// [`JwtConfig`]: crate::config::JwtConfig
+    #[cfg(feature = "jwt")]
+    pub fn with_jwt(mut self, config: crate::config::JwtConfig) -> Self {
+        let config = Arc::new(config);
+        self.token_check = Some(Arc::new(move |token: &str| config.check(token)));
+        self
+    }
+
+    /// The token of `req`, checked, when this server takes tokens: `Ok(None)` without
+    /// [`with_jwt`](Self::with_jwt); a refusal is counted and traced here.
+    fn admit_token(
+        &self,
+        req: &HttpRequest,
+    ) -> std::result::Result<Option<TokenGrant>, TokenRefusal> {
+        let Some(check) = &self.token_check else {
+            return Ok(None);
+        };
+        match token::token_of(req).and_then(|t| check(&t)) {
+            Ok(grant) => Ok(Some(grant)),
+            Err(refusal) => {
+                self.shared.counters.auth_refused[refusal.reason.index()].bump();
+                tracing::debug!(
+                    ip = ?req.peer_addr().map(|a| a.ip()),
+                    reason = refusal.reason.label(),
+                    "upgrade refused: {}",
+                    refusal.message
+                );
+                Err(refusal)
+            }
+        }
     }
 
     /// Install a per-room join check: a `join` whose `check(identity, room)` is false is
@@ -135,6 +183,16 @@ impl Rooms {
         if self.shared.closing.load(Ordering::Acquire) {
             return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
         }
+        // A token is checked before a slot is taken: it costs CPU only (no I/O), and a refused
+        // one must cost no slot that a client with a good token could have had.
+        let grant = match self.admit_token(&req) {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                return Ok(HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""))
+                    .body(refusal.message))
+            }
+        };
         let ip = req.peer_addr().map(|a| a.ip());
         let slot = match SessionSlot::reserve(&self.shared, ip) {
             Ok(slot) => slot,
@@ -150,10 +208,11 @@ impl Rooms {
                 );
             }
         };
+        let sub = grant.as_ref().and_then(|g| g.sub.clone());
         let identity = match &self.auth {
-            None => None,
+            None => sub,
             Some(hook) => match hook(req.clone()).await {
-                Ok(identity) => identity,
+                Ok(identity) => identity.or(sub),
                 Err(AuthRejection::Unauthorized(why)) => {
                     return Ok(HttpResponse::Unauthorized().body(why))
                 }
@@ -170,6 +229,9 @@ impl Rooms {
             id: self.shared.next_session_id(),
             mode,
             identity,
+            token: grant
+                .zip(self.token_check.clone())
+                .map(|(g, c)| SessionToken::new(g, c)),
             hub: self.commands.clone(),
             shared: self.shared.clone(),
             slot,

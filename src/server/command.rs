@@ -165,14 +165,15 @@ pub struct JoinReply {
 }
 
 /// Broadcast `data` to every member of `room` as
-/// `{"type":E,"room":R,"from":S,"data":D,"timestamp":T}` (E is `event`, by default
+/// `{"type":E,"room":R,"from":S,"session":S?,"data":D,"timestamp":T}` (E is `event`, by default
 /// `"message"`).
 #[derive(Debug)]
 pub struct Publish {
     /// The room.
     pub room: Arc<str>,
-    /// The publishing session's name (`s-<id>`), or `None` for a publish from server code.
-    pub from: Option<Arc<str>>,
+    /// Who published (made once per session and shared by its publishes); `None` for a
+    /// publish from server code.
+    pub from: Option<Arc<Publisher>>,
     /// The type members receive it as; `None` is `"message"`.
     pub event: Option<Arc<str>>,
     /// The payload, as raw JSON; `None` sends a message without `data`.
@@ -183,6 +184,17 @@ pub struct Publish {
     /// once the other nodes will get it, an `error` (`backplane_unavailable`) when they will
     /// not. `None` when the session answered itself (or nobody is waiting).
     pub reply_to: Option<(SessionId, u64)>,
+}
+
+/// Who published a room message, as its members see it.
+#[derive(Debug)]
+pub struct Publisher {
+    /// `from`: the session's identity (a token's `sub`, or what the authentication hook
+    /// attached), or its name (`s-<id>`) when it has none.
+    pub from: Box<str>,
+    /// `session`: the session's name when `from` is its identity, so that members can tell two
+    /// sessions of one user apart; `None` when `from` is the name already.
+    pub session: Option<Box<str>>,
 }
 
 /// The sending end of the hub's command queue, with the high-water mark of the queue kept in

@@ -5,15 +5,17 @@
 //! Prometheus families (`FIGURES`) are generated from it; the table of metrics in
 //! [`crate::metrics`] is checked against it by a test.
 //!
-//! A leaf module: it imports no other server module but the latency histogram and the outbox's
-//! [`Depth`]. The slow-consumer policy lives here too, because what it decides is what it
+//! A leaf module: it imports no other server module but the latency histogram, the outbox's
+//! [`Depth`] and the token refusal reasons. The slow-consumer policy lives here too, because what it decides is what it
 //! counts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::latency::{LatencyHistogram, LatencySnapshot};
 use super::outbox::Depth;
+use super::token::RefusalReason;
 use crate::config::SlowConsumerPolicy;
+use std::collections::BTreeMap;
 
 /// One figure's atomic. Plain relaxed atomics: each figure is independent, so no ordering
 /// between them is promised, and sessions on other arbiters count without a message round
@@ -128,6 +130,9 @@ macro_rules! figures {
             /// How long each publish took the hub, from taking it off the queue to having
             /// offered it to every member (see [`LatencyHistogram`]).
             pub fanout: LatencyHistogram,
+            /// Upgrades refused for their token, one count per
+            /// [`RefusalReason`](super::token::RefusalReason) (in its `ALL` order).
+            pub auth_refused: [Count; RefusalReason::ALL.len()],
         }
 
         /// What a rooms server has done since it started, and what it holds now: the figures
@@ -156,6 +161,11 @@ macro_rules! figures {
             /// not). Every publish is observed, to an empty room too, so its count equals
             /// `published`.
             pub fanout_latency: LatencySnapshot,
+            /// Upgrades refused with HTTP 401 for their token (JWT authentication), by reason:
+            /// `missing`, `malformed`, `algorithm`, `unknown_key`, `signature`, `expired`,
+            /// `not_yet_valid`, `audience`, `issuer`, `claims`. Every reason is present, at 0
+            /// until it happens.
+            pub auth_refusals: BTreeMap<&'static str, u64>,
         }
 
         impl ServerMetrics {
@@ -165,6 +175,10 @@ macro_rules! figures {
                     sessions,
                     $($metric: counters.$field.get(),)*
                     fanout_latency: counters.fanout.snapshot(),
+                    auth_refusals: RefusalReason::ALL
+                        .iter()
+                        .map(|r| (r.label(), counters.auth_refused[r.index()].get()))
+                        .collect(),
                 }
             }
         }
@@ -315,6 +329,17 @@ figures! {
     recovery_unavailable => recovery_unavailable hub recovery_unavailable: Counter
         "wsm_server_recovery_unavailable" "Recoveries refused: the history store was unreachable",
         "Joins with `since` answered `\"recovered\":false`, reason `unavailable`.";
+    token_refreshes => token_refreshes hub token_refreshes: Counter "wsm_server_token_refreshes"
+        "Sessions' tokens replaced by a refresh",
+        "`refresh` messages answered `refreshed`: a session took a new token (JWT \
+         authentication).";
+    token_refresh_failures => token_refresh_failures hub token_refresh_failures: Counter
+        "wsm_server_token_refresh_failures" "refresh messages answered bad_token",
+        "`refresh` messages answered with the error `bad_token` (the session kept its token).";
+    token_expiry_closes => token_expiry_closes hub token_expiry_closes: Counter
+        "wsm_server_token_expiry_closes" "Sessions closed with 4001 at their token's exp",
+        "Sessions closed with 4001 (`token expired`) because their token reached `exp` without \
+         a `refresh`.";
     hub_queue_high_water => hub_queue_high_water hub hub_queue_high_water: Gauge
         "wsm_server_hub_queue_high_water" "Deepest the hub's command queue has been, in commands",
         "Gauge (high-water mark): the deepest the hub's command queue has been, in commands; \

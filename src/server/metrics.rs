@@ -46,7 +46,7 @@ mod prometheus {
 
     use super::ServerMetrics;
     use crate::metrics::{
-        figure, histogram,
+        figure, histogram, labelled_counter,
         Kind::{Counter, Gauge},
     };
     use crate::server::counters::{self, FIGURES};
@@ -82,6 +82,15 @@ mod prometheus {
                 };
                 figure(&mut e, kind, f.name, f.help, (f.value)(&m))?;
             }
+            let refusals: Vec<(&str, u64)> =
+                m.auth_refusals.iter().map(|(k, v)| (*k, *v)).collect();
+            labelled_counter(
+                &mut e,
+                "wsm_server_auth_refusals",
+                "Upgrades refused with HTTP 401 for their token, by reason",
+                "reason",
+                &refusals,
+            )?;
             histogram(
                 &mut e,
                 "wsm_server_fanout_latency_seconds",
@@ -146,6 +155,7 @@ mod tests {
             })
             .collect();
         defined.insert(("wsm_server_sessions".into(), "gauge".into()));
+        defined.insert(("wsm_server_auth_refusals_total".into(), "counter".into()));
         defined.insert((
             "wsm_server_fanout_latency_seconds".into(),
             "histogram".into(),

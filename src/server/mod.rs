@@ -76,12 +76,15 @@
 mod admission;
 pub mod backplane;
 pub mod handler;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod latency;
 pub mod metrics;
 mod paced;
 mod session;
 mod socket;
 mod standalone;
+mod token;
 
 mod command;
 mod counters;
@@ -94,7 +97,7 @@ mod outbox;
 /// stable API; a backplane needs none of it (it gets a [`HubLink`](backplane::HubLink)).
 #[doc(hidden)]
 pub mod bench_internals {
-    pub use super::command::{Command, Evict, HubSender, Publish};
+    pub use super::command::{Command, Evict, HubSender, Publish, Publisher};
     pub use super::counters::Counters;
     pub use super::hub::Hub;
     pub use super::outbox::{outbox, OutboxBody};
@@ -116,10 +119,13 @@ pub use self::command::{RoomFrame, SessionId};
 use self::counters::Counters;
 pub use self::counters::HubStats;
 use self::hub::Hub;
+#[cfg(feature = "jwt")]
+pub use self::jwt::JwtConfig;
 use self::outbox::Outbound;
 #[cfg(feature = "rustls")]
 pub use self::standalone::serve_tls;
 pub use self::standalone::{serve, serve_with, Server};
+pub use self::token::{EXPIRY_NOTICE, MAX_INFO_BYTES};
 use crate::config::ServerConfig;
 use crate::envelope::{Outgoing, WireMessage};
 use crate::error::{Error, Result};
@@ -232,6 +238,8 @@ pub struct Rooms {
     commands: HubSender,
     shared: Arc<Shared>,
     auth: Option<AuthHook>,
+    /// Checks the token of every upgrade and `refresh` ([`Rooms::with_jwt`]).
+    token_check: Option<token::TokenCheck>,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -239,6 +247,7 @@ impl std::fmt::Debug for Rooms {
         f.debug_struct("Rooms")
             .field("config", &self.shared.config)
             .field("auth", &self.auth.is_some())
+            .field("tokens", &self.token_check.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -251,6 +260,7 @@ impl Rooms {
             commands,
             shared,
             auth: None,
+            token_check: None,
         }
     }
 
@@ -309,6 +319,7 @@ impl Rooms {
                 join_check: std::sync::RwLock::new(None),
             }),
             auth: None,
+            token_check: None,
         })
     }
 

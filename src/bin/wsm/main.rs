@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the rooms server (and a plain echo endpoint) until SIGINT or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Connect to a WebSocket URL: stdin lines are sent, incoming messages go to stdout, state
     /// changes to stderr; reconnects after a loss; exits 0 when stdin closes.
     Connect(connect::ConnectArgs),
@@ -53,7 +53,7 @@ fn main() -> std::process::ExitCode {
         _ => "info",
     });
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Load(args) => load::run(args),
         Command::Connect(args) => connect::run(args),
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::net::ToSocketAddrs;
 
-use actix_ws_manager::config::{self, RateLimit, ServerConfig};
+use actix_ws_manager::config::{self, JwtConfig, RateLimit, ServerConfig};
 use actix_ws_manager::{server, tls, Error};
 
 use crate::{flags, tlsfiles};
@@ -101,6 +101,30 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+
+    /// Require a JWT signed with HS256 and the secret in this file (trailing whitespace and
+    /// newlines trimmed) on every connection: in `Authorization: Bearer T` or the `token` query
+    /// parameter; HTTP 401 otherwise.
+    #[arg(long, value_name = "FILE", group = "jwt")]
+    jwt_secret_file: Option<std::path::PathBuf>,
+    /// Require a JWT signed with the private half of this PEM public key: RS256 for an RSA key,
+    /// ES256 for an EC (P-256) key.
+    #[arg(long, value_name = "FILE", group = "jwt")]
+    jwt_public_key_file: Option<std::path::PathBuf>,
+    /// Require a JWT signed with a key of this JWKS document (`{"keys":[...]}`), chosen by the
+    /// token's `kid`.
+    #[arg(long, value_name = "FILE", group = "jwt")]
+    jwt_jwks_file: Option<std::path::PathBuf>,
+    /// Refuse tokens whose `aud` does not name this audience.
+    #[arg(long, value_name = "AUD", requires = "jwt")]
+    jwt_audience: Option<String>,
+    /// Refuse tokens whose `iss` is not this issuer.
+    #[arg(long, value_name = "ISS", requires = "jwt")]
+    jwt_issuer: Option<String>,
+    /// How far past `exp` (and before `nbf`) a token is still taken, for clocks that differ,
+    /// such as `5s` [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = flags::duration, requires = "jwt")]
+    jwt_leeway: Option<Duration>,
 
     /// Share rooms with other `wsm serve` nodes through this Redis, such as
     /// `redis://127.0.0.1:6379` (several nodes behind one load balancer). Room history then
@@ -203,6 +227,7 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
     let backplane = redis_backplane(&args)?;
+    let jwt = jwt_config(&args)?;
     actix_rt::System::new().block_on(async move {
         let rooms = match backplane {
             Some(backplane) => {
@@ -214,6 +239,13 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
                 server::Rooms::start_with_backplane(config, backplane)?
             }
             None => server::Rooms::start(config)?,
+        };
+        let rooms = match jwt {
+            Some(jwt) => {
+                tracing::info!(?jwt, "connections need a JWT");
+                rooms.with_jwt(jwt)
+            }
+            None => rooms,
         };
         // Bound before the rooms listener, so that a busy metrics address stops nothing that
         // has started.
@@ -242,6 +274,48 @@ pub fn run(args: ServeArgs) -> actix_ws_manager::Result<()> {
         }
         closed
     })
+}
+
+/// The JWT checks of `--jwt-*`, if a key file was given; a one-line error naming the flag and
+/// the file when one cannot be read or holds no usable key.
+fn jwt_config(args: &ServeArgs) -> actix_ws_manager::Result<Option<JwtConfig>> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read {flag} {}: {e}", path.display())))
+    };
+    let named = |flag: &str, path: &std::path::Path, e: Error| {
+        let why = match e {
+            Error::Config(why) => why,
+            other => other.to_string(),
+        };
+        Error::Config(format!("{flag} {}: {why}", path.display()))
+    };
+    let config = if let Some(path) = &args.jwt_secret_file {
+        let secret = read("--jwt-secret-file", path)?;
+        let secret = secret.trim_ascii_end();
+        JwtConfig::hs256(secret).map_err(|e| named("--jwt-secret-file", path, e))?
+    } else if let Some(path) = &args.jwt_public_key_file {
+        let pem = read("--jwt-public-key-file", path)?;
+        JwtConfig::public_key_pem(pem).map_err(|e| named("--jwt-public-key-file", path, e))?
+    } else if let Some(path) = &args.jwt_jwks_file {
+        let json = read("--jwt-jwks-file", path)?;
+        let json = String::from_utf8_lossy(&json);
+        JwtConfig::jwks(&json).map_err(|e| named("--jwt-jwks-file", path, e))?
+    } else {
+        return Ok(None);
+    };
+    let config = match &args.jwt_audience {
+        Some(aud) => config.audience(aud),
+        None => config,
+    };
+    let config = match &args.jwt_issuer {
+        Some(iss) => config.issuer(iss),
+        None => config,
+    };
+    Ok(Some(match args.jwt_leeway {
+        Some(leeway) => config.leeway(leeway),
+        None => config,
+    }))
 }
 
 /// Name a bind address that does not parse (`--bind`, `--metrics-bind`) before anything

@@ -336,7 +336,8 @@ impl Hub {
         let text = EnvelopeParts {
             kind: msg.event.as_deref().unwrap_or(RoomMessage::TYPE),
             room: Some(&msg.room),
-            from: msg.from.as_deref(),
+            from: msg.from.as_ref().map(|p| &*p.from),
+            session: msg.from.as_ref().and_then(|p| p.session.as_deref()),
             data: msg.data.as_deref(),
             timestamp: Some(&timestamp),
             offset: position.as_ref().map(|p| p.0),

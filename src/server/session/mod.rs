@@ -57,6 +57,9 @@
 //! server do.
 mod protocol;
 mod rate_limit;
+mod token;
+
+pub(crate) use self::token::SessionToken;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -70,7 +73,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 
 use self::rate_limit::Bucket;
-use super::command::{Command, Evict, EvictReason, HubSender, SessionId};
+use super::command::{Command, Evict, EvictReason, HubSender, Publisher, SessionId};
 use super::counters::{on_full_queue, FullQueue};
 use super::outbox::{outbox_with_bytes, Outbound, Outbox, OutboxWatch, Refused};
 use super::socket::SocketCutter;
@@ -124,6 +127,8 @@ pub(crate) struct SessionParams {
     pub(crate) id: SessionId,
     pub(crate) mode: Mode,
     pub(crate) identity: Option<String>,
+    /// The token the session was admitted with (JWT authentication), if any.
+    pub(crate) token: Option<SessionToken>,
     pub(crate) hub: HubSender,
     pub(crate) shared: Arc<Shared>,
     /// Released when the session actor is dropped (whatever ended it).
@@ -154,16 +159,31 @@ pub(crate) fn start(
     let cutter = req.conn_data::<SocketCutter>().cloned();
     let bucket = config.rate_limit.map(Bucket::new);
     let assembler = Assembler::new(config.max_message_size);
+    let name: Arc<str> = match &params.shared.node_id {
+        Some(node) => Arc::from(format!("{node}.s-{}", params.id)),
+        None => Arc::from(format!("s-{}", params.id)),
+    };
+    // With an identity, members see who published (`from`) and which of its sessions
+    // (`session`); without one, the session is all there is to show.
+    let publisher = Arc::new(match &params.identity {
+        Some(identity) => Publisher {
+            from: identity.as_str().into(),
+            session: Some((*name).into()),
+        },
+        None => Publisher {
+            from: (*name).into(),
+            session: None,
+        },
+    });
     Session::create(move |ctx| {
         ctx.add_stream(reader);
         Session {
             id: params.id,
-            name: match &params.shared.node_id {
-                Some(node) => Arc::from(format!("{node}.s-{}", params.id)),
-                None => Arc::from(format!("s-{}", params.id)),
-            },
+            name,
+            publisher,
             mode: params.mode,
             identity: params.identity,
+            token: params.token,
             hub: params.hub,
             phase: Phase::Open(outbox),
             cutter,
@@ -205,11 +225,18 @@ impl<S: Stream + Unpin> Stream for Paced<S> {
 /// One client. See the module docs for how it splits work with its outbox.
 pub struct Session {
     id: SessionId,
-    /// `s-<id>`: what the client is told in `welcome` and what appears as `from`.
+    /// `s-<id>` (with the node's id in front on a backplane): what the client is told in
+    /// `welcome`, and what appears as `from` on its publishes (as `session` when it has an
+    /// identity).
     name: Arc<str>,
+    /// Who its publishes are from, made once.
+    publisher: Arc<Publisher>,
     mode: Mode,
-    /// What the authentication hook attached, if anything; sent in `welcome` and traced.
+    /// Who the client is: the token's `sub`, or what the authentication hook attached; sent in
+    /// `welcome`, traced, and the `from` of its publishes (with `session` beside it).
     identity: Option<String>,
+    /// Its token, when it came with one: the expiry timer and what `refresh` replaces.
+    token: Option<SessionToken>,
     /// The hub's bounded command queue.
     hub: HubSender,
     /// Where the session is in its life, with its outbox while it has one.
@@ -252,6 +279,7 @@ impl Actor for Session {
         }
         let interval = self.shared.config.heartbeat_interval;
         ctx.run_interval(interval, Self::heartbeat);
+        self.watch_token(ctx);
         // Shutdown reaches every session through this signal, including one that starts while
         // the server is already shutting down (it sees the value already set).
         let mut shutdown = self.shared.shutdown.subscribe();

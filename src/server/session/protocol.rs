@@ -19,7 +19,7 @@ use crate::server::outbox::Outbound;
 use crate::server::Rooms;
 
 /// A reply envelope with only a type, an id, a room and data.
-pub(super) fn envelope(
+pub(crate) fn envelope(
     kind: &str,
     id: Option<u64>,
     room: Option<&str>,
@@ -103,6 +103,8 @@ impl Session {
         } else if kind == protocol::Echo::TYPE {
             let data = head.data.map(ToOwned::to_owned);
             self.reply(protocol::Echo::TYPE, head.id, None, data.as_deref(), ctx);
+        } else if kind == protocol::Refresh::TYPE {
+            self.on_refresh(&head, ctx);
         } else if kind == protocol::Ping::TYPE {
             self.reply(protocol::Pong::TYPE, head.id, None, None, ctx);
         } else if let Some(handler) = self.handler(kind) {
@@ -241,7 +243,7 @@ impl Session {
         let remote = self.shared.remote_backplane;
         let publish = Command::Publish(Publish {
             room,
-            from: Some(self.name.clone()),
+            from: Some(self.publisher.clone()),
             event,
             data: head.data.map(ToOwned::to_owned),
             reached: None,
@@ -275,8 +277,13 @@ impl Session {
         }
     }
 
-    /// What the join check (if any) says about this session joining `room`.
+    /// Whether this session may join `room`: its token's `rooms` claim (if any) and the join
+    /// check (if any) must both allow it.
     fn may_join(&self, room: &str) -> bool {
+        let granted = self.token.as_ref().and_then(|t| t.grant.rooms.as_ref());
+        if granted.is_some_and(|rooms| !rooms.allows(room)) {
+            return false;
+        }
         let check = self
             .shared
             .join_check
