@@ -30,6 +30,7 @@
 //!
 //! - `client.rs`: [`ClientConfig`], [`HeartbeatConfig`], [`PingMode`], [`ReconnectPolicy`],
 //!   [`OutboxPolicy`], [`Overflow`].
+//! - `token.rs`: [`TokenProvider`], the client's source of bearer tokens.
 //! - `history.rs`: [`HistoryConfig`], the server's room history.
 //! - `server.rs`: [`ServerConfig`], [`RateLimit`], [`SlowConsumerPolicy`] and the server's
 //!   defaults. The room name rule it applies is [`protocol::is_valid_room`](crate::protocol::is_valid_room).
@@ -41,6 +42,7 @@ use crate::error::{Error, Result};
 mod client;
 mod history;
 mod server;
+mod token;
 
 pub use client::{
     ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, PingMode, ReconnectPolicy,
@@ -56,6 +58,8 @@ pub use server::{
     DEFAULT_SERVER_HEARTBEAT_INTERVAL, DEFAULT_SERVER_HEARTBEAT_TIMEOUT,
     DEFAULT_SERVER_MAX_MESSAGE_SIZE, DEFAULT_SESSION_QUEUE, DEFAULT_SESSION_QUEUE_BYTES, MAX_QUEUE,
 };
+pub(crate) use token::bearer;
+pub use token::TokenProvider;
 
 /// The longest duration a configuration uses: 365 days. Longer ones would overflow timer
 /// arithmetic; see the module's "Long durations" for what each side does with them.
