@@ -186,6 +186,12 @@ async fn report_event(event: Event, url: &str, out: &mpsc::Sender<String>) -> Op
             };
             let _ = out.send(line).await;
         }
+        // Only with a token provider, which this example does not set.
+        Event::TokenRefresh { refreshed, reason } => {
+            let _ = out
+                .send(format!("* token refreshed: {refreshed} {reason:?}"))
+                .await;
+        }
     }
     None
 }

@@ -57,6 +57,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The client's [`TokenProvider`](crate::config::TokenProvider) answered an error before a
+    /// connect attempt, answered no token within the connect timeout, or answered one that
+    /// cannot be sent (empty, or with control characters). Final for a client: it ends in
+    /// `Failed` with these words, since dialling without credentials cannot help and a retry
+    /// loop would only hammer a broken credential source.
+    #[error("token provider failed: {reason}")]
+    TokenProvider {
+        /// The provider's error in words (its `Display`), or what was wrong with its answer.
+        reason: String,
+    },
+
     /// The connection was lost while the operation was pending (a request waiting for its
     /// reply, for example): the peer closed it with `code`, or it went away without a close
     /// frame (1006, which also covers a heartbeat timeout). The client may reconnect; the

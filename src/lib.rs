@@ -53,8 +53,9 @@
 //!   [`WireMessage`] trait that binds a Rust type to a wire `type`.
 //! - [`protocol`]: the rooms protocol (join, leave, publish, echo, ping) as typed messages, and
 //!   the room and event name rules.
-//! - [`config`]: `ClientConfig` (with the heartbeat, reconnect and outbox policies) and
-//!   `ServerConfig`; the one rule for long durations is on the module.
+//! - [`config`]: `ClientConfig` (with the heartbeat, reconnect and outbox policies, and the
+//!   `TokenProvider` that keeps a session authenticated) and `ServerConfig`; the one rule for
+//!   long durations is on the module.
 //! - [`ws`]: the frame layer both sides use: a frame-header guard in front of actix-http's
 //!   codec (an oversize frame is refused at its header, 1009), fragment reassembly with the size
 //!   cap, incremental UTF-8 checks (1007), and one close-code policy.

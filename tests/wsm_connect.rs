@@ -5,7 +5,8 @@
 //! certificate; every numeric flag out of its range gets clap's one line. With `--ca` it trusts the self-signed certificate that `openssl req -x509` makes
 //! and `wsm serve --tls-cert` serves. With `--join` in a room with history, each rejoin's
 //! recovery is one line on stderr (`recovered N messages in R`, or `R: could not recover
-//! (REASON): messages may be missing`).
+//! (REASON): messages may be missing`). With `--token-file` the file is read again for every
+//! connect, and a missing one is a one-line error naming it.
 #![cfg(unix)]
 
 mod common;
@@ -456,4 +457,52 @@ async fn connect_recovers_what_was_published_while_it_was_cut_off() {
     let status = wsm.exit().await;
     assert!(status.success(), "{status:?}");
     server.stop().await.expect("stop");
+}
+
+/// `--token-file F` is read before every connect attempt: the first upgrade carries its token as
+/// `Authorization: Bearer T` (whitespace trimmed), a close with 4001 reconnects at once with what
+/// F holds by then, and a file gone missing by a later connect ends `wsm` with a non-zero
+/// status and one line naming it. A missing file at the first connect does the same.
+#[actix_rt::test]
+async fn connect_token_file_is_read_again_for_every_connect() {
+    use common::peer::{Behaviour, PeerCmd};
+    let files = TempFiles::new("token-file");
+    let path = files.write("token", "first\n");
+    let peer = common::peer::Peer::start(Behaviour::default()).await;
+    let mut wsm = Wsm::start(&["--token-file", &path, &peer.url]);
+    let connected = |l: &String| l == "wsm: connected";
+    recv_until(&mut wsm.err, WAIT, "connected", connected).await;
+    files.write("token", "  second  \n");
+    peer.send(PeerCmd::Close(4001));
+    recv_until(&mut wsm.err, WAIT, "reconnected", connected).await;
+    let bearer = |t: &str| Some(format!("Bearer {t}"));
+    assert_eq!(peer.authorizations(), [bearer("first"), bearer("second")]);
+
+    std::fs::remove_file(&path).expect("remove the token file");
+    peer.send(PeerCmd::Close(4001));
+    let missing = format!("wsm: token provider failed: cannot read token file {path}: ");
+    recv_until(&mut wsm.err, WAIT, "the missing file", |l: &String| {
+        l.starts_with(&missing)
+    })
+    .await;
+    assert!(!wsm.exit().await.success());
+    assert_eq!(
+        peer.authorizations().len(),
+        2,
+        "nothing dialled without a token"
+    );
+
+    let mut wsm = Wsm::start(&["--token-file", &path, &peer.url]);
+    assert!(!wsm.exit().await.success());
+    let stderr = wsm.stderr().await;
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with(&missing),
+        "{stderr}"
+    );
+    assert_eq!(peer.authorizations().len(), 2, "{stderr}");
+    peer.stop().await;
 }

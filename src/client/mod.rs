@@ -35,6 +35,13 @@
 //! subscribers see each publication once, in order, and each recovery is reported as an
 //! [`Event::Recovery`]. See [`recovery`] and [`Client::history`].
 //!
+//! # Keeping a session authenticated
+//!
+//! A [token provider](ClientConfig::token_provider) gives every connect attempt a fresh bearer
+//! token, answers the server's `token_expiring` ([`Event::TokenRefresh`]), and turns a 401 or a
+//! 4001 close into an immediate reconnect with a new token (see
+//! [`TokenProvider`](crate::config::TokenProvider)).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use actix_ws_manager::client::{connect, ConnectionState};
@@ -80,7 +87,7 @@ pub use connection::validate_url;
 pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
 pub use manager::{Manager, ManagerConfig, ManagerStats, StateCounts};
 pub use recovery::{Position, Publication, RoomHistory, HISTORY_TIMEOUT};
-pub use router::{Inbound, Overflow};
+pub use router::{Inbound, Overflow, REFRESH_TIMEOUT};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
 
 use crate::config::ClientConfig;
@@ -185,6 +192,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         gate.clone(),
         config.subscriber_bytes,
         streams.clone(),
+        config.token_provider.clone(),
     ));
     let mut connection = Connection::new(
         url.to_owned(),
@@ -203,6 +211,7 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<Client> {
         conn_addr.clone(),
         router_addr.clone(),
         heartbeat,
+        config.token_provider.is_some(),
     ));
 
     Ok(Client {

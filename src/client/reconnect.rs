@@ -15,6 +15,10 @@
 //! - The attempt counter goes back to zero only once a connection has stayed up for
 //!   [`stable_after`](crate::config::ReconnectPolicy::stable_after), so a server that accepts
 //!   and drops at once still sees growing delays.
+//! - With a [token provider](crate::config::ClientConfig::token_provider), a 401 refusing the
+//!   upgrade or a close with 4001 is retried at once (a zero delay), with a new token, unless
+//!   the previous retry was already such an immediate one (see
+//!   [`ReconnectPolicy`]'s "Token provider"); 4001 is then never a final code.
 //! - The user's [`close`](super::Client::close) never reconnects: state `Closed`.
 //! - On every connection, the on-connect messages go out first, in registration order, then the
 //!   messages that waited in the outbox, in their order (the Connection sees to it).
@@ -43,6 +47,7 @@ use super::router::{PublishState, Router};
 use super::state::{ClientShared, ConnectionState};
 use crate::config::ReconnectPolicy;
 use crate::error::Error;
+use crate::ws::close::TOKEN_EXPIRED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -76,6 +81,12 @@ pub(crate) struct ReconnectSupervisor {
     /// A socket is open (between `Established` and `Lost`): only then is a loss a
     /// `Disconnected`.
     socket_open: bool,
+    /// The config has a token provider: each attempt dials with a fresh token, so a 401 or a
+    /// 4001 is worth an immediate retry.
+    fresh_tokens: bool,
+    /// The last retry was an immediate one for a stale token, and no connection has been
+    /// stable since: a second 401 or 4001 takes the ordinary path (no storm of retries).
+    token_retried: bool,
 }
 
 impl ReconnectSupervisor {
@@ -85,6 +96,7 @@ impl ReconnectSupervisor {
         connection: Addr<Connection>,
         router: Addr<Router>,
         heartbeat: Option<Addr<Heartbeat>>,
+        fresh_tokens: bool,
     ) -> Self {
         let rng = match policy.jitter_seed {
             Some(seed) => fastrand::Rng::with_seed(seed),
@@ -106,6 +118,8 @@ impl ReconnectSupervisor {
             retry: None,
             stable: None,
             socket_open: false,
+            fresh_tokens,
+            token_retried: false,
         }
     }
 
@@ -145,14 +159,22 @@ impl ReconnectSupervisor {
         ctx.stop();
     }
 
+    /// Whether a failure that a new token may cure (a 401, a 4001) is retried at once: only with
+    /// a token provider, and not right after another such retry.
+    fn retry_at_once(&self, stale_token: bool) -> bool {
+        stale_token && self.fresh_tokens && !self.token_retried && self.phase != Phase::Closing
+    }
+
     /// Decide what to do after a failed attempt or a lost connection.
     /// `cause` says what failed (the connect error, or the close code and reason); it ends up in
-    /// the `Failed` reason when reconnection is disabled.
+    /// the `Failed` reason when reconnection is disabled. With `at_once` (a stale token, see
+    /// [`retry_at_once`](Self::retry_at_once)) the retry has no delay.
     fn after_failure(
         &mut self,
         ctx: &mut Context<Self>,
         final_reason: Option<String>,
         cause: String,
+        at_once: bool,
     ) {
         if self.phase == Phase::Closing {
             return self.finish(ctx, ConnectionState::Closed);
@@ -178,7 +200,16 @@ impl ReconnectSupervisor {
                 );
             }
         }
-        let delay = self.policy.delay(self.attempt, &mut self.rng);
+        let (delay, cause) = if at_once {
+            tracing::info!(connection = %self.shared.name, %cause, "the token is stale; reconnecting at once with a new one");
+            (
+                std::time::Duration::ZERO,
+                format!("{cause}; retrying at once with a new token"),
+            )
+        } else {
+            (self.policy.delay(self.attempt, &mut self.rng), cause)
+        };
+        self.token_retried = at_once;
         self.attempt = self.attempt.saturating_add(1);
         self.phase = Phase::Waiting;
         tracing::info!(connection = %self.shared.name, attempt = self.attempt, delay_ms = delay.as_millis() as u64, "reconnecting");
@@ -239,6 +270,7 @@ impl Handler<Established> for ReconnectSupervisor {
             act.stable = None;
             if act.epoch == epoch && act.phase == Phase::Connected {
                 act.attempt = 0;
+                act.token_retried = false;
             }
         }));
         self.publish(ConnectionState::Connected);
@@ -259,14 +291,21 @@ impl Handler<ConnectFailed> for ReconnectSupervisor {
         if self.phase == Phase::Done {
             return;
         }
+        let at_once = self.retry_at_once(matches!(
+            msg.error,
+            Error::HandshakeRejected { status: 401, .. }
+        ));
         let final_reason = match &msg.error {
+            // Retried at once with a new token; a second 401 in a row is judged below.
+            _ if at_once => None,
             Error::HandshakeRejected { status, .. }
                 if self.policy.final_http_statuses.contains(status) =>
             {
                 Some(msg.error.to_string())
             }
-            // A refused certificate stays refused: no reconnect loop.
-            Error::Certificate { .. } => Some(msg.error.to_string()),
+            // A refused certificate stays refused, a failing token provider keeps failing: no
+            // reconnect loop.
+            Error::Certificate { .. } | Error::TokenProvider { .. } => Some(msg.error.to_string()),
             _ => None,
         };
         tracing::debug!(connection = %self.shared.name, error = %msg.error, "connect attempt failed");
@@ -274,7 +313,7 @@ impl Handler<ConnectFailed> for ReconnectSupervisor {
             Error::ConnectFailed { reason, .. } => reason.clone(),
             other => other.to_string(),
         };
-        self.after_failure(ctx, final_reason, cause);
+        self.after_failure(ctx, final_reason, cause, at_once);
     }
 }
 
@@ -305,11 +344,16 @@ impl Handler<Lost> for ReconnectSupervisor {
                 reason: msg.reason.clone(),
             });
         }
+        // With a token provider, 4001 (token expired) means "come back with a new token": never
+        // final, whatever the policy's final codes say.
+        let expired = msg.code == TOKEN_EXPIRED;
+        let at_once = self.retry_at_once(expired);
         let final_reason = (self.phase != Phase::Closing
+            && !(expired && self.fresh_tokens)
             && self.policy.is_final_close_code(msg.code))
         .then(|| format!("server closed with final code {}: {}", msg.code, msg.reason));
         let cause = format!("connection lost with code {}: {}", msg.code, msg.reason);
-        self.after_failure(ctx, final_reason, cause);
+        self.after_failure(ctx, final_reason, cause, at_once);
     }
 }
 

@@ -163,6 +163,19 @@ pub enum Event {
         /// read).
         reason: Option<String>,
     },
+    /// The server said the session's token is about to expire (`token_expiring`), and the
+    /// client answered with a `refresh` carrying a new token from its
+    /// [token provider](crate::config::ClientConfig::token_provider): `refreshed` when the server
+    /// took it (`refreshed`), else `reason` says why not (the provider failed, the server
+    /// answered `bad_token`, no answer in time, the connection was lost first). A failed refresh
+    /// costs no message: the server closes with 4001 at the token's expiry and the client
+    /// reconnects at once with a new token; this event is how to notice it before then.
+    TokenRefresh {
+        /// Whether the server took the new token.
+        refreshed: bool,
+        /// Why not, in words, when not.
+        reason: Option<String>,
+    },
 }
 
 /// Writes the per-connection counters out once, from one list: the public [`Stats`] snapshot

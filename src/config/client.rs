@@ -1,10 +1,12 @@
 //! The client half of the configuration: [`ClientConfig`] and the policies it is made of
 //! ([`HeartbeatConfig`], [`ReconnectPolicy`], [`OutboxPolicy`]).
 
+use std::fmt::Display;
+use std::future::Future;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::check_duration;
+use super::{check_duration, TokenProvider};
 use crate::error::{Error, Result};
 
 /// Default largest message (after reassembling fragments) a client accepts: 16 MiB.
@@ -29,8 +31,18 @@ pub struct ClientConfig {
     /// a lost connection can cost (the batch being written is counted dropped, not resent). Memory
     /// stays bounded by `outbox.capacity + write_queue` messages. Default: 256.
     pub write_queue: usize,
-    /// Extra HTTP headers sent with the upgrade request (for example `Authorization`).
+    /// Extra HTTP headers sent with the upgrade request (for example `Authorization`). With a
+    /// [`token_provider`](Self::token_provider), its `Authorization: Bearer T` replaces any
+    /// `Authorization` header given here.
     pub headers: Vec<(String, String)>,
+    /// Where the bearer token of each connect attempt comes from; see [`TokenProvider`]. With
+    /// one, the client keeps a session authenticated by itself: a fresh token for every connect
+    /// attempt; a 401 at the upgrade or a close with 4001
+    /// ([`TOKEN_EXPIRED`](crate::ws::close::TOKEN_EXPIRED)) reconnects at once with a new token
+    /// (see [`ReconnectPolicy`]'s "Token provider"); and the server's `token_expiring` is
+    /// answered with a `refresh` carrying a new token, each outcome an
+    /// [`Event::TokenRefresh`](crate::client::Event::TokenRefresh). Default: none.
+    pub token_provider: Option<TokenProvider>,
     /// WebSocket subprotocols offered in `Sec-WebSocket-Protocol`, in order of preference.
     /// Default: none.
     pub protocols: Vec<String>,
@@ -72,6 +84,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             write_queue: 256,
             headers: Vec::new(),
+            token_provider: None,
             protocols: Vec::new(),
             heartbeat: HeartbeatConfig::default(),
             reconnect: ReconnectPolicy::default(),
@@ -128,6 +141,25 @@ impl ClientConfig {
     /// Add an HTTP header to the upgrade request.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+    /// Set [`token_provider`](Self::token_provider): `provider` is called before every connect
+    /// attempt and on `token_expiring`, and answers a token or an error (see [`TokenProvider`]).
+    ///
+    /// ```
+    /// use actix_ws_manager::config::ClientConfig;
+    /// let config = ClientConfig::default().token_provider(|| async {
+    ///     std::fs::read_to_string("/run/secrets/ws-token")
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + 'static,
+        E: Display,
+    {
+        self.token_provider = Some(TokenProvider::new(provider));
         self
     }
     /// Set [`heartbeat`](Self::heartbeat).
@@ -281,6 +313,20 @@ pub enum PingMode {
 /// `min(max_delay, initial_delay * factor^n)`, then reduced by a random fraction of up to
 /// `jitter` of itself, *after* the cap, so that many clients that lost the same server do not come
 /// back in step ("full jitter" when `jitter` is 1.0).
+///
+/// # Token provider
+///
+/// With a [`token_provider`](ClientConfig::token_provider), two failures mean "the token is
+/// stale" rather than "the server is down": a 401 refusing the upgrade, and a close with 4001
+/// ([`TOKEN_EXPIRED`](crate::ws::close::TOKEN_EXPIRED)). The first of them is retried at once
+/// (`Reconnecting` with a zero delay), with a new token, since waiting cannot make a token
+/// fresher. The policy still applies otherwise: reconnection disabled or `max_attempts` reached
+/// end in `Failed` as for any loss, and the immediate retry counts as an attempt. If that
+/// retry meets a 401 again (or its connection is closed with 4001 again before it has stayed up
+/// for `stable_after`), the new token did not help and the failure takes the ordinary path: a
+/// second 401 in a row is final by default (`final_http_statuses`), a second 4001 waits the
+/// backoff delay (4001 is never final with a provider, see `final_close_codes`). So a server
+/// that keeps refusing fresh tokens meets backoff, not a storm.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
@@ -304,7 +350,8 @@ pub struct ReconnectPolicy {
     pub stable_after: Duration,
     /// Close codes from the server that end reconnection (state `Failed`). Default: 1008
     /// (policy violation). Add `4000..=4999` for servers that use application codes to say "go
-    /// away".
+    /// away". With a token provider, 4001 (token expired) is never final, whatever this says:
+    /// it means "come back with a new token", which the client can do.
     pub final_close_codes: Vec<RangeInclusive<u16>>,
     /// HTTP statuses of a refused upgrade that end reconnection. Default: 400, 401, 403, 404,
     /// 405, 426 (retrying cannot help); 429 and 5xx are retried.

@@ -30,6 +30,7 @@
 //!
 //! - `client.rs`: [`ClientConfig`], [`HeartbeatConfig`], [`PingMode`], [`ReconnectPolicy`],
 //!   [`OutboxPolicy`], [`Overflow`].
+//! - `token.rs`: [`TokenProvider`], the client's source of bearer tokens.
 //! - `history.rs`: [`HistoryConfig`], the server's room history.
 //! - [`JwtConfig`] (feature `jwt`) is defined with the server, which checks tokens with it.
 //! - `server.rs`: [`ServerConfig`], [`RateLimit`], [`SlowConsumerPolicy`] and the server's
@@ -42,6 +43,7 @@ use crate::error::{Error, Result};
 mod client;
 mod history;
 mod server;
+mod token;
 
 /// JWT authentication for the rooms server (feature `jwt`); it lives with the server, which
 /// checks tokens with it.
@@ -61,6 +63,8 @@ pub use server::{
     DEFAULT_SERVER_HEARTBEAT_INTERVAL, DEFAULT_SERVER_HEARTBEAT_TIMEOUT,
     DEFAULT_SERVER_MAX_MESSAGE_SIZE, DEFAULT_SESSION_QUEUE, DEFAULT_SESSION_QUEUE_BYTES, MAX_QUEUE,
 };
+pub(crate) use token::bearer;
+pub use token::TokenProvider;
 
 /// The longest duration a configuration uses: 365 days. Longer ones would overflow timer
 /// arithmetic; see the module's "Long durations" for what each side does with them.

@@ -30,6 +30,8 @@ pub struct StateRecorder {
     errors_read: usize,
     /// `Event::Recovery`s, in order.
     recoveries: Vec<Event>,
+    /// `Event::TokenRefresh`es, in order.
+    token_refreshes: Vec<Event>,
 }
 
 impl StateRecorder {
@@ -43,6 +45,7 @@ impl StateRecorder {
             errors: Vec::new(),
             errors_read: 0,
             recoveries: Vec::new(),
+            token_refreshes: Vec::new(),
         }
     }
 
@@ -155,6 +158,12 @@ impl StateRecorder {
         &self.recoveries
     }
 
+    /// The token refreshes (`Event::TokenRefresh`) recorded so far, in order.
+    pub fn token_refreshes(&mut self) -> &[Event] {
+        let _ = self.states();
+        &self.token_refreshes
+    }
+
     /// How many times the recorded states entered `Connected`.
     pub fn connects(&mut self) -> usize {
         self.states()
@@ -171,6 +180,7 @@ impl StateRecorder {
             Event::State(state) => self.states.push(state),
             Event::MessageError(e) => self.errors.push(e),
             Event::Recovery { .. } => self.recoveries.push(event),
+            Event::TokenRefresh { .. } => self.token_refreshes.push(event),
         }
     }
 

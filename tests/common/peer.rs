@@ -78,6 +78,8 @@ struct State {
     sessions: Mutex<Vec<mpsc::UnboundedSender<PeerCmd>>>,
     events: mpsc::UnboundedSender<PeerEvent>,
     counter: AtomicUsize,
+    /// Each session's `Authorization` header (every value, joined by `, `), in session order.
+    authorizations: Mutex<Vec<Option<String>>>,
 }
 
 /// A running peer.
@@ -105,6 +107,7 @@ impl Peer {
             sessions: Mutex::new(Vec::new()),
             events: tx,
             counter: AtomicUsize::new(0),
+            authorizations: Mutex::new(Vec::new()),
         });
         let data = web::Data::from(state.clone());
         let server = HttpServer::new(move || {
@@ -142,6 +145,12 @@ impl Peer {
         let sessions = self.state.sessions.lock().expect("sessions lock");
         let tx = sessions.last().expect("no session yet");
         tx.send(cmd).expect("session gone");
+    }
+
+    /// Each session's `Authorization` header so far, in session order (several values joined
+    /// by `, `; `None`: no such header).
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.state.authorizations.lock().expect("lock").clone()
     }
 
     /// Stop the server and drop every connection.
@@ -188,6 +197,13 @@ async fn ws_route(
 ) -> Result<HttpResponse, actix_web::Error> {
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream.max_frame_size(64 * 1024 * 1024);
+    let auth: Vec<&str> = req
+        .headers()
+        .get_all(actix_web::http::header::AUTHORIZATION)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let auth = (!auth.is_empty()).then(|| auth.join(", "));
+    state.authorizations.lock().expect("lock").push(auth);
     let n = state.counter.fetch_add(1, Ordering::SeqCst);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     state.sessions.lock().expect("sessions lock").push(cmd_tx);

@@ -8,8 +8,12 @@
 //! - stderr: state changes (`wsm: connected`, `wsm: reconnecting in 500ms (attempt 1)`, ...).
 //!
 //! The first connection must succeed within `--connect-timeout`, else `wsm` exits 1 with one
-//! line saying why (refused, HTTP status, timeout, a refused TLS certificate: at once, since
-//! retrying cannot help). Later losses reconnect with backoff. When
+//! line saying why (refused, HTTP status, timeout, a refused TLS certificate or an unreadable
+//! `--token-file`: at once, since retrying cannot help). Later losses reconnect with backoff.
+//! With `--token` or `--token-file`, every connect attempt carries `Authorization: Bearer T`
+//! (the file is read again for each attempt, so a token renewed on disk is picked up at the
+//! next reconnect), a 401 or a close with 4001 reconnects at once with the token read anew, and
+//! the server's `token_expiring` is answered with a `refresh` (the outcome on stderr). When
 //! stdin closes, the connection is closed with 1000 (replies already on the way are printed)
 //! and `wsm` exits 0.
 
@@ -71,6 +75,15 @@ pub struct ConnectArgs {
     /// self-signed server).
     #[arg(long, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
+    /// A bearer token (a JWT) sent as `Authorization: Bearer T` with every connect attempt and
+    /// in answer to `token_expiring`. Replaces any `-H Authorization: ...`.
+    #[arg(long, value_name = "T", conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the bearer token, read again before every connect attempt and on
+    /// `token_expiring` (whitespace around the token is ignored), so a token renewed on disk
+    /// is used from the next attempt on.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// `Name: value` -> (`Name`, `value`).
@@ -100,6 +113,18 @@ impl ConnectArgs {
     }
 }
 
+/// The token in `path`, trimmed; a missing, unreadable or empty file is one line naming it. A
+/// token file is small and read once per connect attempt, so a blocking read is fine here.
+fn read_token_file(path: &std::path::Path) -> std::result::Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            Err(format!("token file {} is empty", path.display()))
+        }
+        Ok(text) => Ok(text.trim().to_owned()),
+        Err(e) => Err(format!("cannot read token file {}: {e}", path.display())),
+    }
+}
+
 /// Run until stdin closes (Ok) or the connection fails for good (Err).
 pub fn run(args: ConnectArgs) -> Result<()> {
     client::validate_url(&args.url)?;
@@ -120,6 +145,16 @@ pub fn run(args: ConnectArgs) -> Result<()> {
     config.protocols = args.protocols.clone();
     if let Some(ca) = &args.ca {
         config = config.tls_root_pem(crate::tlsfiles::read_pem("--ca", ca)?);
+    }
+    if let Some(token) = &args.token {
+        let token = token.clone();
+        config = config.token_provider(move || {
+            std::future::ready(Ok::<_, std::convert::Infallible>(token.clone()))
+        });
+    }
+    if let Some(path) = &args.token_file {
+        let path = path.clone();
+        config = config.token_provider(move || std::future::ready(read_token_file(&path)));
     }
     config.validate()?;
     actix_rt::System::new().block_on(session(args, config))
@@ -247,6 +282,11 @@ async fn first_connection(events: &mut mpsc::Receiver<Event>, args: &ConnectArgs
                 Event::State(ConnectionState::Failed { reason }) => {
                     return Err(gave_up(&args.url, &reason))
                 }
+                // An immediate retry (a new token after a 401): the client is dialling again
+                // already, and that attempt decides.
+                Event::State(ConnectionState::Reconnecting { delay, .. }) if delay.is_zero() => {
+                    let _ = report(&event);
+                }
                 Event::State(ConnectionState::Reconnecting { cause, .. }) => {
                     return Err(failed(cause))
                 }
@@ -272,6 +312,11 @@ async fn first_connection(events: &mut mpsc::Receiver<Event>, args: &ConnectArgs
 /// keeps its own words (what is wrong, what to do), anything else is a failed connect with its
 /// cause.
 fn gave_up(url: &str, reason: &str) -> Error {
+    if let Some(words) = reason.strip_prefix("token provider failed: ") {
+        return Error::TokenProvider {
+            reason: words.to_owned(),
+        };
+    }
     if let Some(words) = reason.strip_prefix(&format!("TLS certificate of {url} refused: ")) {
         return Error::Certificate {
             url: url.to_owned(),
@@ -317,6 +362,17 @@ fn report(event: &Event) -> Option<String> {
         Event::Recovery { room, reason, .. } => {
             let reason = reason.as_deref().unwrap_or("unknown");
             eprintln!("{room}: could not recover ({reason}): messages may be missing");
+            None
+        }
+        Event::TokenRefresh {
+            refreshed: true, ..
+        } => {
+            eprintln!("wsm: token refreshed");
+            None
+        }
+        Event::TokenRefresh { reason, .. } => {
+            let reason = reason.as_deref().unwrap_or("unknown");
+            eprintln!("wsm: token refresh failed: {reason}");
             None
         }
     }

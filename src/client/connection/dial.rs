@@ -119,6 +119,10 @@ pub(super) fn own_awc_client(config: &ClientConfig) -> Option<awc::Client> {
 /// Open a socket to `url`: the opening handshake with the config's headers and subprotocols,
 /// within [`connect_timeout`](ClientConfig::connect_timeout), through `own` or this thread's
 /// shared awc client. The frame-header guard goes in front of awc's codec.
+///
+/// With a [token provider](ClientConfig::token_provider), the provider is asked first (within
+/// the same timeout, counted separately) and its token replaces any `Authorization` header;
+/// a provider that fails is [`Error::TokenProvider`], and nothing is dialled.
 pub(super) fn handshake(
     url: &str,
     config: &ClientConfig,
@@ -138,7 +142,22 @@ pub(super) fn handshake(
     let url = url.to_owned();
     let timeout = config.connect_timeout;
     let max = config.max_message_size;
+    let token = config
+        .token_provider
+        .as_ref()
+        .map(|provider| provider.fetch(timeout));
     async move {
+        if let Some(token) = token {
+            let token = token
+                .await
+                .map_err(|reason| Error::TokenProvider { reason })?;
+            // `fetch` checked that the value is a valid header; `set_header` replaces the
+            // user's `Authorization`, if any.
+            req = req.set_header(
+                awc::http::header::AUTHORIZATION,
+                crate::config::bearer(&token),
+            );
+        }
         match actix_rt::time::timeout(timeout, req.connect()).await {
             Err(_) => Err(Error::ConnectFailed {
                 url,

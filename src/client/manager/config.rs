@@ -15,6 +15,9 @@ pub struct ManagerConfig {
     /// New connections started per second, at most; `None` means no limit. Default: 1000.
     pub connect_rate: Option<f64>,
     /// The configuration every connection starts from; [`Manager::connect`](super::Manager::connect) sets its `name`.
+    /// Its [token provider](ClientConfig::token_provider), if any, is shared by those
+    /// connections (each calls it for itself); give one a provider of its own with
+    /// [`Manager::connect_with`](super::Manager::connect_with).
     pub client: ClientConfig,
     /// How long [`Manager::close_all`](super::Manager::close_all) waits for each connection to reach `Closed`.
     /// Default: 5 s.

@@ -176,6 +176,11 @@ impl Manager {
     }
 
     /// [`connect`](Self::connect) with a config of its own (its `name` is replaced by `name`).
+    ///
+    /// This is how a connection gets a [token provider](ClientConfig::token_provider) of its own
+    /// (one identity per connection, say); connections opened with [`connect`](Self::connect)
+    /// share the function of [`ManagerConfig::client`], each calling it before each of its own
+    /// connect attempts.
     pub async fn connect_with(
         &self,
         name: impl Into<String>,

@@ -9,11 +9,13 @@
 //! - `typed`: typed subscriber groups and the subscribe messages;
 //! - `requests`: pending requests and their replies, timeouts and failures;
 //! - `recovery`: room stream positions, duplicates dropped and gaps filled from the history;
-//! - `sink`: where a subscription delivers, its overflow policy and byte budget.
+//! - `sink`: where a subscription delivers, its overflow policy and byte budget;
+//! - `token`: `token_expiring` answered with a `refresh` carrying a new token.
 
 mod recovery;
 mod requests;
 pub(crate) mod sink;
+mod token;
 mod typed;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +32,7 @@ use super::gate::ReadGate;
 use super::heartbeat::{AppPong, Heartbeat};
 use super::outbox::SharedOutbox;
 use super::state::{ClientShared, ConnectionState, Event, MessageError, MessageErrorKind};
+use crate::config::TokenProvider;
 use crate::envelope::{Envelope, Head, WireMessage};
 use crate::error::Error;
 pub(crate) use recovery::{shared_streams, SharedStreams};
@@ -38,6 +41,8 @@ pub(crate) use requests::{RegisterRequest, RequestFrame};
 pub use sink::Overflow;
 pub(crate) use sink::Sink;
 use sink::{fan_out, Budget, Receipt, Wait};
+use token::Refresher;
+pub use token::REFRESH_TIMEOUT;
 use typed::TypedGroup;
 pub(crate) use typed::{CountSubscribers, Subscribe, SubscribeTo};
 
@@ -103,6 +108,11 @@ pub(crate) struct Router {
     streams: SharedStreams,
     /// Room messages released together (a gap filled), delivered one at a time in order.
     ready: VecDeque<ByteString>,
+    /// Answers `token_expiring`, when the config has a token provider.
+    refresher: Option<Refresher>,
+    /// Bumped at every lost connection, so work started on one socket (a token refresh) can
+    /// tell that its socket is gone.
+    link: u64,
 }
 
 impl Router {
@@ -115,6 +125,7 @@ impl Router {
         gate: Rc<ReadGate>,
         subscriber_bytes: usize,
         streams: SharedStreams,
+        token_provider: Option<TokenProvider>,
     ) -> Self {
         Self {
             _live: Counted::new(CensusEntry::Actor),
@@ -134,6 +145,8 @@ impl Router {
             subscriber_bytes,
             streams,
             ready: VecDeque::new(),
+            refresher: token_provider.map(Refresher::new),
+            link: 0,
         }
     }
 
@@ -229,7 +242,10 @@ impl Router {
             }
         };
         // Every stage runs (`|`, not `||`): a reply can also go to typed and raw subscribers.
-        let taken = verbatim | self.answer_request(&head, ctx) | self.deliver_app_pong(&head);
+        let taken = verbatim
+            | self.answer_request(&head, ctx)
+            | self.deliver_app_pong(&head)
+            | self.on_token_expiring(&head, ctx);
         // A room message out of order is held or dropped here, or queued with others.
         if !self.track_position(&head, text, ctx) {
             self.deliver_subscribed(&head, text.len(), taken);
@@ -258,7 +274,8 @@ impl Router {
             && self.pending.is_empty()
             && self.events.is_empty()
             && self.streams.borrow().is_empty()
-            && self.app_heartbeat.is_none())
+            && self.app_heartbeat.is_none()
+            && self.refresher.is_none())
     }
 
     /// Deliver `text` verbatim to the text subscribers. Answers whether there were any.
@@ -401,6 +418,7 @@ impl Handler<PublishState> for Router {
         tracing::debug!(connection = %self.shared.name, ?state, "state changed");
         match &state {
             ConnectionState::Disconnected { code, reason } => {
+                self.link += 1;
                 // Before the fills' requests fail: their answers are then stale.
                 self.streams.borrow_mut().disconnected();
                 let code = *code;
