@@ -76,7 +76,8 @@
 //!   stream position and keeping the room's recent history for recovery after a reconnect
 //!   (`config::HistoryConfig`). Public: `Rooms`,
 //!   `serve`, `serve_with`, `serve_tls`, `Server`, the auth hook types, `RoomFrame`,
-//!   `SessionId`, `HubStats`, `handler`, `metrics`, and `backplane` (the `Backplane` trait,
+//!   `SessionId`, `HubStats`, `JwtConfig` (JWT authentication: `Rooms::with_jwt`, feature
+//!   `jwt`), `handler`, `metrics`, and `backplane` (the `Backplane` trait,
 //!   `InProcess`, `RedisBackplane`, and the `HubLink` a backplane delivers through). The hub's
 //!   commands, counters and outboxes are private; `server::bench_internals`, hidden from the
 //!   docs, re-exports the few the fan-out bench needs to drive the hub without sockets.
@@ -92,6 +93,9 @@
 //! - `cli` (default): the `wsm` binary (clap, tracing-subscriber).
 //! - `redis` (default): several server nodes sharing rooms through Redis pub/sub
 //!   (`server::backplane::RedisBackplane`, `wsm serve --redis`).
+//! - `jwt` (default): JWT authentication for the rooms server (`config::JwtConfig`,
+//!   `Rooms::with_jwt`, `wsm serve --jwt-*`) on `jsonwebtoken` 9 with `ring`. The client's
+//!   `ClientConfig::token_provider` needs no feature.
 //! - `testkit`: a test server you can restart on the same port, a fault-injecting proxy (delay,
 //!   throttle, blackhole, reset, refuse) and waits without sleeps, for your own tests; see its
 //!   module guide, "Testing your reconnect logic" (docs.rs builds the docs with it).

@@ -106,6 +106,14 @@ impl JwtConfig {
     /// ES256 for an EC key (P-256). Anything else is an [`Error::Config`] saying so.
     pub fn public_key_pem(pem: impl AsRef<[u8]>) -> Result<Self> {
         let pem = pem.as_ref();
+        // jsonwebtoken takes a private key's PEM here too, and then no signature verifies.
+        if String::from_utf8_lossy(pem).contains("PRIVATE KEY-----") {
+            return Err(Error::Config(
+                "the JWT public key file holds a private key: give its public key (openssl pkey \
+                 -in KEY -pubout)"
+                    .into(),
+            ));
+        }
         let key = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
             Key::new(None, Algorithm::RS256, key)
         } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
@@ -185,7 +193,12 @@ impl JwtConfig {
             let mut v = Validation::new(key.algorithm);
             v.leeway = self.leeway.as_secs();
             v.validate_nbf = true;
-            v.set_required_spec_claims(&["exp"]);
+            // A check that is set needs its claim: jsonwebtoken passes a token without `aud`
+            // (or `iss`) when only the value is set.
+            let mut required = vec!["exp"];
+            required.extend(self.audience.as_ref().map(|_| "aud"));
+            required.extend(self.issuer.as_ref().map(|_| "iss"));
+            v.set_required_spec_claims(&required);
             v.validate_aud = self.audience.is_some();
             if let Some(aud) = &self.audience {
                 v.set_audience(&[aud]);
@@ -344,5 +357,226 @@ impl Key {
             key,
             validation: Validation::new(algorithm),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"a-unit-test-secret-of-32-bytes!!";
+    const RSA1_PRIVATE: &[u8] = include_bytes!("../../tests/fixtures/jwt/rsa1_private.pem");
+    const RSA1_PUBLIC: &[u8] = include_bytes!("../../tests/fixtures/jwt/rsa1_public.pem");
+    const RSA2_PRIVATE: &[u8] = include_bytes!("../../tests/fixtures/jwt/rsa2_private.pem");
+    const EC_PRIVATE: &[u8] = include_bytes!("../../tests/fixtures/jwt/ec_private.pem");
+    const EC_PUBLIC: &[u8] = include_bytes!("../../tests/fixtures/jwt/ec_public.pem");
+    const JWKS: &str = include_str!("../../tests/fixtures/jwt/jwks.json");
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn hs(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET);
+        encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign")
+    }
+
+    fn signed(alg: Algorithm, kid: Option<&str>, pem: &[u8], claims: serde_json::Value) -> String {
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
+            _ => EncodingKey::from_rsa_pem(pem),
+        }
+        .expect("test key");
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        encode(&header, &claims, &key).expect("sign")
+    }
+
+    fn reason(config: &JwtConfig, token: &str) -> RefusalReason {
+        match config.check(token) {
+            Ok(_) => panic!("accepted: {token}"),
+            Err(refusal) => {
+                assert!(!refusal.message.contains('\n'), "{}", refusal.message);
+                refusal.reason
+            }
+        }
+    }
+
+    /// A valid HS256 token grants its sub, exp, info and rooms.
+    #[test]
+    fn a_valid_token_grants_its_claims() {
+        let config = JwtConfig::hs256(SECRET).expect("config");
+        let exp = now() + 60;
+        let token = hs(json!({"sub":"alice","exp":exp,"info":{"name":"A"},"rooms":["chat.*"]}));
+        let grant = config.check(&token).expect("valid");
+        assert_eq!(grant.sub.as_deref(), Some("alice"));
+        let exp_time = SystemTime::UNIX_EPOCH + Duration::from_secs(exp);
+        assert_eq!(grant.exp, exp_time);
+        assert_eq!(
+            grant.info.as_deref().map(RawValue::get),
+            Some(r#"{"name":"A"}"#)
+        );
+        let rooms = grant.rooms.expect("rooms claim");
+        assert!(rooms.allows("chat.x") && !rooms.allows("admin"));
+    }
+
+    /// Every refusal has its reason: forged, `none`, another algorithm, expired, not yet
+    /// valid, without exp, claims of the wrong shape, an info over 1 KiB, not a JWT.
+    #[test]
+    fn each_bad_token_is_refused_for_its_reason() {
+        let config = JwtConfig::hs256(SECRET).expect("config");
+        let exp = now() + 60;
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub":"a","exp":exp}),
+            &EncodingKey::from_secret(b"another secret, also 32 bytes..."),
+        )
+        .expect("sign");
+        assert_eq!(reason(&config, &forged), RefusalReason::Signature);
+        let body = hs(json!({"sub":"a","exp":exp}));
+        let payload = body.split('.').nth(1).unwrap_or_default();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert_eq!(reason(&config, &none), RefusalReason::Algorithm);
+        let rs = signed(Algorithm::RS256, None, RSA1_PRIVATE, json!({"exp":exp}));
+        assert_eq!(reason(&config, &rs), RefusalReason::Algorithm);
+        let cases = [
+            (json!({"sub":"a","exp":now() - 5}), RefusalReason::Expired),
+            (
+                json!({"exp":exp,"nbf":now() + 60}),
+                RefusalReason::NotYetValid,
+            ),
+            (json!({"sub":"a"}), RefusalReason::Claims),
+            (json!({"sub":7,"exp":exp}), RefusalReason::Claims),
+            (json!({"exp":exp,"rooms":"chat.*"}), RefusalReason::Claims),
+            (
+                json!({"exp":exp,"info":"x".repeat(1100)}),
+                RefusalReason::Claims,
+            ),
+        ];
+        for (claims, expected) in cases {
+            assert_eq!(reason(&config, &hs(claims.clone())), expected, "{claims}");
+        }
+        for junk in ["", "abc", "a.b.c", "a.b", "....", "\u{0}.\u{0}.\u{0}"] {
+            assert_eq!(reason(&config, junk), RefusalReason::Malformed, "{junk:?}");
+        }
+    }
+
+    /// `aud` and `iss` are checked when set, and a token with an `aud` is taken when no
+    /// audience is set.
+    #[test]
+    fn audience_and_issuer_are_checked_when_set() {
+        let exp = now() + 60;
+        let right = hs(json!({"exp":exp,"aud":"chat","iss":"auth.example"}));
+        let wrong_aud = hs(json!({"exp":exp,"aud":"billing","iss":"auth.example"}));
+        let wrong_iss = hs(json!({"exp":exp,"aud":"chat","iss":"evil.example"}));
+        let plain = JwtConfig::hs256(SECRET).expect("config");
+        assert!(plain.check(&right).is_ok());
+        let strict = plain.audience("chat").issuer("auth.example");
+        assert!(strict.check(&right).is_ok());
+        assert_eq!(reason(&strict, &wrong_aud), RefusalReason::Audience);
+        assert_eq!(reason(&strict, &wrong_iss), RefusalReason::Issuer);
+        let no_aud = hs(json!({"exp":exp,"iss":"auth.example"}));
+        assert_eq!(reason(&strict, &no_aud), RefusalReason::Claims);
+        let no_iss = hs(json!({"exp":exp,"aud":"chat"}));
+        assert_eq!(reason(&strict, &no_iss), RefusalReason::Claims);
+    }
+
+    /// A leeway takes a token that expired within it, and no more.
+    #[test]
+    fn leeway_takes_a_recently_expired_token() {
+        let token = hs(json!({"exp":now() - 5}));
+        let config = JwtConfig::hs256(SECRET).expect("config");
+        assert_eq!(reason(&config, &token), RefusalReason::Expired);
+        let lenient = config.leeway(Duration::from_secs(30));
+        assert!(lenient.check(&token).is_ok());
+        let lenient = lenient.leeway(Duration::MAX);
+        assert!(lenient.check(&token).is_ok());
+    }
+
+    /// An RSA PEM takes RS256 only (the "algorithm confusion" HS256 token signed with the PEM
+    /// as its secret is refused), an EC PEM ES256; keys that are neither are refused at once.
+    #[test]
+    fn pem_keys_take_their_own_algorithm_only() {
+        let exp = now() + 60;
+        let rsa = JwtConfig::public_key_pem(RSA1_PUBLIC).expect("rsa");
+        let good = signed(
+            Algorithm::RS256,
+            None,
+            RSA1_PRIVATE,
+            json!({"sub":"r","exp":exp}),
+        );
+        assert!(rsa.check(&good).is_ok());
+        let other = signed(Algorithm::RS256, None, RSA2_PRIVATE, json!({"exp":exp}));
+        assert_eq!(reason(&rsa, &other), RefusalReason::Signature);
+        let confused = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"exp":exp}),
+            &EncodingKey::from_secret(RSA1_PUBLIC),
+        )
+        .expect("sign");
+        assert_eq!(reason(&rsa, &confused), RefusalReason::Algorithm);
+        let ec = JwtConfig::public_key_pem(EC_PUBLIC).expect("ec");
+        let good = signed(Algorithm::ES256, None, EC_PRIVATE, json!({"exp":exp}));
+        assert!(ec.check(&good).is_ok());
+        assert_eq!(reason(&ec, &other), RefusalReason::Algorithm);
+        for bad in [&b""[..], b"not a pem", RSA1_PRIVATE] {
+            let refused = JwtConfig::public_key_pem(bad);
+            assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
+        }
+        assert!(matches!(JwtConfig::hs256(""), Err(Error::Config(_))));
+    }
+
+    /// A JWKS picks the key by `kid`: each of two keys verifies its own tokens, a token under
+    /// the other key's kid fails its signature, an unknown kid and a missing one are refused.
+    #[test]
+    fn a_jwks_picks_the_key_by_kid() {
+        let exp = now() + 60;
+        let jwks = JwtConfig::jwks(JWKS).expect("jwks");
+        let one = signed(
+            Algorithm::RS256,
+            Some("key-1"),
+            RSA1_PRIVATE,
+            json!({"exp":exp}),
+        );
+        let two = signed(
+            Algorithm::RS256,
+            Some("key-2"),
+            RSA2_PRIVATE,
+            json!({"exp":exp}),
+        );
+        assert!(jwks.check(&one).is_ok());
+        assert!(jwks.check(&two).is_ok());
+        let swapped = signed(
+            Algorithm::RS256,
+            Some("key-1"),
+            RSA2_PRIVATE,
+            json!({"exp":exp}),
+        );
+        assert_eq!(reason(&jwks, &swapped), RefusalReason::Signature);
+        let unknown = signed(
+            Algorithm::RS256,
+            Some("key-9"),
+            RSA1_PRIVATE,
+            json!({"exp":exp}),
+        );
+        assert_eq!(reason(&jwks, &unknown), RefusalReason::UnknownKey);
+        let bare = signed(Algorithm::RS256, None, RSA1_PRIVATE, json!({"exp":exp}));
+        assert_eq!(reason(&jwks, &bare), RefusalReason::UnknownKey);
+        for bad in ["", "{}", r#"{"keys":[]}"#, r#"{"keys":[{"kty":"RSA"}]}"#] {
+            assert!(
+                matches!(JwtConfig::jwks(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+        let shown = format!("{jwks:?}");
+        assert!(
+            shown.contains("key-1") && !shown.contains("AQAB"),
+            "{shown}"
+        );
     }
 }
