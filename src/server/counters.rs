@@ -131,7 +131,7 @@ macro_rules! figures {
             /// offered it to every member (see [`LatencyHistogram`]).
             pub fanout: LatencyHistogram,
             /// Upgrades refused for their token, one count per
-            /// [`RefusalReason`](super::token::RefusalReason) (in its `ALL` order).
+            /// token refusal reason (in the order of `token::RefusalReason::ALL`).
             pub auth_refused: [Count; RefusalReason::ALL.len()],
         }
 

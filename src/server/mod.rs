@@ -5,7 +5,8 @@
 //! functions for the rooms route and the plain echo route; [`Rooms::publish`] (typed) and
 //! [`Rooms::publish_json`] publish into a room from ordinary HTTP handlers, where the `Rooms` is
 //! also app data, `web::Data<Rooms>`; [`Rooms::shutdown`] closes every session with 1001), the
-//! authentication types ([`AuthHook`], [`AuthRejection`]), [`serve`] / [`serve_with`] /
+//! authentication types ([`AuthHook`], [`AuthRejection`], and with the `jwt` feature
+//! `JwtConfig` for [`Rooms::with_jwt`]), [`serve`] / [`serve_with`] /
 //! `serve_tls` and their [`Server`], [`HubStats`], [`RoomFrame`] and [`SessionId`], and the
 //! public modules [`backplane`] (several nodes), [`handler`] (message types of your own) and
 //! [`metrics`] ([`ServerMetrics`](metrics::ServerMetrics), Prometheus).
@@ -16,8 +17,11 @@
 //! other server module that imports them, so no two server modules import each other.
 //!
 //! - `mod.rs`: the [`Rooms`] handle and its API (publish, members, stats, shutdown);
-//! - `admission.rs`: the authentication hook, the join check, the limits checked before the
-//!   upgrade, the slot a session holds, and the upgrade handler;
+//! - `admission.rs`: the authentication hook, the token check, the join check, the limits
+//!   checked before the upgrade, the slot a session holds, and the upgrade handler;
+//! - `token.rs` (a leaf): what a verified token grants, why one is refused, where a request
+//!   carries it, and when its session is told it is expiring; `jwt.rs` (feature `jwt`):
+//!   `JwtConfig`, which checks JWTs with `jsonwebtoken`;
 //! - `standalone.rs` and `paced.rs`: [`serve`] and its [`Server`]; over plain TCP it is
 //!   actix-http's HTTP/1 service on sockets read in 8 KiB turns, and only once the session took
 //!   what was read, so that actix-http's read buffer stays at 8 KiB after a large message
@@ -32,7 +36,7 @@
 //! - `history/`: the rooms' history on one node (stream positions, the bounds, expiry), a
 //!   store the hub owns;
 //! - `session/`: one actor per client (lifecycle and heartbeat, the rooms protocol, the rate
-//!   limit), writing through its `outbox/` (a bounded queue that is the response body
+//!   limit, its token's expiry and `refresh`), writing through its `outbox/` (a bounded queue that is the response body
 //!   actix-http writes); its docs say why neither actix-web-actors nor actix-ws;
 //! - `socket.rs`: the accepted socket's options and the cutter;
 //! - [`backplane`], [`handler`], [`metrics`]: the public modules above.
