@@ -83,6 +83,9 @@ pub struct Head<'a> {
     /// `history`: at most this many publications.
     #[serde(default)]
     pub limit: Option<u64>,
+    /// `join`: also receive the room's presence changes (`presence_diff`).
+    #[serde(default)]
+    pub presence: Option<bool>,
 }
 
 impl<'a> Head<'a> {
@@ -168,6 +171,7 @@ pub struct Outgoing {
     event: Option<Cow<'static, str>>,
     timestamp: Option<String>,
     data: Option<Box<RawValue>>,
+    presence: bool,
 }
 
 impl Outgoing {
@@ -203,6 +207,7 @@ impl Outgoing {
             event: None,
             timestamp: None,
             data: None,
+            presence: false,
         }
     }
 
@@ -227,6 +232,12 @@ impl Outgoing {
     /// Set the `event` field (the type a rooms `publish` is delivered as).
     pub fn event(mut self, event: impl Into<Cow<'static, str>>) -> Self {
         self.event = Some(event.into());
+        self
+    }
+
+    /// Set `"presence":true` (a rooms `join` that also asks for the room's presence changes).
+    pub fn presence(mut self) -> Self {
+        self.presence = true;
         self
     }
 
@@ -263,6 +274,7 @@ impl Outgoing {
             event: self.event.as_deref(),
             data: self.data.as_deref(),
             timestamp: self.timestamp.as_deref(),
+            presence: self.presence,
             ..EnvelopeParts::default()
         }
         .encode()
@@ -295,6 +307,8 @@ pub(crate) struct EnvelopeParts<'a> {
     pub(crate) offset: Option<u64>,
     /// `epoch`: the history `offset` counts in.
     pub(crate) epoch: Option<&'a str>,
+    /// `"presence":true` when set (a `join` asking for presence changes).
+    pub(crate) presence: bool,
 }
 
 impl EnvelopeParts<'_> {
@@ -311,6 +325,7 @@ impl EnvelopeParts<'_> {
             timestamp,
             offset,
             epoch,
+            presence,
         } = *self;
         let mut out = String::with_capacity(
             32 + kind.len()
@@ -357,6 +372,9 @@ impl EnvelopeParts<'_> {
         if let Some(epoch) = epoch {
             out.push_str(",\"epoch\":");
             push_json_str(&mut out, epoch);
+        }
+        if presence {
+            out.push_str(",\"presence\":true");
         }
         out.push('}');
         ByteString::from(out)

@@ -5,6 +5,8 @@
 //! | [`Join`] with `room` | [`Joined`] with the same `room` and `id`, and the room's position ([`JoinedData`]) when the server keeps history |
 //! | [`Join`] with `room` and `since` (`{"offset":O,"epoch":"X"}`) | [`Joined`] saying whether every missed publication follows (`recovered`, else `reason`), then those publications in order, then live ones |
 //! | [`History`] with `room`, `since`?, `limit`? | [`History`] with [`HistoryData`]: the publications after `since` (or the latest), oldest first |
+//! | [`Join`] with `room` and `"presence":true` (and `data` `{"info":I}`) | [`Joined`], then [`PresenceDiff`]s: who came and went |
+//! | [`Presence`] with `room` | [`Presence`] with [`PresenceData`]: the exact count and the members (up to a limit) |
 //! | [`Leave`] with `room` | [`Left`] with the same `room` and `id` |
 //! | [`Publish`] with `room` and `data` | every member gets [`RoomMessage`] (with `from`, `timestamp`, and with history its `offset` and `epoch`); with an `id`, the sender also gets [`Ack`] |
 //! | [`Echo`] | [`Echo`] with the same `data` and `id` |
@@ -120,6 +122,57 @@ pub struct JoinedData {
     /// With `"recovered":false`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `{"type":"presence","room":R,"id":N}`: who is in room R; answered with the same type and
+/// [`PresenceData`]. A `join` with `"presence":true` (and optionally `data` `{"info":I}`, at
+/// most 1 KiB of JSON shown to the others) also subscribes the member to [`PresenceDiff`]s.
+/// Who may ask is decided by the same check as joining.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presence;
+impl WireMessage for Presence {
+    const TYPE: &'static str = "presence";
+}
+
+/// The `data` of a `presence` answer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PresenceData {
+    /// How many members the room has: always exact (every node's, once converged).
+    pub count: u64,
+    /// The members, at most the server's `presence_list_limit` of them.
+    pub members: Vec<PresenceMember>,
+    /// Whether `members` was cut at the limit (`count` is still exact).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One member of a room as presence shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresenceMember {
+    /// Its session id (unique across nodes: on a backplane it carries the node's id).
+    pub session: String,
+    /// Who it is (a token's `sub`, or what the server's auth hook said), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// What it shows the others (its join's `info`, or the token's `info` claim), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
+/// `{"type":"presence_diff","room":R,"data":{"joins":[...],"leaves":[...]}}`: who came and who
+/// went, sent to members that joined with `"presence":true`, gathered over at most 100 ms, in
+/// order with the room's messages, never naming the receiver's own join.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PresenceDiff {
+    /// Members that joined.
+    #[serde(default)]
+    pub joins: Vec<PresenceMember>,
+    /// Members that left (or whose session or node ended).
+    #[serde(default)]
+    pub leaves: Vec<PresenceMember>,
+}
+impl WireMessage for PresenceDiff {
+    const TYPE: &'static str = "presence_diff";
 }
 
 /// `{"type":"ack","id":N}`: the server accepted the publish that carried `id` N.
@@ -238,7 +291,7 @@ pub mod codes {
 
 /// The protocol's own message types, which a publish may not use as its `event` (members could
 /// not tell a broadcast from a protocol message).
-pub const RESERVED_TYPES: [&str; 16] = [
+pub const RESERVED_TYPES: [&str; 18] = [
     "welcome",
     "join",
     "joined",
@@ -255,6 +308,8 @@ pub const RESERVED_TYPES: [&str; 16] = [
     "token_expiring",
     "refresh",
     "refreshed",
+    "presence",
+    "presence_diff",
 ];
 
 /// Whether `byte` may appear in a room or event name: `A-Z a-z 0-9 _ . : -`, so that names
@@ -301,6 +356,21 @@ pub fn publish_event<T: WireMessage>(room: &str, msg: &T) -> Result<Outgoing> {
 /// `{"type":"join","room":room}`.
 pub fn join(room: &str) -> Outgoing {
     Outgoing::bare(Join::TYPE).room(room)
+}
+
+/// `{"type":"join","room":room,"presence":true,"data":{"info":info}}`: join and receive the
+/// room's presence changes, showing `info` (at most 1 KiB of JSON) to the others.
+pub fn join_with_presence(room: &str, info: Option<&Value>) -> Result<Outgoing> {
+    let out = match info {
+        Some(info) => Outgoing::raw(Join::TYPE, raw_data(&serde_json::json!({ "info": info }))?),
+        None => Outgoing::bare(Join::TYPE),
+    };
+    Ok(out.room(room).presence())
+}
+
+/// `{"type":"presence","room":room}`.
+pub fn presence(room: &str) -> Outgoing {
+    Outgoing::bare(Presence::TYPE).room(room)
 }
 
 /// `{"type":"leave","room":room}`.

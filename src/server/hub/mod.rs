@@ -28,82 +28,23 @@ use std::sync::Arc;
 
 use actix::{prelude::*, WeakAddr};
 use bytestring::ByteString;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+mod dispatch;
 mod history;
+mod member;
 mod shared;
 
+use self::member::{backplane_error, joined, offer_reply, Member, MemberSink, Offer};
+
 use super::backplane::{Backplane, InProcess};
-use super::command::{
-    Command, Evict, EvictReason, HubSender, JoinReply, Publish, RoomFrame, SessionId,
-};
-use super::counters::{on_full_queue, Counters, FullQueue, HubStats};
+use super::command::{HubSender, JoinReply, Publish, SessionId};
+use super::counters::{on_full_queue, Counters, FullQueue};
 use super::history::History;
-use super::outbox::{Depth, Outbound, Outbox, Refused, Wakes};
+use super::outbox::{Depth, Outbound, Wakes};
 use crate::config::{HistoryConfig, SlowConsumerPolicy};
 use crate::envelope::{now_rfc3339, EnvelopeParts, WireMessage};
 use crate::protocol::{self, RoomMessage};
-
-/// Who the hub knows: one entry per live session.
-struct Member {
-    /// Where its messages go; the hub only ever offers with `try_send`.
-    sink: MemberSink,
-    /// The rooms it is in, so that leaving every room on disconnect does not scan all rooms.
-    rooms: HashSet<Arc<str>>,
-}
-
-/// A member's way in: a session's bounded queue, or an actor of the application's (for
-/// example an existing actix-web-actors session) through its bounded mailbox.
-enum MemberSink {
-    Session {
-        queue: Outbox,
-        /// Where to send [`Evict`].
-        evict: Recipient<Evict>,
-    },
-    Actor(Recipient<RoomFrame>),
-}
-
-/// What offering a frame to a member did.
-enum Offer {
-    /// Taken; the member's queue now holds this much (zero when unknown).
-    Taken(Depth),
-    Full,
-    Gone,
-}
-
-impl MemberSink {
-    fn offer(&self, frame: &Outbound, wakes: &mut Wakes) -> Offer {
-        match self {
-            MemberSink::Session { queue, .. } => match queue.try_send_batched(frame.clone(), wakes)
-            {
-                Ok(depth) => Offer::Taken(depth),
-                Err(Refused::Full(_)) => Offer::Full,
-                Err(Refused::Closed(_)) => Offer::Gone,
-            },
-            MemberSink::Actor(recipient) => {
-                let Outbound::Text(text) = frame else {
-                    return Offer::Taken(Depth::default()); // only text frames are meant for members
-                };
-                match recipient.try_send(RoomFrame(text.clone())) {
-                    Ok(()) => Offer::Taken(Depth::default()),
-                    Err(SendError::Full(_)) => Offer::Full,
-                    Err(SendError::Closed(_)) => Offer::Gone,
-                }
-            }
-        }
-    }
-
-    /// Tell a slow member it is out (a session closes with 1013; an actor is simply no longer a
-    /// member of anything).
-    fn evict(&self) {
-        if let MemberSink::Session { evict, .. } = self {
-            evict.do_send(Evict {
-                reason: EvictReason::SlowConsumer,
-            });
-        }
-    }
-}
 
 /// Rooms and membership, and the one place where broadcast happens. One per server, shared by
 /// every worker of the HTTP server through [`Rooms`](super::Rooms).
@@ -476,125 +417,5 @@ impl Hub {
             }
         }
         reached
-    }
-}
-
-/// `joined` for `room`, with `id` and `data` (the position, and the recovery's outcome).
-fn joined(room: &str, id: Option<u64>, data: Option<&RawValue>) -> Outbound {
-    let joined = EnvelopeParts {
-        kind: protocol::Joined::TYPE,
-        id,
-        room: Some(room),
-        data,
-        ..EnvelopeParts::default()
-    };
-    Outbound::Text(joined.encode())
-}
-
-/// Offer a reply frame to a session's queue; a full queue drops it (counted: the session is
-/// too slow to read even its replies).
-fn offer_reply(queue: &Outbox, frame: Outbound, counters: &Counters) {
-    let len = frame.len();
-    match queue.try_send(frame) {
-        Ok(depth) => counters.delivered(len, depth),
-        Err(Refused::Full(_)) => counters.dropped.bump(),
-        Err(Refused::Closed(_)) => {}
-    }
-}
-
-/// The `error` a publisher gets when its publish could not reach the other nodes (`shared`:
-/// the backplane keeps the history, and a publish it did not take reached nobody).
-fn backplane_error(id: u64, why: &str, shared: bool) -> Outbound {
-    let message = if shared {
-        format!("not delivered to anyone: the room's history did not take it: {why}")
-    } else {
-        format!(
-            "delivered on this node; other nodes may not have it (Redis pub/sub is at-most-once): \
-             {why}"
-        )
-    };
-    let reply = protocol::ErrorReply {
-        code: protocol::codes::BACKPLANE_UNAVAILABLE.to_owned(),
-        message,
-    };
-    let raw = serde_json::value::to_raw_value(&reply).ok();
-    let error = EnvelopeParts {
-        kind: protocol::ErrorReply::TYPE,
-        id: Some(id),
-        data: raw.as_deref(),
-        ..EnvelopeParts::default()
-    };
-    Outbound::Text(error.encode())
-}
-
-/// Handler for the command queue: one command at a time, in queue order.
-impl StreamHandler<Command> for Hub {
-    fn handle(&mut self, cmd: Command, _: &mut Context<Self>) {
-        match cmd {
-            Command::Connect { id, queue, evict } => {
-                self.connect(id, MemberSink::Session { queue, evict })
-            }
-            Command::Attach { id, recipient } => self.connect(id, MemberSink::Actor(recipient)),
-            Command::Disconnect { id } => {
-                self.remove(id);
-            }
-            Command::Join { id, room, reply } => self.join(id, room, reply),
-            Command::Leave { id, room } => self.leave(id, room),
-            Command::Stats(tell) => {
-                let _ = tell.send(self.stats());
-            }
-            Command::SendTo { id, frame, sent } => {
-                let _ = sent.send(self.send_to(id, frame));
-            }
-            Command::History {
-                id,
-                room,
-                request,
-                since,
-                limit,
-            } => self.answer_history(id, &room, request, since.as_ref(), limit),
-            Command::Members { room, tell } => {
-                let mut ids: Vec<SessionId> = self
-                    .rooms
-                    .get(&room)
-                    .map(|set| set.iter().copied().collect())
-                    .unwrap_or_default();
-                ids.sort_unstable();
-                let _ = tell.send(ids);
-            }
-            Command::Remote {
-                room,
-                frame,
-                offset,
-                ..
-            } => {
-                self.counters.backplane_received.bump();
-                self.fan_out(&room, &frame, offset);
-            }
-            Command::Publish(msg) => {
-                let reached = self.publish(&msg);
-                if let Some(tell) = msg.reached {
-                    let _ = tell.send(reached);
-                }
-            }
-        }
-        self.counters.rooms.set(self.rooms.len() as u64);
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        // Every sender is gone: the server handle was dropped.
-        ctx.stop();
-    }
-}
-
-impl Hub {
-    /// A [`HubStats`]: the counters, and what the hub holds now.
-    fn stats(&self) -> HubStats {
-        HubStats {
-            sessions: self.members.len(),
-            rooms: self.rooms.len(),
-            members: self.rooms.values().map(HashSet::len).sum(),
-            ..HubStats::read(&self.counters)
-        }
     }
 }
