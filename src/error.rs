@@ -141,6 +141,17 @@ pub enum Error {
         /// The limit ([`ClientConfig::max_on_connect`](crate::config::ClientConfig::max_on_connect)).
         limit: usize,
     },
+    /// The `info` given to
+    /// [`Client::join_with_presence`](crate::client::Client::join_with_presence) takes more
+    /// than [`MAX_PRESENCE_INFO_BYTES`](crate::protocol::MAX_PRESENCE_INFO_BYTES) as JSON: the
+    /// server would refuse the join (`bad_data`), at every reconnect.
+    #[error("presence info of {size} bytes exceeds the limit of {limit} bytes")]
+    PresenceInfoTooLarge {
+        /// Its size as JSON text, in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// A configuration value is out of range or malformed; the text names the field.
     #[error("invalid configuration: {0}")]
     Config(String),

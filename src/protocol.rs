@@ -134,6 +134,11 @@ impl WireMessage for Presence {
     const TYPE: &'static str = "presence";
 }
 
+/// Most bytes a join's presence `info` may take as JSON text: it travels to every member of the
+/// room with each diff and answer, so it is kept small (as Pusher's 1 KB of user info). A join
+/// with more is refused with [`codes::BAD_DATA`].
+pub const MAX_PRESENCE_INFO_BYTES: usize = 1024;
+
 /// The `data` of a `presence` answer.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PresenceData {

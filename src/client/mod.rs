@@ -68,10 +68,10 @@ mod gate;
 mod heartbeat;
 mod manager;
 mod outbox;
+mod presence;
 mod reconnect;
 pub mod recovery;
 mod router;
-
 mod state;
 
 use std::sync::Arc;
@@ -86,6 +86,7 @@ pub use census::{census, wait_census, Census};
 pub use connection::validate_url;
 pub use gate::{CONTROL_AHEAD, ROUTE_AHEAD, ROUTE_AHEAD_BYTES};
 pub use manager::{Manager, ManagerConfig, ManagerStats, StateCounts};
+pub use presence::PRESENCE_TIMEOUT;
 pub use recovery::{Position, Publication, RoomHistory, HISTORY_TIMEOUT};
 pub use router::{Inbound, Overflow, REFRESH_TIMEOUT};
 pub use state::{round_duration, ConnectionState, Event, MessageError, MessageErrorKind, Stats};
@@ -355,18 +356,19 @@ impl Client {
             .await
     }
 
-    /// Join `room` (rooms protocol), now if connected and again after every reconnect. Joining a
-    /// room twice registers it once.
+    /// Join `room` (rooms protocol), now if connected and again after every reconnect, in place
+    /// of the room's earlier join (one [with presence](Self::join_with_presence), say).
     pub async fn join(&self, room: &str) -> Result<()> {
-        self.send_on_connect(crate::protocol::join(room)).await
+        let text = crate::protocol::join(room).encode();
+        self.join_frame(room, text).await
     }
 
-    /// Leave `room`: it is no longer joined after a reconnect, and a `leave` is sent now if
-    /// connected (when not connected there is nothing to leave).
+    /// Leave `room`: it is no longer joined after a reconnect (however it was joined), and a
+    /// `leave` is sent now if connected (when not connected there is nothing to leave).
     pub async fn leave(&self, room: &str) -> Result<()> {
-        let text = crate::protocol::join(room).encode();
-        let then = Some(crate::protocol::leave(room).encode());
-        self.on_connect(OnConnect::Remove { text, then }).await
+        let then = crate::protocol::leave(room).encode();
+        let room = room.to_owned();
+        self.on_connect(OnConnect::Leave { room, then }).await
     }
 
     async fn on_connect(&self, edit: OnConnect) -> Result<()> {
@@ -408,8 +410,6 @@ impl Client {
     /// Deliver every message of type `T` to a bounded channel of `capacity` messages (at least
     /// 1). When it is full, messages are dropped, counted in [`Stats::dropped_incoming`] and
     /// reported as [`MessageErrorKind::SubscriberFull`]. Dropping the receiver unsubscribes.
-    /// (Every `subscribe*` method answers such a channel; `subscribe*_actor` delivers to an
-    /// actor.)
     pub fn subscribe<T: WireMessage + Clone>(&self, capacity: usize) -> mpsc::Receiver<Inbound<T>> {
         self.subscribe_with(capacity, Overflow::DropNewest)
     }

@@ -1,6 +1,6 @@
 //! The messages the Connection takes: from the supervisor (dial, close, stop), the heartbeat
 //! (pings, a dead peer), the writer task (it ended) and the [`Client`](crate::client::Client)
-//! handles (send, on-connect edits). One message and its handler each.
+//! handles (send; their on-connect edits are in `on_connect`). One message and its handler each.
 
 use std::time::Duration;
 
@@ -13,9 +13,7 @@ use super::writer::WriterDone;
 use super::Connection;
 use crate::client::outbox::{Origin, OutFrame};
 use crate::config::PingMode;
-use crate::envelope::{Head, WireMessage};
 use crate::error::Error;
-use crate::protocol::Join;
 
 /// Sent by the supervisor when a socket should be opened (first connection, or after the
 /// backoff delay). Ignored while a socket is open or being opened.
@@ -74,65 +72,6 @@ impl Handler<SendFrame> for Connection {
     fn handle(&mut self, msg: SendFrame, _: &mut Context<Self>) -> Self::Result {
         self.outbox.borrow_mut().push(msg.0, Origin::Data)
     }
-}
-
-/// Sent by a [`Client`](crate::client::Client) handle: change the on-connect set. `Add` (no duplicates)
-/// also sends the message now when a socket is open; `Remove` takes it out, and sends `then`
-/// (for example a `leave` after removing a `join`) when a socket is open.
-#[derive(Message)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) enum OnConnect {
-    Add(ByteString),
-    Remove {
-        text: ByteString,
-        then: Option<ByteString>,
-    },
-}
-
-/// Handler for [`OnConnect`].
-impl Handler<OnConnect> for Connection {
-    type Result = Result<(), Error>;
-    fn handle(&mut self, msg: OnConnect, _: &mut Context<Self>) -> Self::Result {
-        let open = self.link.as_ref().is_some_and(|l| l.closing.is_none());
-        let mut outbox = self.outbox.borrow_mut();
-        if outbox.is_refusing() {
-            return Err(Error::ClientClosed);
-        }
-        match msg {
-            OnConnect::Add(text) => {
-                if !self.on_connect_set.contains(&text) {
-                    let limit = self.config.max_on_connect;
-                    if self.on_connect.len() >= limit {
-                        return Err(Error::OnConnectFull { limit });
-                    }
-                    if open {
-                        outbox.push_replay(text.clone())?;
-                    }
-                    self.on_connect_set.insert(text.clone());
-                    self.on_connect.push(text);
-                }
-            }
-            OnConnect::Remove { text, then } => {
-                if self.on_connect_set.remove(&text) {
-                    self.on_connect.retain(|t| *t != text);
-                    // A room no longer joined has no position to rejoin from.
-                    if let Some(room) = joined_room(&text) {
-                        self.streams.borrow_mut().forget(&room);
-                    }
-                }
-                if let (true, Some(then)) = (open, then) {
-                    outbox.push_replay(then)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The room of a `join` frame; `None` for any other frame.
-fn joined_room(text: &str) -> Option<String> {
-    let head = Head::parse(text).ok()?;
-    (head.kind == Join::TYPE).then(|| head.room.map(String::from))?
 }
 
 /// Sent by the heartbeat: a ping on socket `gen`, through the control path.

@@ -29,6 +29,7 @@
 //!
 //! - this file: the actor, its socket's lifecycle and the frames it reads;
 //! - `messages`: what the other actors and the handles send it, one message and handler each;
+//! - `on_connect`: the messages sent first on every socket (room joins), and the handles' edits;
 //! - `dial`: the awc client, the opening handshake and connect errors in words;
 //! - `socket`: the codec adapter and the small-buffer reframing of awc's connection;
 //! - `writer`: the task that writes control frames, then data, to one socket.
@@ -41,6 +42,7 @@
 
 mod dial;
 mod messages;
+mod on_connect;
 mod socket;
 mod writer;
 
@@ -50,7 +52,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_http::ws::{self, CloseCode, CloseReason, Frame};
-use bytestring::ByteString;
 use futures_util::stream;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
@@ -65,12 +66,14 @@ use super::router::{Incoming, Router, SharedStreams};
 use super::state::ClientShared;
 use crate::config::ClientConfig;
 use crate::ws::{close, Assembler, Event, Fault};
+use on_connect::OnConnectSet;
 use socket::{SocketItem, WsFramed};
 use writer::{control_channel, write_loop, ControlReceiver};
 
 pub(crate) use super::outbox::OutFrame;
 pub use dial::validate_url;
-pub(crate) use messages::{CloseSocket, Dial, OnConnect, PeerDead, SendFrame, SendPing, Stop};
+pub(crate) use messages::{CloseSocket, Dial, PeerDead, SendFrame, SendPing, Stop};
+pub(crate) use on_connect::OnConnect;
 pub(crate) use writer::CONTROL_QUEUE;
 
 /// How long we wait for the peer's Close after sending ours, before cutting the socket.
@@ -101,10 +104,8 @@ pub(crate) struct Connection {
     supervisor: Option<Addr<ReconnectSupervisor>>,
     outbox: SharedOutbox,
     /// Sent first on every socket, in registration order; at most
-    /// [`max_on_connect`](ClientConfig::max_on_connect), no duplicates (`on_connect_set` makes
-    /// the check O(1)).
-    on_connect: Vec<ByteString>,
-    on_connect_set: std::collections::HashSet<ByteString>,
+    /// [`max_on_connect`](ClientConfig::max_on_connect), no duplicates, one join per room.
+    on_connect: OnConnectSet,
     link: Option<Link>,
     connecting: Option<SpawnHandle>,
     gen: u64,
@@ -138,8 +139,7 @@ impl Connection {
             heartbeat: None,
             supervisor: None,
             outbox,
-            on_connect: Vec::new(),
-            on_connect_set: std::collections::HashSet::new(),
+            on_connect: OnConnectSet::default(),
             link: None,
             connecting: None,
             gen: 0,
@@ -202,7 +202,7 @@ impl Connection {
         let (control, control_rx) = control_channel(CONTROL_QUEUE);
         self.gate.control_reset(gen);
         let wake = Rc::new(Notify::new());
-        let frames = rejoin_frames(&self.on_connect, &self.streams.borrow());
+        let frames = rejoin_frames(self.on_connect.frames(), &self.streams.borrow());
         self.outbox.borrow_mut().attach(gen, &frames, wake.clone());
         let writer = actix_rt::spawn(write_loop(
             sink,

@@ -161,6 +161,19 @@ mod tests {
     }
 
     #[test]
+    fn a_presence_join_keeps_its_flag_and_info_with_since() {
+        let info = serde_json::json!({ "name": "ann" });
+        let join = crate::protocol::join_with_presence("lobby", Some(&info))
+            .unwrap()
+            .encode();
+        let out = with_since(&join, &pos(5)).expect("a JSON object");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["presence"], true);
+        assert_eq!(v["data"]["info"], info);
+        assert_eq!(v["since"]["offset"], 5);
+    }
+
+    #[test]
     fn a_history_request_carries_since_and_limit_only_when_given() {
         let q = HistoryQuery {
             room: "r".into(),
