@@ -1,10 +1,11 @@
 //! A chat client in several rooms at once, which survives server restarts on its own.
 //!
-//! It joins every room named on the command line, prints each message with its room and sender,
-//! prints connection-state changes, publishes the lines typed on stdin (`room: text`), and exits
-//! cleanly when stdin closes (Ctrl-D). Joins are registered with `Client::send_on_connect`, so
-//! after a server restart the client reconnects (backoff with jitter) and rejoins every room by
-//! itself.
+//! It joins every room named on the command line with presence, prints who is in each room once
+//! it is in (and again after every rejoin) and who comes and goes, prints each message with its
+//! room and sender, prints connection-state changes, publishes the lines typed on stdin
+//! (`room: text`), and exits cleanly when stdin closes (Ctrl-D). Joins are on-connect messages
+//! (`Client::join_with_presence`), so after a server restart the client reconnects (backoff with
+//! jitter) and rejoins every room by itself, still with presence.
 //!
 //! Run it alone (it starts an embedded rooms server on a free port):
 //!
@@ -18,15 +19,18 @@
 //! cargo run --example multi_room_client -- --url ws://127.0.0.1:8080/ws lobby news
 //! ```
 //!
-//! then type `lobby: hello` or `news: {"headline": "json works too"}`. Stop and restart the
-//! server to watch it reconnect and rejoin. `tests/example_multi_room.rs` drives [`run`] through
+//! then type `lobby: hello` or `news: {"headline": "json works too"}`. Start a second one to
+//! watch it come (`* presence lobby: +s-2`) and go. Stop and restart the server to watch it
+//! reconnect and rejoin. `tests/example_multi_room.rs` drives [`run`] through
 //! a server restart.
 
 use std::time::Duration;
 
 use actix_ws_manager::client::{connect, Client, ConnectionState, Event, Inbound};
 use actix_ws_manager::config::{ClientConfig, ServerConfig};
-use actix_ws_manager::protocol::{self, ErrorReply, Joined, RoomMessage, Welcome};
+use actix_ws_manager::protocol::{
+    self, ErrorReply, Joined, PresenceData, PresenceDiff, PresenceMember, RoomMessage, Welcome,
+};
 use actix_ws_manager::{server, Error};
 use tokio::sync::mpsc;
 
@@ -38,7 +42,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The client: connect to `url`, join `rooms` (again after every reconnect), publish each
 /// `room: text` line from `lines`, and write what happens to `out` (one line per message,
-/// `[room] sender: data`, and `* ...` lines for joins, state changes and problems).
+/// `[room] sender: data`, and `* ...` lines for joins, who is in a room (`* in lobby (2): s-1,
+/// s-2`), who came and went (`* presence lobby: +s-3 -s-2`), state changes and problems).
 ///
 /// Returns `Ok` once `lines` ends, the answers to what it published have arrived (its own
 /// messages coming back, or errors; at most [`DRAIN_TIMEOUT`] later), and the client is closed;
@@ -59,9 +64,10 @@ pub async fn run(
     let mut joined = client.subscribe::<Joined>(64);
     let mut welcomes = client.subscribe::<Welcome>(4);
     let mut errors = client.subscribe::<ErrorReply>(16);
+    let mut diffs = client.subscribe::<PresenceDiff>(256);
     for room in rooms {
         // Sent now and, first of all, after every reconnect: the rejoin needs no code of ours.
-        client.send_on_connect(protocol::join(room)).await?;
+        client.join_with_presence(room, None).await?;
     }
     if let Err(e) = client.wait_connected(FIRST_CONNECT_TIMEOUT).await {
         client.close().await;
@@ -98,15 +104,17 @@ pub async fn run(
                 }
                 let _ = out.send(message_line(&msg)).await;
             }
-            Some(j) = joined.recv() => {
-                let _ = out.send(format!("* joined {}", j.room.as_deref().unwrap_or("?"))).await;
+            Some(j) = joined.recv() => report_joined(&client, j.room.as_deref(), &out).await,
+            Some(diff) = diffs.recv() => {
+                let _ = out.send(diff_line(&diff)).await;
             }
             Some(w) = welcomes.recv() => {
                 let _ = out.send(format!("* welcome, you are {}", w.data.session)).await;
                 me = Some(w.data.session);
             }
             Some(e) = errors.recv() => {
-                answered += 1;
+                // A publish's error has no id (the publish had none); a request's is its answer.
+                answered += usize::from(e.id.is_none());
                 let _ = out.send(format!("* server error {}: {}", e.data.code, e.data.message)).await;
             }
             Some(event) = events.recv() => {
@@ -142,6 +150,52 @@ async fn publish_line(client: &Client, line: &str) -> Result<bool, String> {
         }
         None if line.trim().is_empty() => Ok(false),
         None => Err("* type `room: text`".to_owned()),
+    }
+}
+
+/// A room joined (or rejoined): say so, and who is there, which the diffs that follow change.
+async fn report_joined(client: &Client, room: Option<&str>, out: &mpsc::Sender<String>) {
+    let room = room.unwrap_or("?");
+    let _ = out.send(format!("* joined {room}")).await;
+    let line = match client.presence(room).await {
+        Ok(now) => members_line(room, &now),
+        Err(e) => format!("* who is in {room}: {e}"),
+    };
+    let _ = out.send(line).await;
+}
+
+/// Who is in a room, as one line: `* in lobby (2): s-1, s-2` (with `...` when the server's list
+/// was cut).
+fn members_line(room: &str, now: &PresenceData) -> String {
+    let names: Vec<String> = now.members.iter().map(member_name).collect();
+    let more = if now.truncated { ", ..." } else { "" };
+    format!("* in {room} ({}): {}{more}", now.count, names.join(", "))
+}
+
+/// A presence diff as one line: `* presence lobby: +s-3 -s-2`.
+fn diff_line(diff: &Inbound<PresenceDiff>) -> String {
+    let room = diff.room.as_deref().unwrap_or("?");
+    let joins = diff
+        .data
+        .joins
+        .iter()
+        .map(|m| format!(" +{}", member_name(m)));
+    let leaves = diff
+        .data
+        .leaves
+        .iter()
+        .map(|m| format!(" -{}", member_name(m)));
+    format!(
+        "* presence {room}:{}",
+        joins.chain(leaves).collect::<String>()
+    )
+}
+
+/// A member as people read it: `identity(session)`, or its session.
+fn member_name(m: &PresenceMember) -> String {
+    match &m.identity {
+        Some(identity) => format!("{identity}({})", m.session),
+        None => m.session.clone(),
     }
 }
 

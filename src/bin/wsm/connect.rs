@@ -5,7 +5,8 @@
 //!   string when it is not JSON.
 //! - stdout: every incoming text message, verbatim, one per line; binary messages as a one-line
 //!   summary (`[binary N bytes]`).
-//! - stderr: state changes (`wsm: connected`, `wsm: reconnecting in 500ms (attempt 1)`, ...).
+//! - stderr: state changes (`wsm: connected`, `wsm: reconnecting in 500ms (attempt 1)`, ...),
+//!   and with `--presence` who comes and goes in the joined rooms (`presence lobby: +s-3 -s-7`).
 //!
 //! The first connection must succeed within `--connect-timeout`, else `wsm` exits 1 with one
 //! line saying why (refused, HTTP status, timeout, a refused TLS certificate or an unreadable
@@ -19,9 +20,10 @@
 
 use std::time::Duration;
 
-use actix_ws_manager::client::{self, ConnectionState, Event, Overflow};
+use actix_ws_manager::client::{self, ConnectionState, Event, Inbound, Overflow};
 use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
-use actix_ws_manager::{protocol, Error, Outgoing, Result};
+use actix_ws_manager::protocol::{PresenceDiff, PresenceMember};
+use actix_ws_manager::{Error, Outgoing, Result};
 use clap::Args;
 
 use crate::flags;
@@ -47,6 +49,11 @@ pub struct ConnectArgs {
     /// repeatable).
     #[arg(long = "join", value_name = "ROOM")]
     joins: Vec<String>,
+    /// Join the `--join` rooms with presence, and print who comes and goes in them on stderr,
+    /// one line per change (`presence lobby: +ann(s-3) -s-7`: an identity with its session, or
+    /// the session alone).
+    #[arg(long, requires = "joins")]
+    presence: bool,
     /// Time the first connection may take (TCP, upgrade), such as `10s` (above zero, at most
     /// 365 days).
     #[arg(long, default_value = "10s", value_parser = flags::duration)]
@@ -168,8 +175,13 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
     let mut events = client.subscribe_events(256);
     let mut text = client.subscribe_text_with(1024, Overflow::Backpressure);
     let mut binary = client.subscribe_binary_with(64, Overflow::Backpressure);
+    let mut diffs = args.presence.then(|| client.subscribe::<PresenceDiff>(256));
     for room in &args.joins {
-        client.send_on_connect(protocol::join(room)).await?;
+        if args.presence {
+            client.join_with_presence(room, None).await?;
+        } else {
+            client.join(room).await?;
+        }
     }
     if let Err(e) = first_connection(&mut events, &args).await {
         client.close().await;
@@ -190,6 +202,7 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
                     break;
                 }
             }
+            Some(diff) = next_diff(&mut diffs) => eprintln!("{}", presence_line(&diff)),
             Some(event) = events.recv() => {
                 if let Some(reason) = report(&event) {
                     return Err(gave_up(&args.url, &reason));
@@ -226,6 +239,32 @@ async fn session(args: ConnectArgs, config: ClientConfig) -> Result<()> {
         let _ = print_line(&msg.data);
     }
     Ok(())
+}
+
+/// The next presence diff, with `--presence`; never without.
+async fn next_diff(
+    diffs: &mut Option<mpsc::Receiver<Inbound<PresenceDiff>>>,
+) -> Option<Inbound<PresenceDiff>> {
+    match diffs {
+        Some(diffs) => diffs.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A presence diff as one line: `presence ROOM: +who ... -who ...`, where `who` is
+/// `identity(session)`, or the session alone when the member has no identity.
+fn presence_line(diff: &Inbound<PresenceDiff>) -> String {
+    let who = |m: &PresenceMember| match &m.identity {
+        Some(identity) => format!("{identity}({})", m.session),
+        None => m.session.clone(),
+    };
+    let joins = diff.data.joins.iter().map(|m| format!(" +{}", who(m)));
+    let leaves = diff.data.leaves.iter().map(|m| format!(" -{}", who(m)));
+    let room = diff.room.as_deref().unwrap_or("?");
+    format!(
+        "presence {room}:{}",
+        joins.chain(leaves).collect::<String>()
+    )
 }
 
 /// stdin's lines, read on a thread of its own (stdin is blocking); the channel closes when
