@@ -6,7 +6,8 @@
 //! and `wsm serve --tls-cert` serves. With `--join` in a room with history, each rejoin's
 //! recovery is one line on stderr (`recovered N messages in R`, or `R: could not recover
 //! (REASON): messages may be missing`). With `--token-file` the file is read again for every
-//! connect, and a missing one is a one-line error naming it.
+//! connect, and a missing one is a one-line error naming it. With `--presence` each presence diff
+//! is one line on stderr.
 #![cfg(unix)]
 
 mod common;
@@ -505,4 +506,45 @@ async fn connect_token_file_is_read_again_for_every_connect() {
     );
     assert_eq!(peer.authorizations().len(), 2, "{stderr}");
     peer.stop().await;
+}
+
+/// `--join r --presence` against a scripted peer: the join (and the rejoin after a cut) carries
+/// `"presence":true`, and each `presence_diff` is one line on stderr
+/// (`presence r: +ann(s-3) -s-7`); `--presence` without `--join` is refused.
+#[actix_rt::test]
+async fn connect_presence_prints_each_diff_on_stderr() {
+    use common::peer::{Behaviour, PeerCmd};
+    let mut peer = common::peer::Peer::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let mut wsm = Wsm::start(&["--join", "r", "--presence", &peer.url]);
+    let json = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap_or_default();
+    let joined = r#"{"type":"joined","room":"r"}"#;
+    let join = answer_join(&mut peer, joined).await;
+    assert_eq!(json(&join)["presence"], true, "{join}");
+    peer.send(PeerCmd::Text(
+        r#"{"type":"presence_diff","room":"r","data":{"joins":[{"session":"s-3","identity":"ann","info":{"x":1}}],"leaves":[{"session":"s-7"}]}}"#
+            .to_owned(),
+    ));
+    recv_until(&mut wsm.err, WAIT, "the diff", |l: &String| {
+        l == "presence r: +ann(s-3) -s-7"
+    })
+    .await;
+
+    peer.send(PeerCmd::Abort);
+    let join = answer_join(&mut peer, joined).await;
+    assert_eq!(json(&join)["presence"], true, "the rejoin too: {join}");
+    let status = wsm.exit().await;
+    assert!(status.success(), "{status:?}");
+    peer.stop().await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wsm"))
+        .args(["connect", "--presence", "ws://127.0.0.1:1/ws"])
+        .output()
+        .expect("wsm runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--join"), "{err}");
 }
