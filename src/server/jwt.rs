@@ -145,14 +145,14 @@ impl JwtConfig {
         Ok(Self::with_keys(keys))
     }
 
-    /// Refuse tokens whose `aud` does not name `audience`.
+    /// Refuse tokens whose `aud` does not name `audience`, and tokens without `aud`.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());
         self.rebuild();
         self
     }
 
-    /// Refuse tokens whose `iss` is not `issuer`.
+    /// Refuse tokens whose `iss` is not `issuer`, and tokens without `iss`.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self.rebuild();
@@ -185,7 +185,16 @@ impl JwtConfig {
             let mut v = Validation::new(key.algorithm);
             v.leeway = self.leeway.as_secs();
             v.validate_nbf = true;
-            v.set_required_spec_claims(&["exp"]);
+            // jsonwebtoken checks `aud` and `iss` only when the token has them: a configured
+            // check must also require the claim, or a token without it would pass.
+            let mut required = vec!["exp"];
+            if self.audience.is_some() {
+                required.push("aud");
+            }
+            if self.issuer.is_some() {
+                required.push("iss");
+            }
+            v.set_required_spec_claims(&required);
             v.validate_aud = self.audience.is_some();
             if let Some(aud) = &self.audience {
                 v.set_audience(&[aud]);
@@ -280,6 +289,12 @@ fn refusal_of(kind: &ErrorKind) -> TokenRefusal {
         ErrorKind::ImmatureSignature => (R::NotYetValid, "the token is not valid yet (nbf)".into()),
         ErrorKind::InvalidAudience => (R::Audience, "the token is not for this audience".into()),
         ErrorKind::InvalidIssuer => (R::Issuer, "the token is not from this issuer".into()),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+            (R::Audience, "the token has no aud claim".into())
+        }
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+            (R::Issuer, "the token has no iss claim".into())
+        }
         ErrorKind::MissingRequiredClaim(claim) => {
             (R::Claims, format!("the token has no {claim} claim"))
         }
