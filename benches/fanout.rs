@@ -78,6 +78,7 @@ async fn members_of_one_room(
         1024,
         Box::new(InProcess),
         history,
+        actix_ws_manager::config::DEFAULT_PRESENCE_LIST_LIMIT,
     );
     let evict = Evictee.start().recipient();
     let room: Arc<str> = Arc::from("lobby");
@@ -88,11 +89,17 @@ async fn members_of_one_room(
             id,
             queue: tx,
             evict: evict.clone(),
+            who: Arc::new(Publisher {
+                from: format!("s-{id}").into(),
+                session: None,
+            }),
         };
         let join = Command::Join {
             id,
             room: room.clone(),
             reply: None,
+            listen: false,
+            info: None,
         };
         for cmd in [connect, join] {
             assert!(hub.send(cmd).await.is_ok(), "hub running");

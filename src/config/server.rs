@@ -24,6 +24,10 @@ pub const DEFAULT_SESSION_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default most rooms one session may be a member of: 64.
 pub const DEFAULT_MAX_ROOMS_PER_SESSION: usize = 64;
+/// Default most members a `presence` answer lists: 1000 (its `count` is always exact).
+pub const DEFAULT_PRESENCE_LIST_LIMIT: usize = 1000;
+/// Most members a `presence` answer may be set to list: 100 000.
+pub const MAX_PRESENCE_LIST_LIMIT: usize = 100_000;
 /// Default longest room name, in bytes: 64.
 pub const DEFAULT_MAX_ROOM_NAME_LEN: usize = 64;
 /// Default time a closing session waits for the client's close frame before its socket is cut:
@@ -136,6 +140,11 @@ pub struct ServerConfig {
     /// with the error `history_off`). With a remote backplane the history lives in the
     /// backplane. Default: on, with [`HistoryConfig::default`].
     pub history: Option<HistoryConfig>,
+    /// Most members a `presence` answer (and [`Rooms::presence`](crate::server::Rooms::presence))
+    /// lists; beyond, the list says `"truncated":true` and `count` stays exact. It bounds the
+    /// answer's size (each member takes up to about 1.1 KiB with its `info`). Default: 1000; 1
+    /// to [`MAX_PRESENCE_LIST_LIMIT`].
+    pub presence_list_limit: usize,
 }
 
 impl Default for ServerConfig {
@@ -159,6 +168,7 @@ impl Default for ServerConfig {
             history: Some(HistoryConfig::default()),
             rate_limit: None,
             max_connections_per_ip: None,
+            presence_list_limit: DEFAULT_PRESENCE_LIST_LIMIT,
         }
     }
 }
@@ -217,6 +227,12 @@ impl ServerConfig {
         self.max_sessions = sessions;
         self
     }
+    /// Set [`presence_list_limit`](Self::presence_list_limit).
+    pub fn presence_list_limit(mut self, members: usize) -> Self {
+        self.presence_list_limit = members;
+        self
+    }
+
     /// Set [`max_rooms_per_session`](Self::max_rooms_per_session).
     pub fn max_rooms_per_session(mut self, rooms: usize) -> Self {
         self.max_rooms_per_session = rooms;
@@ -358,6 +374,12 @@ impl ServerConfig {
                     "rate_limit per_second and burst must be at least 1".into(),
                 ));
             }
+        }
+        if !(1..=MAX_PRESENCE_LIST_LIMIT).contains(&self.presence_list_limit) {
+            return Err(Error::Config(format!(
+                "presence_list_limit must be 1 to {MAX_PRESENCE_LIST_LIMIT}, not {}",
+                self.presence_list_limit
+            )));
         }
         if self.max_connections_per_ip == Some(0) {
             return Err(Error::Config(

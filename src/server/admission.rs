@@ -24,18 +24,35 @@ pub enum AuthRejection {
 }
 
 /// The authentication hook: sees the upgrade request before anything else happens, and either
-/// refuses it or lets it through, optionally attaching an identity to the session (sent back in
-/// `welcome` as `data.identity`, traced with the session, and given to application handlers and
-/// the join check). It is async, so it can check a JWT against a key service or look a token up
-/// in a database; install a plain function with [`Rooms::with_auth`] or an async one with
-/// [`Rooms::with_async_auth`].
+/// refuses it or lets it through, optionally attaching who the client is
+/// ([`Authenticated`]: an identity, sent back in `welcome` as `data.identity`, traced with the
+/// session, given to application handlers and the join check, and shown as `from` and in
+/// presence; and presence `info`). It is async, so it can check a token against a key service
+/// or look a session up in a database; install a plain function with [`Rooms::with_auth`] or an
+/// async one with [`Rooms::with_async_auth`] (an identity only), or
+/// [`Rooms::with_async_auth_info`] (identity and info).
 pub type AuthHook = Arc<
-    dyn Fn(HttpRequest) -> futures_util::future::LocalBoxFuture<'static, AuthResult> + Send + Sync,
+    dyn Fn(HttpRequest) -> futures_util::future::LocalBoxFuture<'static, AuthOutcome> + Send + Sync,
 >;
 
 /// What the authentication hook answers: an identity (or none) to let the upgrade through, or
 /// why it is refused.
 pub type AuthResult = std::result::Result<Option<String>, AuthRejection>;
+
+/// What an authentication hook installed with [`Rooms::with_async_auth_info`] answers.
+pub type AuthOutcome = std::result::Result<Authenticated, AuthRejection>;
+
+/// Who a client is, as the authentication hook found: both optional. With JWT authentication
+/// ([`Rooms::with_jwt`]) too, what the hook says replaces the token's `sub` and `info`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Authenticated {
+    /// The identity (a user id): `from` on the session's publishes, `identity` in presence.
+    pub identity: Option<String>,
+    /// What presence shows of the session to the other members of its rooms, in place of what
+    /// its joins say: JSON of at most 1 KiB ([`MAX_INFO_BYTES`](super::MAX_INFO_BYTES); more is
+    /// refused with HTTP 500, a bug of the hook's).
+    pub info: Option<serde_json::Value>,
+}
 
 /// The per-room join check ([`Rooms::with_join_check`]): may this identity join this room?
 pub type JoinCheck = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
@@ -51,10 +68,28 @@ impl Rooms {
 
     /// Install an async authentication hook (see [`AuthHook`]); it gets the request by value
     /// (cheap: actix's `HttpRequest` is reference counted).
-    pub fn with_async_auth<F, Fut>(mut self, hook: F) -> Self
+    pub fn with_async_auth<F, Fut>(self, hook: F) -> Self
     where
         F: Fn(HttpRequest) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = AuthResult> + 'static,
+    {
+        self.with_async_auth_info(move |req| {
+            let answer = hook(req);
+            async move {
+                answer.await.map(|identity| Authenticated {
+                    identity,
+                    info: None,
+                })
+            }
+        })
+    }
+
+    /// Install an async authentication hook that says who the client is and what presence
+    /// shows of it ([`Authenticated`]); see [`AuthHook`].
+    pub fn with_async_auth_info<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(HttpRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = AuthOutcome> + 'static,
     {
         self.auth = Some(Arc::new(move |req| Box::pin(hook(req))));
         self
@@ -209,10 +244,10 @@ impl Rooms {
             }
         };
         let sub = grant.as_ref().and_then(|g| g.sub.clone());
-        let identity = match &self.auth {
-            None => sub,
+        let (identity, info) = match &self.auth {
+            None => (sub, None),
             Some(hook) => match hook(req.clone()).await {
-                Ok(identity) => identity.or(sub),
+                Ok(who) => (who.identity.or(sub), who.info),
                 Err(AuthRejection::Unauthorized(why)) => {
                     return Ok(HttpResponse::Unauthorized().body(why))
                 }
@@ -220,6 +255,18 @@ impl Rooms {
                     return Ok(HttpResponse::Forbidden().body(why))
                 }
             },
+        };
+        let info = match info.map(|info| serde_json::value::to_raw_value(&info)) {
+            None => None,
+            Some(Ok(raw)) if raw.get().len() <= super::MAX_INFO_BYTES => Some(Arc::from(raw)),
+            Some(Ok(raw)) => {
+                tracing::error!(len = raw.get().len(), "the auth hook's info is over 1 KiB");
+                return Ok(HttpResponse::InternalServerError().body("presence info over 1 KiB"));
+            }
+            Some(Err(e)) => {
+                tracing::error!("the auth hook's info does not serialise: {e}");
+                return Ok(HttpResponse::InternalServerError().body("presence info unusable"));
+            }
         };
         // The hook may have waited through the start of a shutdown.
         if self.shared.closing.load(Ordering::Acquire) {
@@ -229,6 +276,7 @@ impl Rooms {
             id: self.shared.next_session_id(),
             mode,
             identity,
+            info,
             token: grant
                 .zip(self.token_check.clone())
                 .map(|(g, c)| SessionToken::new(g, c)),

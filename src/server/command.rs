@@ -71,6 +71,8 @@ pub enum Command {
         queue: Outbox,
         /// Where [`Evict`] goes.
         evict: Recipient<Evict>,
+        /// Who it is, as its publishes and presence show it.
+        who: Arc<Publisher>,
     },
     /// A session is gone, or closing: it leaves every room and gets no more broadcasts.
     Disconnect {
@@ -86,6 +88,10 @@ pub enum Command {
         /// How the hub answers: `None` when the session answered itself (or an attached actor
         /// joins).
         reply: Option<JoinReply>,
+        /// A join with `"presence":true`: the member also receives the room's presence changes.
+        listen: bool,
+        /// What the member shows the others in presence (its `info`), if anything.
+        info: Option<Arc<RawValue>>,
     },
     /// Remove a session from a room.
     Leave {
@@ -142,6 +148,29 @@ pub enum Command {
         since: Option<Position>,
         /// At most this many (capped by `recover_limit`).
         limit: Option<u64>,
+    },
+    /// Answer a `presence` request of a session: the room's count and members.
+    Presence {
+        /// The session asking.
+        id: SessionId,
+        /// The room.
+        room: Arc<str>,
+        /// The request's envelope id.
+        request: Option<u64>,
+    },
+    /// Answer the room's presence to server code.
+    PresenceOf {
+        /// The room.
+        room: Arc<str>,
+        /// Told the presence.
+        tell: oneshot::Sender<crate::protocol::PresenceData>,
+    },
+    /// Send the room's presence changes to server code from now on.
+    WatchPresence {
+        /// The room.
+        room: Arc<str>,
+        /// Where the changes go (with `try_send`: a full channel loses a change, counted).
+        tx: mpsc::Sender<crate::protocol::PresenceDiff>,
     },
     /// Answer the sessions in a room.
     Members {

@@ -340,6 +340,14 @@ figures! {
         "wsm_server_token_expiry_closes" "Sessions closed with 4001 at their token's exp",
         "Sessions closed with 4001 (`token expired`) because their token reached `exp` without \
          a `refresh`.";
+    presence_entries => presence_entries hub presence_entries: Gauge "wsm_server_presence_entries"
+        "Presence entries held (one per room member on this node)",
+        "Gauge: presence entries this node holds, one per room membership of its sessions (and \
+         attached actors), as of the hub's last command.";
+    presence_diffs => presence_diffs hub presence_diffs: Counter "wsm_server_presence_diffs"
+        "presence_diff messages sent to members",
+        "`presence_diff` messages handed to members' queues (one per listener per window in \
+         which its room changed).";
     hub_queue_high_water => hub_queue_high_water hub hub_queue_high_water: Gauge
         "wsm_server_hub_queue_high_water" "Deepest the hub's command queue has been, in commands",
         "Gauge (high-water mark): the deepest the hub's command queue has been, in commands; \

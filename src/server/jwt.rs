@@ -153,14 +153,14 @@ impl JwtConfig {
         Ok(Self::with_keys(keys))
     }
 
-    /// Refuse tokens whose `aud` does not name `audience`.
+    /// Refuse tokens whose `aud` does not name `audience`, and tokens without `aud`.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());
         self.rebuild();
         self
     }
 
-    /// Refuse tokens whose `iss` is not `issuer`.
+    /// Refuse tokens whose `iss` is not `issuer`, and tokens without `iss`.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self.rebuild();
@@ -293,6 +293,12 @@ fn refusal_of(kind: &ErrorKind) -> TokenRefusal {
         ErrorKind::ImmatureSignature => (R::NotYetValid, "the token is not valid yet (nbf)".into()),
         ErrorKind::InvalidAudience => (R::Audience, "the token is not for this audience".into()),
         ErrorKind::InvalidIssuer => (R::Issuer, "the token is not from this issuer".into()),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+            (R::Audience, "the token has no aud claim".into())
+        }
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+            (R::Issuer, "the token has no iss claim".into())
+        }
         ErrorKind::MissingRequiredClaim(claim) => {
             (R::Claims, format!("the token has no {claim} claim"))
         }
@@ -481,9 +487,9 @@ mod tests {
         assert_eq!(reason(&strict, &wrong_aud), RefusalReason::Audience);
         assert_eq!(reason(&strict, &wrong_iss), RefusalReason::Issuer);
         let no_aud = hs(json!({"exp":exp,"iss":"auth.example"}));
-        assert_eq!(reason(&strict, &no_aud), RefusalReason::Claims);
+        assert_eq!(reason(&strict, &no_aud), RefusalReason::Audience);
         let no_iss = hs(json!({"exp":exp,"aud":"chat"}));
-        assert_eq!(reason(&strict, &no_iss), RefusalReason::Claims);
+        assert_eq!(reason(&strict, &no_iss), RefusalReason::Issuer);
     }
 
     /// A leeway takes a token that expired within it, and no more.

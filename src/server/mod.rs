@@ -39,6 +39,8 @@
 //!   limit, its token's expiry and `refresh`), writing through its `outbox/` (a bounded queue that is the response body
 //!   actix-http writes); its docs say why neither actix-web-actors nor actix-ws;
 //! - `socket.rs`: the accepted socket's options and the cutter;
+//! - `presence.rs`: [`Rooms::presence`] and [`Rooms::subscribe_presence`]; the hub's side of
+//!   presence (entries, listeners, diffs gathered over 100 ms) is `hub/presence.rs`;
 //! - [`backplane`], [`handler`], [`metrics`]: the public modules above.
 //!
 //! # Glossary: ending a connection
@@ -85,6 +87,7 @@ mod jwt;
 mod latency;
 pub mod metrics;
 mod paced;
+mod presence;
 mod session;
 mod socket;
 mod standalone;
@@ -117,7 +120,9 @@ use actix::Recipient;
 use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
-pub use self::admission::{AuthHook, AuthRejection, AuthResult, JoinCheck};
+pub use self::admission::{
+    AuthHook, AuthOutcome, AuthRejection, AuthResult, Authenticated, JoinCheck,
+};
 use self::command::{Command, HubSender, Publish};
 pub use self::command::{RoomFrame, SessionId};
 use self::counters::Counters;
@@ -126,6 +131,7 @@ use self::hub::Hub;
 #[cfg(feature = "jwt")]
 pub use self::jwt::JwtConfig;
 use self::outbox::Outbound;
+pub use self::presence::MAX_PRESENCE_WATCH;
 #[cfg(feature = "rustls")]
 pub use self::standalone::serve_tls;
 pub use self::standalone::{serve, serve_with, Server};
@@ -304,6 +310,7 @@ impl Rooms {
             config.hub_queue,
             Box::new(backplane),
             history,
+            config.presence_list_limit,
         );
         Ok(Self {
             commands,
@@ -434,6 +441,8 @@ impl Rooms {
             id,
             room,
             reply: None,
+            listen: false,
+            info: None,
         })
         .await
     }
@@ -450,7 +459,7 @@ impl Rooms {
     }
 
     /// Queue a command that answers nothing.
-    async fn command(&self, command: Command) -> Result<()> {
+    pub(crate) async fn command(&self, command: Command) -> Result<()> {
         self.commands
             .send(command)
             .await
@@ -487,7 +496,10 @@ impl Rooms {
     }
 
     /// Queue a command that answers through a oneshot, and wait for the answer.
-    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+    pub(crate) async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T> {
         let stopped = || Error::Mailbox("the rooms hub has stopped".into());
         let (tell, answer) = oneshot::channel();
         self.commands

@@ -28,9 +28,8 @@ pub(crate) struct TokenGrant {
     pub(crate) sub: Option<String>,
     /// The `exp` claim: the session is closed with 4001 at this time unless it refreshes.
     pub(crate) exp: SystemTime,
-    /// The `info` claim (at most [`MAX_INFO_BYTES`] of JSON), for presence.
-    // Read by presence, which builds on this.
-    #[allow(dead_code)]
+    /// The `info` claim (at most [`MAX_INFO_BYTES`] of JSON): what presence shows of the
+    /// session, in place of what its joins say.
     pub(crate) info: Option<Arc<RawValue>>,
     /// The `rooms` claim: which rooms the session may join; `None` (no claim) is any room.
     pub(crate) rooms: Option<RoomGrant>,

@@ -2,25 +2,46 @@
 //! snapshot.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use actix::prelude::*;
 
 use super::{Hub, MemberSink};
-use crate::server::command::{Command, SessionId};
+use crate::server::command::{Command, Publisher, SessionId};
 use crate::server::counters::HubStats;
 
 /// Handler for the command queue: one command at a time, in queue order.
 impl StreamHandler<Command> for Hub {
-    fn handle(&mut self, cmd: Command, _: &mut Context<Self>) {
+    fn handle(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         match cmd {
-            Command::Connect { id, queue, evict } => {
-                self.connect(id, MemberSink::Session { queue, evict })
+            Command::Connect {
+                id,
+                queue,
+                evict,
+                who,
+            } => self.connect(id, MemberSink::Session { queue, evict }, who),
+            Command::Attach { id, recipient } => {
+                let who = Arc::new(Publisher {
+                    from: format!("actor-{id}").into(),
+                    session: None,
+                });
+                self.connect(id, MemberSink::Actor(recipient), who)
             }
-            Command::Attach { id, recipient } => self.connect(id, MemberSink::Actor(recipient)),
             Command::Disconnect { id } => {
                 self.remove(id);
             }
-            Command::Join { id, room, reply } => self.join(id, room, reply),
+            Command::Join {
+                id,
+                room,
+                reply,
+                listen,
+                info,
+            } => self.join(id, room, reply, (listen, info)),
+            Command::Presence { id, room, request } => self.answer_presence(id, &room, request),
+            Command::PresenceOf { room, tell } => {
+                let _ = tell.send(self.presence_of(&room));
+            }
+            Command::WatchPresence { room, tx } => self.watch_presence(room, tx),
             Command::Leave { id, room } => self.leave(id, room),
             Command::Stats(tell) => {
                 let _ = tell.send(self.stats());
@@ -61,6 +82,12 @@ impl StreamHandler<Command> for Hub {
             }
         }
         self.counters.rooms.set(self.rooms.len() as u64);
+        self.counters
+            .presence_entries
+            .set(self.presence.entries() as u64);
+        if self.presence.start_timer() {
+            ctx.run_later(super::presence::WINDOW, |hub, _| hub.flush_all_presence());
+        }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

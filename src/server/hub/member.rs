@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::envelope::{EnvelopeParts, WireMessage};
 use crate::protocol;
-use crate::server::command::{Evict, EvictReason, RoomFrame};
+use crate::server::command::{Evict, EvictReason, Publisher, RoomFrame};
 use crate::server::counters::Counters;
 use crate::server::outbox::{Depth, Outbound, Outbox, Refused, Wakes};
 
@@ -19,6 +19,8 @@ pub(super) struct Member {
     pub(super) sink: MemberSink,
     /// The rooms it is in, so that leaving every room on disconnect does not scan all rooms.
     pub(super) rooms: HashSet<Arc<str>>,
+    /// Who it is, as its presence entries show it.
+    pub(super) who: Arc<Publisher>,
 }
 
 /// A member's way in: a session's bounded queue, or an actor of the application's (for

@@ -28,17 +28,19 @@ use std::sync::Arc;
 
 use actix::{prelude::*, WeakAddr};
 use bytestring::ByteString;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 mod dispatch;
 mod history;
 mod member;
+mod presence;
 mod shared;
 
 use self::member::{backplane_error, joined, offer_reply, Member, MemberSink, Offer};
 
 use super::backplane::{Backplane, InProcess};
-use super::command::{HubSender, JoinReply, Publish, SessionId};
+use super::command::{HubSender, JoinReply, Publish, Publisher, SessionId};
 use super::counters::{on_full_queue, Counters, FullQueue};
 use super::history::History;
 use super::outbox::{Depth, Outbound, Wakes};
@@ -63,6 +65,8 @@ pub struct Hub {
     recovering: shared::Recovering,
     /// This hub, for answers that come back from the backplane's thread.
     me: Option<WeakAddr<Hub>>,
+    /// Who is in each room, and the changes waiting to go out.
+    presence: presence::Presence,
 }
 
 impl Hub {
@@ -78,6 +82,7 @@ impl Hub {
             shared: None,
             recovering: HashMap::new(),
             me: None,
+            presence: presence::Presence::default(),
         }
     }
 
@@ -93,6 +98,7 @@ impl Hub {
     /// Take `id` out of `room`'s member set; the room's last local member unsubscribes it.
     fn drop_membership(&mut self, id: SessionId, room: &Arc<str>) {
         self.take_held(id, room);
+        self.presence_leave(id, room);
         if let Some(set) = self.rooms.get_mut(room) {
             set.remove(&id);
             if set.is_empty() {
@@ -115,7 +121,8 @@ impl Hub {
         counters: Arc<Counters>,
         capacity: usize,
     ) -> (Addr<Hub>, HubSender) {
-        Self::launch_with_backplane(policy, counters, capacity, Box::new(InProcess), None)
+        let limit = crate::config::DEFAULT_PRESENCE_LIST_LIMIT;
+        Self::launch_with_backplane(policy, counters, capacity, Box::new(InProcess), None, limit)
     }
 
     /// [`launch`](Self::launch) as one node of several, joined by `backplane`, keeping room
@@ -127,6 +134,7 @@ impl Hub {
         capacity: usize,
         mut backplane: Box<dyn Backplane>,
         history: Option<HistoryConfig>,
+        presence_list_limit: usize,
     ) -> (Addr<Hub>, HubSender) {
         let (tx, mut rx) = mpsc::channel(capacity);
         let sender = HubSender::new(tx, counters.clone());
@@ -143,6 +151,7 @@ impl Hub {
                 hub.history = history.map(History::new);
             }
             hub.backplane = backplane;
+            hub.presence.list_limit = presence_list_limit;
             hub.me = Some(ctx.address().downgrade());
             if let Some(every) = hub.history.as_ref().map(History::sweep_every) {
                 ctx.run_interval(every, |hub, _| hub.expire_history());
@@ -152,18 +161,26 @@ impl Hub {
         (addr, sender)
     }
 
-    fn connect(&mut self, id: SessionId, sink: MemberSink) {
+    fn connect(&mut self, id: SessionId, sink: MemberSink, who: Arc<Publisher>) {
         let member = Member {
             sink,
             rooms: HashSet::new(),
+            who,
         };
         self.members.insert(id, member);
     }
 
-    fn join(&mut self, id: SessionId, room: Arc<str>, reply: Option<JoinReply>) {
+    fn join(
+        &mut self,
+        id: SessionId,
+        room: Arc<str>,
+        reply: Option<JoinReply>,
+        presence: (bool, Option<Arc<RawValue>>),
+    ) {
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
+        let who = member.who.clone();
         member.rooms.insert(room.clone());
         let reply_to = match (&member.sink, reply) {
             (MemberSink::Session { queue, .. }, Some(reply)) => Some((queue.clone(), reply)),
@@ -172,6 +189,7 @@ impl Hub {
         let set = self.rooms.entry(room.clone()).or_default();
         let first = set.is_empty();
         let already = !set.insert(id);
+        self.presence_join(id, &room, &who, presence);
         // With history, `joined` and what the member missed go now, in the hub's order: a
         // publish the hub takes after this join reaches the member after them. With the
         // backplane's history they go once it has read them (after the subscribe below).
@@ -345,6 +363,8 @@ impl Hub {
     /// local member of `room` under the slow-consumer policy, holding it back for members
     /// still recovering; answers how many queues took it.
     fn fan_out(&mut self, room: &Arc<str>, text: &ByteString, offset: Option<u64>) -> usize {
+        // Who came and went goes out before what follows it (in order with the room's messages).
+        self.flush_presence(room);
         let Some(ids) = self.rooms.get(room) else {
             return 0;
         };

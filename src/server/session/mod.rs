@@ -127,6 +127,8 @@ pub(crate) struct SessionParams {
     pub(crate) id: SessionId,
     pub(crate) mode: Mode,
     pub(crate) identity: Option<String>,
+    /// What the authentication hook says presence shows of the session, if anything.
+    pub(crate) info: Option<Arc<serde_json::value::RawValue>>,
     /// The token the session was admitted with (JWT authentication), if any.
     pub(crate) token: Option<SessionToken>,
     pub(crate) hub: HubSender,
@@ -183,6 +185,7 @@ pub(crate) fn start(
             publisher,
             mode: params.mode,
             identity: params.identity,
+            info: params.info,
             token: params.token,
             hub: params.hub,
             phase: Phase::Open(outbox),
@@ -235,6 +238,9 @@ pub struct Session {
     /// Who the client is: the token's `sub`, or what the authentication hook attached; sent in
     /// `welcome`, traced, and the `from` of its publishes (with `session` beside it).
     identity: Option<String>,
+    /// What the authentication hook says presence shows of it (before its token's `info`
+    /// claim and what its joins say).
+    info: Option<Arc<serde_json::value::RawValue>>,
     /// Its token, when it came with one: the expiry timer and what `refresh` replaces.
     token: Option<SessionToken>,
     /// The hub's bounded command queue.
@@ -263,6 +269,7 @@ impl Actor for Session {
                 id: self.id,
                 queue: queue.clone(),
                 evict: ctx.address().recipient(),
+                who: self.publisher.clone(),
             };
             self.submit(connect, None, ctx);
         }

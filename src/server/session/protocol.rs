@@ -16,6 +16,7 @@ use crate::server::command::{Command, JoinReply, Publish};
 use crate::server::handler::{ErasedHandler, MessageContext};
 use crate::server::history::Position;
 use crate::server::outbox::Outbound;
+use crate::server::token::MAX_INFO_BYTES;
 use crate::server::Rooms;
 
 /// A reply envelope with only a type, an id, a room and data.
@@ -103,6 +104,8 @@ impl Session {
         } else if kind == protocol::Echo::TYPE {
             let data = head.data.map(ToOwned::to_owned);
             self.reply(protocol::Echo::TYPE, head.id, None, data.as_deref(), ctx);
+        } else if kind == protocol::Presence::TYPE {
+            self.on_presence(&head, ctx);
         } else if kind == protocol::Refresh::TYPE {
             self.on_refresh(&head, ctx);
         } else if kind == protocol::Ping::TYPE {
@@ -125,8 +128,12 @@ impl Session {
         let Ok(since) = self.checked_since(head, ctx) else {
             return;
         };
+        let listen = head.presence == Some(true);
+        let Ok(info) = self.join_info(head, ctx) else {
+            return;
+        };
         let member = self.rooms.contains(room.as_ref());
-        if member && !self.shared.history {
+        if member && !self.shared.history && !listen {
             return self.reply(protocol::Joined::TYPE, id, Some(&room), None, ctx);
         }
         if !member {
@@ -152,8 +159,67 @@ impl Session {
             id: self.id,
             room,
             reply,
+            listen,
+            info,
         };
         self.submit(join, joined, ctx);
+    }
+
+    /// What this session shows in presence when it joins: what the authentication hook said,
+    /// else its token's `info` claim, else the join's `data.info` (at most 1 KiB of JSON; more is answered `bad_data` and the join is
+    /// not made).
+    fn join_info(
+        &mut self,
+        head: &Head<'_>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Option<Arc<RawValue>>, ()> {
+        let given = self.info.clone();
+        if let Some(info) = given.or_else(|| self.token.as_ref().and_then(|t| t.grant.info.clone()))
+        {
+            return Ok(Some(info));
+        }
+        #[derive(serde::Deserialize)]
+        struct JoinData {
+            #[serde(default)]
+            info: Option<Box<RawValue>>,
+        }
+        let Some(data) = head.data else {
+            return Ok(None);
+        };
+        // Only `info` means something in a join's data; anything else there is left alone,
+        // as it was before presence.
+        let info = serde_json::from_str::<JoinData>(data.get())
+            .ok()
+            .and_then(|d| d.info)
+            .filter(|i| i.get() != "null");
+        match info {
+            Some(info) if info.get().len() > MAX_INFO_BYTES => {
+                let msg = format!(
+                    "info takes {} bytes of JSON, more than {MAX_INFO_BYTES}",
+                    info.get().len()
+                );
+                self.error(head.id, codes::BAD_DATA, &msg, ctx);
+                Err(())
+            }
+            info => Ok(info.map(Arc::from)),
+        }
+    }
+
+    /// `presence`: anyone the join check lets into the room may ask who is there.
+    fn on_presence(&mut self, head: &Head<'_>, ctx: &mut Context<Self>) {
+        let Some(room) = self.checked_room(head, ctx) else {
+            return;
+        };
+        if !self.rooms.contains(room.as_ref()) && !self.may_join(&room) {
+            let msg = format!("not allowed to see room {room:?}");
+            return self.error(head.id, codes::FORBIDDEN_ROOM, &msg, ctx);
+        }
+        let presence = Command::Presence {
+            id: self.id,
+            room,
+            request: head.id,
+        };
+        self.submit(presence, None, ctx);
     }
 
     /// `history`: anyone the join check lets into the room may read its history.
