@@ -1,6 +1,7 @@
 //! `examples/multi_room_client.rs`, driven through a server restart: the example's `run` joins
 //! two rooms, publishes from its input lines, and after the server comes back on the same port
-//! it reconnects and rejoins both rooms by itself.
+//! it reconnects and rejoins both rooms by itself; it shows who is in a room and who comes and
+//! goes (presence).
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
 use actix_ws_manager::server;
-use common::{recv_until, test_config, WAIT};
+use common::{recv_until, recv_within, test_config, WAIT};
 use tokio::sync::mpsc;
 
 /// Fast retries and no jitter, so the reconnect happens within milliseconds of the restart.
@@ -136,5 +137,46 @@ async fn piped_input_waits_for_its_answers() {
             .any(|l| l.starts_with("[lobby] s-") && l.ends_with(": hi")),
         "{lines:?}"
     );
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Presence: after its join the example says who is in the room (`* in lobby (1): s-N`, itself),
+/// then prints another client's join and leave as `* presence lobby: +s-M` and `-s-M`.
+#[actix_rt::test]
+async fn shows_who_is_in_a_room_and_who_comes_and_goes() {
+    use actix_ws_manager::protocol::{Joined, Welcome};
+    let server = server::serve("127.0.0.1:0", "/ws", "/echo", test_config()).expect("serve");
+    let (line_tx, line_rx) = mpsc::channel(4);
+    let (out_tx, mut out) = mpsc::channel(64);
+    let url = server.url();
+    let rooms = vec!["lobby".to_owned()];
+    let example = actix_rt::spawn(async move {
+        multi_room_client::run(&url, &rooms, fast_reconnect(), line_rx, out_tx).await
+    });
+    let alone = recv_until(&mut out, WAIT, "who is in", |l: &String| {
+        l.starts_with("* in lobby")
+    })
+    .await;
+    assert!(alone.starts_with("* in lobby (1): s-"), "{alone}");
+
+    let other = actix_ws_manager::client::connect(&server.url(), fast_reconnect()).expect("other");
+    let mut welcome = other.subscribe::<Welcome>(2);
+    let mut joined = other.subscribe::<Joined>(2);
+    other.join("lobby").await.expect("join");
+    let session = recv_within(&mut welcome, WAIT, "welcome")
+        .await
+        .data
+        .session;
+    recv_within(&mut joined, WAIT, "joined").await;
+    expect_line(&mut out, &format!("* presence lobby: +{session}")).await;
+    other.close().await;
+    expect_line(&mut out, &format!("* presence lobby: -{session}")).await;
+
+    drop(line_tx);
+    let result = tokio::time::timeout(WAIT, example)
+        .await
+        .expect("ends")
+        .expect("task");
+    assert!(result.is_ok(), "{result:?}");
     server.shutdown().await.expect("shutdown");
 }

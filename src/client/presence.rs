@@ -54,6 +54,11 @@ impl Client {
     /// [`join`](Self::join), or this with other info). Like `join`, it does not wait for the
     /// server's `joined`: subscribe [`Joined`](crate::protocol::Joined) to see it.
     ///
+    /// On one connection the server keeps the entry it made at the room's first join: joining
+    /// again turns presence changes on but keeps the first info, and a plain `join` does not
+    /// turn them off. The new way shows from the next connection on; to apply it at once,
+    /// [`leave`](Self::leave) first (the others then see this client leave and join).
+    ///
     /// Fails with [`Error::PresenceInfoTooLarge`] (nothing sent: the server would refuse it at
     /// every reconnect), and as [`join`](Self::join) does otherwise.
     pub async fn join_with_presence(
