@@ -68,7 +68,7 @@ mod gate;
 mod heartbeat;
 mod manager;
 mod outbox;
-mod presence;
+pub mod presence;
 mod reconnect;
 pub mod recovery;
 mod router;

@@ -4,9 +4,12 @@
 //! - [`Client::join_with_presence`] joins with `"presence":true` (and the `info` shown to the
 //!   others). Like every join it is an on-connect message, so the rejoin after a reconnect
 //!   carries the same flag and info (and `since`, when the server keeps history).
-//! - The server then pushes [`PresenceDiff`]s: subscribe them like any message,
-//!   `client.subscribe::<PresenceDiff>(n)`; each comes with its `room`. They name who joined and
-//!   who left since the last one, gathered over at most 100 ms, never this client's own join.
+//! - The server then pushes [`PresenceDiff`](crate::protocol::PresenceDiff)s: subscribe them
+//!   like any message, `client.subscribe::<PresenceDiff>(n)`; each comes with its `room`. They
+//!   name who joined and who left since the last one, gathered over at most 100 ms, never this
+//!   client's own join, in order with the room's messages. (Diffs are not held back by a
+//!   [recovery](super::recovery) gap fill: one may reach subscribers before room messages held
+//!   for the fill.)
 //! - [`Client::presence`] asks for the room's members now ([`PresenceData`]: an exact count and
 //!   the members up to the server's list limit).
 //!
