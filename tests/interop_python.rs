@@ -1,7 +1,8 @@
 //! Interop with an independent peer: Python's `websockets`. The crate's client talks to a Python
 //! server (`tests/interop/peer_server.py`: echo, fragments, pings, close codes), and Python
 //! clients talk to the real `wsm serve` binary (`tests/interop/rooms_*.py`: the whole rooms
-//! protocol, room history and recovery, and 100 clients in one room; `tls_rooms_client.py`: over `wss://`).
+//! protocol, room history and recovery, presence, JWT authentication, and 100 clients in one
+//! room; `tls_rooms_client.py`: over `wss://`).
 //!
 //! Python comes from `WSM_TEST_PYTHON`, or the venv at `target/py` (which `.ci/run` makes); when
 //! neither has `websockets`, the first test that needs it makes the venv and installs it there.
@@ -474,6 +475,15 @@ fn python_clients_speak_the_whole_rooms_protocol() {
 fn python_clients_recover_and_read_history() {
     let (_serve, url) = spawn_wsm_serve(&["--bind", "127.0.0.1:0"]);
     run_script_ok("rooms_history.py", &[&url], Duration::from_secs(60));
+}
+
+/// Python clients read presence by the README's table: a `presence_diff` with the other's join
+/// and info (never their own), `presence` with the exact count and both members, `bad_data`
+/// for info over 1 KiB, and the leave.
+#[test]
+fn python_clients_read_presence() {
+    let (_serve, url) = spawn_wsm_serve(&["--bind", "127.0.0.1:0"]);
+    run_script_ok("rooms_presence.py", &[&url], Duration::from_secs(60));
 }
 
 /// 100 Python clients join one room of `wsm serve` and each publishes 20 numbered messages: every

@@ -311,6 +311,7 @@ fn every_numeric_flag_is_range_checked() {
         ("--rate-burst", EXTREME_COUNTS, &["--rate-limit", "1"]),
         ("--max-per-ip", EXTREME_COUNTS, &[]),
         ("--hub-queue", EXTREME_COUNTS, &[]),
+        ("--presence-list-limit", EXTREME_COUNTS, &[]),
         (
             "--redis-timeout",
             EXTREME_DURATIONS,

@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// recover.
     #[arg(long)]
     no_history: bool,
+    /// Most members a `presence` answer lists (its `count` stays exact; beyond, the list says
+    /// `"truncated":true`), 1 to 100000.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_PRESENCE_LIST_LIMIT,
+          value_parser = flags::count(1..=config::MAX_PRESENCE_LIST_LIMIT as u64))]
+    presence_list_limit: usize,
     /// Serve TLS (`wss://`) with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -190,6 +195,7 @@ impl ServeArgs {
             .keep_socket_handle(!self.no_socket_handle)
             .tcp_user_timeout(self.tcp_user_timeout)
             .hub_queue(self.hub_queue)
+            .presence_list_limit(self.presence_list_limit)
             .max_connections_per_ip(self.max_per_ip)
             .rate_limit(
                 self.rate_limit
