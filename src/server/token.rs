@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 /// Most bytes the `info` claim may take as JSON text: it travels with the session's presence to
 /// every member of its rooms, so a token cannot make it large.
-pub const MAX_INFO_BYTES: usize = 1024;
+pub const MAX_INFO_BYTES: usize = crate::protocol::MAX_PRESENCE_INFO_BYTES;
 
 /// How long before `exp` a session is sent `token_expiring` (for a token with less than twice
 /// this left when it arrives, the notice comes at half its remaining life instead).
