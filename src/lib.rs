@@ -67,14 +67,16 @@
 //!   (pings, round-trip time, dead-peer detection), the *ReconnectSupervisor* (backoff with
 //!   jitter, give-up policy, on-connect replay) and the *Router* (typed subscriptions,
 //!   request/reply, state events). Public: `Client`, `connect`, `Manager` and its config and
-//!   stats, `Inbound`, `Overflow`, `ConnectionState`, `Event`, `Stats`, `census`.
+//!   stats, `Inbound`, `Overflow`, `ConnectionState`, `Event`, `Stats`, `census`, and the
+//!   guides `recovery` (nothing lost across a reconnect) and `presence` (who is in a room).
 //! - `server` (feature `server`): rooms sessions for actix-web. [`server::Rooms`] mounts the
 //!   rooms and echo routes into any `App` and publishes from HTTP handlers; [`server::serve`]
 //!   runs them standalone. One internal *Session* actor per client (protocol, membership,
 //!   heartbeat) writes through a bounded queue that actix-http reads as the response body; the
 //!   internal *Hub* actor holds rooms and broadcasts each message encoded once, giving each its
 //!   stream position and keeping the room's recent history for recovery after a reconnect
-//!   (`config::HistoryConfig`). Public: `Rooms`,
+//!   (`config::HistoryConfig`), and knows who is in each room (presence, with changes gathered
+//!   over 100 ms). Public: `Rooms`,
 //!   `serve`, `serve_with`, `serve_tls`, `Server`, the auth hook types, `RoomFrame`,
 //!   `SessionId`, `HubStats`, `JwtConfig` (JWT authentication: `Rooms::with_jwt`, feature
 //!   `jwt`), `handler`, `metrics`, and `backplane` (the `Backplane` trait,

@@ -12,16 +12,25 @@ use actix_ws_manager::server::{self, Authenticated, Rooms};
 use common::{start_server, test_config, Peer, WAIT};
 use serde_json::{json, Value};
 
-/// Join `room` with presence (and `info`); answers the `joined`.
+/// Join `room` with presence (and `info`); answers the `joined`, passing over the diffs and
+/// room messages that arrive before it.
 async fn join_presence(peer: &mut Peer, room: &str, info: Option<Value>) -> Value {
     let mut join = json!({"type":"join","room":room,"id":1,"presence":true});
     if let Some(info) = info {
         join["data"] = json!({ "info": info });
     }
     peer.text(&join.to_string()).await;
-    let joined = peer.json().await;
-    assert_eq!(joined["type"], "joined", "{joined}");
-    joined
+    // What came before the answer (diffs, room messages) is passed over.
+    loop {
+        let got = peer.json().await;
+        if got["type"] == "joined" {
+            return got;
+        }
+        assert!(
+            got["type"] == "presence_diff" || got["type"] == "message",
+            "joined expected: {got}"
+        );
+    }
 }
 
 /// The sessions a diff list names.
@@ -297,5 +306,45 @@ async fn server_code_subscribes_to_a_rooms_presence() {
         .subscribe_presence("no spaces", 8)
         .await
         .is_err());
+    server.shutdown().await.expect("shutdown");
+}
+
+/// A member that joins again with other `info` is shown with it: the listeners get the old
+/// entry's leave and the new one's join in one diff, and `presence` lists the new info.
+#[actix_rt::test]
+async fn joining_again_with_other_info_changes_the_entry() {
+    let server = start_server(test_config());
+    let (mut a, _) = Peer::rooms(&server.url()).await;
+    join_presence(&mut a, "r", None).await;
+    let (mut b, b_id) = Peer::rooms(&server.url()).await;
+    join_presence(&mut b, "r", Some(json!({"status":"away"}))).await;
+    // A message after each change: the diff before it is complete.
+    b.text(r#"{"type":"publish","room":"r","data":1}"#).await;
+    let first = a.json().await;
+    assert_eq!(
+        sessions(&first["data"]["joins"]),
+        vec![b_id.clone()],
+        "{first}"
+    );
+    assert_eq!(a.json().await["type"], "message");
+    join_presence(&mut b, "r", Some(json!({"status":"here"}))).await;
+    b.text(r#"{"type":"publish","room":"r","data":2}"#).await;
+    let change = a.json().await;
+    assert_eq!(change["type"], "presence_diff", "{change}");
+    let old = json!([{"session":b_id,"info":{"status":"away"}}]);
+    let new = json!([{"session":b_id,"info":{"status":"here"}}]);
+    assert_eq!(
+        (&change["data"]["leaves"], &change["data"]["joins"]),
+        (&old, &new)
+    );
+    assert_eq!(a.json().await["type"], "message");
+    let seen = server.rooms().presence("r").await.expect("presence");
+    assert_eq!(seen.count, 2);
+    let b_entry = seen
+        .members
+        .iter()
+        .find(|m| m.session == b_id)
+        .expect("b listed");
+    assert_eq!(b_entry.info, Some(json!({"status":"here"})));
     server.shutdown().await.expect("shutdown");
 }

@@ -6,7 +6,8 @@
 //! member sees who joined before it sees what they published, and who left after their last
 //! message: diffs are in order with the room's messages. A member's own join is never sent to
 //! it. Waiting changes are bounded: a member that joins and leaves within one window cancels
-//! out, so a client that flaps cannot grow them; at most one join and one leave per member wait.
+//! out, so a client that flaps cannot grow them; at most one join and one leave per member wait
+//! (a leave is only added when no join of the member waits, and a join replaces a waiting one).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -113,8 +114,9 @@ fn entry_of(who: &Publisher, info: Option<&RawValue>) -> Arc<str> {
 
 impl Hub {
     /// Member `id` (who it is: `who`) is in `room`: a new entry is announced at the end of the
-    /// window; `listen` makes it a listener. A member already in the room keeps its entry (its
-    /// `listen` can only be turned on).
+    /// window; `listen` makes it a listener. A member that joins again keeps listening, and
+    /// with other `info` its entry changes: announced as the old entry's leave and the new
+    /// one's join (or, while its join still waits, that join shows the new entry).
     pub(super) fn presence_join(
         &mut self,
         id: SessionId,
@@ -126,13 +128,18 @@ impl Hub {
         if listen {
             state.listeners.insert(id);
         }
-        if state.entries.contains_key(&id) {
-            return;
-        }
         let entry = entry_of(who, info.as_deref());
-        state.entries.insert(id, entry.clone());
+        match state.entries.insert(id, entry.clone()) {
+            None => self.presence.entries += 1,
+            Some(old) if old == entry => return,
+            Some(old) => match state.joins.iter().position(|(j, _)| *j == id) {
+                Some(i) => {
+                    state.joins.remove(i);
+                }
+                None => state.leaves.push((id, old)),
+            },
+        }
         state.joins.push((id, entry));
-        self.presence.entries += 1;
         self.presence.dirty.insert(room.clone());
     }
 
