@@ -16,6 +16,8 @@
 //!   while a large message arrives.
 //! - [`close`]: the close codes and the one policy for which codes may travel on the wire and
 //!   how a peer's Close is answered.
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation for both sides, and per-message
+//!   compression and inflation with the size limit on the inflated bytes.
 //! - [`FrameReader`]: decodes a raw byte stream (actix-web's request payload) with the
 //!   guarded codec, one frame at a time, so reading stops as soon as the guard trips.
 //!
@@ -24,6 +26,7 @@
 
 mod assemble;
 mod codec;
+pub mod deflate;
 mod reader;
 
 pub use assemble::{Assembler, Event};
