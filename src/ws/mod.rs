@@ -30,7 +30,7 @@ pub mod deflate;
 mod reader;
 
 pub use assemble::{Assembler, Event};
-pub use codec::{check_header, FrameCodec};
+pub use codec::{check_header, encode_compressed, FrameCodec};
 pub use reader::FrameReader;
 #[cfg(feature = "server")]
 pub(crate) use reader::ReadGate;

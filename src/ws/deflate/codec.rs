@@ -29,6 +29,7 @@ thread_local! {
 
 /// Compresses the messages one endpoint sends. Kept per connection; it holds a compressor only
 /// with context takeover (otherwise it borrows its thread's shared one for each message).
+#[derive(Debug)]
 pub struct Deflater {
     direction: Direction,
     level: u32,
@@ -135,6 +136,7 @@ fn deflate(c: &mut Compress, input: &[u8]) -> Result<Vec<u8>, String> {
 /// Inflates the compressed messages one endpoint receives, frame by frame, with the size limit
 /// on the inflated bytes. Kept per connection; it holds an inflater only while a message is
 /// arriving, unless the peer takes its context over.
+#[derive(Debug)]
 pub struct Inflater {
     direction: Direction,
     state: Option<Decompress>,
@@ -220,7 +222,7 @@ fn feed(d: &mut Decompress, input: &[u8], out: &mut Vec<u8>, max: usize) -> Resu
         if out.len() > max {
             return Err(Fault::violation(
                 close::TOO_BIG,
-                format!("message inflates past the limit of {max} bytes"),
+                format!("compressed message inflates past the size limit ({max} bytes left)"),
             ));
         }
         if status == Status::StreamEnd {

@@ -32,9 +32,11 @@
 //! 7692 always allows (RSV1 clear).
 
 mod codec;
+mod frames;
 pub mod negotiate;
 
 pub use codec::{Deflater, Inflater, STEP};
+pub use frames::Incoming;
 
 /// The extension's name on the wire.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -128,7 +130,15 @@ impl Agreement {
     pub fn inflater(&self) -> Inflater {
         Inflater::new(self.receive)
     }
+
+    /// What the [`FrameCodec`](crate::ws::FrameCodec) of this connection inflates with
+    /// ([`FrameCodec::with_deflate`](crate::ws::FrameCodec::with_deflate)).
+    pub fn incoming(&self) -> Incoming {
+        Incoming::new(self.inflater())
+    }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
