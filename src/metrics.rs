@@ -86,6 +86,7 @@
 //! | `wsm_server_presence_entries` | gauge | presence entries held: one per room membership on this node |
 //! | `wsm_server_presence_diffs_total` | counter | `presence_diff` messages handed to members' queues |
 //! | `wsm_server_hub_queue_high_water` | gauge | deepest the hub's command queue has been, in commands (at most `hub_queue`) |
+//! | `wsm_server_deflate_compressions_total` | counter | messages compressed for permessage-deflate sessions (a frame members share is compressed once for all of them) |
 //!
 //! # Client metrics
 //!

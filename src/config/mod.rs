@@ -49,6 +49,8 @@ mod token;
 /// checks tokens with it.
 #[cfg(feature = "jwt")]
 pub use crate::server::JwtConfig;
+/// permessage-deflate settings, for [`ServerConfig::deflate`] (and the client, when it lands).
+pub use crate::ws::deflate::DeflateConfig;
 pub use client::{
     ClientConfig, HeartbeatConfig, OutboxPolicy, Overflow, PingMode, ReconnectPolicy,
     DEFAULT_MAX_MESSAGE_SIZE,

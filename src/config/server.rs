@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::cap_duration;
 use super::history::HistoryConfig;
 use crate::error::{Error, Result};
+use crate::ws::deflate::DeflateConfig;
 
 /// Default largest message a server session accepts, after fragments are put together: 64 KiB
 /// (the frame limit actix-http uses by default, so nothing changes for peers that never see it).
@@ -145,6 +146,13 @@ pub struct ServerConfig {
     /// answer's size (each member takes up to about 1.1 KiB with its `info`). Default: 1000; 1
     /// to [`MAX_PRESENCE_LIST_LIMIT`].
     pub presence_list_limit: usize,
+    /// permessage-deflate (RFC 7692) with clients that offer it: by default off for now (it
+    /// turns on once the client side is done too); on, the server asks
+    /// `server_no_context_takeover` and `client_no_context_takeover`, so that no compressor or
+    /// inflater is kept per session and a broadcast's compressed bytes are made once per worker
+    /// thread for every member (see [`DeflateConfig`]). Messages under its `threshold` go out
+    /// uncompressed.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for ServerConfig {
@@ -169,6 +177,7 @@ impl Default for ServerConfig {
             rate_limit: None,
             max_connections_per_ip: None,
             presence_list_limit: DEFAULT_PRESENCE_LIST_LIMIT,
+            deflate: DeflateConfig::default(),
         }
     }
 }
@@ -195,6 +204,12 @@ impl RateLimit {
 }
 
 impl ServerConfig {
+    /// Set [`deflate`](Self::deflate).
+    pub fn deflate(mut self, deflate: DeflateConfig) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
     /// Set [`max_message_size`](Self::max_message_size).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;

@@ -352,6 +352,12 @@ figures! {
         "wsm_server_hub_queue_high_water" "Deepest the hub's command queue has been, in commands",
         "Gauge (high-water mark): the deepest the hub's command queue has been, in commands; \
          never above the configured `hub_queue`.";
+    deflate_compressions => deflate_compressions hub deflate_compressions: Counter
+        "wsm_server_deflate_compressions" "Messages compressed for permessage-deflate sessions",
+        "Messages compressed for sessions that negotiated permessage-deflate. Without context \
+         takeover (the server's default) a frame that several members' queues share, as a \
+         broadcast's copy for one worker thread is, is compressed once for all of them: with \
+         one worker this grows by one per broadcast, not one per member.";
 }
 
 impl Counters {

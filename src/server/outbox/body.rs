@@ -11,7 +11,8 @@ use actix_http::body::{BodySize, MessageBody};
 use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use bytes::{Bytes, BytesMut};
 
-use super::{Home, Outbound, Phase, Shared, State, CONTROL_QUEUE};
+use super::{BodyDeflate, Home, Outbound, Phase, Shared, State, CONTROL_QUEUE};
+use crate::ws::encode_compressed;
 
 /// One chunk handed to actix-http holds at most about this many bytes of frames (more frames
 /// wait for the next poll), so one poll never copies an unbounded backlog at once.
@@ -37,7 +38,7 @@ const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 /// write, or at once on a stop.
 pub struct OutboxBody {
     shared: Arc<Shared>,
-    codec: Codec,
+    codec: Writer,
     /// Where frames are encoded; what is written is split off as the chunk.
     buf: BytesMut,
 }
@@ -46,9 +47,18 @@ impl OutboxBody {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
-            codec: Codec::new(),
+            codec: Writer {
+                codec: Codec::new(),
+                deflate: None,
+            },
             buf: BytesMut::new(),
         }
+    }
+
+    /// Compress data frames (the session negotiated permessage-deflate).
+    pub(crate) fn with_deflate(mut self, deflate: BodyDeflate) -> Self {
+        self.codec.deflate = Some(Box::new(deflate));
+        self
     }
 
     /// Remember the thread and arbiter this body is polled on, the first time, so that a
@@ -65,8 +75,15 @@ impl OutboxBody {
     }
 }
 
+/// actix-http's encoder, and the session's compressor when it negotiated permessage-deflate
+/// (boxed: most sessions have none, and an idle session's size counts).
+struct Writer {
+    codec: Codec,
+    deflate: Option<Box<BodyDeflate>>,
+}
+
 /// Encode what the phase allows into `buf`, moving the phase on; answers whom to wake.
-fn write_phase(codec: &mut Codec, st: &mut State, buf: &mut BytesMut) -> Wake {
+fn write_phase(codec: &mut Writer, st: &mut State, buf: &mut BytesMut) -> Wake {
     let mut wake = Wake::default();
     match std::mem::replace(&mut st.phase, Phase::Ended) {
         Phase::Stopping | Phase::Ended => wake = end(st),
@@ -85,7 +102,7 @@ fn write_phase(codec: &mut Codec, st: &mut State, buf: &mut BytesMut) -> Wake {
 
 /// Encode queued frames, control first, up to one chunk; a close frame ends the writing.
 /// Answers the reader to wake (there is room in the control lane, or a close was written).
-fn write_lanes(codec: &mut Codec, st: &mut State, buf: &mut BytesMut) -> Option<Waker> {
+fn write_lanes(codec: &mut Writer, st: &mut State, buf: &mut BytesMut) -> Option<Waker> {
     while buf.len() < CHUNK {
         let frame = match st.control.pop_front() {
             Some(frame) => frame,
@@ -188,8 +205,21 @@ impl Wake {
     }
 }
 
-fn encode(codec: &mut Codec, frame: Outbound, buf: &mut BytesMut) {
-    if let Err(e) = codec.encode(to_message(frame), buf) {
+fn encode(w: &mut Writer, frame: Outbound, buf: &mut BytesMut) {
+    if let Some(deflate) = w.deflate.as_mut() {
+        let packed = match &frame {
+            Outbound::Text(t) => deflate.compress(t.as_bytes()).map(|p| (true, p)),
+            Outbound::Binary(b) => deflate.compress(b).map(|p| (false, p)),
+            _ => None,
+        };
+        if let Some((text, payload)) = packed {
+            if let Err(e) = encode_compressed(&mut w.codec, text, payload, buf) {
+                tracing::debug!("cannot encode a frame: {e}");
+            }
+            return;
+        }
+    }
+    if let Err(e) = w.codec.encode(to_message(frame), buf) {
         // The server codec encodes every message; nothing to write if it ever cannot.
         tracing::debug!("cannot encode a frame: {e}");
     }

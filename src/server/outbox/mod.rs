@@ -25,6 +25,7 @@
 //! - `wakes.rs`: wake-ups of one fan-out batched per worker thread.
 
 mod body;
+mod deflate;
 #[cfg(test)]
 mod tests;
 mod wakes;
@@ -39,6 +40,7 @@ use bytestring::ByteString;
 
 pub use self::body::OutboxBody;
 use self::body::Wake;
+pub(crate) use self::deflate::BodyDeflate;
 use self::wakes::Home;
 pub(crate) use self::wakes::Wakes;
 

@@ -55,6 +55,14 @@
 //! full the session stops reading until there is room. An optional token bucket
 //! ([`rate_limit`](crate::config::ServerConfig::rate_limit)) bounds what one client can make the
 //! server do.
+//!
+//! # permessage-deflate
+//!
+//! With [`ServerConfig::deflate`](crate::config::ServerConfig::deflate) on, the upgrade
+//! answers the client's first acceptable offer ([`crate::ws::deflate`]); the reader's codec
+//! then inflates compressed messages (the size limit applies to the inflated bytes), and the
+//! outbox's body compresses data frames as it writes them, a frame shared by several sessions
+//! once per worker thread.
 mod protocol;
 mod rate_limit;
 mod token;
@@ -68,6 +76,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_http::body::MessageBody;
 use actix_http::ws::{CloseReason, Frame};
+use actix_web::http::header::SEC_WEBSOCKET_EXTENSIONS;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
@@ -75,11 +84,12 @@ use tokio::sync::mpsc::error::TrySendError;
 use self::rate_limit::Bucket;
 use super::command::{Command, Evict, EvictReason, HubSender, Publisher, SessionId};
 use super::counters::{on_full_queue, FullQueue};
-use super::outbox::{outbox_with_bytes, Outbound, Outbox, OutboxWatch, Refused};
+use super::outbox::{outbox_with_bytes, BodyDeflate, Outbound, Outbox, OutboxWatch, Refused};
 use super::socket::SocketCutter;
 use super::{SessionSlot, Shared};
 use crate::envelope::WireMessage;
 use crate::protocol as protocol_msg;
+use crate::ws::deflate::negotiate::server_accept;
 use crate::ws::{close, Assembler, Event, Fault, FrameCodec, FrameReader};
 
 /// Which endpoint a session serves.
@@ -149,13 +159,20 @@ pub(crate) fn start(
     // `Session`). The reading side is the frame layer's guarded reader.
     let mut response = actix_http::ws::handshake(req.head())?;
     let (outbox, body) = outbox_with_bytes(config.session_queue, config.session_queue_bytes);
+    let mut codec = FrameCodec::server(config.max_message_size);
+    let mut body = body;
+    if let Some((answer, agreed)) = server_accept(&extension_offers(req), &config.deflate) {
+        tracing::debug!(session = params.id, answer, "permessage-deflate negotiated");
+        response.insert_header((SEC_WEBSOCKET_EXTENSIONS, answer));
+        codec = codec.with_deflate(agreed.incoming());
+        if let Some(deflater) = agreed.deflater() {
+            body = body.with_deflate(BodyDeflate::new(deflater, params.shared.counters.clone()));
+        }
+    }
     let response = response.message_body(MessageBody::boxed(body))?.into();
     let reader = Paced {
-        frames: FrameReader::new(
-            body_payload.into_inner(),
-            FrameCodec::server(config.max_message_size),
-        )
-        .gated(req.conn_data::<crate::ws::ReadGate>().cloned()),
+        frames: FrameReader::new(body_payload.into_inner(), codec)
+            .gated(req.conn_data::<crate::ws::ReadGate>().cloned()),
         outbox: outbox.watch(),
     };
     let cutter = req.conn_data::<SocketCutter>().cloned();
@@ -199,6 +216,17 @@ pub(crate) fn start(
         }
     });
     Ok(response)
+}
+
+/// Every `Sec-WebSocket-Extensions` value of the upgrade request, joined as one list (a
+/// value that is not visible ASCII is left out: no offer in it could be accepted).
+fn extension_offers(req: &HttpRequest) -> String {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    values.join(", ")
 }
 
 /// The session's frames, read only while its outbox's control lane has room: every frame read

@@ -51,6 +51,17 @@ impl Deflater {
         }
     }
 
+    /// What its output depends on besides the message: window bits and level. Two stateless
+    /// deflaters with the same settings compress a message to the same bytes.
+    pub fn settings(&self) -> (u8, u32) {
+        (self.direction.window_bits, self.level)
+    }
+
+    /// Messages under this many bytes are not compressed.
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
     /// Messages compressed by this deflater depend on nothing sent before (no context
     /// takeover): one compressed copy is valid for every connection with the same agreement.
     pub fn is_stateless(&self) -> bool {
