@@ -130,3 +130,14 @@ async fn python_room_broadcast_is_compressed_once_per_worker() {
         "{compressions} compressions for 5 broadcasts to 20 members on {workers} workers"
     );
 }
+
+/// Decompression bombs from a Python client end with 1009: one message of 16 MiB of zeros
+/// whose compressed frame is well under the 64 KiB frame limit, and one fragmented into 512
+/// frames of about 100 bytes each that inflate to 64 KiB apiece.
+#[actix_rt::test]
+async fn python_bombs_are_refused_with_1009() {
+    let server = start_server(deflate_on());
+    for mode in ["bomb", "bombs"] {
+        run_script(vec![mode.into(), server.echo_url()]).await;
+    }
+}

@@ -1,12 +1,16 @@
 """Python `websockets` clients (permessage-deflate on, as websockets offers it by default)
 against the rooms server with deflate enabled.
 
-Usage: deflate_client.py echo|rooms URL [--plain]
+Usage: deflate_client.py echo|rooms|bomb|bombs URL [--plain]
 
 echo: one client sends 50 JSON messages of about 2 KiB (a market-data feed's shape) and 50
   short ones, and checks each echo.
 rooms: 20 members join one room; one publishes 5 messages of about 2 KiB; every member gets all
   5, in order.
+bomb: one message of 16 MiB of zeros (about 16 KiB compressed, under the server's 64 KiB
+  frame limit) is refused with 1009.
+bombs: one message of 512 fragments of 64 KiB of zeros each (about 100 bytes compressed
+  each) is refused with 1009.
 --plain: the client offers no extension (compression=None), for a byte count to compare with.
 
 Checks that the extension was negotiated (or not, with --plain) from the server's answer.
@@ -81,11 +85,40 @@ async def rooms(url: str, plain: bool) -> None:
         await ws.close()
 
 
+async def expect_1009(ws) -> None:
+    try:
+        got = await asyncio.wait_for(ws.recv(), WAIT)
+        raise AssertionError(f"a message instead of the close: {got[:80]!r}")
+    except websockets.ConnectionClosed as e:
+        code = e.rcvd.code if e.rcvd else None
+        assert code == 1009, f"closed with {code}, not 1009"
+
+
+async def bomb(url: str, plain: bool) -> None:
+    ws = await connect(url, plain)
+    await ws.send(bytes(16 << 20))
+    await expect_1009(ws)
+
+
+async def bombs(url: str, plain: bool) -> None:
+    ws = await connect(url, plain)
+
+    async def fragments():
+        for _ in range(512):
+            yield bytes(64 << 10)
+
+    try:
+        await ws.send(fragments())
+    except websockets.ConnectionClosed:
+        pass  # the server closed while fragments were still going out
+    await expect_1009(ws)
+
+
 def main() -> int:
     mode, url = sys.argv[1], sys.argv[2]
     plain = "--plain" in sys.argv[3:]
     try:
-        asyncio.run({"echo": echo, "rooms": rooms}[mode](url, plain))
+        asyncio.run({"echo": echo, "rooms": rooms, "bomb": bomb, "bombs": bombs}[mode](url, plain))
     except Exception as e:  # noqa: BLE001 - any failure is reported the same way
         print(f"FAIL {mode}: {e!r}")
         return 1
