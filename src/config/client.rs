@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{check_duration, TokenProvider};
 use crate::error::{Error, Result};
+use crate::ws::deflate::DeflateConfig;
 
 /// Default largest message (after reassembling fragments) a client accepts: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
@@ -74,6 +75,12 @@ pub struct ClientConfig {
     /// refuses a message the connection accepted. Why: a channel of 1,024 messages of up to
     /// `max_message_size` each could otherwise hold gigabytes. Default: 16 MiB.
     pub subscriber_bytes: usize,
+    /// permessage-deflate (RFC 7692): offered by default, with `client_max_window_bits`,
+    /// `server_no_context_takeover` and `client_no_context_takeover`, so that no compressor or
+    /// inflater is kept per connection between messages (see [`DeflateConfig`]); a server
+    /// that declines gets an uncompressed connection, and an answer the offer did not allow
+    /// fails the connection attempt. [`DeflateConfig::off`] offers nothing.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for ClientConfig {
@@ -92,11 +99,17 @@ impl Default for ClientConfig {
             tls_roots_pem: Vec::new(),
             max_on_connect: 1024,
             subscriber_bytes: 16 * 1024 * 1024,
+            deflate: DeflateConfig::default(),
         }
     }
 }
 
 impl ClientConfig {
+    /// Set [`deflate`](Self::deflate).
+    pub fn deflate(mut self, deflate: DeflateConfig) -> Self {
+        self.deflate = deflate;
+        self
+    }
     /// Set [`name`](Self::name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());

@@ -146,12 +146,12 @@ pub struct ServerConfig {
     /// answer's size (each member takes up to about 1.1 KiB with its `info`). Default: 1000; 1
     /// to [`MAX_PRESENCE_LIST_LIMIT`].
     pub presence_list_limit: usize,
-    /// permessage-deflate (RFC 7692) with clients that offer it: by default off for now (it
-    /// turns on once the client side is done too); on, the server asks
-    /// `server_no_context_takeover` and `client_no_context_takeover`, so that no compressor or
-    /// inflater is kept per session and a broadcast's compressed bytes are made once per worker
-    /// thread for every member (see [`DeflateConfig`]). Messages under its `threshold` go out
-    /// uncompressed.
+    /// permessage-deflate (RFC 7692) with clients that offer it: on by default. The server
+    /// asks `server_no_context_takeover` and `client_no_context_takeover`, so that no
+    /// compressor or inflater is kept per session and a room broadcast is compressed once for
+    /// every member (the same bytes go to each); messages under its `threshold` (256 bytes)
+    /// go out uncompressed, and the size limit applies to inflated messages. See
+    /// [`DeflateConfig`]; [`DeflateConfig::off`] turns it off.
     pub deflate: DeflateConfig,
 }
 

@@ -30,6 +30,7 @@ pub mod peer;
 pub mod pki;
 pub mod process;
 pub mod prom;
+pub mod python;
 pub mod raw;
 pub mod redis;
 pub mod setup;

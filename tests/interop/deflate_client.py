@@ -5,7 +5,7 @@ Usage: deflate_client.py echo|rooms|bomb|bombs URL [--plain]
 
 echo: one client sends 50 JSON messages of about 2 KiB (a market-data feed's shape) and 50
   short ones, and checks each echo.
-rooms: 20 members join one room; one publishes 5 messages of about 2 KiB; every member gets all
+rooms: 200 members join one room; one publishes 5 messages of about 2 KiB; every member gets all
   5, in order.
 bomb: one message of 16 MiB of zeros (about 16 KiB compressed, under the server's 64 KiB
   frame limit) is refused with 1009.
@@ -24,6 +24,7 @@ import sys
 import websockets
 
 WAIT = 10.0
+MEMBERS = 200
 
 
 def feed(i: int) -> str:
@@ -67,20 +68,27 @@ async def echo(url: str, plain: bool) -> None:
 
 
 async def rooms(url: str, plain: bool) -> None:
-    members = [await connect(url, plain) for _ in range(20)]
-    for n, ws in enumerate(members):
+    members = []
+    for _ in range(MEMBERS // 50):
+        members += await asyncio.gather(*(connect(url, plain) for _ in range(50)))
+
+    async def join(n: int, ws) -> None:
         welcome = json.loads(await recv(ws))
         assert welcome["type"] == "welcome", welcome
         await ws.send(json.dumps({"type": "join", "room": "deflate", "id": n}))
         joined = json.loads(await recv(ws))
         assert joined["type"] == "joined", joined
+
+    await asyncio.gather(*(join(n, ws) for n, ws in enumerate(members)))
     sent = [json.loads(feed(i))["data"] for i in range(5)]
     for data in sent:
         await members[0].send(json.dumps({"type": "publish", "room": "deflate", "data": data}))
-    for n, ws in enumerate(members):
+    async def receive(n: int, ws) -> None:
         for i, data in enumerate(sent):
             got = json.loads(await recv(ws))
             assert got["type"] == "message" and got["data"] == data, f"member {n}, message {i}: {got}"
+
+    await asyncio.gather(*(receive(n, ws) for n, ws in enumerate(members)))
     for ws in members:
         await ws.close()
 

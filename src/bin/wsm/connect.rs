@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use actix_ws_manager::client::{self, ConnectionState, Event, Inbound, Overflow};
-use actix_ws_manager::config::{ClientConfig, HeartbeatConfig, ReconnectPolicy};
+use actix_ws_manager::config::{ClientConfig, DeflateConfig, HeartbeatConfig, ReconnectPolicy};
 use actix_ws_manager::protocol::{PresenceDiff, PresenceMember};
 use actix_ws_manager::{Error, Outgoing, Result};
 use clap::Args;
@@ -61,6 +61,10 @@ pub struct ConnectArgs {
     /// Do not reconnect after a loss: exit 1 instead.
     #[arg(long)]
     no_reconnect: bool,
+    /// Offer no permessage-deflate (by default it is offered, with no context takeover either
+    /// way).
+    #[arg(long)]
+    no_deflate: bool,
     /// An extra HTTP header for the upgrade request, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
@@ -148,6 +152,9 @@ pub fn run(args: ConnectArgs) -> Result<()> {
             args.heartbeat_timeout,
         ))
         .reconnect(policy);
+    if args.no_deflate {
+        config = config.deflate(DeflateConfig::off());
+    }
     config.headers = args.headers.clone();
     config.protocols = args.protocols.clone();
     if let Some(ca) = &args.ca {

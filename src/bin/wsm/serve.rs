@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// recover.
     #[arg(long)]
     no_history: bool,
+    /// Accept no permessage-deflate offer (by default a client's offer is accepted, with no
+    /// context takeover either way, and messages of 256 bytes and more go compressed).
+    #[arg(long)]
+    no_deflate: bool,
     /// Most members a `presence` answer lists (its `count` stays exact; beyond, the list says
     /// `"truncated":true`), 1 to 100000.
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_PRESENCE_LIST_LIMIT,
@@ -203,6 +207,9 @@ impl ServeArgs {
             );
         for origin in &self.allowed_origins {
             config = config.allow_origin(origin.clone());
+        }
+        if self.no_deflate {
+            config = config.deflate(config::DeflateConfig::off());
         }
         if self.no_history {
             config.no_history()

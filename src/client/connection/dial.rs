@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::socket::{reframe, WsFramed};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+use crate::ws::deflate::negotiate::{client_accept, client_offer};
 use crate::ws::FrameCodec;
+use awc::http::header::SEC_WEBSOCKET_EXTENSIONS;
 
 /// An awc client whose connector has no connection limit (awc's default pool allows 100
 /// connections per client and a WebSocket holds its permit for its whole life, so connection 101
@@ -139,6 +141,10 @@ pub(super) fn handshake(
     if !config.protocols.is_empty() {
         req = req.protocols(&config.protocols);
     }
+    if let Some(offer) = client_offer(&config.deflate) {
+        req = req.header(SEC_WEBSOCKET_EXTENSIONS, offer);
+    }
+    let deflate = config.deflate.clone();
     let url = url.to_owned();
     let timeout = config.connect_timeout;
     let max = config.max_message_size;
@@ -164,11 +170,43 @@ pub(super) fn handshake(
                 reason: format!("no WebSocket handshake within {timeout:?}"),
             }),
             Ok(Err(e)) => Err(connect_error(url, e)),
-            Ok(Ok((_response, framed))) => Ok(reframe(
-                framed.into_map_codec(|codec| FrameCodec::wrap(codec, max)),
-            )),
+            Ok(Ok((response, framed))) => {
+                let answer = extension_answer(response.headers());
+                let agreed = client_accept(&answer, &deflate).map_err(|why| {
+                    // RFC 7692 section 5: the client fails the connection (the socket is
+                    // dropped with `framed`).
+                    Error::ConnectFailed {
+                        url: url.clone(),
+                        reason: format!("the server's permessage-deflate answer is refused: {why}"),
+                    }
+                })?;
+                let deflater = agreed.as_ref().and_then(|a| a.deflater());
+                Ok(reframe(
+                    framed.into_map_codec(|codec| {
+                        let codec = FrameCodec::wrap(codec, max);
+                        match agreed {
+                            Some(agreed) => codec.with_deflate(agreed.incoming()),
+                            None => codec,
+                        }
+                    }),
+                    deflater,
+                ))
+            }
         }
     }
+}
+
+/// Every `Sec-WebSocket-Extensions` value of the server's answer, joined as one list (a value
+/// that is not visible ASCII is kept as such, so that the answer check refuses it).
+fn extension_answer(headers: &awc::http::header::HeaderMap) -> String {
+    let values: Vec<String> = headers
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .map(|v| match v.to_str() {
+            Ok(v) => v.to_owned(),
+            Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        })
+        .collect();
+    values.join(", ")
 }
 
 /// Check a WebSocket URL without connecting: it must parse, have a host, and use `ws://` (or

@@ -6,7 +6,8 @@ use actix_http::ws::{self, Frame, ProtocolError};
 use awc::BoxedSocket;
 use bytes::Bytes;
 
-use crate::ws::{Fault, FrameCodec};
+use crate::ws::deflate::Deflater;
+use crate::ws::{encode_compressed, Fault, FrameCodec};
 
 /// Bytes each of the socket's buffers starts with; the read buffer grows for a larger message,
 /// the write buffer for a larger batch. awc hands the connection over in actix-codec's
@@ -29,7 +30,7 @@ pub(super) type WsFramed = tokio_util::codec::Framed<Prefixed, ReadPastViolation
 /// a close frame and the socket is still read, its data discarded, until the peer's close
 /// arrives (so the peer is not reset with our close unread). So violations travel as items
 /// and only a lost connection is an error; the codec skips what the violation left behind.
-pub(crate) struct ReadPastViolations(FrameCodec);
+pub(crate) struct ReadPastViolations(FrameCodec, Option<Deflater>);
 
 impl actix_codec::Decoder for ReadPastViolations {
     type Item = Result<Frame, Fault>;
@@ -52,13 +53,30 @@ impl actix_codec::Encoder<ws::Message> for ReadPastViolations {
         item: ws::Message,
         dst: &mut bytes::BytesMut,
     ) -> Result<(), ProtocolError> {
+        // With permessage-deflate, data messages go compressed (RSV1) unless the deflater
+        // says they are better sent as they are.
+        if let Some(deflater) = self.1.as_mut() {
+            let packed = match &item {
+                ws::Message::Text(t) => deflater.compress(t.as_bytes()).map(|p| (true, p)),
+                ws::Message::Binary(b) => deflater.compress(b).map(|p| (false, p)),
+                _ => None,
+            };
+            if let Some((text, payload)) = packed {
+                return encode_compressed(&mut self.0, text, payload, dst);
+            }
+        }
         self.0.encode(item, dst)
     }
 }
 
 /// Move awc's connection into tokio-util's `Framed` with small buffers (see [`SOCKET_BUFFER`]),
 /// keeping whatever awc had already read past the handshake (the peer may speak first).
-pub(super) fn reframe(framed: actix_codec::Framed<BoxedSocket, FrameCodec>) -> WsFramed {
+/// `deflater` compresses what is sent when permessage-deflate was agreed (the codec already
+/// inflates what arrives).
+pub(super) fn reframe(
+    framed: actix_codec::Framed<BoxedSocket, FrameCodec>,
+    deflater: Option<Deflater>,
+) -> WsFramed {
     // awc flushed its request before it read the response, so only the read side can hold
     // anything.
     let old = framed.into_parts();
@@ -67,8 +85,11 @@ pub(super) fn reframe(framed: actix_codec::Framed<BoxedSocket, FrameCodec>) -> W
         prefix: Bytes::copy_from_slice(&old.read_buf),
         io: old.io,
     };
-    let mut framed =
-        tokio_util::codec::Framed::with_capacity(io, ReadPastViolations(old.codec), SOCKET_BUFFER);
+    let mut framed = tokio_util::codec::Framed::with_capacity(
+        io,
+        ReadPastViolations(old.codec, deflater),
+        SOCKET_BUFFER,
+    );
     framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
     framed
 }

@@ -43,7 +43,7 @@ use super::backplane::{Backplane, InProcess};
 use super::command::{HubSender, JoinReply, Publish, Publisher, SessionId};
 use super::counters::{on_full_queue, Counters, FullQueue};
 use super::history::History;
-use super::outbox::{Depth, Outbound, Wakes};
+use super::outbox::{self, Depth, Outbound, Wakes};
 use crate::config::{HistoryConfig, SlowConsumerPolicy};
 use crate::envelope::{now_rfc3339, EnvelopeParts, WireMessage};
 use crate::protocol::{self, RoomMessage};
@@ -371,6 +371,12 @@ impl Hub {
         let mut holding = self.recovering.get_mut(room).zip(self.shared.as_ref());
         let len = text.len();
         let frame = Outbound::Text(text.clone());
+        // Compressed once for every member with permessage-deflate (see `outbox::share`).
+        let registered = if ids.len() > 1 {
+            outbox::share(text.as_bytes())
+        } else {
+            outbox::SharedFrame::none()
+        };
         // One copy of the frame per worker thread: every member's queue holds a reference to
         // it, released by the worker once written, so with one shared copy the workers would
         // contend for its reference count on every member.
@@ -396,6 +402,7 @@ impl Hub {
                     Some(i) => i,
                     None => {
                         let copy = ByteString::from(String::from(&**text));
+                        registered.add_copy(copy.as_bytes());
                         copies.push((thread, Outbound::Text(copy)));
                         copies.len() - 1
                     }

@@ -40,7 +40,7 @@ use bytestring::ByteString;
 
 pub use self::body::OutboxBody;
 use self::body::Wake;
-pub(crate) use self::deflate::BodyDeflate;
+pub(crate) use self::deflate::{share, BodyDeflate, SharedFrame};
 use self::wakes::Home;
 pub(crate) use self::wakes::Wakes;
 

@@ -70,10 +70,10 @@ pub struct DeflateConfig {
 }
 
 impl Default for DeflateConfig {
-    /// Off (until both sides use it end to end), with the settings described on each field.
+    /// On, with the settings described on each field.
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             threshold: 256,
             level: 6,
             no_context_takeover: true,
@@ -85,6 +85,15 @@ impl Default for DeflateConfig {
 }
 
 impl DeflateConfig {
+    /// The extension neither offered nor accepted (`wsm serve --no-deflate`, `wsm connect
+    /// --no-deflate`, and `wsm load` unless `--deflate`).
+    pub fn off() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
     /// The config's window bits within their ranges (9-15 for this endpoint's compression,
     /// 8-15 for the peer's), so that no config value can make a compressor panic.
     fn clamped(&self) -> (u8, u8) {

@@ -110,6 +110,10 @@ pub struct LoadArgs {
     /// per connection instead of 1 each) and one RSS figure.
     #[arg(long, conflicts_with = "url")]
     pub(super) in_process: bool,
+    /// Offer permessage-deflate from every connection (off by default, so that figures stay
+    /// comparable with other tools and earlier runs; the embedded server accepts it).
+    #[arg(long)]
+    pub(super) deflate: bool,
     /// Root certificates the clients trust besides the web PKI (from --ca, or the embedded
     /// server's throwaway CA).
     #[arg(skip)]

@@ -143,11 +143,20 @@ pub(super) fn name_emfile(error: &str, args: &LoadArgs) -> String {
     }
 }
 
-/// The client configuration every connection starts from: the defaults, trusting `args.roots`.
+/// The client configuration every connection starts from: the defaults, trusting `args.roots`,
+/// with permessage-deflate offered only under `--deflate` (so that figures stay comparable
+/// with runs of other tools and earlier runs).
 pub(super) fn client_config(args: &LoadArgs) -> ClientConfig {
-    args.roots.iter().fold(ClientConfig::default(), |c, pem| {
-        c.tls_root_pem(pem.clone())
-    })
+    let deflate = if args.deflate {
+        config::DeflateConfig::default()
+    } else {
+        config::DeflateConfig::off()
+    };
+    args.roots
+        .iter()
+        .fold(ClientConfig::default().deflate(deflate), |c, pem| {
+            c.tls_root_pem(pem.clone())
+        })
 }
 
 /// The embedded server's message size limit: the server's default, or more when `--size`

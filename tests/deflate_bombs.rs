@@ -1,0 +1,138 @@
+//! Decompression bombs each way (issue 23, test 3), with the memory they cost: one message of
+//! 16 MiB of zeros (about 16 KiB compressed, in one frame) and one of 512 compressed fragments
+//! of 64 KiB of zeros each, against a 1 MiB message limit. Each ends with 1009, and the peak RSS
+//! (`VmHWM`) of the side under test grows by less than 2 MiB: the limit applies to the inflated
+//! bytes as they are inflated, in bounded steps, so a bomb costs at most the limit plus one
+//! step.
+//!
+//! The server side is the built `wsm serve` in a child process (its `/proc/<pid>/status` is
+//! read), bombed by Python `websockets` clients (`tests/interop/deflate_client.py`). The
+//! client side is the crate's client in this process (this binary holds this one test, so no
+//! other test's memory mixes in), bombed by a Python server (`tests/interop/deflate_peer.py`).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use actix_ws_manager::client::{connect, ConnectionState};
+use common::process::spawn_wsm_serve_lines;
+use common::python::{interop_script, python, DeflatePeer};
+use common::{client_test_config, recv_within, wait_state, KillOnDrop, WAIT};
+
+/// The message limit of the side under test.
+const LIMIT: usize = 1 << 20;
+/// What a bomb may add to the peak RSS.
+const BUDGET_KB: u64 = 2048;
+
+/// A `/proc/<pid>/status` line's value in kB.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+/// Run `deflate_client.py mode url` to its end (bounded); assert it printed `ok` (it checks
+/// the 1009 itself).
+fn python_client(mode: &str, url: &str) {
+    let child = Command::new(python())
+        .arg(interop_script("deflate_client.py"))
+        .args([mode, url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut guard = KillOnDrop(Some(child));
+    let child = guard.0.take().expect("child");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("deflate_client.py {mode} did not finish in 60 s"))
+        .expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.trim_end().ends_with("ok"),
+        "deflate_client.py {mode}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[actix_rt::test]
+async fn bombs_each_way_end_with_1009_within_2_mib() {
+    server_side();
+    client_side().await;
+}
+
+/// `wsm serve` (deflate on by default) under both Python bombs.
+fn server_side() {
+    let limit = LIMIT.to_string();
+    let (child, lines) =
+        spawn_wsm_serve_lines(&["--bind", "127.0.0.1:0", "--max-message-size", &limit], 2);
+    let pid = child.0.as_ref().expect("child").id();
+    let echo = &lines[1];
+    // Warm up: a plain echo exchange with deflate, so that what the first session and the
+    // per-thread compressor cost is in the baseline.
+    python_client("echo", echo);
+    let before = status_kb(pid, "VmHWM:");
+    for mode in ["bomb", "bombs", "bomb", "bombs"] {
+        python_client(mode, echo);
+    }
+    let grown = status_kb(pid, "VmHWM:").saturating_sub(before);
+    eprintln!("server: peak RSS {before} kB before the bombs, +{grown} kB after four");
+    assert!(
+        grown < BUDGET_KB,
+        "the server's peak RSS grew by {grown} kB under bombs of 16 MiB and 32 MiB inflated"
+    );
+}
+
+/// The crate's client (1 MiB limit) bombed by a Python server, twice each way.
+async fn client_side() {
+    let peer = DeflatePeer::start(&[]);
+    let pid = std::process::id();
+    let config = client_test_config().max_message_size(LIMIT);
+    // Warm up: one connection that echoes a compressed message.
+    let warm = connect(&peer.url(), config.clone()).expect("connect");
+    let mut texts = warm.subscribe_text(4);
+    let mut events = warm.subscribe_events(16);
+    wait_state(&mut events, "Connected", |s| {
+        *s == ConnectionState::Connected
+    })
+    .await;
+    warm.send_text("x".repeat(4096)).await.expect("send");
+    recv_within(&mut texts, WAIT, "the warm-up echo").await;
+    warm.close().await;
+    let before = status_kb(pid, "VmHWM:");
+    for bomb in ["bomb", "bombs", "bomb", "bombs"] {
+        let client = connect(&peer.url(), config.clone()).expect("connect");
+        let mut events = client.subscribe_events(16);
+        wait_state(&mut events, "Connected", |s| {
+            *s == ConnectionState::Connected
+        })
+        .await;
+        client.send_text(bomb).await.expect("send");
+        let state = wait_state(&mut events, "Disconnected", |s| {
+            matches!(s, ConnectionState::Disconnected { .. })
+        })
+        .await;
+        assert!(
+            matches!(state, ConnectionState::Disconnected { code: 1009, .. }),
+            "{bomb}: {state:?}"
+        );
+        client.close().await;
+    }
+    let grown = status_kb(pid, "VmHWM:").saturating_sub(before);
+    eprintln!("client: peak RSS {before} kB before the bombs, +{grown} kB after four");
+    assert!(
+        grown < BUDGET_KB,
+        "the client's peak RSS grew by {grown} kB under bombs of 16 MiB and 32 MiB inflated"
+    );
+}
