@@ -38,9 +38,7 @@ impl StreamHandler<Command> for Hub {
                 info,
             } => self.join(id, room, reply, (listen, info)),
             Command::Presence { id, room, request } => self.answer_presence(id, &room, request),
-            Command::PresenceOf { room, tell } => {
-                let _ = tell.send(self.presence_of(&room));
-            }
+            Command::PresenceOf { room, tell } => self.tell_presence(&room, tell),
             Command::WatchPresence { room, tx } => self.watch_presence(room, tx),
             Command::Leave { id, room } => self.leave(id, room),
             Command::Stats(tell) => {
@@ -73,6 +71,10 @@ impl StreamHandler<Command> for Hub {
             } => {
                 self.counters.backplane_received.bump();
                 self.fan_out(&room, &frame, offset);
+            }
+            Command::RemotePresence { room, frame, .. } => {
+                self.counters.backplane_received.bump();
+                self.remote_presence(&room, &frame);
             }
             Command::Publish(msg) => {
                 let reached = self.publish(&msg);
