@@ -255,8 +255,7 @@ impl Hub {
             self.send_to(id, presence_answer(room, request, data));
             return;
         }
-        let Some(MemberSink::Session { queue, .. }) = self.members.get(&id).map(|m| &m.sink)
-        else {
+        let Some(MemberSink::Session { queue, .. }) = self.members.get(&id).map(|m| &m.sink) else {
             return;
         };
         let queue = queue.clone();
@@ -364,7 +363,11 @@ fn presence_answer(room: &str, request: Option<u64>, data: String) -> Outbound {
 }
 
 /// Hand `diff` to `room`'s watchers; a full one loses it (traced), a closed one is dropped.
-fn notify_watchers(room: &str, watchers: &mut Vec<mpsc::Sender<PresenceDiff>>, diff: &PresenceDiff) {
+fn notify_watchers(
+    room: &str,
+    watchers: &mut Vec<mpsc::Sender<PresenceDiff>>,
+    diff: &PresenceDiff,
+) {
     watchers.retain(|tx| match tx.try_send(diff.clone()) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {

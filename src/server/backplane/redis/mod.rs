@@ -49,6 +49,7 @@
 
 mod history;
 mod presence;
+mod presence_lua;
 mod publisher;
 mod resp;
 mod subscriber;
@@ -377,7 +378,7 @@ impl Backplane for RedisBackplane {
             self.config.publish_queue_bytes,
         );
         let scripts = self.history.as_ref().map(|h| Arc::new(Scripts::new(h)));
-        let mut loaded = presence::scripts();
+        let mut loaded = presence_lua::scripts();
         let mut max_array = 1 << 20;
         if let Some(scripts) = &scripts {
             loaded.extend([history::publish_script(), history::read_script()]);

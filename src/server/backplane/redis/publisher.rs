@@ -207,9 +207,7 @@ impl Publisher {
             match tokio::time::timeout(timeout, load).await {
                 Ok(Ok(())) => Ok((reader, writer)),
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err(format!(
-                    "the scripts were not loaded within {timeout:?}"
-                )),
+                Err(_) => Err(format!("the scripts were not loaded within {timeout:?}")),
             }
         }
     }
