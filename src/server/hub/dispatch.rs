@@ -72,10 +72,9 @@ impl StreamHandler<Command> for Hub {
                 self.counters.backplane_received.bump();
                 self.fan_out(&room, &frame, offset);
             }
-            Command::RemotePresence { room, frame, .. } => {
-                self.counters.backplane_received.bump();
-                self.remote_presence(&room, &frame);
-            }
+            // Not counted in `backplane_received` (room messages): the listeners' copies are
+            // counted in `presence_diffs`.
+            Command::RemotePresence { room, frame, .. } => self.remote_presence(&room, &frame),
             Command::Publish(msg) => {
                 let reached = self.publish(&msg);
                 if let Some(tell) = msg.reached {
