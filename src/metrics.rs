@@ -85,6 +85,8 @@
 //! | `wsm_server_token_expiry_closes_total` | counter | sessions closed with 4001 because their token reached `exp` without a refresh |
 //! | `wsm_server_presence_entries` | gauge | presence entries held: one per room membership on this node |
 //! | `wsm_server_presence_diffs_total` | counter | `presence_diff` messages handed to members' queues |
+//! | `wsm_server_presence_swept_total` | counter | presence entries of lapsed nodes this node removed from Redis (their leaves sent) |
+//! | `wsm_server_presence_resyncs_total` | counter | times this node registered its presence entries in Redis again (liveness key gone, or a write not taken) |
 //! | `wsm_server_hub_queue_high_water` | gauge | deepest the hub's command queue has been, in commands (at most `hub_queue`) |
 //!
 //! # Client metrics
