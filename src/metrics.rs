@@ -209,38 +209,28 @@ where
     metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-/// Write one gauge with a value per label (`name{label="value"} n`).
-#[cfg(feature = "client")]
-pub(crate) fn labelled_gauge(
+/// Write one gauge or counter with a value per label (`name{label="value"} n`; a counter's
+/// name gets `_total`).
+#[cfg(any(feature = "client", feature = "server"))]
+pub(crate) fn labelled(
     e: &mut DescriptorEncoder,
+    kind: Kind,
     name: &str,
     help: &str,
     label: &str,
     values: &[(&str, u64)],
 ) -> std::fmt::Result {
-    let gauge = prometheus_client::metrics::MetricType::Gauge;
-    let mut family = e.encode_descriptor(name, help, None, gauge)?;
+    let metric_type = match kind {
+        Kind::Counter => prometheus_client::metrics::MetricType::Counter,
+        Kind::Gauge => prometheus_client::metrics::MetricType::Gauge,
+    };
+    let mut family = e.encode_descriptor(name, help, None, metric_type)?;
     for (value, n) in values {
         let labels = [(label, *value)];
-        ConstGauge::new(*n).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-/// Write one counter with a value per label (`name_total{label="value"} n`).
-#[cfg(feature = "server")]
-pub(crate) fn labelled_counter(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(&str, u64)],
-) -> std::fmt::Result {
-    let counter = prometheus_client::metrics::MetricType::Counter;
-    let mut family = e.encode_descriptor(name, help, None, counter)?;
-    for (value, n) in values {
-        let labels = [(label, *value)];
-        ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+        match kind {
+            Kind::Counter => ConstCounter::new(*n).encode(family.encode_family(&labels)?)?,
+            Kind::Gauge => ConstGauge::new(*n).encode(family.encode_family(&labels)?)?,
+        }
     }
     Ok(())
 }

@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::client::reconnects;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,18 +103,6 @@ impl Minter {
             async move { Ok::<_, String>(token) }
         })
     }
-}
-
-/// The `Reconnecting` states a recorder saw: (delay, cause).
-fn reconnects(states: &mut StateRecorder) -> Vec<(Duration, String)> {
-    states
-        .states()
-        .iter()
-        .filter_map(|s| match s {
-            ConnectionState::Reconnecting { delay, cause, .. } => Some((*delay, cause.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The next welcome the client receives: its identity must be `sub`.

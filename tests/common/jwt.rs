@@ -162,30 +162,9 @@ pub async fn upgrade(addr: SocketAddr, path: &str, token: Option<&str>) -> Upgra
     }
 }
 
-/// Read an HTTP response head within [`WAIT`]: its status, the head in lower case, and the
-/// bytes read past it.
+/// The status, the head (lowercased) and the bytes read past it, of an HTTP response.
 pub async fn response_head(tcp: &mut TcpStream) -> (u16, String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // Bounded: a head is far shorter than 1000 reads, and each waits at most WAIT.
-    for _ in 0..1000 {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..i + 4]).to_lowercase();
-            let status = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("an HTTP status line: {head}"));
-            return (status, head, buf[i + 4..].to_vec());
-        }
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
-            .await
-            .expect("a response head in time")
-            .expect("read the response head");
-        assert!(n > 0, "connection closed before the response head");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    panic!("no response head in 1000 reads");
+    super::raw::response_head_text(tcp).await
 }
 
 /// The upgrade with `token` (the case `what`) is refused with 401, a `WWW-Authenticate: Bearer` header and a
