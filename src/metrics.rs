@@ -85,6 +85,8 @@
 //! | `wsm_server_token_expiry_closes_total` | counter | sessions closed with 4001 because their token reached `exp` without a refresh |
 //! | `wsm_server_presence_entries` | gauge | presence entries held: one per room membership on this node |
 //! | `wsm_server_presence_diffs_total` | counter | `presence_diff` messages handed to members' queues |
+//! | `wsm_server_presence_swept_total` | counter | presence entries of lapsed nodes this node removed from Redis (their leaves sent) |
+//! | `wsm_server_presence_resyncs_total` | counter | times this node registered its presence entries in Redis again (liveness key gone, or a write not taken) |
 //! | `wsm_server_hub_queue_high_water` | gauge | deepest the hub's command queue has been, in commands (at most `hub_queue`) |
 //! | `wsm_server_deflate_compressions_total` | counter | messages compressed for permessage-deflate sessions (a frame members share is compressed once for all of them) |
 //!
@@ -208,38 +210,28 @@ where
     metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-/// Write one gauge with a value per label (`name{label="value"} n`).
-#[cfg(feature = "client")]
-pub(crate) fn labelled_gauge(
+/// Write one gauge or counter with a value per label (`name{label="value"} n`; a counter's
+/// name gets `_total`).
+#[cfg(any(feature = "client", feature = "server"))]
+pub(crate) fn labelled(
     e: &mut DescriptorEncoder,
+    kind: Kind,
     name: &str,
     help: &str,
     label: &str,
     values: &[(&str, u64)],
 ) -> std::fmt::Result {
-    let gauge = prometheus_client::metrics::MetricType::Gauge;
-    let mut family = e.encode_descriptor(name, help, None, gauge)?;
+    let metric_type = match kind {
+        Kind::Counter => prometheus_client::metrics::MetricType::Counter,
+        Kind::Gauge => prometheus_client::metrics::MetricType::Gauge,
+    };
+    let mut family = e.encode_descriptor(name, help, None, metric_type)?;
     for (value, n) in values {
         let labels = [(label, *value)];
-        ConstGauge::new(*n).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-/// Write one counter with a value per label (`name_total{label="value"} n`).
-#[cfg(feature = "server")]
-pub(crate) fn labelled_counter(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(&str, u64)],
-) -> std::fmt::Result {
-    let counter = prometheus_client::metrics::MetricType::Counter;
-    let mut family = e.encode_descriptor(name, help, None, counter)?;
-    for (value, n) in values {
-        let labels = [(label, *value)];
-        ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+        match kind {
+            Kind::Counter => ConstCounter::new(*n).encode(family.encode_family(&labels)?)?,
+            Kind::Gauge => ConstGauge::new(*n).encode(family.encode_family(&labels)?)?,
+        }
     }
     Ok(())
 }

@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::client::reconnects;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,18 +86,6 @@ impl Gate {
         })
         .expect("server starts")
     }
-}
-
-/// The `Reconnecting` states a recorder saw: (delay, cause).
-fn reconnects(states: &mut StateRecorder) -> Vec<(Duration, String)> {
-    states
-        .states()
-        .iter()
-        .filter_map(|s| match s {
-            ConnectionState::Reconnecting { delay, cause, .. } => Some((*delay, cause.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A server restart: the client comes back by itself with a token fetched for each attempt

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::dev::Extensions;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::value::RawValue;
 
 use super::session::{self, Mode, SessionParams, SessionToken};
 use super::token::{self, TokenGrant, TokenRefusal};
@@ -187,8 +188,8 @@ impl Rooms {
         }
     }
 
-    /// The upgrade handler: origin, the handshake's headers, capacity (cheap checks first), then
-    /// authentication, then the WebSocket handshake.
+    /// The upgrade handler: origin, the handshake's headers and shutdown (cheap checks first),
+    /// the token, capacity, then the authentication hook, then the WebSocket handshake.
     async fn upgrade(
         &self,
         req: HttpRequest,
@@ -196,27 +197,8 @@ impl Rooms {
         mode: Mode,
     ) -> std::result::Result<HttpResponse, actix_web::Error> {
         let config = &self.shared.config;
-        if let Some(allowed) = &config.allowed_origins {
-            if let Some(origin) = req.headers().get(header::ORIGIN) {
-                let ok = origin
-                    .to_str()
-                    .is_ok_and(|o| allowed.iter().any(|a| a == o));
-                if !ok {
-                    tracing::info!(?origin, "upgrade refused: origin not allowed");
-                    return Ok(HttpResponse::Forbidden().body("origin not allowed"));
-                }
-            }
-        }
-        // Everything that costs nothing is checked before the authentication hook, which may be
-        // slow (a database, another service): a plain GET, an address at its connection limit
-        // or a full server never gets an auth call in flight. The reserved slot counts toward
-        // the limits while the hook runs and is released if the hook refuses.
-        if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
-            tracing::debug!("upgrade refused: not a WebSocket handshake: {e}");
-            return Ok(HttpResponse::from_error(e));
-        }
-        if self.shared.closing.load(Ordering::Acquire) {
-            return Ok(HttpResponse::ServiceUnavailable().body("server shutting down"));
+        if let Some(refused) = self.refused_before_anything(&req) {
+            return Ok(refused);
         }
         // A token is checked before a slot is taken: it costs CPU only (no I/O), and a refused
         // one must cost no slot that a client with a good token could have had.
@@ -244,29 +226,9 @@ impl Rooms {
             }
         };
         let sub = grant.as_ref().and_then(|g| g.sub.clone());
-        let (identity, info) = match &self.auth {
-            None => (sub, None),
-            Some(hook) => match hook(req.clone()).await {
-                Ok(who) => (who.identity.or(sub), who.info),
-                Err(AuthRejection::Unauthorized(why)) => {
-                    return Ok(HttpResponse::Unauthorized().body(why))
-                }
-                Err(AuthRejection::Forbidden(why)) => {
-                    return Ok(HttpResponse::Forbidden().body(why))
-                }
-            },
-        };
-        let info = match info.map(|info| serde_json::value::to_raw_value(&info)) {
-            None => None,
-            Some(Ok(raw)) if raw.get().len() <= super::MAX_INFO_BYTES => Some(Arc::from(raw)),
-            Some(Ok(raw)) => {
-                tracing::error!(len = raw.get().len(), "the auth hook's info is over 1 KiB");
-                return Ok(HttpResponse::InternalServerError().body("presence info over 1 KiB"));
-            }
-            Some(Err(e)) => {
-                tracing::error!("the auth hook's info does not serialise: {e}");
-                return Ok(HttpResponse::InternalServerError().body("presence info unusable"));
-            }
+        let (identity, info) = match self.authenticate(&req, sub).await {
+            Ok(who) => who,
+            Err(refused) => return Ok(*refused),
         };
         // The hook may have waited through the start of a shutdown.
         if self.shared.closing.load(Ordering::Acquire) {
@@ -285,6 +247,69 @@ impl Rooms {
             slot,
         };
         session::start(&req, body, params)
+    }
+
+    /// The answer to a request refused by what costs nothing: an origin not allowed, not a
+    /// WebSocket handshake, a server shutting down. Checked before the token, the limits and
+    /// the authentication hook, which may be slow (a database, another service): a plain GET
+    /// or a closing server never gets an auth call in flight.
+    fn refused_before_anything(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        if let Some(allowed) = &self.shared.config.allowed_origins {
+            if let Some(origin) = req.headers().get(header::ORIGIN) {
+                let ok = origin
+                    .to_str()
+                    .is_ok_and(|o| allowed.iter().any(|a| a == o));
+                if !ok {
+                    tracing::info!(?origin, "upgrade refused: origin not allowed");
+                    return Some(HttpResponse::Forbidden().body("origin not allowed"));
+                }
+            }
+        }
+        if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+            tracing::debug!("upgrade refused: not a WebSocket handshake: {e}");
+            return Some(HttpResponse::from_error(e));
+        }
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Some(HttpResponse::ServiceUnavailable().body("server shutting down"));
+        }
+        None
+    }
+
+    /// Who the client is: the authentication hook's answer (its identity over the token's
+    /// `sub`, and its presence info checked against 1 KiB), or the response refusing it. The
+    /// slot reserved before keeps counting toward the limits while the hook runs.
+    async fn authenticate(
+        &self,
+        req: &HttpRequest,
+        sub: Option<String>,
+    ) -> std::result::Result<(Option<String>, Option<Arc<RawValue>>), Box<HttpResponse>> {
+        let Some(hook) = &self.auth else {
+            return Ok((sub, None));
+        };
+        let who = match hook(req.clone()).await {
+            Ok(who) => who,
+            Err(AuthRejection::Unauthorized(why)) => {
+                return Err(Box::new(HttpResponse::Unauthorized().body(why)))
+            }
+            Err(AuthRejection::Forbidden(why)) => {
+                return Err(Box::new(HttpResponse::Forbidden().body(why)))
+            }
+        };
+        let info = match who.info.map(|info| serde_json::value::to_raw_value(&info)) {
+            None => None,
+            Some(Ok(raw)) if raw.get().len() <= super::MAX_INFO_BYTES => Some(Arc::from(raw)),
+            Some(Ok(raw)) => {
+                tracing::error!(len = raw.get().len(), "the auth hook's info is over 1 KiB");
+                let refused = HttpResponse::InternalServerError().body("presence info over 1 KiB");
+                return Err(Box::new(refused));
+            }
+            Some(Err(e)) => {
+                tracing::error!("the auth hook's info does not serialise: {e}");
+                let refused = HttpResponse::InternalServerError().body("presence info unusable");
+                return Err(Box::new(refused));
+            }
+        };
+        Ok((who.identity.or(sub), info))
     }
 
     /// The hook to install with `HttpServer::on_connect(rooms.on_connect())`: it applies this

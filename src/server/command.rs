@@ -116,6 +116,16 @@ pub enum Command {
         /// bytes too (`None` when the backplane does not count).
         receipt: Option<Receipt>,
     },
+    /// A `presence_diff` another node made (from the backplane): hand it to the presence
+    /// listeners and watchers of `room`.
+    RemotePresence {
+        /// The room.
+        room: Arc<str>,
+        /// The frame, as listeners receive it.
+        frame: ByteString,
+        /// Dropped once handed out (see `Remote`).
+        receipt: Option<Receipt>,
+    },
     /// Answer a [`HubStats`] snapshot. Through the queue, so it sees the effect of every command
     /// queued before it (a `joined` reply already sent means the join is counted).
     Stats(oneshot::Sender<HubStats>),

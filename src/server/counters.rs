@@ -348,6 +348,15 @@ figures! {
         "presence_diff messages sent to members",
         "`presence_diff` messages handed to members' queues (one per listener per window in \
          which its room changed).";
+    presence_swept => presence_swept hub presence_swept: Counter "wsm_server_presence_swept"
+        "Presence entries of lapsed nodes this node removed",
+        "Presence entries this node removed from Redis because their node's liveness key lapsed \
+         (the node died or was cut off from Redis past the TTL), their leaves sent.";
+    presence_resyncs => presence_resyncs hub presence_resyncs: Counter
+        "wsm_server_presence_resyncs" "Times this node registered its presence entries again",
+        "Times this node registered its presence entries in Redis again, under a new epoch: its \
+         liveness key was gone (Redis restarted, or the node was cut off past the TTL) or a \
+         write was not taken.";
     hub_queue_high_water => hub_queue_high_water hub hub_queue_high_water: Gauge
         "wsm_server_hub_queue_high_water" "Deepest the hub's command queue has been, in commands",
         "Gauge (high-water mark): the deepest the hub's command queue has been, in commands; \

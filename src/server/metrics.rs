@@ -46,7 +46,7 @@ mod prometheus {
 
     use super::ServerMetrics;
     use crate::metrics::{
-        figure, histogram, labelled_counter,
+        figure, histogram, labelled,
         Kind::{Counter, Gauge},
     };
     use crate::server::counters::{self, FIGURES};
@@ -84,8 +84,9 @@ mod prometheus {
             }
             let refusals: Vec<(&str, u64)> =
                 m.auth_refusals.iter().map(|(k, v)| (*k, *v)).collect();
-            labelled_counter(
+            labelled(
                 &mut e,
+                Counter,
                 "wsm_server_auth_refusals",
                 "Upgrades refused with HTTP 401 for their token, by reason",
                 "reason",

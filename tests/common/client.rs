@@ -96,3 +96,15 @@ pub fn recoveries(
     }
     out
 }
+
+/// The `Reconnecting` states a recorder saw: (delay, cause).
+pub fn reconnects(states: &mut StateRecorder) -> Vec<(std::time::Duration, String)> {
+    states
+        .states()
+        .iter()
+        .filter_map(|s| match s {
+            ConnectionState::Reconnecting { delay, cause, .. } => Some((*delay, cause.clone())),
+            _ => None,
+        })
+        .collect()
+}

@@ -17,6 +17,7 @@
 //! - `redis.rs`: a real `redis-server` on a free port.
 //! - `cluster.rs`: Redis backplane nodes, members and look-ups.
 //! - `prom.rs`: reading Prometheus text.
+//! - `jwt.rs`: tokens, JWT servers and refused upgrades for the JWT tests.
 // Each test binary uses some of these helpers, so the rest are unused there.
 #![allow(dead_code, unused_imports)]
 
@@ -25,6 +26,7 @@ pub mod client;
 pub mod cluster;
 pub mod flags;
 pub mod flood;
+pub mod jwt;
 pub mod oversize;
 pub mod peer;
 pub mod pki;

@@ -50,6 +50,13 @@ pub fn request(addr: SocketAddr, path: &str, upgrade: bool) -> Vec<u8> {
 /// Read an HTTP response head (up to the blank line) within [`WAIT`]; answers its status and
 /// any bytes read past the head.
 pub async fn response_head(tcp: &mut TcpStream) -> (u16, Vec<u8>) {
+    let (status, _, rest) = response_head_text(tcp).await;
+    (status, rest)
+}
+
+/// [`response_head`] with the head itself, lowercased (header names and values compared without
+/// case).
+pub async fn response_head_text(tcp: &mut TcpStream) -> (u16, String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let end = loop {
@@ -63,13 +70,13 @@ pub async fn response_head(tcp: &mut TcpStream) -> (u16, Vec<u8>) {
         assert!(n > 0, "connection closed before the response head");
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8_lossy(&buf[..end]);
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("an HTTP status line");
-    (status, buf[end..].to_vec())
+        .unwrap_or_else(|| panic!("an HTTP status line: {head}"));
+    (status, head, buf[end..].to_vec())
 }
 
 /// A WebSocket connection over a plain `TcpStream`, after a successful handshake.

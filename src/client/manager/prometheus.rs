@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use super::figures::{CONNECTIONS, FIGURES, RTT_CONNECTIONS, RTT_MAX, RTT_MEAN};
 use super::stats::{ManagerStats, Retired};
 use super::{Client, Manager};
-use crate::metrics::{figure, gauge, labelled_gauge, Kind};
+use crate::metrics::{figure, gauge, labelled, Kind};
 
 /// Reads a manager's connections at each scrape. It holds the tracked map weakly, so a
 /// registry that outlives the manager keeps no connection alive (it then exports nothing).
@@ -44,8 +44,9 @@ impl Collector for ManagerCollector {
         m.forgotten = self.forgotten.load(Ordering::Relaxed);
         let s = &m.states;
         let (name, _, help, _) = CONNECTIONS;
-        labelled_gauge(
+        labelled(
             &mut e,
+            Kind::Gauge,
             name,
             help,
             "state",

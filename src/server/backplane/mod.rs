@@ -22,6 +22,13 @@
 //! the offset order is the delivery order on every node, and a publish the backplane did not
 //! take reaches nobody (its publisher with an `id` is told `backplane_unavailable`).
 //!
+//! **Shared presence.** A backplane may also keep the rooms' presence for every node
+//! ([`shares_presence`](Backplane::shares_presence)): the hub then hands it each window's
+//! changes of its own members ([`presence`](Backplane::presence), with the `presence_diff` for
+//! the other nodes' listeners), hands the listeners what other nodes changed
+//! ([`HubLink::deliver_presence`]), and answers `presence` with its own members plus the other
+//! nodes' as the backplane reads them ([`read_presence`](Backplane::read_presence)).
+//!
 //! [`InProcess`] is the default: one node, nothing to carry. [`RedisBackplane`] (feature
 //! `redis`) uses Redis pub/sub, as Socket.IO's and Action Cable's adapters do.
 
@@ -40,7 +47,8 @@ mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::{
     RedisBackplane, RedisConfig, DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES, DEFAULT_PREFIX,
-    DEFAULT_PUBLISH_QUEUE, DEFAULT_PUBLISH_QUEUE_BYTES, DEFAULT_TIMEOUT, MAX_QUEUE, MIN_TIMEOUT,
+    DEFAULT_PRESENCE_REFRESH, DEFAULT_PRESENCE_TTL, DEFAULT_PUBLISH_QUEUE,
+    DEFAULT_PUBLISH_QUEUE_BYTES, DEFAULT_TIMEOUT, MAX_QUEUE, MIN_PRESENCE_REFRESH, MIN_TIMEOUT,
     QUEUE_BYTES,
 };
 
@@ -103,6 +111,23 @@ impl HubLink {
         self.hub.send(remote).await.map_err(|_| HubGone)
     }
 
+    /// Hand a `presence_diff` `frame` that another node made (its members came or went) to
+    /// this node's presence listeners and watchers of `room`, in order with what
+    /// [`deliver`](Self::deliver) hands over.
+    pub async fn deliver_presence(
+        &self,
+        room: Arc<str>,
+        frame: ByteString,
+        receipt: Option<Receipt>,
+    ) -> Result<(), HubGone> {
+        let remote = Command::RemotePresence {
+            room,
+            frame,
+            receipt,
+        };
+        self.hub.send(remote).await.map_err(|_| HubGone)
+    }
+
     /// Report how many rooms the backplane receives now (the gauge
     /// `wsm_server_backplane_channels` and [`HubStats::backplane_channels`](super::HubStats)).
     pub fn set_channels(&self, channels: u64) {
@@ -157,6 +182,35 @@ pub struct StreamRead {
 /// any task.
 pub type ReadDone = Box<dyn FnOnce(Result<StreamRead, String>) + Send>;
 
+/// One window's presence changes of this node's members in a room, for a backplane that
+/// [shares presence](Backplane::shares_presence).
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceChange<'a> {
+    /// Members that came: (session id on this node, entry as JSON text
+    /// `{"session":S,"identity":U?,"info":I?}`). At most one per member.
+    pub joins: &'a [(u64, Arc<str>)],
+    /// Members that went (session ids on this node), whose joins went out in an earlier window.
+    pub leaves: &'a [u64],
+    /// This node has no member in the room any more.
+    pub emptied: bool,
+    /// The `presence_diff` frame for the other nodes' listeners (every join and leave).
+    pub diff: Option<&'a ByteString>,
+}
+
+/// The other nodes' members of a room, as a backplane that [shares
+/// presence](Backplane::shares_presence) reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresenceRead {
+    /// How many members the other nodes have in the room.
+    pub count: u64,
+    /// At most the limit asked for of their entries, as JSON text.
+    pub members: Vec<String>,
+}
+
+/// Told what [`Backplane::read_presence`] found, or why it could not be read, in words. Called
+/// once, from any task.
+pub type PresenceDone = Box<dyn FnOnce(Result<PresenceRead, String>) + Send>;
+
 /// Carries room messages between server nodes (see the [module docs](self)). The hub owns it
 /// and calls it from its own thread, one call at a time, in the order of the hub's commands;
 /// implementations hand the work to their own tasks and never block.
@@ -204,6 +258,27 @@ pub trait Backplane: Send + 'static {
     fn read(&mut self, room: &Arc<str>, query: StreamQuery, done: ReadDone) {
         let _ = (room, query);
         done(Err("this backplane keeps no history".into()));
+    }
+
+    /// Whether this backplane keeps the rooms' presence for every node (then the hub calls
+    /// [`presence`](Self::presence) and [`read_presence`](Self::read_presence)). The default
+    /// keeps none: presence is then this node's own.
+    fn shares_presence(&self) -> bool {
+        false
+    }
+
+    /// This node's members of `room` changed over one window (called before any message the
+    /// hub then publishes in `room`, so the diff is in order with them): record the change for
+    /// the other nodes, and send them `change.diff`.
+    fn presence(&mut self, room: &Arc<str>, change: PresenceChange<'_>) {
+        let _ = (room, change);
+    }
+
+    /// Read the other nodes' members of `room` (at most `limit` entries listed); `done` is told
+    /// within the backplane's timeout.
+    fn read_presence(&mut self, room: &Arc<str>, limit: usize, done: PresenceDone) {
+        let _ = (room, limit);
+        done(Err("this backplane keeps no presence".into()));
     }
 }
 

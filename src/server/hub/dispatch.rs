@@ -38,9 +38,7 @@ impl StreamHandler<Command> for Hub {
                 info,
             } => self.join(id, room, reply, (listen, info)),
             Command::Presence { id, room, request } => self.answer_presence(id, &room, request),
-            Command::PresenceOf { room, tell } => {
-                let _ = tell.send(self.presence_of(&room));
-            }
+            Command::PresenceOf { room, tell } => self.tell_presence(&room, tell),
             Command::WatchPresence { room, tx } => self.watch_presence(room, tx),
             Command::Leave { id, room } => self.leave(id, room),
             Command::Stats(tell) => {
@@ -74,6 +72,9 @@ impl StreamHandler<Command> for Hub {
                 self.counters.backplane_received.bump();
                 self.fan_out(&room, &frame, offset);
             }
+            // Not counted in `backplane_received` (room messages): the listeners' copies are
+            // counted in `presence_diffs`.
+            Command::RemotePresence { room, frame, .. } => self.remote_presence(&room, &frame),
             Command::Publish(msg) => {
                 let reached = self.publish(&msg);
                 if let Some(tell) = msg.reached {

@@ -13,13 +13,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::Hub;
+use super::{offer_reply, Hub, MemberSink};
 use crate::envelope::{EnvelopeParts, WireMessage};
 use crate::protocol::{self, PresenceData, PresenceDiff, PresenceMember};
+use crate::server::backplane::{PresenceChange, PresenceRead};
 use crate::server::command::{Publisher, SessionId};
 use crate::server::outbox::Outbound;
 
@@ -177,7 +179,7 @@ impl Hub {
     }
 
     /// Send `room`'s waiting changes, if any: one `presence_diff` to each listener (without its
-    /// own join) and to each watcher.
+    /// own join) and to each watcher, and the changes to a backplane that shares presence.
     pub(super) fn flush_presence(&mut self, room: &Arc<str>) {
         let Some(state) = self.presence.rooms.get_mut(room) else {
             return;
@@ -189,56 +191,123 @@ impl Hub {
         let leaves = std::mem::take(&mut state.leaves);
         self.presence.dirty.remove(room);
         let listeners: Vec<SessionId> = state.listeners.iter().copied().collect();
+        let emptied = state.entries.is_empty();
         if !state.watchers.is_empty() {
             let diff = PresenceDiff {
                 joins: members_of(&joins),
                 leaves: members_of(&leaves),
             };
-            state.watchers.retain(|tx| match tx.try_send(diff.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(%room, "presence watcher full; a diff is lost to it");
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+            notify_watchers(room, &mut state.watchers, &diff);
         }
         if state.is_idle() {
             self.presence.rooms.remove(room);
         }
-        let common = diff_frame(room, &joins, &leaves, None);
+        let common = diff_text(room, &joins, &leaves, None);
+        if self.backplane.shares_presence() {
+            let left: Vec<SessionId> = leaves.iter().map(|(id, _)| *id).collect();
+            let change = PresenceChange {
+                joins: &joins,
+                leaves: &left,
+                emptied,
+                diff: common.as_ref(),
+            };
+            self.backplane.presence(room, change);
+        }
         for id in listeners {
             let own = joins.iter().any(|(j, _)| *j == id);
             let frame = match (own, &common) {
-                (false, Some(frame)) => Some(frame.clone()),
-                (true, _) => diff_frame(room, &joins, &leaves, Some(id)),
+                (false, Some(text)) => Some(text.clone()),
+                (true, _) => diff_text(room, &joins, &leaves, Some(id)),
                 (false, None) => None,
             };
-            if let Some(frame) = frame {
-                if self.send_to(id, frame) {
+            if let Some(text) = frame {
+                if self.send_to(id, Outbound::Text(text)) {
                     self.counters.presence_diffs.bump();
                 }
             }
         }
     }
 
-    /// Answer a `presence` request of session `id`.
-    pub(super) fn answer_presence(&mut self, id: SessionId, room: &Arc<str>, request: Option<u64>) {
-        let data = self.presence_text(room);
-        let raw = RawValue::from_string(data).ok();
-        let answer = EnvelopeParts {
-            kind: protocol::Presence::TYPE,
-            id: request,
-            room: Some(room),
-            data: raw.as_deref(),
-            ..EnvelopeParts::default()
+    /// A `presence_diff` another node made for `room`: after this node's own waiting changes,
+    /// to every listener and watcher here (it never names a member of this node).
+    pub(super) fn remote_presence(&mut self, room: &Arc<str>, frame: &ByteString) {
+        self.flush_presence(room);
+        let Some(state) = self.presence.rooms.get_mut(room) else {
+            return;
         };
-        self.send_to(id, Outbound::Text(answer.encode()));
+        if !state.watchers.is_empty() {
+            #[derive(serde::Deserialize)]
+            struct Envelope {
+                data: PresenceDiff,
+            }
+            match serde_json::from_str::<Envelope>(frame) {
+                Ok(env) => notify_watchers(room, &mut state.watchers, &env.data),
+                Err(e) => tracing::debug!(%room, "a presence_diff from another node: {e}"),
+            }
+        }
+        let listeners: Vec<SessionId> = state.listeners.iter().copied().collect();
+        for id in listeners {
+            if self.send_to(id, Outbound::Text(frame.clone())) {
+                self.counters.presence_diffs.bump();
+            }
+        }
     }
 
-    /// `room`'s presence for server code.
-    pub(super) fn presence_of(&self, room: &Arc<str>) -> PresenceData {
-        serde_json::from_str(&self.presence_text(room)).unwrap_or_default()
+    /// Answer a `presence` request of session `id`: this node's members, plus the other
+    /// nodes' when the backplane shares presence (read from it; this node's own members only
+    /// when it cannot be read).
+    pub(super) fn answer_presence(&mut self, id: SessionId, room: &Arc<str>, request: Option<u64>) {
+        if !self.backplane.shares_presence() {
+            let data = self.presence_text(room);
+            self.send_to(id, presence_answer(room, request, data));
+            return;
+        }
+        let Some(MemberSink::Session { queue, .. }) = self.members.get(&id).map(|m| &m.sink) else {
+            return;
+        };
+        let queue = queue.clone();
+        let counters = self.counters.clone();
+        let label = room.clone();
+        self.read_all_presence(room, move |data| {
+            offer_reply(&queue, presence_answer(&label, request, data), &counters);
+        });
+    }
+
+    /// Tell server code `room`'s presence (every node's, like
+    /// [`answer_presence`](Self::answer_presence)).
+    pub(super) fn tell_presence(&mut self, room: &Arc<str>, tell: oneshot::Sender<PresenceData>) {
+        self.read_all_presence(room, move |data| {
+            let _ = tell.send(serde_json::from_str(&data).unwrap_or_default());
+        });
+    }
+
+    /// `room`'s presence as the `data` of an answer, handed to `done`: at once on one node,
+    /// once the backplane has read the other nodes' members otherwise.
+    fn read_all_presence(&mut self, room: &Arc<str>, done: impl FnOnce(String) + Send + 'static) {
+        if !self.backplane.shares_presence() {
+            return done(self.presence_text(room));
+        }
+        let limit = self.presence.list_limit;
+        let (count, listed) = self.local_presence(room);
+        let label = room.clone();
+        self.backplane.read_presence(
+            room,
+            limit,
+            Box::new(move |read| {
+                let read = read.unwrap_or_else(|why| {
+                    tracing::warn!(room = %label, "presence of the other nodes unavailable, answering this node's: {why}");
+                    PresenceRead::default()
+                });
+                let count = count as u64 + read.count;
+                let listed: Vec<&str> = listed
+                    .iter()
+                    .map(|e| &**e)
+                    .chain(read.members.iter().map(String::as_str))
+                    .take(limit)
+                    .collect();
+                done(presence_json(count, &listed));
+            }),
+        );
     }
 
     /// Send `room`'s changes to `tx` from now on.
@@ -248,31 +317,72 @@ impl Hub {
         state.watchers.push(tx);
     }
 
-    /// The `data` of a `presence` answer: `{"count":C,"members":[...],"truncated":true?}`, the
-    /// members in the order of their session ids, at most `list_limit` of them.
-    fn presence_text(&self, room: &Arc<str>) -> String {
+    /// This node's members of `room`: how many, and at most `list_limit` entries in the order
+    /// of their session ids.
+    fn local_presence(&self, room: &Arc<str>) -> (usize, Vec<Arc<str>>) {
         let Some(state) = self.presence.rooms.get(room) else {
-            return "{\"count\":0,\"members\":[]}".to_owned();
+            return (0, Vec::new());
         };
         let mut ids: Vec<&SessionId> = state.entries.keys().collect();
         ids.sort_unstable();
-        let limit = self.presence.list_limit;
-        let listed: Vec<&str> = ids
+        let listed = ids
             .iter()
-            .take(limit)
-            .filter_map(|id| state.entries.get(id).map(|e| &**e))
+            .take(self.presence.list_limit)
+            .filter_map(|id| state.entries.get(id).cloned())
             .collect();
-        let truncated = if ids.len() > limit {
-            ",\"truncated\":true"
-        } else {
-            ""
-        };
-        format!(
-            "{{\"count\":{},\"members\":[{}]{truncated}}}",
-            ids.len(),
-            listed.join(",")
-        )
+        (ids.len(), listed)
     }
+
+    /// The `data` of a `presence` answer from this node's members:
+    /// `{"count":C,"members":[...],"truncated":true?}`.
+    fn presence_text(&self, room: &Arc<str>) -> String {
+        let (count, listed) = self.local_presence(room);
+        let listed: Vec<&str> = listed.iter().map(|e| &**e).collect();
+        presence_json(count as u64, &listed)
+    }
+}
+
+/// `{"count":C,"members":[...],"truncated":true?}` (truncated when `listed` holds fewer than
+/// `count`).
+fn presence_json(count: u64, listed: &[&str]) -> String {
+    let truncated = if (listed.len() as u64) < count {
+        ",\"truncated\":true"
+    } else {
+        ""
+    };
+    format!(
+        "{{\"count\":{count},\"members\":[{}]{truncated}}}",
+        listed.join(",")
+    )
+}
+
+/// The `presence` answer to request `request` in `room` with `data`.
+fn presence_answer(room: &str, request: Option<u64>, data: String) -> Outbound {
+    let raw = RawValue::from_string(data).ok();
+    let answer = EnvelopeParts {
+        kind: protocol::Presence::TYPE,
+        id: request,
+        room: Some(room),
+        data: raw.as_deref(),
+        ..EnvelopeParts::default()
+    };
+    Outbound::Text(answer.encode())
+}
+
+/// Hand `diff` to `room`'s watchers; a full one loses it (traced), a closed one is dropped.
+fn notify_watchers(
+    room: &str,
+    watchers: &mut Vec<mpsc::Sender<PresenceDiff>>,
+    diff: &PresenceDiff,
+) {
+    watchers.retain(|tx| match tx.try_send(diff.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(%room, "presence watcher full; a diff is lost to it");
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
 }
 
 /// Entries decoded for server code (they are JSON this hub wrote).
@@ -285,12 +395,12 @@ fn members_of(entries: &[(SessionId, Arc<str>)]) -> Vec<PresenceMember> {
 
 /// The `presence_diff` frame of `joins` and `leaves` in `room`, leaving out the join of
 /// `except`; `None` when nothing is left to say.
-fn diff_frame(
+fn diff_text(
     room: &str,
     joins: &[(SessionId, Arc<str>)],
     leaves: &[(SessionId, Arc<str>)],
     except: Option<SessionId>,
-) -> Option<Outbound> {
+) -> Option<ByteString> {
     let joins: Vec<&str> = joins
         .iter()
         .filter(|(id, _)| Some(*id) != except)
@@ -312,5 +422,5 @@ fn diff_frame(
         data: Some(&data),
         ..EnvelopeParts::default()
     };
-    Some(Outbound::Text(frame.encode()))
+    Some(frame.encode())
 }

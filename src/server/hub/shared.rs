@@ -153,6 +153,8 @@ impl Hub {
     /// every node, this one included: nothing is delivered here before that. Answers how many
     /// local members the room has (they get it once Redis has taken it).
     pub(super) fn publish_shared(&mut self, msg: &Publish) -> usize {
+        // Who came and went goes to the backplane before this publication (in order with it).
+        self.flush_presence(&msg.room);
         let timestamp = crate::envelope::now_rfc3339();
         let text = EnvelopeParts {
             kind: msg.event.as_deref().unwrap_or(protocol::RoomMessage::TYPE),

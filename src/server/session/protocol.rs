@@ -205,15 +205,23 @@ impl Session {
         }
     }
 
+    /// The envelope's room when this session may look into it: a member, or a session the
+    /// join check would let in; otherwise answers `bad_room` or `forbidden_room`.
+    fn readable_room(&mut self, head: &Head<'_>, ctx: &mut Context<Self>) -> Option<Arc<str>> {
+        let room = self.checked_room(head, ctx)?;
+        if !self.rooms.contains(room.as_ref()) && !self.may_join(&room) {
+            let msg = format!("not allowed to look into room {room:?}");
+            self.error(head.id, codes::FORBIDDEN_ROOM, &msg, ctx);
+            return None;
+        }
+        Some(room)
+    }
+
     /// `presence`: anyone the join check lets into the room may ask who is there.
     fn on_presence(&mut self, head: &Head<'_>, ctx: &mut Context<Self>) {
-        let Some(room) = self.checked_room(head, ctx) else {
+        let Some(room) = self.readable_room(head, ctx) else {
             return;
         };
-        if !self.rooms.contains(room.as_ref()) && !self.may_join(&room) {
-            let msg = format!("not allowed to see room {room:?}");
-            return self.error(head.id, codes::FORBIDDEN_ROOM, &msg, ctx);
-        }
         let presence = Command::Presence {
             id: self.id,
             room,
@@ -224,16 +232,12 @@ impl Session {
 
     /// `history`: anyone the join check lets into the room may read its history.
     fn on_history(&mut self, head: &Head<'_>, ctx: &mut Context<Self>) {
-        let Some(room) = self.checked_room(head, ctx) else {
+        let Some(room) = self.readable_room(head, ctx) else {
             return;
         };
         let Ok(since) = self.checked_since(head, ctx) else {
             return;
         };
-        if !self.rooms.contains(room.as_ref()) && !self.may_join(&room) {
-            let msg = format!("not allowed to read room {room:?}");
-            return self.error(head.id, codes::FORBIDDEN_ROOM, &msg, ctx);
-        }
         let history = Command::History {
             id: self.id,
             room,

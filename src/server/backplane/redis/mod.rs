@@ -48,6 +48,8 @@
 //! used); the `redis` crate parses the URL and packs commands.
 
 mod history;
+mod presence;
+mod presence_lua;
 mod publisher;
 mod resp;
 mod subscriber;
@@ -63,7 +65,7 @@ use self::history::Scripts;
 use self::publisher::{Answer, Publish, Publisher, Queue};
 use self::subscriber::Subscriber;
 use self::subscriptions::Wanted;
-use super::{Backplane, Done, HubLink, ReadDone, StreamQuery};
+use super::{Backplane, Done, HubLink, PresenceChange, PresenceDone, ReadDone, StreamQuery};
 use crate::config::HistoryConfig;
 use crate::error::{Error, Result};
 
@@ -81,6 +83,13 @@ pub const DEFAULT_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_PUBLISH_QUEUE: usize = 8192;
 /// Default bytes of publishes waiting for Redis.
 pub const DEFAULT_PUBLISH_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Default time between refreshes of a node's presence liveness key (and sweeps of lapsed
+/// nodes' members).
+pub const DEFAULT_PRESENCE_REFRESH: Duration = Duration::from_secs(5);
+/// Default TTL of a node's presence liveness key: its members are swept once it lapses.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(15);
+/// Shortest [`RedisConfig::presence_refresh`].
+pub const MIN_PRESENCE_REFRESH: Duration = Duration::from_millis(10);
 /// Shortest [`RedisConfig::timeout`]: below, a reconnect probe would spin.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Most messages in [`RedisConfig::buffer`] and [`RedisConfig::publish_queue`].
@@ -120,6 +129,16 @@ pub struct RedisConfig {
     /// Bytes of publishes waiting for Redis (default [`DEFAULT_PUBLISH_QUEUE_BYTES`], within
     /// [`QUEUE_BYTES`]; one publish always fits in an empty queue).
     pub publish_queue_bytes: usize,
+    /// How often this node refreshes its presence liveness key and sweeps the members of nodes
+    /// whose key lapsed (default [`DEFAULT_PRESENCE_REFRESH`], at least
+    /// [`MIN_PRESENCE_REFRESH`]). After a Redis restart the node's members are registered again
+    /// within one refresh of reconnecting.
+    pub presence_refresh: Duration,
+    /// TTL of the liveness key (default [`DEFAULT_PRESENCE_TTL`], longer than
+    /// `presence_refresh`): a node that stops refreshing it (dead, or cut off from Redis) has
+    /// its members removed from every room's presence, and their leaves sent, within
+    /// `presence_ttl + presence_refresh` (20 s by default).
+    pub presence_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -134,6 +153,8 @@ impl RedisConfig {
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             publish_queue: DEFAULT_PUBLISH_QUEUE,
             publish_queue_bytes: DEFAULT_PUBLISH_QUEUE_BYTES,
+            presence_refresh: DEFAULT_PRESENCE_REFRESH,
+            presence_ttl: DEFAULT_PRESENCE_TTL,
         }
     }
 
@@ -179,6 +200,18 @@ impl RedisConfig {
         self
     }
 
+    /// Set [`presence_refresh`](Self::presence_refresh).
+    pub fn presence_refresh(mut self, every: Duration) -> Self {
+        self.presence_refresh = every;
+        self
+    }
+
+    /// Set [`presence_ttl`](Self::presence_ttl).
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self
+    }
+
     /// Check every field; the error names the first one out of range.
     fn validate(&self) -> Result<()> {
         let bad = |why: String| Err(Error::Config(why));
@@ -205,6 +238,17 @@ impl RedisConfig {
             return bad(format!(
                 "redis timeout must be at least {MIN_TIMEOUT:?}, not {:?}",
                 self.timeout
+            ));
+        }
+        crate::config::check_duration("redis presence refresh", self.presence_refresh)?;
+        crate::config::check_duration("redis presence ttl", self.presence_ttl)?;
+        if self.presence_refresh < MIN_PRESENCE_REFRESH
+            || self.presence_ttl <= self.presence_refresh
+        {
+            return bad(format!(
+                "redis presence refresh ({:?}) must be at least {MIN_PRESENCE_REFRESH:?} and \
+                 shorter than the presence ttl ({:?})",
+                self.presence_refresh, self.presence_ttl
             ));
         }
         for (field, value) in [
@@ -251,6 +295,8 @@ struct Started {
     /// With history in Redis.
     scripts: Option<Arc<Scripts>>,
     wanted: Arc<Wanted>,
+    /// The rooms' presence in Redis.
+    presence: Arc<presence::Presence>,
     /// `<node id> <incarnation> `: the start of every publish's header.
     header: Vec<u8>,
     /// The sequence number of the last publish.
@@ -332,14 +378,19 @@ impl Backplane for RedisBackplane {
             self.config.publish_queue_bytes,
         );
         let scripts = self.history.as_ref().map(|h| Arc::new(Scripts::new(h)));
-        let publisher = match &scripts {
-            Some(scripts) => publisher.with_history(
-                vec![history::publish_script(), history::read_script()],
-                self.config.buffer_bytes,
-                scripts.limit().saturating_add(8),
-            ),
-            None => publisher,
-        };
+        let mut loaded = presence_lua::scripts();
+        let mut max_array = 1 << 20;
+        if let Some(scripts) = &scripts {
+            loaded.extend([history::publish_script(), history::read_script()]);
+            max_array = scripts.limit().saturating_add(8).max(max_array);
+        }
+        let publisher = publisher.with_scripts(loaded, self.config.buffer_bytes, max_array);
+        let publishes = Arc::new(publishes);
+        let presence = Arc::new(presence::Presence::new(
+            &self.config,
+            publishes.clone(),
+            counters.clone(),
+        ));
         let wanted = Arc::new(Wanted::default());
         let (subscriber, forward) = Subscriber::new(
             self.info.clone(),
@@ -350,6 +401,7 @@ impl Backplane for RedisBackplane {
             scripts.is_some(),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (liveness, timeout) = (presence.clone(), self.config.timeout);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
@@ -363,7 +415,11 @@ impl Backplane for RedisBackplane {
                         tokio::spawn(publisher.run());
                         tokio::spawn(subscriber.run());
                         tokio::spawn(forward);
+                        let alive = tokio::spawn(liveness.clone().run());
                         let _ = stopped.await;
+                        alive.abort();
+                        // Bounded: a Redis that does not answer leaves it to the TTL.
+                        let _ = tokio::time::timeout(timeout, liveness.farewell()).await;
                     })
                     // Dropping the runtime here ends the tasks and closes the connections.
                 })
@@ -375,9 +431,10 @@ impl Backplane for RedisBackplane {
         }
         let header = format!("{} {:016x} ", self.config.node_id, fastrand::u64(..)).into_bytes();
         self.started = Some(Started {
-            publishes: Arc::new(publishes),
+            publishes,
             scripts,
             wanted,
+            presence,
             header,
             seq: 0,
             _stop: stop,
@@ -420,6 +477,36 @@ impl Backplane for RedisBackplane {
         };
         let done = done.map(Answer::Done);
         started.publishes.submit(Publish { command, done });
+    }
+
+    fn shares_presence(&self) -> bool {
+        true
+    }
+
+    fn presence(&mut self, room: &Arc<str>, change: PresenceChange<'_>) {
+        let Some(started) = self.started.as_mut() else {
+            return;
+        };
+        // The diff goes with this node's header and next sequence number, marked `p`, so the
+        // other nodes hand it to listeners only, in order with this node's messages.
+        let payload = match change.diff {
+            Some(diff) => {
+                started.seq += 1;
+                let mut payload = started.header.clone();
+                payload.extend_from_slice(format!("{} p\n", started.seq).as_bytes());
+                payload.extend_from_slice(diff.as_bytes());
+                payload
+            }
+            None => Vec::new(),
+        };
+        started.presence.change(room, &change, &payload);
+    }
+
+    fn read_presence(&mut self, room: &Arc<str>, limit: usize, done: PresenceDone) {
+        match &self.started {
+            Some(started) => started.presence.read(room, limit, done),
+            None => done(Err("the Redis backplane has not started".into())),
+        }
     }
 
     fn keep_history(&mut self, config: &HistoryConfig) -> bool {

@@ -163,9 +163,9 @@ impl Publisher {
         (queue, task)
     }
 
-    /// Run the history `scripts` too: loaded on each connection, answering replies of up to
-    /// `limit` bytes per string and `max_array` elements.
-    pub(super) fn with_history(
+    /// Run `scripts` (presence, and history when Redis keeps it): loaded on each connection,
+    /// answering replies of up to `limit` bytes per string and `max_array` elements.
+    pub(super) fn with_scripts(
         mut self,
         scripts: Vec<String>,
         limit: usize,
@@ -199,7 +199,7 @@ impl Publisher {
                         .await
                         .map_err(|e| e.to_string())?;
                     if let Reply::Error(e) = reader.next().await.map_err(|e| e.to_string())? {
-                        return Err(format!("Redis refused to load the history scripts: {e}"));
+                        return Err(format!("Redis refused to load the scripts: {e}"));
                     }
                 }
                 Ok(())
@@ -207,9 +207,7 @@ impl Publisher {
             match tokio::time::timeout(timeout, load).await {
                 Ok(Ok(())) => Ok((reader, writer)),
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err(format!(
-                    "the history scripts were not loaded within {timeout:?}"
-                )),
+                Err(_) => Err(format!("the scripts were not loaded within {timeout:?}")),
             }
         }
     }

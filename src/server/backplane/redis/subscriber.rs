@@ -51,6 +51,8 @@ struct Inbound {
     frame: ByteString,
     /// Its offset in the room's stream (history in Redis).
     offset: Option<u64>,
+    /// A `presence_diff` for the room's presence listeners only.
+    presence: bool,
     receipt: Receipt,
 }
 
@@ -313,18 +315,19 @@ impl Subscriber {
         };
         let mut header = payload[..split].split(|b| *b == b' ');
         let node = header.next().unwrap_or_default();
-        if node == &self.node[..] && !self.history {
-            return; // our own publish: our members had it already
-        }
         let incarnation = header.next();
-        let mut number = || {
-            header
-                .next()
-                .and_then(|s| std::str::from_utf8(s).ok())
+        let number = |s: Option<&[u8]>| {
+            s.and_then(|s| std::str::from_utf8(s).ok())
                 .and_then(|s| s.parse::<u64>().ok())
         };
-        let seq = number();
-        let offset = number();
+        let seq = number(header.next());
+        // A fourth field is the offset (history in Redis), or `p`: a presence diff.
+        let fourth = header.next();
+        let presence = fourth == Some(&b"p"[..]);
+        let offset = if presence { None } else { number(fourth) };
+        if node == &self.node[..] && (!self.history || presence) {
+            return; // our own publish: our members had it already
+        }
         if let (Some(incarnation), Some(seq)) = (incarnation, seq) {
             if !self.in_order(node, incarnation, seq) {
                 self.counters
@@ -353,6 +356,7 @@ impl Subscriber {
             room: Arc::from(room),
             frame,
             offset,
+            presence,
             receipt: Receipt::new(len, self.queued.clone()),
         });
         if msg.is_none_or(|msg| self.inbound.try_send(msg).is_err()) {
@@ -392,6 +396,7 @@ async fn forward(mut rx: mpsc::Receiver<Inbound>, link: HubLink) {
     while let Some(msg) = rx.recv().await {
         let receipt = Some(msg.receipt);
         let sent = match msg.offset {
+            _ if msg.presence => link.deliver_presence(msg.room, msg.frame, receipt).await,
             Some(offset) => link.deliver_at(msg.room, msg.frame, offset, receipt).await,
             None => link.deliver(msg.room, msg.frame, receipt).await,
         };
