@@ -187,3 +187,55 @@ async fn deflate_moves_fewer_bytes_both_ways() {
         assert!(up * 3 < plain_up && down * 3 < plain_down, "{counts:?}");
     }
 }
+
+/// `wsm load` offers no deflate unless `--deflate` (so its figures stay comparable): the same
+/// echo run through a `FaultProxy` moves far fewer bytes with the flag, and both runs succeed.
+#[actix_rt::test]
+async fn wsm_load_offers_deflate_only_with_the_flag() {
+    let server = common::start_server(common::test_config());
+    let mut counts = Vec::new();
+    for flag in [None, Some("--deflate")] {
+        let proxy = FaultProxy::start(server.local_addr()).await.expect("proxy");
+        let url = proxy.url("/echo");
+        let mut args = vec![
+            "load",
+            "--url",
+            &url,
+            "--protocol",
+            "echo",
+            "--connections",
+            "4",
+            "--duration",
+            "1s",
+            "--size",
+            "2000",
+            "--json",
+        ];
+        args.extend(flag);
+        let out = actix_rt::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_wsm"))
+                    .args(&args)
+                    .output()
+                    .expect("wsm load runs")
+            }
+        })
+        .await
+        .expect("joined");
+        assert!(
+            out.status.success(),
+            "wsm load {flag:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let echoes = report["sent"].as_u64().unwrap_or(0).max(1);
+        counts.push((proxy.bytes_up() / echoes, report));
+    }
+    let (plain, deflated) = (counts[0].0, counts[1].0);
+    eprintln!("bytes up per echo: {plain} plain, {deflated} with --deflate");
+    assert!(
+        deflated * 3 < plain,
+        "bytes up per echo: {plain} plain, {deflated} with --deflate"
+    );
+}

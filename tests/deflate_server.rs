@@ -1,6 +1,7 @@
 //! permessage-deflate on the server, against Python's `websockets` (which offers it by
-//! default): negotiated, echo and rooms work, fewer bytes cross the wire (counted through a
-//! `FaultProxy`), and a broadcast is compressed once for all its members.
+//! default): negotiated by `wsm serve`, echo and rooms work, fewer bytes cross the wire
+//! (counted through a `FaultProxy`), `--no-deflate` declines, and a broadcast to 200 members is
+//! compressed once for all of them.
 //!
 //! Python comes from `WSM_TEST_PYTHON`, or the venv at `target/py` that `.ci/run` (or
 //! `tests/interop_python.rs`) makes; a missing Python is a failure saying so, never a skip.
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use actix_ws_manager::config::ServerConfig;
 use actix_ws_manager::testkit::FaultProxy;
+use common::process::spawn_wsm_serve_lines;
 use common::python::{interop_script, python};
 use common::{start_server, test_config, KillOnDrop};
 
@@ -58,14 +60,25 @@ fn deflate_on() -> ServerConfig {
     test_config()
 }
 
-/// A Python client with deflate gets the extension, its echoes back verbatim, and sends and
-/// receives far fewer bytes than the same exchange without the extension.
+/// The address of a `ws://127.0.0.1:PORT/...` URL.
+fn addr_of(url: &str) -> std::net::SocketAddr {
+    let rest = url.trim_start_matches("ws://");
+    rest[..rest.find('/').unwrap_or(rest.len())]
+        .parse()
+        .expect("an address in the URL")
+}
+
+/// Python clients with deflate (its default) against `wsm serve` (deflate on by default): the
+/// extension is negotiated, rooms and echo work, and the echo exchange sends and receives far
+/// fewer bytes than the same exchange without the extension (counted by a `FaultProxy`).
 #[actix_rt::test]
-async fn python_echo_with_deflate_moves_fewer_bytes() {
-    let server = start_server(deflate_on());
+async fn python_against_wsm_serve_negotiates_and_moves_fewer_bytes() {
+    let (_child, lines) = spawn_wsm_serve_lines(&["--bind", "127.0.0.1:0"], 2);
+    let (rooms, echo) = (lines[0].clone(), lines[1].clone());
+    run_script(vec!["rooms".into(), rooms, "--members".into(), "20".into()]).await;
     let mut bytes = Vec::new();
     for plain in [false, true] {
-        let proxy = FaultProxy::start(server.local_addr()).await.expect("proxy");
+        let proxy = FaultProxy::start(addr_of(&echo)).await.expect("proxy");
         let mut args = vec!["echo".to_owned(), proxy.url("/echo")];
         if plain {
             args.push("--plain".into());
@@ -82,6 +95,13 @@ async fn python_echo_with_deflate_moves_fewer_bytes() {
         down * 3 < plain_down,
         "down: {down} compressed, {plain_down} plain"
     );
+}
+
+/// `wsm serve --no-deflate` declines a Python client's offer, and the echo still works.
+#[actix_rt::test]
+async fn wsm_serve_no_deflate_declines_the_offer() {
+    let (_child, lines) = spawn_wsm_serve_lines(&["--bind", "127.0.0.1:0", "--no-deflate"], 2);
+    run_script(vec!["echo".into(), lines[1].clone(), "--declined".into()]).await;
 }
 
 /// 200 Python members with deflate in one room each get 5 broadcasts of about 2 KiB: each

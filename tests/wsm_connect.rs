@@ -548,3 +548,36 @@ async fn connect_presence_prints_each_diff_on_stderr() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--join"), "{err}");
 }
+
+/// `wsm connect` offers permessage-deflate by default (a Python `websockets` server answers
+/// with it, and says so when asked), and `--no-deflate` offers nothing; echoes work both ways.
+#[actix_rt::test]
+async fn connect_offers_deflate_unless_no_deflate() {
+    let peer = common::python::DeflatePeer::start(&[]);
+    for (flags, expected) in [
+        (
+            &[][..],
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        ),
+        (&["--no-deflate"][..], "none"),
+    ] {
+        let url = peer.url();
+        let mut args = vec![url.as_str()];
+        args.extend_from_slice(flags);
+        let mut wsm = Wsm::start(&args);
+        recv_until(&mut wsm.err, WAIT, "connected", |l: &String| {
+            l == "wsm: connected"
+        })
+        .await;
+        wsm.send("extensions?");
+        assert_eq!(
+            recv_within(&mut wsm.out, WAIT, "the answer").await,
+            expected
+        );
+        let long = "compressible ".repeat(100);
+        wsm.send(&long);
+        assert_eq!(recv_within(&mut wsm.out, WAIT, "the echo").await, long);
+        let status = wsm.exit().await;
+        assert!(status.success(), "{flags:?}: {status:?}");
+    }
+}

@@ -1,17 +1,19 @@
 """Python `websockets` clients (permessage-deflate on, as websockets offers it by default)
 against the rooms server with deflate enabled.
 
-Usage: deflate_client.py echo|rooms|bomb|bombs URL [--plain]
+Usage: deflate_client.py echo|rooms|bomb|bombs URL [--plain] [--declined] [--members N]
 
 echo: one client sends 50 JSON messages of about 2 KiB (a market-data feed's shape) and 50
   short ones, and checks each echo.
-rooms: 200 members join one room; one publishes 5 messages of about 2 KiB; every member gets all
+rooms: 200 members (--members N) join one room; one publishes 5 messages of about 2 KiB; every member gets all
   5, in order.
 bomb: one message of 16 MiB of zeros (about 16 KiB compressed, under the server's 64 KiB
   frame limit) is refused with 1009.
 bombs: one message of 512 fragments of 64 KiB of zeros each (about 100 bytes compressed
   each) is refused with 1009.
 --plain: the client offers no extension (compression=None), for a byte count to compare with.
+--declined: the client offers the extension and expects the server to decline it (answer without
+  Sec-WebSocket-Extensions), as `wsm serve --no-deflate` does.
 
 Checks that the extension was negotiated (or not, with --plain) from the server's answer.
 Prints "ok" and exits 0 on success; otherwise "FAIL <what>" and exits 1. Every wait is bounded.
@@ -25,6 +27,7 @@ import websockets
 
 WAIT = 10.0
 MEMBERS = 200
+DECLINED = False
 
 
 def feed(i: int) -> str:
@@ -45,6 +48,8 @@ async def connect(url: str, plain: bool):
     print(f"extensions: {ext}", file=sys.stderr)
     if plain:
         assert ext is None, f"extensions negotiated without an offer: {ext}"
+    elif DECLINED:
+        assert ext is None, f"extensions negotiated by a server that should decline: {ext}"
     else:
         assert ext is not None and ext.startswith("permessage-deflate"), f"no deflate: {ext}"
     return ws
@@ -69,8 +74,9 @@ async def echo(url: str, plain: bool) -> None:
 
 async def rooms(url: str, plain: bool) -> None:
     members = []
-    for _ in range(MEMBERS // 50):
-        members += await asyncio.gather(*(connect(url, plain) for _ in range(50)))
+    while len(members) < MEMBERS:
+        batch = min(50, MEMBERS - len(members))
+        members += await asyncio.gather(*(connect(url, plain) for _ in range(batch)))
 
     async def join(n: int, ws) -> None:
         welcome = json.loads(await recv(ws))
@@ -123,8 +129,13 @@ async def bombs(url: str, plain: bool) -> None:
 
 
 def main() -> int:
+    global MEMBERS, DECLINED
     mode, url = sys.argv[1], sys.argv[2]
-    plain = "--plain" in sys.argv[3:]
+    rest = sys.argv[3:]
+    plain = "--plain" in rest
+    DECLINED = "--declined" in rest
+    if "--members" in rest:
+        MEMBERS = int(rest[rest.index("--members") + 1])
     try:
         asyncio.run({"echo": echo, "rooms": rooms, "bomb": bomb, "bombs": bombs}[mode](url, plain))
     except Exception as e:  # noqa: BLE001 - any failure is reported the same way
