@@ -70,6 +70,57 @@ fn python_client(mode: &str, url: &str) {
 async fn bombs_each_way_end_with_1009_within_2_mib() {
     server_side();
     client_side().await;
+    contexts_are_counted_and_released().await;
+}
+
+/// What `ws::deflate::held` counts in this process: nothing while idle without context
+/// takeover (the default), a compressor and an inflater per connection that keeps context
+/// (about 256 + 39 KiB at 15 window bits), and nothing again once that connection is gone.
+/// (Here, in the one test of this binary, no other connection of this process can interfere.)
+async fn contexts_are_counted_and_released() {
+    use actix_ws_manager::config::DeflateConfig;
+    use actix_ws_manager::ws::deflate::held;
+    let peer = DeflatePeer::start(&[]);
+    let echo_one = |config: actix_ws_manager::config::ClientConfig| {
+        let url = peer.url();
+        async move {
+            let client = connect(&url, config).expect("connect");
+            let mut texts = client.subscribe_text(4);
+            let mut events = client.subscribe_events(16);
+            wait_state(&mut events, "Connected", |s| {
+                *s == ConnectionState::Connected
+            })
+            .await;
+            client.send_text("y".repeat(4096)).await.expect("send");
+            recv_within(&mut texts, WAIT, "the echo").await;
+            client
+        }
+    };
+    let idle = echo_one(client_test_config()).await;
+    let now = held();
+    assert_eq!((now.compressors, now.inflaters), (0, 0), "{now:?}");
+    let keeping = DeflateConfig {
+        no_context_takeover: false,
+        peer_no_context_takeover: false,
+        ..DeflateConfig::default()
+    };
+    let kept = echo_one(client_test_config().deflate(keeping)).await;
+    let now = held();
+    assert_eq!((now.compressors, now.inflaters), (1, 1), "{now:?}");
+    assert_eq!(now.bytes, (256 << 10) + (39 << 10), "{now:?}");
+    kept.close().await;
+    drop(kept);
+    idle.close().await;
+    // The connection's actors let go of their codec as they stop: wait for it (bounded).
+    let deadline = std::time::Instant::now() + WAIT;
+    while held() != Default::default() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still held: {:?}",
+            held()
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// `wsm serve` (deflate on by default) under both Python bombs.

@@ -1,6 +1,7 @@
 //! [`Deflater`] and [`Inflater`]: one message at a time, with bounded memory.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -27,6 +28,66 @@ thread_local! {
     static SHARED: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Compressors kept between messages (context takeover), in this process.
+static KEPT_COMPRESSORS: AtomicUsize = AtomicUsize::new(0);
+/// Inflater states held (a message arriving, or the peer's context taken over), in this process.
+static INFLATERS: AtomicUsize = AtomicUsize::new(0);
+/// What those hold, by zlib's own formula per window (see [`Held::bytes`]).
+static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The deflate state this process holds right now: compressors kept per connection between
+/// messages (only with context takeover), and inflaters (while a message arrives, or kept
+/// with the peer's context takeover). Without context takeover (the default both ways) it is
+/// zero on an idle server or client. Why: with context takeover every connection holds its
+/// state for its whole life, so this is the figure that grows with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Held {
+    /// Compressors kept between messages.
+    pub compressors: usize,
+    /// Inflaters holding state.
+    pub inflaters: usize,
+    /// Bytes they hold, by zlib's formula: a compressor `2^(bits+2)` plus 128 KiB of hash
+    /// tables at the default memory level (256 KiB at 15 window bits), an inflater `2^bits`
+    /// plus about 7 KiB (39 KiB at 15).
+    pub bytes: usize,
+}
+
+/// The deflate state held now, across every connection of this process (see [`Held`]).
+pub fn held() -> Held {
+    Held {
+        compressors: KEPT_COMPRESSORS.load(Ordering::Relaxed),
+        inflaters: INFLATERS.load(Ordering::Relaxed),
+        bytes: HELD_BYTES.load(Ordering::Relaxed),
+    }
+}
+
+/// A zlib stream counted in [`held`] while it lives.
+#[derive(Debug)]
+struct Counted<T> {
+    inner: T,
+    bytes: usize,
+    count: &'static AtomicUsize,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, bytes: usize, count: &'static AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        HELD_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        Self {
+            inner,
+            bytes,
+            count,
+        }
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        HELD_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// Compresses the messages one endpoint sends. Kept per connection; it holds a compressor only
 /// with context takeover (otherwise it borrows its thread's shared one for each message).
 #[derive(Debug)]
@@ -35,7 +96,7 @@ pub struct Deflater {
     level: u32,
     threshold: usize,
     /// The compressor kept between messages (context takeover only).
-    kept: Option<Compress>,
+    kept: Option<Counted<Compress>>,
 }
 
 impl Deflater {
@@ -83,9 +144,13 @@ impl Deflater {
         } else {
             let level = self.level;
             let c = self.kept.get_or_insert_with(|| {
-                Compress::new_with_window_bits(Compression::new(level), false, bits)
+                Counted::new(
+                    Compress::new_with_window_bits(Compression::new(level), false, bits),
+                    (1 << (bits + 2)) + (128 << 10),
+                    &KEPT_COMPRESSORS,
+                )
             });
-            deflate(c, message)
+            deflate(&mut c.inner, message)
         };
         match out {
             Ok(out) if self.direction.no_context_takeover && out.len() >= message.len() => None,
@@ -150,7 +215,7 @@ fn deflate(c: &mut Compress, input: &[u8]) -> Result<Vec<u8>, String> {
 #[derive(Debug)]
 pub struct Inflater {
     direction: Direction,
-    state: Option<Decompress>,
+    state: Option<Counted<Decompress>>,
 }
 
 impl Inflater {
@@ -179,9 +244,16 @@ impl Inflater {
         max: usize,
     ) -> Result<(), Fault> {
         let bits = self.direction.window_bits.clamp(9, 15);
-        let d = self
+        let d = &mut self
             .state
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+            .get_or_insert_with(|| {
+                Counted::new(
+                    Decompress::new_with_window_bits(false, bits),
+                    (1 << bits) + (7 << 10),
+                    &INFLATERS,
+                )
+            })
+            .inner;
         let mut result = feed(d, input, out, max);
         if result.is_ok() && last {
             result = feed(d, &TAIL, out, max);

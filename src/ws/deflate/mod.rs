@@ -16,7 +16,8 @@
 //! # Memory
 //!
 //! Context takeover keeps a compressor (about 256 KiB at 15 window bits) and an inflater
-//! (about 40 KiB) alive for the whole connection. Without it, which is what this crate asks for
+//! (about 40 KiB) alive for the whole connection; smaller window bits make both smaller, and
+//! [`held`] counts what the process holds. Without it, which is what this crate asks for
 //! by default in both directions, nothing is kept between messages: an [`Inflater`] holds its
 //! state only while a message is arriving, and a [`Deflater`] borrows a compressor kept per
 //! thread (reset after every message), so an idle connection costs nothing more with deflate
@@ -35,7 +36,7 @@ mod codec;
 mod frames;
 pub mod negotiate;
 
-pub use codec::{Deflater, Inflater, STEP};
+pub use codec::{held, Deflater, Held, Inflater, STEP};
 pub use frames::Incoming;
 
 /// The extension's name on the wire.
