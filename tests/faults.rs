@@ -328,7 +328,8 @@ async fn slow_link_stays_within_bounds_and_counts_drops() {
 
     // Server to the slow member.
     let rooms = server.rooms().expect("running");
-    let pad = "x".repeat(4096);
+    // Incompressible: permessage-deflate would shrink a repeated pad to almost nothing.
+    let pad = common::incompressible(4096, 1);
     for n in 0..1000 {
         rooms
             .publish(
@@ -351,7 +352,7 @@ async fn slow_link_stays_within_bounds_and_counts_drops() {
     assert_eq!(server.sessions(), 1);
 
     // The slow client to the server: 16 MiB, more than the kernel's socket buffers hold.
-    let big = "y".repeat(16 * 1024);
+    let big = common::incompressible(16 * 1024, 2);
     let mut outbox_max = 0;
     for n in 0..1000 {
         client

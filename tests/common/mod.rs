@@ -54,3 +54,19 @@ pub use wait::{recv_until, recv_within, wait_state};
 
 /// Default time a test waits for an event before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// `len` characters that permessage-deflate (on by default on both sides) cannot shrink much
+/// (about 6 bits of entropy per character): for tests whose point is the bytes a slow link or a
+/// full queue must carry, where a repeated pad would compress to almost nothing.
+pub fn incompressible(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 64) as usize] as char
+        })
+        .collect()
+}

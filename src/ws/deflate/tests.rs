@@ -39,7 +39,7 @@ fn server_answers_a_browser_offer_asking_no_context_takeover_both_ways() {
     assert_eq!(agreed.send, Some(dir(15, true)));
     assert_eq!(agreed.receive, dir(15, true));
     assert_eq!(agreed.threshold, 256);
-    assert!(server_accept("permessage-deflate", &DeflateConfig::default()).is_none());
+    assert!(server_accept("permessage-deflate", &DeflateConfig::off()).is_none());
     assert!(server_accept("", &on()).is_none());
     assert!(server_accept("x-webkit-deflate-frame", &on()).is_none());
 }
@@ -137,7 +137,7 @@ fn client_offers_and_checks_the_answer() {
         client_offer(&on()).unwrap(),
         "permessage-deflate; client_no_context_takeover; server_no_context_takeover; client_max_window_bits"
     );
-    assert_eq!(client_offer(&DeflateConfig::default()), None);
+    assert_eq!(client_offer(&DeflateConfig::off()), None);
     let plain = DeflateConfig {
         no_context_takeover: false,
         peer_no_context_takeover: false,
@@ -183,7 +183,7 @@ fn client_offers_and_checks_the_answer() {
     for bad in refused {
         assert!(client_accept(bad, &on()).is_err(), "{bad}");
     }
-    assert!(client_accept("permessage-deflate", &DeflateConfig::default()).is_err());
+    assert!(client_accept("permessage-deflate", &DeflateConfig::off()).is_err());
     let small = DeflateConfig {
         max_window_bits: 10,
         peer_max_window_bits: 11,
