@@ -371,16 +371,7 @@ impl Hub {
         let mut holding = self.recovering.get_mut(room).zip(self.shared.as_ref());
         let len = text.len();
         let frame = Outbound::Text(text.clone());
-        // Compressed once for every member with permessage-deflate (see `outbox::share`).
-        let registered = if ids.len() > 1 {
-            outbox::share(text.as_bytes())
-        } else {
-            outbox::SharedFrame::none()
-        };
-        // One copy of the frame per worker thread: every member's queue holds a reference to
-        // it, released by the worker once written, so with one shared copy the workers would
-        // contend for its reference count on every member.
-        let mut copies: Vec<(std::thread::ThreadId, Outbound)> = Vec::new();
+        let mut copies = Copies::new(text, ids.len());
         let mut reached = 0;
         let mut max_depth = Depth::default();
         let mut evicted = Vec::new();
@@ -394,24 +385,11 @@ impl Hub {
                     continue;
                 }
             }
-            let mine = match &member.sink {
-                MemberSink::Session { queue, .. } => queue.home_thread().map(|thread| match copies
-                    .iter()
-                    .position(|(t, _)| *t == thread)
-                {
-                    Some(i) => i,
-                    None => {
-                        let copy = ByteString::from(String::from(&**text));
-                        registered.add_copy(copy.as_bytes());
-                        copies.push((thread, Outbound::Text(copy)));
-                        copies.len() - 1
-                    }
-                }),
-                MemberSink::Actor(_) => None,
-            };
-            let frame = match mine {
-                Some(i) => &copies[i].1,
-                None => &frame,
+            let frame = match &member.sink {
+                MemberSink::Session { queue, .. } => queue
+                    .home_thread()
+                    .map_or(&frame, |thread| copies.for_thread(thread)),
+                MemberSink::Actor(_) => &frame,
             };
             match member.sink.offer(frame, &mut wakes) {
                 Offer::Taken(depth) => {
@@ -444,5 +422,45 @@ impl Hub {
             }
         }
         reached
+    }
+}
+
+/// The copies of one broadcast frame, one per worker thread: every member's queue holds a
+/// reference to its thread's copy, released by that worker once written, so with one shared
+/// copy the workers would contend for its reference count on every member. With more than one
+/// member the frame is registered for permessage-deflate, so that it is compressed once for
+/// every member whatever the thread (see `outbox::share`).
+struct Copies<'a> {
+    text: &'a ByteString,
+    registered: outbox::SharedFrame,
+    by_thread: Vec<(std::thread::ThreadId, Outbound)>,
+}
+
+impl<'a> Copies<'a> {
+    fn new(text: &'a ByteString, members: usize) -> Self {
+        let registered = if members > 1 {
+            outbox::share(text.as_bytes())
+        } else {
+            outbox::SharedFrame::none()
+        };
+        Self {
+            text,
+            registered,
+            by_thread: Vec::new(),
+        }
+    }
+
+    /// The copy for the worker thread `thread`, made on first use.
+    fn for_thread(&mut self, thread: std::thread::ThreadId) -> &Outbound {
+        let i = match self.by_thread.iter().position(|(t, _)| *t == thread) {
+            Some(i) => i,
+            None => {
+                let copy = ByteString::from(String::from(&**self.text));
+                self.registered.add_copy(copy.as_bytes());
+                self.by_thread.push((thread, Outbound::Text(copy)));
+                self.by_thread.len() - 1
+            }
+        };
+        &self.by_thread[i].1
     }
 }
