@@ -344,23 +344,7 @@ async fn a_flood_of_bad_tokens_costs_no_slot_and_respects_the_per_address_limit(
         assert_eq!(*status, 401, "{body}");
         assert_eq!(*sessions, 3, "a bad token took a slot");
     }
-    let metrics = rooms.metrics();
-    assert_eq!(metrics.sessions, 3);
-    assert_eq!(metrics.per_ip_refusals, 0);
-    for (reason, _, _) in &bad {
-        assert_eq!(
-            metrics.auth_refusals[reason],
-            (FLOOD / bad.len()) as u64,
-            "{reason}: {:?}",
-            metrics.auth_refusals
-        );
-    }
-    assert_eq!(
-        metrics.auth_refusals.values().sum::<u64>(),
-        FLOOD as u64,
-        "{:?}",
-        metrics.auth_refusals
-    );
+    assert_refusals_counted(&rooms, &bad, FLOOD);
 
     // A 4th valid token from the same address: the per-address limit, now.
     let fourth = hs(&claims("user-3", 60));
@@ -381,5 +365,31 @@ async fn a_flood_of_bad_tokens_costs_no_slot_and_respects_the_per_address_limit(
     assert_eq!(
         rooms.metrics().auth_refusals.values().sum::<u64>(),
         FLOOD as u64
+    );
+}
+
+/// After `flood` bad tokens spread evenly over `bad`'s causes: still 3 sessions, no per-address
+/// refusal, and each cause counted under its reason, nothing else.
+fn assert_refusals_counted(
+    rooms: &actix_ws_manager::server::Rooms,
+    bad: &[(&str, Option<&str>, &str)],
+    flood: usize,
+) {
+    let metrics = rooms.metrics();
+    assert_eq!(metrics.sessions, 3);
+    assert_eq!(metrics.per_ip_refusals, 0);
+    for (reason, _, _) in bad {
+        assert_eq!(
+            metrics.auth_refusals[*reason],
+            (flood / bad.len()) as u64,
+            "{reason}: {:?}",
+            metrics.auth_refusals
+        );
+    }
+    assert_eq!(
+        metrics.auth_refusals.values().sum::<u64>(),
+        flood as u64,
+        "{:?}",
+        metrics.auth_refusals
     );
 }
