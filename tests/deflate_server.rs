@@ -9,49 +9,17 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use actix_ws_manager::config::ServerConfig;
 use actix_ws_manager::testkit::FaultProxy;
 use common::process::spawn_wsm_serve_lines;
-use common::python::{interop_script, python};
-use common::{start_server, test_config, KillOnDrop};
+use common::python::deflate_client_ok;
+use common::{start_server, test_config};
 
-/// Run `tests/interop/deflate_client.py` with `args` on a blocking thread (the proxy runs on
-/// this test's runtime), within 60 s; assert it printed `ok`.
+/// `deflate_client.py` with `args` on a blocking thread (the proxy runs on this test's runtime).
 async fn run_script(args: Vec<String>) {
-    actix_rt::task::spawn_blocking(move || {
-        let script = interop_script("deflate_client.py");
-        let child = Command::new(python())
-            .arg(script)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python runs");
-        let mut guard = KillOnDrop(Some(child));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let child = guard.0.take().expect("child");
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let out = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("deflate_client.py {args:?} did not finish in 60 s"))
-            .expect("python exits");
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success() && stdout.trim() == "ok",
-            "deflate_client.py {args:?}:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-        );
-    })
-    .await
-    .expect("the script's thread");
+    actix_rt::task::spawn_blocking(move || deflate_client_ok(&args))
+        .await
+        .expect("the script's thread");
 }
 
 /// The server's default config: deflate is on by default.

@@ -190,3 +190,35 @@ impl DeflatePeer {
         format!("ws://127.0.0.1:{}/", self.port)
     }
 }
+
+/// Run `tests/interop/deflate_client.py` with `args` to its end, within 60 s (blocking: call
+/// it from a blocking thread when the test's runtime must keep running, a proxy for example);
+/// assert it exited 0 printing `ok` (the script checks what it was asked to, a 1009 included).
+pub fn deflate_client_ok(args: &[String]) {
+    let child = Command::new(python())
+        .arg(interop_script("deflate_client.py"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut guard = KillOnDrop(Some(child));
+    let child = guard.0.take().expect("child");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("deflate_client.py {args:?} did not finish in 60 s"))
+        .expect("python exits");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "deflate_client.py {args:?}:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+}
