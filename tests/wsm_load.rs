@@ -185,8 +185,14 @@ async fn server_closing_at_once_fails_cleanly() {
 fn bad_flags_fail_cleanly() {
     let out = wsm(&["load", "--scenario", "broadcast", "--protocol", "echo"]);
     assert_one_line_error(&out, "broadcast scenario needs the rooms protocol");
-    let out = wsm(&["load", "--url", "ws://192.0.2.1/ws"]);
-    assert_one_line_error(&out, "only targets loopback");
+}
+
+/// Any host is a target (issue 24): a name that does not resolve fails with one line naming the
+/// host and the resolution, not a loopback refusal; `--sender-url` is checked the same way.
+#[test]
+fn unresolvable_host_fails_with_a_resolution_error() {
+    let out = wsm(&["load", "--url", "ws://no-such-host.invalid/ws"]);
+    assert_one_line_error(&out, "cannot resolve host \"no-such-host.invalid\"");
     let out = wsm(&[
         "load",
         "--scenario",
@@ -194,9 +200,34 @@ fn bad_flags_fail_cleanly() {
         "--url",
         "ws://127.0.0.1:9/ws",
         "--sender-url",
-        "ws://192.0.2.1/ws",
+        "wss://no-such-host.invalid/ws",
+        "--json",
     ]);
-    assert_one_line_error(&out, "only targets loopback");
+    assert_one_line_error(&out, "cannot resolve host \"no-such-host.invalid\"");
+}
+
+/// A target not on this machine is tried (no loopback refusal), with one note on stderr that
+/// the figures include the network. 192.0.2.1 (TEST-NET-1) answers nobody, so the run then
+/// fails on the connect: the note and the error, one line each.
+#[test]
+fn remote_target_gets_one_note() {
+    let out = wsm(&[
+        "load",
+        "--url",
+        "ws://192.0.2.1:9/ws",
+        "--connect-timeout",
+        "1s",
+    ]);
+    assert!(!out.status.success(), "must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 2, "the note and the error: {stderr}");
+    assert!(
+        lines[0].contains("ws://192.0.2.1:9/ws is not on this machine"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("192.0.2.1:9"), "{stderr}");
+    assert!(!stderr.contains("loopback"), "{stderr}");
 }
 
 /// The idle scenario: 50 connections stay up for the whole run, nothing is lost, and the report

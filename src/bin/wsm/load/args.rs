@@ -45,7 +45,7 @@ impl Scenario {
 /// Flags of `wsm load`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// Target WebSocket URL (loopback hosts only). Default: an embedded rooms server on
+    /// Target WebSocket URL, `ws://` or `wss://`, any host. Default: an embedded rooms server on
     /// 127.0.0.1:0, run as a child process of this program (see --in-process).
     #[arg(long)]
     pub(super) url: Option<String>,
@@ -78,7 +78,7 @@ pub struct LoadArgs {
     /// Publishing connections per room (broadcast), 1 to 1000000.
     #[arg(long, default_value_t = 2, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
     pub(super) senders: usize,
-    /// Broadcast: the publishing connections connect here instead of --url (loopback only), for
+    /// Broadcast: the publishing connections connect here instead of --url, for
     /// example another `wsm serve --redis` node, to measure cross-node delivery.
     #[arg(long, value_name = "URL", requires = "url")]
     pub(super) sender_url: Option<String>,

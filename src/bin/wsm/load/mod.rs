@@ -1,6 +1,6 @@
 //! `wsm load`: open many connections through the client [`Manager`] and measure echo round
 //! trips or room broadcasts (the hashrocket websocket-shootout method), against an embedded
-//! rooms server (the default) or a server on the loopback interface.
+//! rooms server (the default) or any `ws://` or `wss://` server.
 //!
 //! Every wait is bounded: the connect phase by `--connect-timeout` (plus the time the rate
 //! limit needs), the measurement by `--duration`, and the drain by `--timeout`.
@@ -69,8 +69,8 @@ fn run_inner(mut args: LoadArgs) -> Result<()> {
 }
 
 /// Check the flags, read `--ca`, make the embedded server's certificate with `--tls` (its CA
-/// joins the roots the clients trust), and check that the URLs are loopback ones. Answers the
-/// embedded server's certificate and key, with `--tls`.
+/// joins the roots the clients trust), and resolve the URLs (saying which are not on this
+/// machine). Answers the embedded server's certificate and key, with `--tls`.
 fn prepare(args: &mut LoadArgs) -> Result<Option<Pem>> {
     args.check()?;
     if let Some(ca) = &args.ca {
@@ -83,12 +83,12 @@ fn prepare(args: &mut LoadArgs) -> Result<Option<Pem>> {
     } else {
         None
     };
-    if let Some(url) = &args.url {
-        target::loopback_addr(url)?;
-    }
-    if let Some(url) = &args.sender_url {
-        target::loopback_addr(url)?;
-    }
+    let urls: Vec<&str> = [&args.url, &args.sender_url]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    target::check_targets(&urls)?;
     Ok(pem)
 }
 
