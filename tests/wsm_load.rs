@@ -489,3 +489,61 @@ fn every_numeric_flag_is_range_checked() {
         }
     }
 }
+
+/// Thresholds (issue 24, test 2): a run whose thresholds all hold exits 0 and lists them as
+/// passed; the same run with one that cannot hold (`p50<1us`: every latency counts as at least
+/// 1 µs) prints its report, names the crossed one (and only it) on stderr, and exits 99. A bad
+/// expression is clap's one-line error naming it (status 2).
+#[test]
+fn thresholds_pass_or_exit_99_naming_the_crossed_one() {
+    let base = ["load", "--connections", "20", "--duration", "1s", "--json"];
+    let passing = ["--threshold", "missing==0", "--threshold", "p99 < 10s"];
+    let out = wsm(&[&base[..], &passing[..]].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    let t = r["thresholds"].as_array().expect("thresholds array");
+    assert_eq!(t.len(), 2, "{r}");
+    assert_eq!(t[0]["expr"], "missing==0", "{r}");
+    assert_eq!(t[0]["value"], 0.0, "{r}");
+    assert_eq!(t[1]["expr"], "p99<10s", "{r}");
+    assert!(t.iter().all(|t| t["passed"] == true), "{r}");
+
+    let out = wsm(&[&base[..], &passing[..], &["--threshold", "p50<1us"][..]].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let crossed: Vec<&str> = stderr.lines().filter(|l| l.contains("crossed")).collect();
+    assert_eq!(crossed.len(), 1, "{stderr}");
+    assert!(
+        crossed[0].contains("threshold crossed: p50<1us (p50 was "),
+        "{stderr}"
+    );
+    // The report is still printed, with every outcome.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    let t = r["thresholds"].as_array().expect("thresholds array");
+    assert_eq!(t.len(), 3, "{r}");
+    assert_eq!(
+        (&t[2]["expr"], &t[2]["passed"]),
+        (&"p50<1us".into(), &false.into())
+    );
+    assert!(t[2]["value"].as_f64().is_some_and(|v| v >= 1.0), "{r}");
+}
+
+/// A bad `--threshold` expression is clap's one-line error naming the flag (status 2).
+#[cfg(unix)]
+#[test]
+fn bad_threshold_is_refused_like_any_flag() {
+    for bad in ["p98<5ms", "p99<5", "missing=0", "rate>=fast"] {
+        common::assert_flag_refused(&["load", "--threshold", bad], "--threshold");
+    }
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_ws_manager::{config, Error, Result};
 use clap::{Args, ValueEnum};
 
+use super::thresholds::{self, Threshold};
 use crate::flags;
 
 /// The protocol the target speaks.
@@ -95,6 +96,15 @@ pub struct LoadArgs {
     /// Client arbiters (threads), 1 to 1024; default one per core.
     #[arg(long, value_parser = flags::count(1..=flags::MAX_ARBITERS))]
     pub(super) arbiters: Option<usize>,
+    /// A pass/fail condition on the report, repeatable: `METRIC OP VALUE` with METRIC one of
+    /// p50, p90, p99, p999, max (message latency, corrected), connect_p99 (durations: with us,
+    /// ms or s), missing, errors (counts), rate (messages received per second), and OP one of
+    /// < <= > >= ==. Examples: 'p99<50ms', 'missing==0', 'rate>=10000', 'connect_p99<1s'.
+    /// Each crossed one is named on stderr after the report and the exit code is 99 (other
+    /// failures keep theirs); --json lists every one under `thresholds` (expr, value in the
+    /// expression's unit, passed).
+    #[arg(long, value_name = "EXPR", value_parser = thresholds::parse)]
+    pub(super) threshold: Vec<Threshold>,
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
     pub(super) json: bool,

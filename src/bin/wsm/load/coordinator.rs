@@ -197,6 +197,7 @@ impl Run<'_> {
             received: totals.received,
             messages_per_second: totals.received as f64 / self.measured.max(1e-9),
             latency_us: latency(&totals.hist),
+            connect_us: latency(&self.up.connect_hist),
             missing: totals.missing,
             errors: totals.errors,
             reconnects: stats.reconnects,
@@ -210,6 +211,7 @@ impl Run<'_> {
             server_mode: self.mode.name(),
             rss_note: rss_note(self.mode),
             first_connect_error: self.up.first_error,
+            thresholds: Vec::new(),
         }
     }
 }

@@ -48,14 +48,17 @@ pub(super) struct ConnResult {
     pub(super) errors: u64,
 }
 
+/// An empty latency histogram: 1 µs to 10 minutes, 3 significant digits.
+pub(super) fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants, not input, and valid, so this cannot fail.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
 impl ConnResult {
     /// Nothing measured yet.
     pub(super) fn new() -> Self {
         Self {
-            // 1 µs to 10 minutes, 3 significant digits. The bounds are constants, not input,
-            // and valid, so this cannot fail.
-            hist: Histogram::new_with_bounds(1, 600_000_000, 3)
-                .expect("constant histogram bounds are valid"),
+            hist: new_histogram(),
             sent: 0,
             received: 0,
             missing: 0,
@@ -86,8 +89,9 @@ pub(super) struct Coordination {
     pub(super) args: LoadArgs,
     /// The padding every message carries (`--size` bytes).
     pub(super) pad: String,
-    /// Each driver reports here once: its connection index, and whether it came up.
-    pub(super) ready: mpsc::UnboundedSender<(usize, std::result::Result<(), String>)>,
+    /// Each driver reports here once: its connection index, and whether it came up (with the
+    /// microseconds it took) or why not.
+    pub(super) ready: mpsc::UnboundedSender<(usize, std::result::Result<u64, String>)>,
     /// Each admitted driver sends its figures here once, at the end.
     pub(super) results: mpsc::UnboundedSender<ConnResult>,
     /// The measurement deadline, once every connection is up (a dropped sender aborts).
@@ -109,6 +113,14 @@ async fn wait_up(client: &Client, timeout: Duration) -> std::result::Result<(), 
             ConnectionState::Failed { reason } => reason,
             _ => e.to_string(),
         })
+}
+
+/// `up`, with the microseconds since `started` when it is a success.
+fn timed(
+    started: Instant,
+    up: std::result::Result<(), String>,
+) -> std::result::Result<u64, String> {
+    up.map(|()| (started.elapsed().as_micros() as u64).max(1))
 }
 
 /// What the coordinator tells the drivers when the measurement starts.
@@ -135,7 +147,8 @@ async fn wait_start(shared: &Coordination, idx: usize) -> Option<Instant> {
 /// Echo: keep `--window` echo messages in flight until the deadline and time each reply.
 pub(super) async fn echo_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let up = wait_up(&client, shared.args.connect_timeout).await;
+    let t0 = Instant::now();
+    let up = timed(t0, wait_up(&client, shared.args.connect_timeout).await);
     let ok = up.is_ok();
     let _ = shared.ready.send((idx, up));
     if !ok {
@@ -207,7 +220,8 @@ async fn one_echo(client: &Client, seq: u64, pad: &str, timeout: Duration) -> Ec
 /// Idle and churn: stay connected, send nothing, until the coordinator says stop.
 pub(super) async fn idle_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let up = wait_up(&client, shared.args.connect_timeout).await;
+    let t0 = Instant::now();
+    let up = timed(t0, wait_up(&client, shared.args.connect_timeout).await);
     let ok = up.is_ok();
     let _ = shared.ready.send((idx, up));
     if !ok || wait_start(&shared, idx).await.is_none() {
@@ -234,7 +248,9 @@ pub(super) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
     let mut joined = client.subscribe::<Joined>(4);
     let mut msgs = client.subscribe::<RoomMessage>(8192);
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
+    let t0 = Instant::now();
     let up = join_room(&client, &room, &mut joined, shared.args.connect_timeout).await;
+    let up = timed(t0, up);
     let ok = up.is_ok();
     let _ = shared.ready.send((idx, up));
     if !ok {

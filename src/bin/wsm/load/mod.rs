@@ -12,10 +12,12 @@
 //! - `phases.rs`: connect, measure, drain and collect.
 //! - `coordinator.rs`: runs the phases in order and turns the figures into the report.
 //! - `report.rs`: the report, as a table or one JSON object.
+//! - `thresholds.rs`: `--threshold` expressions, judged against the report (exit code 99).
 //!
 //! [`Manager`]: actix_ws_manager::client::Manager
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use actix_ws_manager::{server, Error, Result};
 
@@ -27,14 +29,16 @@ mod drivers;
 mod phases;
 mod report;
 mod target;
+mod thresholds;
 
 pub use args::LoadArgs;
 use report::Report;
 use target::{Pem, ServerMode};
 
 /// Run `wsm load`. With `--json`, a failure also prints one JSON object on stdout, `{"error":
-/// ..., "url": ...}`, besides the one line on stderr.
-pub fn run(args: LoadArgs) -> Result<()> {
+/// ..., "url": ...}`, besides the one line on stderr. Answers the exit code: success, or 99 when
+/// a `--threshold` was crossed (each named on stderr after the report).
+pub fn run(args: LoadArgs) -> Result<ExitCode> {
     let (json, url) = (args.json, args.url.clone());
     let result = run_inner(args);
     if let (Err(e), true) = (&result, json) {
@@ -44,7 +48,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
     result
 }
 
-fn run_inner(mut args: LoadArgs) -> Result<()> {
+fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
     let pem = prepare(&mut args)?;
     let mode = ServerMode::of(&args);
     args.fd_limit = target::raise_fd_limit(args.connections, mode);
@@ -62,9 +66,18 @@ fn run_inner(mut args: LoadArgs) -> Result<()> {
         let result =
             coordinator::drive(&args, &url, mode, child.as_ref().map(ChildServer::pid)).await;
         stop_servers(embedded, child).await;
-        let report = result?;
+        let mut report = result?;
+        let crossed = judge_thresholds(&args.threshold, &mut report);
         report.print(args.json)?;
-        judge(&report, url)
+        judge(&report, url)?;
+        for line in &crossed {
+            eprintln!("wsm load: {line}");
+        }
+        Ok(if crossed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(thresholds::EXIT_CROSSED)
+        })
     })
 }
 
@@ -100,6 +113,20 @@ async fn stop_servers(embedded: Option<server::Server>, child: Option<ChildServe
         }
     }
     drop(child);
+}
+
+/// Judge `report` against every threshold, recording the outcomes in it. Answers the stderr
+/// line of each crossed one.
+fn judge_thresholds(thresholds: &[thresholds::Threshold], report: &mut Report) -> Vec<String> {
+    let mut crossed = Vec::new();
+    for t in thresholds {
+        let outcome = t.judge(report);
+        if !outcome.passed {
+            crossed.push(t.crossed_line(&outcome));
+        }
+        report.thresholds.push(outcome);
+    }
+    crossed
 }
 
 /// A run that measured nothing is a failure: no connection came up, or nothing came back.

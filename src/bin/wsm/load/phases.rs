@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::Manager;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::args::{LoadArgs, Scenario};
-use super::drivers::{broadcast_driver, echo_driver, idle_driver, ConnResult, Coordination};
+use super::drivers::{
+    broadcast_driver, echo_driver, idle_driver, new_histogram, ConnResult, Coordination,
+};
 use super::target::{is_emfile, name_emfile};
 
 /// What a driver reports when its connection is up, or is not.
-pub(super) type Ready = (usize, std::result::Result<(), String>);
+pub(super) type Ready = (usize, std::result::Result<u64, String>);
 
 /// A progress bar on stderr.
 pub(super) fn progress(len: u64, msg: &'static str) -> ProgressBar {
@@ -41,6 +44,8 @@ pub(super) struct Connected {
     pub(super) first_error: Option<String>,
     /// From the first connect to the last connection up.
     pub(super) seconds: f64,
+    /// Each connection's time to come up, microseconds.
+    pub(super) connect_hist: Histogram<u64>,
 }
 
 /// The connect phase: open `--connections` connections to `url` (broadcast senders to
@@ -71,6 +76,7 @@ pub(super) async fn connect(
         admitted: vec![false; n],
         first_error: None,
         seconds: 0.0,
+        connect_hist: new_histogram(),
     };
     let mut first_error_is_emfile = false;
     let mut reported = 0usize;
@@ -79,7 +85,8 @@ pub(super) async fn connect(
             Ok(Some((i, r))) => {
                 reported += 1;
                 match r {
-                    Ok(()) => {
+                    Ok(us) => {
+                        up.connect_hist.saturating_record(us);
                         up.count += 1;
                         up.per_room[i % args.rooms] += 1;
                         if let Some(a) = up.admitted.get_mut(i) {

@@ -5,6 +5,8 @@ use std::io::Write;
 use actix_ws_manager::{Error, Result};
 use serde::Serialize;
 
+use super::thresholds::Outcome;
+
 /// The figures `wsm load` reports.
 #[derive(Debug, Serialize)]
 pub(super) struct Report {
@@ -20,6 +22,8 @@ pub(super) struct Report {
     pub(super) received: u64,
     pub(super) messages_per_second: f64,
     pub(super) latency_us: Latency,
+    /// From a connection's start to connected (broadcast: and joined), microseconds.
+    pub(super) connect_us: Latency,
     pub(super) missing: u64,
     pub(super) errors: u64,
     pub(super) reconnects: u64,
@@ -39,6 +43,8 @@ pub(super) struct Report {
     pub(super) server_mode: &'static str,
     pub(super) rss_note: &'static str,
     pub(super) first_connect_error: Option<String>,
+    /// Every `--threshold`, judged.
+    pub(super) thresholds: Vec<Outcome>,
 }
 
 /// Latency percentiles in microseconds.
@@ -100,6 +106,13 @@ impl Report {
                     l.p50, l.p90, l.p99, l.p999, l.max
                 ),
             ),
+            (
+                "connect µs",
+                format!(
+                    "p50 {}  p99 {}  max {}",
+                    self.connect_us.p50, self.connect_us.p99, self.connect_us.max
+                ),
+            ),
             ("missing", self.missing.to_string()),
             ("errors", self.errors.to_string()),
             ("reconnects", self.reconnects.to_string()),
@@ -129,7 +142,17 @@ impl Report {
                 },
             ),
             ("server", self.server_mode.to_owned()),
+            ("thresholds", self.thresholds_row()),
         ]
+    }
+
+    /// `2 passed, 1 crossed`, or `none`.
+    fn thresholds_row(&self) -> String {
+        let passed = self.thresholds.iter().filter(|t| t.passed).count();
+        match self.thresholds.len() {
+            0 => "none".to_owned(),
+            n => format!("{passed} passed, {} crossed", n - passed),
+        }
     }
 
     /// A row as this scenario says it: idle runs send nothing; churn runs measure reopening,
