@@ -4,62 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use actix_ws_manager::config::ServerConfig;
 use actix_ws_manager::server;
-
-/// Every run must end well within this; a hang fails the test instead of blocking it.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// Run `wsm` with `args` on a thread, and give up after `BOUND`.
-fn wsm(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsm"));
-    cmd.args(args);
-    run_bounded(cmd)
-}
-
-/// Run `cmd` on a thread, and give up after `BOUND`.
-fn run_bounded(mut cmd: Command) -> Output {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let out = cmd.env_remove("RUST_LOG").output();
-        let _ = tx.send(out);
-    });
-    rx.recv_timeout(BOUND)
-        .expect("wsm load finished within the bound")
-        .expect("wsm runs")
-}
-
-/// [`wsm`] from an async test, without blocking the actix system that serves the target.
-async fn wsm_async(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    actix_rt::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        wsm(&refs)
-    })
-    .await
-    .expect("runner thread")
-}
-
-fn report(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "exactly one JSON object on stdout: {stdout}"
-    );
-    serde_json::from_str(lines[0]).expect("stdout is JSON")
-}
+use common::load::{assert_one_line_error, report, run_bounded, wsm, wsm_async};
 
 fn check_common(r: &serde_json::Value, scenario: &str) {
     assert_eq!(r["scenario"], scenario);
@@ -93,6 +42,9 @@ fn echo_scenario_reports_json() {
     let r = report(&out);
     check_common(&r, "echo");
     assert_eq!(r["sent"], r["received"]);
+    // Closed loop: each message is due when it is sent, so both latencies are the same.
+    assert_eq!(r["latency_us"], r["latency_uncorrected_us"], "{r}");
+    assert_eq!(r["late_sends"], 0, "{r}");
 }
 
 /// The broadcast scenario: every receipt of every publish reaches every member
@@ -114,28 +66,7 @@ fn broadcast_scenario_reports_json() {
     let sent = r["sent"].as_u64().unwrap();
     assert!(sent > 0, "{r}");
     assert_eq!(r["received"].as_u64().unwrap(), sent * 50, "{r}");
-}
-
-fn assert_one_line_error(out: &Output, needle: &str) {
-    assert!(!out.status.success(), "must fail");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(needle), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    // Without --json nothing goes to stdout; with it, one JSON object with the error.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !stdout.is_empty() {
-        assert_eq!(
-            stdout.trim().lines().count(),
-            1,
-            "one JSON object: {stdout}"
-        );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON on stdout");
-        assert!(
-            v["error"].as_str().is_some_and(|e| e.contains(needle)),
-            "{stdout}"
-        );
-    }
+    assert_eq!(r["latency_us"], r["latency_uncorrected_us"], "{r}");
 }
 
 /// Nothing listening: one clear line on stderr and a non-zero exit, within the bound.
@@ -185,6 +116,8 @@ async fn server_closing_at_once_fails_cleanly() {
 fn bad_flags_fail_cleanly() {
     let out = wsm(&["load", "--scenario", "broadcast", "--protocol", "echo"]);
     assert_one_line_error(&out, "broadcast scenario needs the rooms protocol");
+    let out = wsm(&["load", "--scenario", "idle", "--rate", "100"]);
+    assert_one_line_error(&out, "the idle scenario sends none");
 }
 
 /// Any host is a target (issue 24): a name that does not resolve fails with one line naming the
@@ -476,6 +409,7 @@ fn every_numeric_flag_is_range_checked() {
         ("--window", EXTREME_COUNTS),
         ("--size", sizes),
         ("--rate", EXTREME_RATES),
+        ("--connect-rate", EXTREME_RATES),
         ("--rooms", EXTREME_COUNTS),
         ("--senders", EXTREME_COUNTS),
         ("--publish-rate", EXTREME_RATES),
@@ -487,63 +421,5 @@ fn every_numeric_flag_is_range_checked() {
         for value in *values {
             assert_flag_refused(&["load", &format!("{flag}={value}")], flag);
         }
-    }
-}
-
-/// Thresholds (issue 24, test 2): a run whose thresholds all hold exits 0 and lists them as
-/// passed; the same run with one that cannot hold (`p50<1us`: every latency counts as at least
-/// 1 µs) prints its report, names the crossed one (and only it) on stderr, and exits 99. A bad
-/// expression is clap's one-line error naming it (status 2).
-#[test]
-fn thresholds_pass_or_exit_99_naming_the_crossed_one() {
-    let base = ["load", "--connections", "20", "--duration", "1s", "--json"];
-    let passing = ["--threshold", "missing==0", "--threshold", "p99 < 10s"];
-    let out = wsm(&[&base[..], &passing[..]].concat());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&out);
-    let t = r["thresholds"].as_array().expect("thresholds array");
-    assert_eq!(t.len(), 2, "{r}");
-    assert_eq!(t[0]["expr"], "missing==0", "{r}");
-    assert_eq!(t[0]["value"], 0.0, "{r}");
-    assert_eq!(t[1]["expr"], "p99<10s", "{r}");
-    assert!(t.iter().all(|t| t["passed"] == true), "{r}");
-
-    let out = wsm(&[&base[..], &passing[..], &["--threshold", "p50<1us"][..]].concat());
-    assert_eq!(
-        out.status.code(),
-        Some(99),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let crossed: Vec<&str> = stderr.lines().filter(|l| l.contains("crossed")).collect();
-    assert_eq!(crossed.len(), 1, "{stderr}");
-    assert!(
-        crossed[0].contains("threshold crossed: p50<1us (p50 was "),
-        "{stderr}"
-    );
-    // The report is still printed, with every outcome.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
-    let t = r["thresholds"].as_array().expect("thresholds array");
-    assert_eq!(t.len(), 3, "{r}");
-    assert_eq!(
-        (&t[2]["expr"], &t[2]["passed"]),
-        (&"p50<1us".into(), &false.into())
-    );
-    assert!(t[2]["value"].as_f64().is_some_and(|v| v >= 1.0), "{r}");
-}
-
-/// A bad `--threshold` expression is clap's one-line error naming the flag (status 2).
-#[cfg(unix)]
-#[test]
-fn bad_threshold_is_refused_like_any_flag() {
-    for bad in ["p98<5ms", "p99<5", "missing=0", "rate>=fast"] {
-        common::assert_flag_refused(&["load", "--threshold", bad], "--threshold");
     }
 }

@@ -17,6 +17,15 @@ pub enum Protocol {
     Echo,
 }
 
+/// How open-loop sends are spaced in time (`--arrival`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Arrival {
+    /// Evenly: one every `connections / rate` seconds per connection.
+    Constant,
+    /// A Poisson process: exponential gaps with that mean.
+    Poisson,
+}
+
 /// What the connections do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -27,7 +36,7 @@ pub enum Scenario {
     /// Every connection connects and stays idle (heartbeats only): memory per connection.
     Idle,
     /// Connections stay idle while `--window` at a time are closed and reopened (paced by
-    /// `--rate`); the latency is the time to reconnect.
+    /// `--connect-rate`); the latency is the time to reconnect.
     Churn,
 }
 
@@ -70,9 +79,24 @@ pub struct LoadArgs {
     /// (the client's message size limit, less room for the envelope).
     #[arg(long, default_value_t = 64, value_parser = flags::count(0..=MAX_SIZE))]
     pub(super) size: usize,
-    /// New connections per second, 0.01 to 1000000.
+    /// New connections per second, 0.01 to 1000000 (churn: reopens per second).
     #[arg(long, default_value_t = 1000.0, value_parser = flags::per_second)]
-    pub(super) rate: f64,
+    pub(super) connect_rate: f64,
+    /// Open loop: messages per second in total (as wrk2's -R), 0.01 to 1000000, spread evenly
+    /// over the connections (echo) or the publishing connections (broadcast, instead of
+    /// --publish-rate). Each send has a due time; a send due while --window is full waits, and
+    /// latency is timed from the due time (corrected, the `latency_us` figures) as well as from
+    /// the actual send (uncorrected, `latency_uncorrected_us`), so a server that stalls shows
+    /// in the percentiles instead of pausing the load (coordinated omission). Sends that left
+    /// more than 1 ms late are counted; past 1 % (or past 80 % client CPU) the report calls the
+    /// run generator-bound. Without --rate each connection sends its next message as soon as
+    /// a reply frees the window (closed loop; corrected == uncorrected).
+    #[arg(long, value_parser = flags::per_second, conflicts_with = "publish_rate")]
+    pub(super) rate: Option<f64>,
+    /// How --rate spaces the sends of each connection: evenly (`constant`), or as a Poisson
+    /// process (`poisson`: exponential gaps of the same mean).
+    #[arg(long, value_enum, default_value_t = Arrival::Constant, requires = "rate")]
+    pub(super) arrival: Arrival,
     /// Rooms the connections are spread over (broadcast), 1 to 1000000.
     #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_CONNECTIONS))]
     pub(super) rooms: usize,
@@ -147,6 +171,13 @@ impl LoadArgs {
             return Err(bad(
                 "the broadcast scenario needs the rooms protocol (--protocol rooms)",
             ));
+        }
+        if self.rate.is_some() && matches!(self.scenario, Scenario::Idle | Scenario::Churn) {
+            return Err(bad(format!(
+                "--rate (messages per second) drives the echo and broadcast scenarios; the {} \
+                 scenario sends none (connections per second: --connect-rate)",
+                self.scenario.name()
+            )));
         }
         Ok(())
     }

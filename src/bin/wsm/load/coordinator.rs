@@ -11,7 +11,7 @@ use actix_ws_manager::{Error, Result};
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 
-use super::args::{LoadArgs, Protocol, Scenario};
+use super::args::{Arrival, LoadArgs, Protocol, Scenario};
 use super::drivers::{ConnResult, Coordination, Plan};
 use super::phases::{self, Connected};
 use super::report::{Latency, Report};
@@ -31,6 +31,7 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 
 /// Memory and CPU of this process and of the server child (when there is one) at one moment.
 struct Sample {
+    at: Instant,
     rss: Option<u64>,
     server_rss: Option<u64>,
     cpu: Option<f64>,
@@ -45,6 +46,7 @@ impl Sample {
         let cpu = cpu_seconds(None);
         let server_cpu = server_pid.and_then(|pid| cpu_seconds(Some(pid)));
         Sample {
+            at: Instant::now(),
             rss,
             server_rss,
             cpu,
@@ -71,7 +73,7 @@ pub(super) async fn drive(
     let manager = Arc::new(Manager::new(
         ManagerConfig::default()
             .arbiters(args.arbiters)
-            .connect_rate(Some(args.rate))
+            .connect_rate(Some(args.connect_rate))
             .client(client_config(args).connect_timeout(args.connect_timeout)),
     )?);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
@@ -102,7 +104,15 @@ pub(super) async fn drive(
     let started = Instant::now();
     let deadline = started + args.duration;
     let admitted = std::mem::take(&mut up.admitted);
-    let _ = start_tx.send(Some(Arc::new(Plan { deadline, admitted })));
+    let rate_per_sender = args
+        .rate
+        .map(|r| r / senders(args, &admitted).max(1) as f64);
+    let _ = start_tx.send(Some(Arc::new(Plan {
+        started,
+        deadline,
+        rate_per_sender,
+        admitted,
+    })));
     let churned = phases::measure(&manager, args, url, started, deadline).await;
     if args.scenario == Scenario::Broadcast {
         phases::drain(&shared, &up.per_room).await;
@@ -128,6 +138,16 @@ pub(super) async fn drive(
         measured,
     };
     Ok(run.report(&totals, &stats, &before, &after))
+}
+
+/// The admitted connections that send: all of them for echo, the publishers for broadcast.
+fn senders(args: &LoadArgs, admitted: &[bool]) -> usize {
+    let publishers = args.senders.saturating_mul(args.rooms);
+    admitted
+        .iter()
+        .enumerate()
+        .filter(|(i, up)| **up && (args.scenario != Scenario::Broadcast || *i < publishers))
+        .count()
 }
 
 /// Say on stderr that only some connections came up, and the first error.
@@ -177,6 +197,8 @@ impl Run<'_> {
         after: &Sample,
     ) -> Report {
         let (args, connected) = (self.args, self.up.count);
+        let cpu_percent = client_cpu_percent(before, after);
+        let generator_note = generator_note(totals, cpu_percent);
         let per_connection = |b: Option<u64>, a: Option<u64>| match (b, a) {
             (Some(b), Some(a)) => Some(a.saturating_sub(b) / connected as u64),
             _ => None,
@@ -196,7 +218,21 @@ impl Run<'_> {
             sent: totals.sent,
             received: totals.received,
             messages_per_second: totals.received as f64 / self.measured.max(1e-9),
+            rate_requested: args.rate,
+            arrival: args.rate.map(|_| match args.arrival {
+                Arrival::Constant => "constant",
+                Arrival::Poisson => "poisson",
+            }),
             latency_us: latency(&totals.hist),
+            latency_uncorrected_us: latency(&totals.uncorrected),
+            latency_note: args
+                .rate
+                .and_then(|_| latency_note(&totals.hist, &totals.uncorrected)),
+            late_sends: totals.late,
+            due_not_sent: totals.due_not_sent,
+            client_cpu_percent: cpu_percent,
+            generator_bound: generator_note.is_some(),
+            generator_note,
             connect_us: latency(&self.up.connect_hist),
             missing: totals.missing,
             errors: totals.errors,
@@ -214,6 +250,52 @@ impl Run<'_> {
             thresholds: Vec::new(),
         }
     }
+}
+
+/// This process's CPU between the samples, in percent of every core of the machine.
+fn client_cpu_percent(before: &Sample, after: &Sample) -> Option<f64> {
+    let wall = after.at.duration_since(before.at).as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu = after.cpu? - before.cpu?;
+    (wall > 0.0).then(|| (cpu / wall / cores * 1000.0).round() / 10.0)
+}
+
+/// Why the run is generator-bound, when it is: over 1 % of the sends late, or this process
+/// over 80 % of the machine's CPU.
+fn generator_note(totals: &ConnResult, cpu_percent: Option<f64>) -> Option<String> {
+    let late = totals.late as f64 / totals.sent.max(1) as f64 * 100.0;
+    let mut why = Vec::new();
+    if late > 1.0 {
+        why.push(format!(
+            "{} of {} sends ({late:.1} %) left more than 1 ms late",
+            totals.late, totals.sent
+        ));
+    }
+    if let Some(cpu) = cpu_percent.filter(|c| *c > 80.0) {
+        why.push(format!("the client used {cpu:.0} % of the CPU"));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "generator-bound: {}; the figures measure this load tool as much as the server \
+             (fewer connections or a lower --rate per process, or more processes)",
+            why.join(" and ")
+        )
+    })
+}
+
+/// What the corrected and uncorrected latencies say together, when the corrected p99 is over
+/// twice the uncorrected one (and at least 1 ms above it): sends waited for the server.
+fn latency_note(corrected: &Histogram<u64>, uncorrected: &Histogram<u64>) -> Option<String> {
+    let (c, u) = (latency(corrected).p99, latency(uncorrected).p99);
+    (c > 2 * u && c - u >= 1000).then(|| {
+        format!(
+            "corrected p99 {:.1} ms, uncorrected p99 {:.1} ms: sends waited for a slow or \
+             stalled server (their wait counts from when they were due; the uncorrected \
+             figures leave it out)",
+            c as f64 / 1e3,
+            u as f64 / 1e3
+        )
+    })
 }
 
 /// The percentiles of `hist` (all zero when nothing was measured).

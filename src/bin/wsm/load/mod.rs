@@ -8,7 +8,9 @@
 //! - `args.rs`: the flags, and the checks of their combinations.
 //! - `target.rs`: the server under load (URL checks, the embedded server, the open-file limit,
 //!   the preflight connection).
-//! - `drivers.rs`: one task per connection, per scenario (echo, broadcast, idle and churn).
+//! - `drivers.rs`: one task per connection, per scenario: what they share, and idle (churn's
+//!   connections too); `echo.rs` and `broadcast.rs` the other two.
+//! - `schedule.rs`: the open-loop due times of one connection's sends (`--rate`).
 //! - `phases.rs`: connect, measure, drain and collect.
 //! - `coordinator.rs`: runs the phases in order and turns the figures into the report.
 //! - `report.rs`: the report, as a table or one JSON object.
@@ -24,10 +26,13 @@ use actix_ws_manager::{server, Error, Result};
 use crate::child::ChildServer;
 
 mod args;
+mod broadcast;
 mod coordinator;
 mod drivers;
+mod echo;
 mod phases;
 mod report;
+mod schedule;
 mod target;
 mod thresholds;
 

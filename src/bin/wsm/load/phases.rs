@@ -51,7 +51,7 @@ pub(super) struct Connected {
 /// The connect phase: open `--connections` connections to `url` (broadcast senders to
 /// `--sender-url` when given), each with its scenario's driver on the connection's arbiter, and
 /// wait until each has reported or the phase's deadline (`--connect-timeout` twice, plus the
-/// time `--rate` needs) has passed.
+/// time `--connect-rate` needs) has passed.
 pub(super) async fn connect(
     manager: &Arc<Manager>,
     shared: &Arc<Coordination>,
@@ -62,7 +62,8 @@ pub(super) async fn connect(
     let n = args.connections;
     let abort = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    let deadline = t0 + args.connect_timeout * 2 + Duration::from_secs_f64(n as f64 / args.rate);
+    let deadline =
+        t0 + args.connect_timeout * 2 + Duration::from_secs_f64(n as f64 / args.connect_rate);
     spawn_connects(
         manager.clone(),
         shared.clone(),
@@ -264,7 +265,7 @@ async fn churn(
         }
         match inflight.next().await {
             None => break,
-            Some(Ok(Some(us))) => res.record(us),
+            Some(Ok(Some(us))) => res.record(us, us),
             Some(Ok(None)) => res.missing += 1,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "churn reconnect failed");

@@ -21,7 +21,26 @@ pub(super) struct Report {
     pub(super) sent: u64,
     pub(super) received: u64,
     pub(super) messages_per_second: f64,
+    /// `--rate`: the messages per second asked for (open loop); `None`: closed loop.
+    pub(super) rate_requested: Option<f64>,
+    /// `--arrival` with `--rate`: `constant` or `poisson`.
+    pub(super) arrival: Option<&'static str>,
+    /// Latency from each message's due time (corrected for coordinated omission).
     pub(super) latency_us: Latency,
+    /// Latency from each message's actual send (the same as `latency_us` in a closed loop).
+    pub(super) latency_uncorrected_us: Latency,
+    /// Open loop: what the two latencies say together, when the corrected one is far above.
+    pub(super) latency_note: Option<String>,
+    /// Sends that left more than 1 ms after they could have (due, and the window free).
+    pub(super) late_sends: u64,
+    /// Open loop: sends due before the end that never left (the window stayed full).
+    pub(super) due_not_sent: u64,
+    /// This process's CPU over the run, in percent of all cores.
+    pub(super) client_cpu_percent: Option<f64>,
+    /// Over 1 % of the sends late, or client CPU over 80 %: the load tool set the pace.
+    pub(super) generator_bound: bool,
+    /// Why the run is generator-bound, in words.
+    pub(super) generator_note: Option<String>,
     /// From a connection's start to connected (broadcast: and joined), microseconds.
     pub(super) connect_us: Latency,
     pub(super) missing: u64,
@@ -73,6 +92,9 @@ impl Report {
         if self.embedded_server {
             writeln!(out, "{:>16}  {}", "", self.rss_note)?;
         }
+        for note in self.notes() {
+            writeln!(out, "{:>16}  {note}", "note")?;
+        }
         Ok(())
     }
 
@@ -98,12 +120,30 @@ impl Report {
                 "sent / received",
                 format!("{} / {}", self.sent, self.received),
             ),
-            ("messages/s", format!("{:.0}", self.messages_per_second)),
             (
-                "latency µs",
+                "messages/s",
+                match (self.rate_requested, self.arrival) {
+                    (Some(r), Some(a)) => {
+                        format!(
+                            "{:.0} (open loop: --rate {r}, {a})",
+                            self.messages_per_second
+                        )
+                    }
+                    _ => format!("{:.0}", self.messages_per_second),
+                },
+            ),
+            ("latency µs", percentiles(l)),
+            ("uncorrected µs", percentiles(&self.latency_uncorrected_us)),
+            (
+                "late sends",
                 format!(
-                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-                    l.p50, l.p90, l.p99, l.p999, l.max
+                    "{} of {} more than 1 ms late{}",
+                    self.late_sends,
+                    self.sent,
+                    match self.due_not_sent {
+                        0 => String::new(),
+                        n => format!("; {n} due never left (window full)"),
+                    }
                 ),
             ),
             (
@@ -155,18 +195,38 @@ impl Report {
         }
     }
 
+    /// The notes under the table: the latency note, and why the run is generator-bound.
+    fn notes(&self) -> impl Iterator<Item = &str> {
+        [&self.latency_note, &self.generator_note]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
     /// A row as this scenario says it: idle runs send nothing; churn runs measure reopening,
     /// in their own words.
     fn in_scenario_words(&self, k: &'static str, v: String) -> (&'static str, String) {
         match (self.scenario, k) {
-            ("idle", "sent / received" | "messages/s" | "latency µs") => (k, "–".to_owned()),
+            (
+                "idle",
+                "sent / received" | "messages/s" | "latency µs" | "uncorrected µs" | "late sends",
+            ) => (k, "–".to_owned()),
             ("churn", "sent / received") => (
                 "reopened",
                 format!("{} of {} attempts", self.received, self.sent),
             ),
             ("churn", "messages/s") => ("reopens/s", format!("{:.0}", self.messages_per_second)),
             ("churn", "latency µs") => ("reopen µs", v),
+            ("churn", "uncorrected µs" | "late sends") => (k, "–".to_owned()),
             _ => (k, v),
         }
     }
+}
+
+/// `p50 …  p90 …  p99 …  p99.9 …  max …`.
+fn percentiles(l: &Latency) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    )
 }

@@ -1,0 +1,211 @@
+//! The broadcast driver: every connection joins a room; the first `--senders` of each room
+//! publish (at `--publish-rate` each, or open loop at their share of `--rate`); every member
+//! times every receipt, from the publish's due time (corrected) and from its send
+//! (uncorrected).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_ws_manager::client::{self, Client};
+use actix_ws_manager::protocol::{self, ErrorReply, Joined, RoomMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::drivers::{now_us, timed, us_at, wait_start, wait_up, ConnResult, Coordination, Plan};
+use super::schedule::{wake_for, Schedule, LATE};
+
+/// The `data` of a broadcast publish: the due and send times that each receipt is timed
+/// against (on the [`now_us`] clock).
+#[derive(Debug, Serialize, Deserialize)]
+struct Tick<'a> {
+    seq: u64,
+    due_at_us: u64,
+    sent_at_us: u64,
+    #[serde(borrow)]
+    pad: &'a str,
+}
+
+/// Broadcast: join room `load-<idx % rooms>`; the first `--senders` connections of each room
+/// publish at `--publish-rate` until the deadline; every member times every receipt until the
+/// coordinator says stop.
+pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
+    let rooms = shared.args.rooms;
+    let room_idx = idx % rooms;
+    let room = format!("load-{room_idx}");
+    let is_sender = idx < shared.args.senders * rooms;
+    // Subscribe before the join is registered: the router sees the subscription first.
+    let mut joined = client.subscribe::<Joined>(4);
+    let mut msgs = client.subscribe::<RoomMessage>(8192);
+    let mut errors_rx = client.subscribe::<ErrorReply>(64);
+    let t0 = Instant::now();
+    let up = join_room(&client, &room, &mut joined, shared.args.connect_timeout).await;
+    let up = timed(t0, up);
+    let ok = up.is_ok();
+    let _ = shared.ready.send((idx, up));
+    if !ok {
+        return;
+    }
+    let Some(plan) = wait_start(&shared, idx).await else {
+        return;
+    };
+    let mut res = ConnResult::new();
+    let publisher = Publisher {
+        client: &client,
+        shared: &shared,
+        room: &room,
+        room_idx,
+        seed: idx as u64,
+    };
+    let sending = async {
+        if !is_sender {
+            return Published::default();
+        }
+        publisher.publish_until(&plan).await
+    };
+    let receiving = receive_until_stop(&shared, &mut msgs);
+    let (published, (latencies, bad)) = futures_util::future::join(sending, receiving).await;
+    for (corrected, uncorrected) in latencies {
+        res.record(corrected, uncorrected);
+    }
+    res.sent = published.sent;
+    res.late = published.late;
+    res.errors = published.errors + bad;
+    while errors_rx.try_recv().is_ok() {
+        res.errors += 1;
+    }
+    let _ = shared.results.send(res);
+}
+
+/// Join `room` on every connect (so a reconnect rejoins), wait until connected, then for the
+/// server's `joined`, each within `timeout`.
+async fn join_room(
+    client: &Client,
+    room: &str,
+    joined: &mut mpsc::Receiver<client::Inbound<Joined>>,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let join = protocol::join(room);
+    client
+        .send_on_connect(join)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_up(client, timeout).await?;
+    match tokio::time::timeout(timeout, joined.recv()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the client closed before joining".to_owned()),
+        Err(_) => Err(format!("no `joined` for {room} in time")),
+    }
+}
+
+/// What one publisher did.
+#[derive(Default)]
+struct Published {
+    sent: u64,
+    errors: u64,
+    /// Publishes that left more than [`LATE`] after they were due.
+    late: u64,
+}
+
+/// One publishing connection.
+struct Publisher<'a> {
+    client: &'a Client,
+    shared: &'a Coordination,
+    room: &'a str,
+    room_idx: usize,
+    seed: u64,
+}
+
+impl Publisher<'_> {
+    /// Publish a [`Tick`] to the room until the deadline: open loop at the plan's rate per
+    /// sender (each publish due on its [`Schedule`]), else at `--publish-rate` (each due when
+    /// it is sent).
+    async fn publish_until(&self, plan: &Plan) -> Published {
+        let mut out = Published::default();
+        let args = &self.shared.args;
+        let mut schedule = plan
+            .rate_per_sender
+            .map(|rate| Schedule::new(plan.started, rate, args.arrival, self.seed));
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.publish_rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0u64;
+        loop {
+            let due = match &mut schedule {
+                Some(s) => {
+                    let due = s.due();
+                    s.advance();
+                    tokio::time::sleep_until(wake_for(due).into()).await;
+                    // A publish that leaves early (see `wake_for`) is timed from its send.
+                    Some(due.min(Instant::now()))
+                }
+                None => {
+                    tick.tick().await;
+                    None
+                }
+            };
+            if due.is_some_and(|d| d >= plan.deadline) || Instant::now() >= plan.deadline {
+                break;
+            }
+            seq += 1;
+            out.late += u64::from(due.is_some_and(|d| d.elapsed() > LATE));
+            if self.publish(seq, due).await {
+                out.sent += 1;
+                self.shared.published[self.room_idx].fetch_add(1, Ordering::Relaxed);
+            } else {
+                out.errors += 1;
+            }
+        }
+        out
+    }
+
+    /// Publish tick `seq`, due at `due` (`None`: now); whether the client took it.
+    async fn publish(&self, seq: u64, due: Option<Instant>) -> bool {
+        let sent_at_us = now_us();
+        let data = Tick {
+            seq,
+            due_at_us: due.map_or(sent_at_us, us_at),
+            sent_at_us,
+            pad: &self.shared.pad,
+        };
+        match protocol::publish(self.room, &data) {
+            Ok(out) => self.client.send_envelope(out).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Time every room message received until the coordinator says stop (then take what is
+/// already queued). Answers the latencies in microseconds (from the due time, and from the
+/// send), and the messages without a send time.
+async fn receive_until_stop(
+    shared: &Coordination,
+    msgs: &mut mpsc::Receiver<client::Inbound<RoomMessage>>,
+) -> (Vec<(u64, u64)>, u64) {
+    let mut stop = shared.stop.clone();
+    let mut received: Vec<(u64, u64)> = Vec::new();
+    let mut bad = 0u64;
+    let mut take = |m: client::Inbound<RoomMessage>| {
+        let at = |k: &str| m.data.0.get(k).and_then(|v| v.as_u64());
+        match (at("due_at_us"), at("sent_at_us")) {
+            (Some(due), Some(sent)) => {
+                let now = now_us();
+                received.push((now.saturating_sub(due), now.saturating_sub(sent)));
+                shared.receipts.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => bad += 1,
+        }
+    };
+    loop {
+        tokio::select! {
+            r = stop.wait_for(|s| *s) => { let _ = r; break; }
+            m = msgs.recv() => match m {
+                Some(m) => take(m),
+                None => break,
+            },
+        }
+    }
+    while let Ok(m) = msgs.try_recv() {
+        take(m);
+    }
+    (received, bad)
+}
