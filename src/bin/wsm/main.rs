@@ -37,6 +37,7 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Open many connections (to an embedded rooms server by default) and measure echo round
     /// trips or room broadcasts.
+    #[command(args_conflicts_with_subcommands = true)]
     Load(load::LoadArgs),
 }
 

@@ -1,6 +1,6 @@
 //! The flags of `wsm load` and the checks clap's own ranges cannot make.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_ws_manager::{config, Error, Result};
 use clap::{Args, ValueEnum};
@@ -129,6 +129,15 @@ pub struct LoadArgs {
     /// expression's unit, passed).
     #[arg(long, value_name = "EXPR", value_parser = thresholds::parse)]
     pub(super) threshold: Vec<Threshold>,
+    /// Write the corrected latency's percentile spectrum to FILE in HdrHistogram's text format
+    /// (values in milliseconds), as HdrHistogram's plotter and wrk2's users read it.
+    #[arg(long, value_name = "FILE")]
+    pub(super) hgrm: Option<std::path::PathBuf>,
+    /// Begin connecting at TIME, RFC 3339 (2026-12-03T10:00:00Z) or seconds since 1970, so that
+    /// copies on several machines run together (merge their --json reports with `wsm load
+    /// merge`); at most a day ahead. A time already past starts at once.
+    #[arg(long, value_name = "TIME", value_parser = start_at)]
+    pub(super) start_at: Option<SystemTime>,
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
     pub(super) json: bool,
@@ -151,6 +160,36 @@ pub struct LoadArgs {
     /// The open-file limit in force, once raised.
     #[arg(skip)]
     pub(super) fd_limit: Option<u64>,
+    #[command(subcommand)]
+    pub(super) command: Option<LoadCommand>,
+}
+
+/// What `wsm load` does besides a run.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LoadCommand {
+    /// Merge the --json reports of several runs (copies on several machines, say) into one:
+    /// histograms added, so the percentiles are exact; counts added; the per-second series
+    /// lined up by wall-clock second and added.
+    Merge(super::merge::MergeArgs),
+}
+
+/// `--start-at`: RFC 3339, or seconds since 1970; at most a day from now.
+fn start_at(text: &str) -> std::result::Result<SystemTime, String> {
+    let at = match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| UNIX_EPOCH.checked_add(d))
+            .ok_or("too far in the future")?,
+        Ok(_) => return Err("seconds since 1970 must be 0 or more".into()),
+        Err(_) => humantime::parse_rfc3339_weak(text.trim()).map_err(|e| {
+            format!("neither RFC 3339 (2026-12-03T10:00:00Z) nor seconds since 1970: {e}")
+        })?,
+    };
+    let ahead = at.duration_since(SystemTime::now()).unwrap_or_default();
+    if ahead > Duration::from_secs(86_400) {
+        return Err("more than a day from now".into());
+    }
+    Ok(at)
 }
 
 /// Room for the envelope around `--size` bytes of padding.
@@ -180,5 +219,33 @@ impl LoadArgs {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--start-at` takes RFC 3339 or seconds since 1970, up to a day ahead.
+    #[test]
+    fn start_at_parses_both_forms_within_a_day() {
+        assert_eq!(start_at("0"), Ok(UNIX_EPOCH));
+        assert_eq!(
+            start_at("2020-01-01T00:00:00Z"),
+            Ok(UNIX_EPOCH + Duration::from_secs(1_577_836_800))
+        );
+        let soon = SystemTime::now() + Duration::from_secs(60);
+        let secs = soon.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!(start_at(&secs.to_string()).is_ok());
+        for refused in [
+            "x",
+            "-1",
+            "inf",
+            "1e300",
+            "9999999999",
+            "2999-01-01T00:00:00Z",
+        ] {
+            assert!(start_at(refused).is_err(), "{refused}");
+        }
     }
 }

@@ -55,7 +55,7 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
         shared: &shared,
         room: &room,
         room_idx,
-        seed: idx as u64,
+        idx,
     };
     let sending = async {
         if !is_sender {
@@ -63,7 +63,7 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
         }
         publisher.publish_until(&plan).await
     };
-    let receiving = receive_until_stop(&shared, &mut msgs);
+    let receiving = receive_until_stop(&shared, idx, &mut msgs);
     let (published, (latencies, bad)) = futures_util::future::join(sending, receiving).await;
     for (corrected, uncorrected) in latencies {
         res.record(corrected, uncorrected);
@@ -113,7 +113,8 @@ struct Publisher<'a> {
     shared: &'a Coordination,
     room: &'a str,
     room_idx: usize,
-    seed: u64,
+    /// The connection's index (its schedule's seed, its series shard).
+    idx: usize,
 }
 
 impl Publisher<'_> {
@@ -125,7 +126,7 @@ impl Publisher<'_> {
         let args = &self.shared.args;
         let mut schedule = plan
             .rate_per_sender
-            .map(|rate| Schedule::new(plan.started, rate, args.arrival, self.seed));
+            .map(|rate| Schedule::new(plan.started, rate, args.arrival, self.idx as u64));
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.publish_rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
@@ -152,6 +153,7 @@ impl Publisher<'_> {
                 out.sent += 1;
                 self.shared.published[self.room_idx].fetch_add(1, Ordering::Relaxed);
             } else {
+                self.shared.timeline.error(self.idx);
                 out.errors += 1;
             }
         }
@@ -179,6 +181,7 @@ impl Publisher<'_> {
 /// send), and the messages without a send time.
 async fn receive_until_stop(
     shared: &Coordination,
+    idx: usize,
     msgs: &mut mpsc::Receiver<client::Inbound<RoomMessage>>,
 ) -> (Vec<(u64, u64)>, u64) {
     let mut stop = shared.stop.clone();
@@ -189,6 +192,7 @@ async fn receive_until_stop(
         match (at("due_at_us"), at("sent_at_us")) {
             (Some(due), Some(sent)) => {
                 let now = now_us();
+                shared.timeline.message(idx, now.saturating_sub(due));
                 received.push((now.saturating_sub(due), now.saturating_sub(sent)));
                 shared.receipts.fetch_add(1, Ordering::Relaxed);
             }

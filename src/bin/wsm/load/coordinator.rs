@@ -4,7 +4,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use actix_ws_manager::client::{self, Manager, ManagerConfig, ManagerStats};
 use actix_ws_manager::{Error, Result};
@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::args::{Arrival, LoadArgs, Protocol, Scenario};
 use super::drivers::{ConnResult, Coordination, Plan};
+use super::hist::{self, Histograms};
 use super::phases::{self, Connected};
 use super::report::{Latency, Report};
+use super::series::{SecondOut, Timeline};
 use super::target::{client_config, name_emfile, preflight, ServerMode};
 use crate::procfs;
 
@@ -69,6 +71,9 @@ pub(super) async fn drive(
         &"x".repeat(args.size),
     )
     .await?;
+    if let Some(at) = args.start_at {
+        wait_for_start(at).await;
+    }
     let before = Sample::take(server_pid);
     let manager = Arc::new(Manager::new(
         ManagerConfig::default()
@@ -89,6 +94,10 @@ pub(super) async fn drive(
         stop: stop_rx,
         receipts: AtomicU64::new(0),
         published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
+        timeline: Timeline::new(
+            args.arbiters
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        ),
     });
 
     let mut up = phases::connect(&manager, &shared, &mut ready_rx, url).await;
@@ -102,6 +111,8 @@ pub(super) async fn drive(
     }
 
     let started = Instant::now();
+    let started_unix = unix_now();
+    shared.timeline.start(started);
     let deadline = started + args.duration;
     let admitted = std::mem::take(&mut up.admitted);
     let rate_per_sender = args
@@ -113,7 +124,7 @@ pub(super) async fn drive(
         rate_per_sender,
         admitted,
     })));
-    let churned = phases::measure(&manager, args, url, started, deadline).await;
+    let churned = phases::measure(&manager, &shared, url, started, deadline).await;
     if args.scenario == Scenario::Broadcast {
         phases::drain(&shared, &up.per_room).await;
     }
@@ -136,6 +147,8 @@ pub(super) async fn drive(
         mode,
         up,
         measured,
+        started_unix,
+        series: shared.timeline.finish(),
     };
     Ok(run.report(&totals, &stats, &before, &after))
 }
@@ -184,6 +197,9 @@ struct Run<'a> {
     up: Connected,
     /// Seconds from the start of the measurement to the end of the drain.
     measured: f64,
+    /// The start of the measurement, seconds since 1970.
+    started_unix: f64,
+    series: Vec<SecondOut>,
 }
 
 impl Run<'_> {
@@ -246,6 +262,14 @@ impl Run<'_> {
             server_cpu_seconds: before.server_cpu.zip(after.server_cpu).map(|(b, a)| a - b),
             server_mode: self.mode.name(),
             rss_note: rss_note(self.mode),
+            histograms: Histograms {
+                latency: hist::encode(&totals.hist),
+                latency_uncorrected: hist::encode(&totals.uncorrected),
+                connect: hist::encode(&self.up.connect_hist),
+            },
+            latency_hist: totals.hist.clone(),
+            started_unix: self.started_unix,
+            series: self.series,
             first_connect_error: self.up.first_error,
             thresholds: Vec::new(),
         }
@@ -299,7 +323,7 @@ fn latency_note(corrected: &Histogram<u64>, uncorrected: &Histogram<u64>) -> Opt
 }
 
 /// The percentiles of `hist` (all zero when nothing was measured).
-fn latency(hist: &Histogram<u64>) -> Latency {
+pub(super) fn latency(hist: &Histogram<u64>) -> Latency {
     let q = |p: f64| {
         if hist.is_empty() {
             0
@@ -329,6 +353,25 @@ fn rss_note(mode: ServerMode) -> &'static str {
             "client_rss_bytes is this process; the server's RSS is not measured"
         }
     }
+}
+
+/// Wait until the wall-clock time `at` (`--start-at`; at most a day ahead, checked when the
+/// flag was read). A time already past starts at once, with a note.
+async fn wait_for_start(at: SystemTime) {
+    match at.duration_since(SystemTime::now()) {
+        Ok(wait) => tokio::time::sleep(wait).await,
+        Err(e) => eprintln!(
+            "wsm load: note: --start-at was {} ago; starting now",
+            client::round_duration(e.duration())
+        ),
+    }
+}
+
+/// Now, in seconds since 1970.
+pub(super) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Close every connection (bounded by the manager's close timeout) and stop the arbiters.

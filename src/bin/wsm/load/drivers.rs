@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::args::LoadArgs;
 pub(super) use super::broadcast::broadcast_driver;
 pub(super) use super::echo::echo_driver;
+use super::series::Timeline;
 
 /// The instant every thread's microsecond clock counts from.
 fn epoch() -> Instant {
@@ -126,6 +127,8 @@ pub(super) struct Coordination {
     pub(super) receipts: AtomicU64,
     /// Broadcast: publishes sent per room.
     pub(super) published: Vec<AtomicU64>,
+    /// The per-second series every driver records into.
+    pub(super) timeline: Timeline,
 }
 
 /// Wait until `client` is connected; the reason when it is not, in time.

@@ -115,13 +115,21 @@ impl Echo<'_> {
     /// Count one finished round trip.
     fn take(&self, (outcome, late): (EchoOutcome, bool), res: &mut ConnResult) {
         res.late += u64::from(late);
+        let timeline = &self.shared.timeline;
         match outcome {
             EchoOutcome::Reply {
                 corrected,
                 uncorrected,
-            } => res.record(corrected, uncorrected),
-            EchoOutcome::Missing => res.missing += 1,
+            } => {
+                timeline.message(self.idx, corrected);
+                res.record(corrected, uncorrected);
+            }
+            EchoOutcome::Missing => {
+                timeline.error(self.idx);
+                res.missing += 1;
+            }
             EchoOutcome::Error(e) => {
+                timeline.error(self.idx);
                 tracing::debug!(connection = self.idx, error = %e, "echo failed");
                 res.errors += 1;
             }

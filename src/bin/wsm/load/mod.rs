@@ -11,6 +11,8 @@
 //! - `drivers.rs`: one task per connection, per scenario: what they share, and idle (churn's
 //!   connections too); `echo.rs` and `broadcast.rs` the other two.
 //! - `schedule.rs`: the open-loop due times of one connection's sends (`--rate`).
+//! - `series.rs`: per-second figures of a run; `hist.rs`: histograms out (base64 V2, `--hgrm`).
+//! - `merge.rs`: `wsm load merge`, several runs' reports as one.
 //! - `phases.rs`: connect, measure, drain and collect.
 //! - `coordinator.rs`: runs the phases in order and turns the figures into the report.
 //! - `report.rs`: the report, as a table or one JSON object.
@@ -30,9 +32,12 @@ mod broadcast;
 mod coordinator;
 mod drivers;
 mod echo;
+mod hist;
+mod merge;
 mod phases;
 mod report;
 mod schedule;
+mod series;
 mod target;
 mod thresholds;
 
@@ -44,6 +49,9 @@ use target::{Pem, ServerMode};
 /// ..., "url": ...}`, besides the one line on stderr. Answers the exit code: success, or 99 when
 /// a `--threshold` was crossed (each named on stderr after the report).
 pub fn run(args: LoadArgs) -> Result<ExitCode> {
+    if let Some(args::LoadCommand::Merge(m)) = &args.command {
+        return merge::run(m).map(|()| ExitCode::SUCCESS);
+    }
     let (json, url) = (args.json, args.url.clone());
     let result = run_inner(args);
     if let (Err(e), true) = (&result, json) {
@@ -72,6 +80,10 @@ fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
             coordinator::drive(&args, &url, mode, child.as_ref().map(ChildServer::pid)).await;
         stop_servers(embedded, child).await;
         let mut report = result?;
+        if let Some(file) = &args.hgrm {
+            std::fs::write(file, hist::hgrm(&report.latency_hist))
+                .map_err(|e| args::bad(format!("cannot write --hgrm {}: {e}", file.display())))?;
+        }
         let crossed = judge_thresholds(&args.threshold, &mut report);
         report.print(args.json)?;
         judge(&report, url)?;

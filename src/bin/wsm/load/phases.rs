@@ -161,19 +161,29 @@ fn spawn_connects(
 /// for the other scenarios, whose drivers report their own figures).
 pub(super) async fn measure(
     manager: &Manager,
-    args: &LoadArgs,
+    shared: &Coordination,
     url: &str,
     started: Instant,
     deadline: Instant,
 ) -> ConnResult {
+    let args = &shared.args;
     let bar = progress(args.duration.as_secs().max(1), "measure");
     let mut churned = ConnResult::new();
     if args.scenario == Scenario::Churn {
         churned = churn(manager, args, url, deadline, &bar, started).await;
     }
+    let mut sampled = None;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;
-        bar.set_position(started.elapsed().as_secs());
+        let second = started.elapsed().as_secs();
+        bar.set_position(second);
+        // Connections up, once a second (the manager's stats visit every connection).
+        if sampled != Some(second) && Instant::now() < deadline {
+            sampled = Some(second);
+            shared
+                .timeline
+                .connections(manager.stats().states.connected);
+        }
     }
     bar.finish_and_clear();
     churned

@@ -5,7 +5,10 @@ use std::io::Write;
 use actix_ws_manager::{Error, Result};
 use serde::Serialize;
 
+use super::hist::Histograms;
+use super::series::SecondOut;
 use super::thresholds::Outcome;
+use hdrhistogram::Histogram;
 
 /// The figures `wsm load` reports.
 #[derive(Debug, Serialize)]
@@ -62,6 +65,15 @@ pub(super) struct Report {
     pub(super) server_mode: &'static str,
     pub(super) rss_note: &'static str,
     pub(super) first_connect_error: Option<String>,
+    /// The start of the measurement, seconds since 1970 (`wsm load merge` lines runs up by it).
+    pub(super) started_unix: f64,
+    /// Per second of the run: messages, connections, errors, latency percentiles and histogram.
+    pub(super) series: Vec<SecondOut>,
+    /// The whole run's histograms, HdrHistogram V2 compressed, base64.
+    pub(super) histograms: Histograms,
+    /// The corrected latency histogram itself (for `--hgrm`).
+    #[serde(skip)]
+    pub(super) latency_hist: Histogram<u64>,
     /// Every `--threshold`, judged.
     pub(super) thresholds: Vec<Outcome>,
 }
