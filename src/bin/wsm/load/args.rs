@@ -133,6 +133,11 @@ pub struct LoadArgs {
     /// (values in milliseconds), as HdrHistogram's plotter and wrk2's users read it.
     #[arg(long, value_name = "FILE")]
     pub(super) hgrm: Option<std::path::PathBuf>,
+    /// Write an HTML report to FILE: one self-contained file (inline SVG charts, nothing
+    /// fetched) with the table, messages/s, connections, latency p50/p99/max and errors over
+    /// time, and the latency percentile spectrum (corrected and uncorrected).
+    #[arg(long, value_name = "FILE")]
+    pub(super) report: Option<std::path::PathBuf>,
     /// Begin connecting at TIME, RFC 3339 (2026-12-03T10:00:00Z) or seconds since 1970, so that
     /// copies on several machines run together (merge their --json reports with `wsm load
     /// merge`); at most a day ahead. A time already past starts at once.

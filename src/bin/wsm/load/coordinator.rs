@@ -110,20 +110,7 @@ pub(super) async fn drive(
         say_partial(args, &up);
     }
 
-    let started = Instant::now();
-    let started_unix = unix_now();
-    shared.timeline.start(started);
-    let deadline = started + args.duration;
-    let admitted = std::mem::take(&mut up.admitted);
-    let rate_per_sender = args
-        .rate
-        .map(|r| r / senders(args, &admitted).max(1) as f64);
-    let _ = start_tx.send(Some(Arc::new(Plan {
-        started,
-        deadline,
-        rate_per_sender,
-        admitted,
-    })));
+    let (started, started_unix, deadline) = start_measuring(&shared, &mut up, &start_tx);
     let churned = phases::measure(&manager, &shared, url, started, deadline).await;
     if args.scenario == Scenario::Broadcast {
         phases::drain(&shared, &up.per_room).await;
@@ -151,6 +138,32 @@ pub(super) async fn drive(
         series: shared.timeline.finish(),
     };
     Ok(run.report(&totals, &stats, &before, &after))
+}
+
+/// Start the measurement: the timeline and the drivers' [`Plan`] (the admitted connections,
+/// the deadline, the open-loop rate per sender). Answers the start, as an instant and in
+/// seconds since 1970, and the deadline.
+fn start_measuring(
+    shared: &Coordination,
+    up: &mut Connected,
+    start_tx: &watch::Sender<Option<Arc<Plan>>>,
+) -> (Instant, f64, Instant) {
+    let args = &shared.args;
+    let started = Instant::now();
+    let started_unix = unix_now();
+    shared.timeline.start(started);
+    let deadline = started + args.duration;
+    let admitted = std::mem::take(&mut up.admitted);
+    let rate_per_sender = args
+        .rate
+        .map(|r| r / senders(args, &admitted).max(1) as f64);
+    let _ = start_tx.send(Some(Arc::new(Plan {
+        started,
+        deadline,
+        rate_per_sender,
+        admitted,
+    })));
+    (started, started_unix, deadline)
 }
 
 /// The admitted connections that send: all of them for echo, the publishers for broadcast.
@@ -268,6 +281,7 @@ impl Run<'_> {
                 connect: hist::encode(&self.up.connect_hist),
             },
             latency_hist: totals.hist.clone(),
+            uncorrected_hist: totals.uncorrected.clone(),
             started_unix: self.started_unix,
             series: self.series,
             first_connect_error: self.up.first_error,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::args::bad;
 use super::coordinator::latency;
 use super::hist::{self, Histograms};
+use super::html;
 use super::report::Latency;
 use super::series::{self, Second, SecondOut};
 
@@ -26,6 +27,9 @@ pub struct MergeArgs {
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Write the merged runs as an HTML report to FILE (as `wsm load --report`).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// The figures of one run that a merge reads.
@@ -64,6 +68,10 @@ struct Merged {
     started_unix: f64,
     series: Vec<SecondOut>,
     histograms: Histograms,
+    #[serde(skip)]
+    latency_hist: Histogram<u64>,
+    #[serde(skip)]
+    uncorrected_hist: Histogram<u64>,
 }
 
 /// Run `wsm load merge`.
@@ -74,6 +82,20 @@ pub fn run(args: &MergeArgs) -> Result<()> {
         .map(|f| read(f))
         .collect::<Result<Vec<_>>>()?;
     let merged = merge(&args.files, &inputs)?;
+    if let Some(file) = &args.report {
+        let page = html::Page {
+            title: &format!("wsm load merge: {} runs", merged.runs),
+            rows: rows(&merged)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            notes: vec![format!("runs: {}", merged.urls.join(", "))],
+            series: &merged.series,
+            corrected: &merged.latency_hist,
+            uncorrected: &merged.uncorrected_hist,
+        };
+        html::write(file, &page)?;
+    }
     print(&merged, args.json)
 }
 
@@ -136,6 +158,8 @@ fn merge(files: &[PathBuf], inputs: &[Input]) -> Result<Merged> {
             latency_uncorrected: hist::encode(&uncorrected),
             connect: hist::encode(&connect),
         },
+        latency_hist: lat,
+        uncorrected_hist: uncorrected,
     })
 }
 
@@ -177,13 +201,21 @@ fn print(m: &Merged, json: bool) -> Result<()> {
         writeln!(out, "{text}")?;
         return Ok(());
     }
+    for (k, v) in rows(m) {
+        writeln!(out, "{k:>16}  {v}")?;
+    }
+    Ok(())
+}
+
+/// The merged runs' table rows.
+fn rows(m: &Merged) -> Vec<(&'static str, String)> {
     let pct = |l: &Latency| {
         format!(
             "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
             l.p50, l.p90, l.p99, l.p999, l.max
         )
     };
-    let rows = [
+    vec![
         ("runs", m.runs.to_string()),
         ("connections", m.connections_connected.to_string()),
         ("span", format!("{:.2} s", m.duration_seconds)),
@@ -194,9 +226,5 @@ fn print(m: &Merged, json: bool) -> Result<()> {
         ("connect µs", pct(&m.connect_us)),
         ("missing", m.missing.to_string()),
         ("errors", m.errors.to_string()),
-    ];
-    for (k, v) in rows {
-        writeln!(out, "{k:>16}  {v}")?;
-    }
-    Ok(())
+    ]
 }

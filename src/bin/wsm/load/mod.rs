@@ -13,6 +13,7 @@
 //! - `schedule.rs`: the open-loop due times of one connection's sends (`--rate`).
 //! - `series.rs`: per-second figures of a run; `hist.rs`: histograms out (base64 V2, `--hgrm`).
 //! - `merge.rs`: `wsm load merge`, several runs' reports as one.
+//! - `html.rs`: `--report`, the HTML page with the charts.
 //! - `phases.rs`: connect, measure, drain and collect.
 //! - `coordinator.rs`: runs the phases in order and turns the figures into the report.
 //! - `report.rs`: the report, as a table or one JSON object.
@@ -33,6 +34,7 @@ mod coordinator;
 mod drivers;
 mod echo;
 mod hist;
+mod html;
 mod merge;
 mod phases;
 mod report;
@@ -85,6 +87,18 @@ fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
                 .map_err(|e| args::bad(format!("cannot write --hgrm {}: {e}", file.display())))?;
         }
         let crossed = judge_thresholds(&args.threshold, &mut report);
+        if let Some(file) = &args.report {
+            let (rows, notes) = report.table();
+            let page = html::Page {
+                title: &format!("wsm load: {} against {}", report.scenario, report.url),
+                rows,
+                notes,
+                series: &report.series,
+                corrected: &report.latency_hist,
+                uncorrected: &report.uncorrected_hist,
+            };
+            html::write(file, &page)?;
+        }
         report.print(args.json)?;
         judge(&report, url)?;
         for line in &crossed {

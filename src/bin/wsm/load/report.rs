@@ -74,6 +74,9 @@ pub(super) struct Report {
     /// The corrected latency histogram itself (for `--hgrm`).
     #[serde(skip)]
     pub(super) latency_hist: Histogram<u64>,
+    /// The uncorrected latency histogram (for `--report`).
+    #[serde(skip)]
+    pub(super) uncorrected_hist: Histogram<u64>,
     /// Every `--threshold`, judged.
     pub(super) thresholds: Vec<Outcome>,
 }
@@ -132,18 +135,7 @@ impl Report {
                 "sent / received",
                 format!("{} / {}", self.sent, self.received),
             ),
-            (
-                "messages/s",
-                match (self.rate_requested, self.arrival) {
-                    (Some(r), Some(a)) => {
-                        format!(
-                            "{:.0} (open loop: --rate {r}, {a})",
-                            self.messages_per_second
-                        )
-                    }
-                    _ => format!("{:.0}", self.messages_per_second),
-                },
-            ),
+            ("messages/s", self.rate_row()),
             ("latency µs", percentiles(l)),
             ("uncorrected µs", percentiles(&self.latency_uncorrected_us)),
             (
@@ -198,6 +190,17 @@ impl Report {
         ]
     }
 
+    /// Messages per second, and the rate asked for in an open loop.
+    fn rate_row(&self) -> String {
+        match (self.rate_requested, self.arrival) {
+            (Some(r), Some(a)) => format!(
+                "{:.0} (open loop: --rate {r}, {a})",
+                self.messages_per_second
+            ),
+            _ => format!("{:.0}", self.messages_per_second),
+        }
+    }
+
     /// `2 passed, 1 crossed`, or `none`.
     fn thresholds_row(&self) -> String {
         let passed = self.thresholds.iter().filter(|t| t.passed).count();
@@ -205,6 +208,23 @@ impl Report {
             0 => "none".to_owned(),
             n => format!("{passed} passed, {} crossed", n - passed),
         }
+    }
+
+    /// The table's rows in this scenario's words, and the notes under it (for `--report`).
+    pub(super) fn table(&self) -> (Vec<(String, String)>, Vec<String>) {
+        let rows = self
+            .rows()
+            .into_iter()
+            .map(|(k, v)| {
+                let (k, v) = self.in_scenario_words(k, v);
+                (k.to_owned(), v)
+            })
+            .collect();
+        let mut notes: Vec<String> = self.notes().map(str::to_owned).collect();
+        if self.embedded_server {
+            notes.insert(0, self.rss_note.to_owned());
+        }
+        (rows, notes)
     }
 
     /// The notes under the table: the latency note, and why the run is generator-bound.
