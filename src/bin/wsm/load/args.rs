@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_ws_manager::{config, Error, Result};
 use clap::{Args, ValueEnum};
 
+use super::chaos::{self, Chaos};
 use super::thresholds::{self, Threshold};
 use crate::flags;
 
@@ -121,8 +122,9 @@ pub struct LoadArgs {
     #[arg(long, value_parser = flags::count(1..=flags::MAX_ARBITERS))]
     pub(super) arbiters: Option<usize>,
     /// A pass/fail condition on the report, repeatable: `METRIC OP VALUE` with METRIC one of
-    /// p50, p90, p99, p999, max (message latency, corrected), connect_p99 (durations: with us,
-    /// ms or s), missing, errors (counts), rate (messages received per second), and OP one of
+    /// p50, p90, p99, p999, max (message latency, corrected), connect_p99, recover_p99 (with
+    /// --chaos; durations: with us, ms or s), missing, errors (counts), rate (messages
+    /// received per second), and OP one of
     /// < <= > >= ==. Examples: 'p99<50ms', 'missing==0', 'rate>=10000', 'connect_p99<1s'.
     /// Each crossed one is named on stderr after the report and the exit code is 99 (other
     /// failures keep theirs); --json lists every one under `thresholds` (expr, value in the
@@ -133,6 +135,15 @@ pub struct LoadArgs {
     /// (values in milliseconds), as HdrHistogram's plotter and wrk2's users read it.
     #[arg(long, value_name = "FILE")]
     pub(super) hgrm: Option<std::path::PathBuf>,
+    /// A fault while the load runs, repeatable, at a time from the start of the measurement:
+    /// `restart@10s` kills the embedded server (the `wsm serve` child) and starts it again on
+    /// its port; `blackhole@10s:3s` has a proxy in front of the target (--url too) forward
+    /// nothing for 3 s; `reset@10s` has it reset every connection. The report adds the time
+    /// until each lost connection was back (recover_us: p50, p99, max; threshold
+    /// `recover_p99<5s`), the close codes seen, the failed reconnect attempts, and the messages
+    /// lost (missing), duplicated and reordered (by each message's sequence number).
+    #[arg(long, value_name = "KIND@TIME[:FOR]", value_parser = chaos::parse)]
+    pub(super) chaos: Vec<Chaos>,
     /// Write an HTML report to FILE: one self-contained file (inline SVG charts, nothing
     /// fetched) with the table, messages/s, connections, latency p50/p99/max and errors over
     /// time, and the latency percentile spectrum (corrected and uncorrected).
@@ -216,6 +227,7 @@ impl LoadArgs {
                 "the broadcast scenario needs the rooms protocol (--protocol rooms)",
             ));
         }
+        chaos::check(self)?;
         if self.rate.is_some() && matches!(self.scenario, Scenario::Idle | Scenario::Churn) {
             return Err(bad(format!(
                 "--rate (messages per second) drives the echo and broadcast scenarios; the {} \

@@ -3,6 +3,7 @@
 //! times every receipt, from the publish's due time (corrected) and from its send
 //! (uncorrected).
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ use super::schedule::{wake_for, Schedule, LATE};
 /// against (on the [`now_us`] clock).
 #[derive(Debug, Serialize, Deserialize)]
 struct Tick<'a> {
+    /// The publisher (its connection's index) and its sequence number, from 1.
+    p: u64,
     seq: u64,
     due_at_us: u64,
     sent_at_us: u64,
@@ -49,7 +52,6 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
     let Some(plan) = wait_start(&shared, idx).await else {
         return;
     };
-    let mut res = ConnResult::new();
     let publisher = Publisher {
         client: &client,
         shared: &shared,
@@ -64,13 +66,10 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
         publisher.publish_until(&plan).await
     };
     let receiving = receive_until_stop(&shared, idx, &mut msgs);
-    let (published, (latencies, bad)) = futures_util::future::join(sending, receiving).await;
-    for (corrected, uncorrected) in latencies {
-        res.record(corrected, uncorrected);
-    }
+    let (published, mut res) = futures_util::future::join(sending, receiving).await;
     res.sent = published.sent;
     res.late = published.late;
-    res.errors = published.errors + bad;
+    res.errors += published.errors;
     while errors_rx.try_recv().is_ok() {
         res.errors += 1;
     }
@@ -164,6 +163,7 @@ impl Publisher<'_> {
     async fn publish(&self, seq: u64, due: Option<Instant>) -> bool {
         let sent_at_us = now_us();
         let data = Tick {
+            p: self.idx as u64,
             seq,
             due_at_us: due.map_or(sent_at_us, us_at),
             sent_at_us,
@@ -177,26 +177,27 @@ impl Publisher<'_> {
 }
 
 /// Time every room message received until the coordinator says stop (then take what is
-/// already queued). Answers the latencies in microseconds (from the due time, and from the
-/// send), and the messages without a send time.
+/// already queued): latencies from the due time and from the send, receipts, messages without
+/// a send time (errors), and by each publisher's sequence numbers, duplicates and reorders.
 async fn receive_until_stop(
     shared: &Coordination,
     idx: usize,
     msgs: &mut mpsc::Receiver<client::Inbound<RoomMessage>>,
-) -> (Vec<(u64, u64)>, u64) {
+) -> ConnResult {
     let mut stop = shared.stop.clone();
-    let mut received: Vec<(u64, u64)> = Vec::new();
-    let mut bad = 0u64;
+    let mut res = ConnResult::new();
+    let mut order = Sequences::default();
     let mut take = |m: client::Inbound<RoomMessage>| {
         let at = |k: &str| m.data.0.get(k).and_then(|v| v.as_u64());
-        match (at("due_at_us"), at("sent_at_us")) {
-            (Some(due), Some(sent)) => {
+        match (at("due_at_us"), at("sent_at_us"), at("p"), at("seq")) {
+            (Some(due), Some(sent), Some(publisher), Some(seq)) => {
                 let now = now_us();
                 shared.timeline.message(idx, now.saturating_sub(due));
-                received.push((now.saturating_sub(due), now.saturating_sub(sent)));
+                res.record(now.saturating_sub(due), now.saturating_sub(sent));
+                order.take(publisher, seq, &mut res);
                 shared.receipts.fetch_add(1, Ordering::Relaxed);
             }
-            _ => bad += 1,
+            _ => res.errors += 1,
         }
     };
     loop {
@@ -211,5 +212,35 @@ async fn receive_until_stop(
     while let Ok(m) = msgs.try_recv() {
         take(m);
     }
-    (received, bad)
+    res
+}
+
+/// The sequence numbers one member has seen, per publisher: the highest, and those of the
+/// last [`WINDOW`] below it (older ones are forgotten, so the memory stays bounded).
+#[derive(Default)]
+struct Sequences {
+    seen: HashMap<u64, (u64, BTreeSet<u64>)>,
+}
+
+/// How far below a publisher's highest sequence number a duplicate is still recognised.
+const WINDOW: u64 = 4096;
+
+impl Sequences {
+    /// Publisher `p`'s message `seq` arrived: count it in `res` as a duplicate, or as
+    /// reordered when a later one came first.
+    fn take(&mut self, p: u64, seq: u64, res: &mut ConnResult) {
+        let (highest, set) = self.seen.entry(p).or_default();
+        if !set.insert(seq) {
+            res.duplicated += 1;
+            return;
+        }
+        if seq < *highest {
+            res.reordered += 1;
+        }
+        *highest = (*highest).max(seq);
+        if set.len() as u64 > 2 * WINDOW {
+            let keep = set.split_off(&highest.saturating_sub(WINDOW));
+            *set = keep;
+        }
+    }
 }

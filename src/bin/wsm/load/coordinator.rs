@@ -12,9 +12,11 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 
 use super::args::{Arrival, LoadArgs, Protocol, Scenario};
+use super::chaos::Injector;
 use super::drivers::{ConnResult, Coordination, Plan};
 use super::hist::{self, Histograms};
 use super::phases::{self, Connected};
+use super::recovery::{Recovery, RecoveryOut};
 use super::report::{Latency, Report};
 use super::series::{SecondOut, Timeline};
 use super::target::{client_config, name_emfile, preflight, ServerMode};
@@ -63,7 +65,8 @@ pub(super) async fn drive(
     args: &LoadArgs,
     url: &str,
     mode: ServerMode,
-    server_pid: Option<u32>,
+    server_pid: &dyn Fn() -> Option<u32>,
+    injector: &Injector,
 ) -> Result<Report> {
     preflight(
         url,
@@ -74,7 +77,7 @@ pub(super) async fn drive(
     if let Some(at) = args.start_at {
         wait_for_start(at).await;
     }
-    let before = Sample::take(server_pid);
+    let before = Sample::take(server_pid());
     let manager = Arc::new(Manager::new(
         ManagerConfig::default()
             .arbiters(args.arbiters)
@@ -85,20 +88,7 @@ pub(super) async fn drive(
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let (start_tx, start_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Coordination {
-        args: args.clone(),
-        pad: "x".repeat(args.size),
-        ready: ready_tx,
-        results: results_tx,
-        start: start_rx,
-        stop: stop_rx,
-        receipts: AtomicU64::new(0),
-        published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
-        timeline: Timeline::new(
-            args.arbiters
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        ),
-    });
+    let shared = coordination(args, ready_tx, results_tx, start_rx, stop_rx);
 
     let mut up = phases::connect(&manager, &shared, &mut ready_rx, url).await;
     if up.count == 0 {
@@ -111,6 +101,7 @@ pub(super) async fn drive(
     }
 
     let (started, started_unix, deadline) = start_measuring(&shared, &mut up, &start_tx);
+    injector.start(started);
     let churned = phases::measure(&manager, &shared, url, started, deadline).await;
     if args.scenario == Scenario::Broadcast {
         phases::drain(&shared, &up.per_room).await;
@@ -120,11 +111,11 @@ pub(super) async fn drive(
 
     let mut totals = phases::collect(&mut results_rx, churned, up.count, args.timeout).await;
     if args.scenario == Scenario::Broadcast {
-        totals.missing =
-            phases::expected_receipts(&shared, &up.per_room).saturating_sub(totals.received);
+        let unique = totals.received.saturating_sub(totals.duplicated);
+        totals.missing = phases::expected_receipts(&shared, &up.per_room).saturating_sub(unique);
     }
     let stats = manager.stats();
-    let mut after = Sample::take(server_pid);
+    let mut after = Sample::take(server_pid());
     finish(manager).await;
     // At the file-descriptor limit /proc cannot be opened; it can once the sockets are closed.
     after.rss = after.rss.or_else(process_rss_bytes);
@@ -136,8 +127,34 @@ pub(super) async fn drive(
         measured,
         started_unix,
         series: shared.timeline.finish(),
+        recovery: (!args.chaos.is_empty()).then(|| shared.recovery.out(injector.log())),
     };
     Ok(run.report(&totals, &stats, &before, &after))
+}
+
+/// What the drivers and the coordinator share, with the channels between them.
+fn coordination(
+    args: &LoadArgs,
+    ready: mpsc::UnboundedSender<(usize, std::result::Result<u64, String>)>,
+    results: mpsc::UnboundedSender<ConnResult>,
+    start: watch::Receiver<Option<Arc<Plan>>>,
+    stop: watch::Receiver<bool>,
+) -> Arc<Coordination> {
+    Arc::new(Coordination {
+        args: args.clone(),
+        pad: "x".repeat(args.size),
+        ready,
+        results,
+        start,
+        stop,
+        receipts: AtomicU64::new(0),
+        published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
+        recovery: Recovery::new(),
+        timeline: Timeline::new(
+            args.arbiters
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        ),
+    })
 }
 
 /// Start the measurement: the timeline and the drivers' [`Plan`] (the admitted connections,
@@ -213,6 +230,7 @@ struct Run<'a> {
     /// The start of the measurement, seconds since 1970.
     started_unix: f64,
     series: Vec<SecondOut>,
+    recovery: Option<RecoveryOut>,
 }
 
 impl Run<'_> {
@@ -284,6 +302,9 @@ impl Run<'_> {
             uncorrected_hist: totals.uncorrected.clone(),
             started_unix: self.started_unix,
             series: self.series,
+            duplicated: totals.duplicated,
+            reordered: totals.reordered,
+            recovery: self.recovery,
             first_connect_error: self.up.first_error,
             thresholds: Vec::new(),
         }

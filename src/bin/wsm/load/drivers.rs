@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::args::LoadArgs;
 pub(super) use super::broadcast::broadcast_driver;
 pub(super) use super::echo::echo_driver;
+use super::recovery::Recovery;
 use super::series::Timeline;
 
 /// The instant every thread's microsecond clock counts from.
@@ -55,6 +56,13 @@ pub(super) struct ConnResult {
     pub(super) late: u64,
     /// Open loop: sends due before the end that never left (the window stayed full).
     pub(super) due_not_sent: u64,
+    /// Messages received again (by sequence number).
+    pub(super) duplicated: u64,
+    /// Messages received after a later one of the same sender.
+    pub(super) reordered: u64,
+    /// Echo: the highest sequence number replied to so far (a lower one after it is
+    /// reordered).
+    pub(super) highest_seq: u64,
     pub(super) sent: u64,
     pub(super) received: u64,
     pub(super) missing: u64,
@@ -75,6 +83,9 @@ impl ConnResult {
             uncorrected: new_histogram(),
             late: 0,
             due_not_sent: 0,
+            duplicated: 0,
+            reordered: 0,
+            highest_seq: 0,
             sent: 0,
             received: 0,
             missing: 0,
@@ -102,6 +113,8 @@ impl ConnResult {
         }
         self.late += other.late;
         self.due_not_sent += other.due_not_sent;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
         self.sent += other.sent;
         self.received += other.received;
         self.missing += other.missing;
@@ -129,6 +142,8 @@ pub(super) struct Coordination {
     pub(super) published: Vec<AtomicU64>,
     /// The per-second series every driver records into.
     pub(super) timeline: Timeline,
+    /// With `--chaos`: what the connections' watchers saw.
+    pub(super) recovery: Recovery,
 }
 
 /// Wait until `client` is connected; the reason when it is not, in time.

@@ -118,11 +118,18 @@ impl Echo<'_> {
         let timeline = &self.shared.timeline;
         match outcome {
             EchoOutcome::Reply {
+                seq,
                 corrected,
                 uncorrected,
             } => {
                 timeline.message(self.idx, corrected);
                 res.record(corrected, uncorrected);
+                // Replies are matched to requests by id, so none counts twice; one that comes
+                // back after a later one was reordered.
+                if seq < res.highest_seq {
+                    res.reordered += 1;
+                }
+                res.highest_seq = res.highest_seq.max(seq);
             }
             EchoOutcome::Missing => {
                 timeline.error(self.idx);
@@ -149,6 +156,7 @@ impl Echo<'_> {
             Ok(()) => {
                 let end = Instant::now();
                 EchoOutcome::Reply {
+                    seq,
                     corrected: end.duration_since(due).as_micros() as u64,
                     uncorrected: end.duration_since(started).as_micros() as u64,
                 }
@@ -163,7 +171,11 @@ impl Echo<'_> {
 enum EchoOutcome {
     /// The matching reply came back: microseconds after the message was due, and after it was
     /// sent.
-    Reply { corrected: u64, uncorrected: u64 },
+    Reply {
+        seq: u64,
+        corrected: u64,
+        uncorrected: u64,
+    },
     /// No reply in time, or the connection was lost meanwhile.
     Missing,
     /// Anything else: what went wrong.

@@ -14,6 +14,8 @@
 //! - `series.rs`: per-second figures of a run; `hist.rs`: histograms out (base64 V2, `--hgrm`).
 //! - `merge.rs`: `wsm load merge`, several runs' reports as one.
 //! - `html.rs`: `--report`, the HTML page with the charts.
+//! - `chaos.rs`: `--chaos` faults (restart, blackhole, reset); `recovery.rs`: what they did
+//!   to the connections.
 //! - `phases.rs`: connect, measure, drain and collect.
 //! - `coordinator.rs`: runs the phases in order and turns the figures into the report.
 //! - `report.rs`: the report, as a table or one JSON object.
@@ -23,6 +25,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use actix_ws_manager::{server, Error, Result};
 
@@ -30,6 +33,7 @@ use crate::child::ChildServer;
 
 mod args;
 mod broadcast;
+mod chaos;
 mod coordinator;
 mod drivers;
 mod echo;
@@ -37,6 +41,7 @@ mod hist;
 mod html;
 mod merge;
 mod phases;
+mod recovery;
 mod report;
 mod schedule;
 mod series;
@@ -78,10 +83,16 @@ fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
             _ => None,
         };
         let url = target::target_url(&args, embedded.as_ref(), child.as_ref())?;
-        let result =
-            coordinator::drive(&args, &url, mode, child.as_ref().map(ChildServer::pid)).await;
-        stop_servers(embedded, child).await;
+        // The child is shared with `--chaos restart`, which replaces it.
+        let child: chaos::SharedChild = Arc::new(Mutex::new(child));
+        let (injector, load_url) = chaos::Injector::new(&args, &url, child.clone(), pem).await?;
+        let pid = || lock(&child).as_ref().map(ChildServer::pid);
+        let result = coordinator::drive(&args, &load_url, mode, &pid, &injector).await;
+        let last_child = lock(&child).take();
+        stop_servers(embedded, last_child).await;
+        drop(injector);
         let mut report = result?;
+        report.url = url.clone();
         if let Some(file) = &args.hgrm {
             std::fs::write(file, hist::hgrm(&report.latency_hist))
                 .map_err(|e| args::bad(format!("cannot write --hgrm {}: {e}", file.display())))?;
@@ -134,6 +145,10 @@ fn prepare(args: &mut LoadArgs) -> Result<Option<Pem>> {
         .collect();
     target::check_targets(&urls)?;
     Ok(pem)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Stop the embedded server, in this process or the child.

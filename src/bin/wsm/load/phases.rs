@@ -17,6 +17,7 @@ use super::args::{LoadArgs, Scenario};
 use super::drivers::{
     broadcast_driver, echo_driver, idle_driver, new_histogram, ConnResult, Coordination,
 };
+use super::recovery::watch;
 use super::target::{is_emfile, name_emfile};
 
 /// What a driver reports when its connection is up, or is not.
@@ -134,6 +135,10 @@ fn spawn_connects(
             };
             match manager.connect(name.clone(), target).await {
                 Ok(c) => {
+                    if !shared.args.chaos.is_empty() {
+                        // What the faults do to this connection (not spawned: no way to run it).
+                        let _ = manager.spawn_on(&name, watch(c.clone(), i, shared.clone()));
+                    }
                     let driver_shared = shared.clone();
                     let spawned = match shared.args.scenario {
                         Scenario::Echo => manager.spawn_on(&name, echo_driver(c, i, driver_shared)),

@@ -6,6 +6,7 @@ use actix_ws_manager::{Error, Result};
 use serde::Serialize;
 
 use super::hist::Histograms;
+use super::recovery::RecoveryOut;
 use super::series::SecondOut;
 use super::thresholds::Outcome;
 use hdrhistogram::Histogram;
@@ -47,6 +48,10 @@ pub(super) struct Report {
     /// From a connection's start to connected (broadcast: and joined), microseconds.
     pub(super) connect_us: Latency,
     pub(super) missing: u64,
+    /// Messages received again (broadcast, by each publisher's sequence numbers).
+    pub(super) duplicated: u64,
+    /// Messages received after a later one of the same sender.
+    pub(super) reordered: u64,
     pub(super) errors: u64,
     pub(super) reconnects: u64,
     pub(super) dropped: u64,
@@ -65,6 +70,8 @@ pub(super) struct Report {
     pub(super) server_mode: &'static str,
     pub(super) rss_note: &'static str,
     pub(super) first_connect_error: Option<String>,
+    /// With `--chaos`: what the faults did to the connections.
+    pub(super) recovery: Option<RecoveryOut>,
     /// The start of the measurement, seconds since 1970 (`wsm load merge` lines runs up by it).
     pub(super) started_unix: f64,
     /// Per second of the run: messages, connections, errors, latency percentiles and histogram.
@@ -120,7 +127,7 @@ impl Report {
             Some(b) => format!("{:.1} MiB", b as f64 / 1048576.0),
             None => "unknown".into(),
         };
-        vec![
+        let mut rows = vec![
             ("scenario", format!("{} ({})", self.scenario, self.protocol)),
             ("url", self.url.clone()),
             (
@@ -158,6 +165,10 @@ impl Report {
                 ),
             ),
             ("missing", self.missing.to_string()),
+            (
+                "dup / reordered",
+                format!("{} / {}", self.duplicated, self.reordered),
+            ),
             ("errors", self.errors.to_string()),
             ("reconnects", self.reconnects.to_string()),
             ("dropped", self.dropped.to_string()),
@@ -187,7 +198,11 @@ impl Report {
             ),
             ("server", self.server_mode.to_owned()),
             ("thresholds", self.thresholds_row()),
-        ]
+        ];
+        if let Some(r) = &self.recovery {
+            rows.extend(recovery_rows(r));
+        }
+        rows
     }
 
     /// Messages per second, and the rate asked for in an open loop.
@@ -253,6 +268,31 @@ impl Report {
             _ => (k, v),
         }
     }
+}
+
+/// The rows of a run with `--chaos`.
+fn recovery_rows(r: &RecoveryOut) -> Vec<(&'static str, String)> {
+    let codes: Vec<String> = r
+        .close_codes
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    vec![
+        ("chaos", r.chaos.join("; ")),
+        (
+            "lost / not back",
+            format!("{} / {}", r.connections_lost, r.not_back),
+        ),
+        ("recover µs", percentiles(&r.recover_us)),
+        ("close codes", codes.join(", ")),
+        (
+            "failed attempts",
+            match &r.first_handshake_failure {
+                Some(why) => format!("{} (first: {why})", r.handshake_failures),
+                None => r.handshake_failures.to_string(),
+            },
+        ),
+    ]
 }
 
 /// `p50 …  p90 …  p99 …  p99.9 …  max …`.

@@ -191,18 +191,23 @@ pub(super) fn max_message_size(args: &LoadArgs) -> usize {
 /// with `pem` when given.
 pub(super) fn spawn_child(args: &LoadArgs, pem: Option<&Pem>) -> Result<ChildServer> {
     ChildServer::spawn(
-        &[
-            "--max-sessions".into(),
-            (args.connections.max(1) + 64).to_string(),
-            "--max-message-size".into(),
-            max_message_size(args).to_string(),
-            "--session-queue".into(),
-            "4096".into(),
-            // One descriptor per connection, so 10,000 fit under a limit of 20,000.
-            "--no-socket-handle".into(),
-        ],
+        &child_flags(args),
         pem.map(|(c, k)| (c.as_str(), k.as_str())),
     )
+}
+
+/// The flags of the embedded `wsm serve` child (besides `--bind` and TLS).
+pub(super) fn child_flags(args: &LoadArgs) -> Vec<String> {
+    vec![
+        "--max-sessions".into(),
+        (args.connections.max(1) + 64).to_string(),
+        "--max-message-size".into(),
+        max_message_size(args).to_string(),
+        "--session-queue".into(),
+        "4096".into(),
+        // One descriptor per connection, so 10,000 fit under a limit of 20,000.
+        "--no-socket-handle".into(),
+    ]
 }
 
 /// Start the embedded server in this process (`--in-process`), serving TLS with `pem` when

@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | `p50` `p90` `p99` `p999` `max` | message latency (the corrected one, see `--rate`) | a duration: `us`, `ms` or `s` |
 //! | `connect_p99` | time from a connection's start to connected (and joined) | a duration |
+//! | `recover_p99` | with `--chaos`: time from a connection's loss until it was back | a duration |
 //! | `missing` | messages that never came back | a count |
 //! | `errors` | errors (send failures, error replies, drivers that did not report) | a count |
 //! | `rate` | messages received per second | a number |
@@ -34,11 +35,12 @@ enum Metric {
     Missing,
     Errors,
     Rate,
+    RecoverP99,
 }
 
 impl Metric {
     /// Every metric with its name in an expression.
-    const ALL: [(&'static str, Metric); 9] = [
+    const ALL: [(&'static str, Metric); 10] = [
         ("p50", Metric::P50),
         ("p90", Metric::P90),
         ("p999", Metric::P999),
@@ -48,6 +50,7 @@ impl Metric {
         ("missing", Metric::Missing),
         ("errors", Metric::Errors),
         ("rate", Metric::Rate),
+        ("recover_p99", Metric::RecoverP99),
     ];
 
     /// Whether the metric is a duration (its value needs a unit).
@@ -60,6 +63,7 @@ impl Metric {
                 | Metric::P999
                 | Metric::Max
                 | Metric::ConnectP99
+                | Metric::RecoverP99
         )
     }
 
@@ -76,6 +80,7 @@ impl Metric {
             Metric::Missing => r.missing as f64,
             Metric::Errors => r.errors as f64,
             Metric::Rate => r.messages_per_second,
+            Metric::RecoverP99 => r.recovery.as_ref().map_or(0.0, |x| x.recover_us.p99 as f64),
         }
     }
 }
@@ -154,7 +159,7 @@ pub fn parse(text: &str) -> Result<Threshold, String> {
         .ok_or_else(|| {
             format!(
                 "{text:?}: unknown metric {name_text:?} (p50, p90, p99, p999, max, connect_p99, \
-                 missing, errors, rate)"
+                 recover_p99, missing, errors, rate)"
             )
         })?;
     let (number, unit) = split_unit(value_text);
