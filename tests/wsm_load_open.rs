@@ -187,3 +187,64 @@ async fn open_loop_rate_shows_a_stall_that_closed_loop_hides() {
     let sent = r["sent"].as_u64().unwrap_or(0);
     assert!((5_500..=6_100).contains(&sent), "{r}");
 }
+
+/// Phases (`--plan`): a TOML plan of two open-loop phases (100 then 400 messages/s, the
+/// connections ramped from 5 to 20 in the second) gives results per phase and overall; each
+/// phase's rate shows in its own messages/s; a phase's threshold that cannot hold is named
+/// with its phase and the run exits 99; a plan that does not parse is one error naming the
+/// file.
+#[test]
+fn plan_phases_report_per_phase_and_overall() {
+    let dir = common::TempFiles::new("wsm_load_plan");
+    let plan = dir.write(
+        "plan.toml",
+        r#"thresholds = ["missing==0"]
+
+[[phase]]
+name = "low"
+duration = "2s"
+connections = 5
+rate = 100
+thresholds = ["p99<5s"]
+
+[[phase]]
+name = "high"
+duration = "2s"
+connections = 20
+rate = 400
+thresholds = ["p50<1us"]
+"#,
+    );
+    let out = wsm(&["load", "--plan", &plan, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("threshold crossed in phase high: p50<1us (p50 was "),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    assert_eq!(r["connections_connected"], 20, "{r}");
+    let phases = r["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 2, "{r}");
+    assert_eq!(
+        (&phases[0]["name"], &phases[1]["name"]),
+        (&"low".into(), &"high".into())
+    );
+    let rate = |i: usize| phases[i]["messages_per_second"].as_f64().unwrap_or(0.0);
+    assert!((70.0..=130.0).contains(&rate(0)), "{r}");
+    assert!((300.0..=500.0).contains(&rate(1)), "{r}");
+    assert_eq!(phases[0]["thresholds"][0]["passed"], true, "{r}");
+    assert_eq!(phases[1]["thresholds"][0]["passed"], false, "{r}");
+    assert_eq!(r["thresholds"][0]["expr"], "missing==0", "{r}");
+    assert_eq!(r["thresholds"][0]["passed"], true, "{r}");
+
+    let bad = dir.write("bad.toml", "[[phase]]\nduration = \"2s\"\n");
+    let out = wsm(&["load", "--plan", &bad]);
+    common::load::assert_one_line_error(&out, "bad.toml");
+}

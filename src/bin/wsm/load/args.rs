@@ -6,6 +6,7 @@ use actix_ws_manager::{config, Error, Result};
 use clap::{Args, ValueEnum};
 
 use super::chaos::{self, Chaos};
+use super::plan::Phases;
 use super::thresholds::{self, Threshold};
 use crate::flags;
 
@@ -144,6 +145,17 @@ pub struct LoadArgs {
     /// lost (missing), duplicated and reordered (by each message's sequence number).
     #[arg(long, value_name = "KIND@TIME[:FOR]", value_parser = chaos::parse)]
     pub(super) chaos: Vec<Chaos>,
+    /// Run in phases from a TOML plan FILE: `[[phase]]` tables of `duration`, `connections`
+    /// (ramped from the phase before), `rate` (open loop; in every phase or none) and
+    /// `thresholds` (over the phase), and top-level `thresholds` (over the run). The most
+    /// connections of any phase are opened first; a phase ramps how many send. Replaces
+    /// --duration, --connections and --rate; the report adds results per phase. Echo and
+    /// broadcast (one connection count) only.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["duration", "connections", "rate"])]
+    pub(super) plan: Option<std::path::PathBuf>,
+    /// The phases: from --plan, or the flags' one phase.
+    #[arg(skip)]
+    pub(super) phases: Phases,
     /// Write an HTML report to FILE: one self-contained file (inline SVG charts, nothing
     /// fetched) with the table, messages/s, connections, latency p50/p99/max and errors over
     /// time, and the latency percentile spectrum (corrected and uncorrected).
@@ -228,6 +240,9 @@ impl LoadArgs {
             ));
         }
         chaos::check(self)?;
+        if self.plan.is_some() && matches!(self.scenario, Scenario::Idle | Scenario::Churn) {
+            return Err(bad("--plan drives the echo and broadcast scenarios"));
+        }
         if self.rate.is_some() && matches!(self.scenario, Scenario::Idle | Scenario::Churn) {
             return Err(bad(format!(
                 "--rate (messages per second) drives the echo and broadcast scenarios; the {} \

@@ -123,8 +123,9 @@ impl Publisher<'_> {
     async fn publish_until(&self, plan: &Plan) -> Published {
         let mut out = Published::default();
         let args = &self.shared.args;
+        let phases = &args.phases;
         let mut schedule = plan
-            .rate_per_sender
+            .rate_at(phases, plan.started, true)
             .map(|rate| Schedule::new(plan.started, rate, args.arrival, self.idx as u64));
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.publish_rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,6 +134,9 @@ impl Publisher<'_> {
             let due = match &mut schedule {
                 Some(s) => {
                     let due = s.due();
+                    if let Some(rate) = plan.rate_at(phases, due, true) {
+                        s.set_rate(rate);
+                    }
                     s.advance();
                     tokio::time::sleep_until(wake_for(due).into()).await;
                     // A publish that leaves early (see `wake_for`) is timed from its send.

@@ -16,6 +16,7 @@ use super::chaos::Injector;
 use super::drivers::{ConnResult, Coordination, Plan};
 use super::hist::{self, Histograms};
 use super::phases::{self, Connected};
+use super::plan;
 use super::recovery::{Recovery, RecoveryOut};
 use super::report::{Latency, Report};
 use super::series::{SecondOut, Timeline};
@@ -171,13 +172,10 @@ fn start_measuring(
     shared.timeline.start(started);
     let deadline = started + args.duration;
     let admitted = std::mem::take(&mut up.admitted);
-    let rate_per_sender = args
-        .rate
-        .map(|r| r / senders(args, &admitted).max(1) as f64);
     let _ = start_tx.send(Some(Arc::new(Plan {
         started,
         deadline,
-        rate_per_sender,
+        senders: senders(args, &admitted),
         admitted,
     })));
     (started, started_unix, deadline)
@@ -265,7 +263,8 @@ impl Run<'_> {
             sent: totals.sent,
             received: totals.received,
             messages_per_second: totals.received as f64 / self.measured.max(1e-9),
-            rate_requested: args.rate,
+            // With --plan, each phase has its own (see `phases`).
+            rate_requested: args.rate.filter(|_| !args.phases.planned),
             arrival: args.rate.map(|_| match args.arrival {
                 Arrival::Constant => "constant",
                 Arrival::Poisson => "poisson",
@@ -301,6 +300,11 @@ impl Run<'_> {
             latency_hist: totals.hist.clone(),
             uncorrected_hist: totals.uncorrected.clone(),
             started_unix: self.started_unix,
+            phases: if args.phases.planned {
+                plan::results(&args.phases, &self.series)
+            } else {
+                Vec::new()
+            },
             series: self.series,
             duplicated: totals.duplicated,
             reordered: totals.reordered,

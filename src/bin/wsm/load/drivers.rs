@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::args::LoadArgs;
 pub(super) use super::broadcast::broadcast_driver;
 pub(super) use super::echo::echo_driver;
+use super::plan::Phases;
 use super::recovery::Recovery;
 use super::series::Timeline;
 
@@ -171,12 +172,21 @@ pub(super) struct Plan {
     pub(super) started: Instant,
     /// When to stop sending.
     pub(super) deadline: Instant,
-    /// Open loop (`--rate`): messages per second for each sending connection; `None`: closed
-    /// loop.
-    pub(super) rate_per_sender: Option<f64>,
+    /// The admitted connections that send (echo: all; broadcast: the publishers).
+    pub(super) senders: usize,
     /// The connections that were counted as up when the connect phase ended; a driver that
     /// came up later stays out, so the totals only cover the connections reported.
     pub(super) admitted: Vec<bool>,
+}
+
+impl Plan {
+    /// Open loop: messages per second for one sending connection with a message due `at`
+    /// (the phase's rate over the connections sending then: the admitted senders without
+    /// `--plan` or when `fixed`, else the phase's ramped count); `None`: closed loop.
+    pub(super) fn rate_at(&self, phases: &Phases, at: Instant, fixed: bool) -> Option<f64> {
+        let t = at.saturating_duration_since(self.started);
+        phases.rate_each(t, (fixed || !phases.planned).then_some(self.senders))
+    }
 }
 
 /// Wait for the measurement to start; `None` when it never will, or this connection `idx` is

@@ -32,9 +32,9 @@ pub(crate) async fn echo_driver(client: Client, idx: usize, shared: Arc<Coordina
         idx,
         shared: &shared,
     };
-    match plan.rate_per_sender {
+    match plan.rate_at(&shared.args.phases, plan.started, false) {
         Some(rate) => echo.open_loop(&plan, rate, &mut res).await,
-        None => echo.closed_loop(plan.deadline, &mut res).await,
+        None => echo.closed_loop(&plan, &mut res).await,
     }
     while errors_rx.try_recv().is_ok() {
         res.errors += 1;
@@ -50,21 +50,61 @@ struct Echo<'a> {
 }
 
 impl Echo<'_> {
-    /// Closed loop: a new message whenever the window has room, until `deadline`.
-    async fn closed_loop(&self, deadline: Instant, res: &mut ConnResult) {
+    /// Closed loop: a new message whenever the window has room, until the deadline (with
+    /// `--plan`, only while the phases have this connection send).
+    async fn closed_loop(&self, plan: &Plan, res: &mut ConnResult) {
+        let (phases, deadline) = (&self.shared.args.phases, plan.deadline);
         let mut inflight = FuturesUnordered::new();
         let mut seq = 0u64;
         loop {
-            while inflight.len() < self.shared.args.window && Instant::now() < deadline {
+            let t = plan.started.elapsed();
+            while inflight.len() < self.shared.args.window
+                && Instant::now() < deadline
+                && phases.sends(self.idx, t)
+            {
                 seq += 1;
                 res.sent += 1;
                 inflight.push(self.one(seq, None));
             }
-            match inflight.next().await {
-                None => break,
-                Some(outcome) => self.take(outcome, res),
+            if inflight.is_empty() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                // Not this connection's turn: wait for it (or the end).
+                let turn = phases.next_active(self.idx, t + Duration::from_millis(1));
+                let wake = turn.map_or(deadline, |n| (plan.started + n).min(deadline));
+                tokio::time::sleep_until(wake.into()).await;
+                continue;
+            }
+            if let Some(outcome) = inflight.next().await {
+                self.take(outcome, res);
             }
         }
+    }
+
+    /// With `--plan`: move `schedule` past the times the phases have this connection idle
+    /// (to the deadline when it never sends again).
+    fn gate(&self, schedule: &mut Schedule, plan: &Plan) {
+        let phases = &self.shared.args.phases;
+        if !phases.planned {
+            return;
+        }
+        let t = schedule.due().saturating_duration_since(plan.started);
+        match phases.next_active(self.idx, t) {
+            Some(n) if n == t => {}
+            Some(n) => schedule.restart_at(plan.started + n),
+            None => schedule.restart_at(plan.deadline),
+        }
+    }
+
+    /// The schedule's next due time, at the rate in force at the current one (phases change
+    /// it), past the times this connection is idle.
+    fn advance(&self, schedule: &mut Schedule, plan: &Plan) {
+        if let Some(rate) = plan.rate_at(&self.shared.args.phases, schedule.due(), false) {
+            schedule.set_rate(rate);
+        }
+        schedule.advance();
+        self.gate(schedule, plan);
     }
 
     /// Open loop: each message leaves at its due time in `rate` messages per second (or, with
@@ -75,6 +115,7 @@ impl Echo<'_> {
     async fn open_loop(&self, plan: &Plan, rate: f64, res: &mut ConnResult) {
         let args = &self.shared.args;
         let mut schedule = Schedule::new(plan.started, rate, args.arrival, self.idx as u64);
+        self.gate(&mut schedule, plan);
         let mut inflight = FuturesUnordered::new();
         let (mut seq, mut freed) = (0u64, plan.started);
         loop {
@@ -88,12 +129,12 @@ impl Echo<'_> {
                 res.sent += 1;
                 let due = schedule.due();
                 inflight.push(self.one(seq, Some((due, due.max(freed)))));
-                schedule.advance();
+                self.advance(&mut schedule, plan);
             }
             if now >= plan.deadline {
                 while schedule.due() < plan.deadline {
                     res.due_not_sent += 1;
-                    schedule.advance();
+                    self.advance(&mut schedule, plan);
                 }
             }
             let room = inflight.len() < args.window && schedule.due() < plan.deadline;
@@ -132,7 +173,7 @@ impl Echo<'_> {
                 res.highest_seq = res.highest_seq.max(seq);
             }
             EchoOutcome::Missing => {
-                timeline.error(self.idx);
+                timeline.missing(self.idx);
                 res.missing += 1;
             }
             EchoOutcome::Error(e) => {

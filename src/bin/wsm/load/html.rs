@@ -310,6 +310,7 @@ mod tests {
                 SecondOut {
                     t,
                     messages: 2000,
+                    missing: 0,
                     connections: 1000,
                     errors: t % 3,
                     p50: 0,

@@ -14,6 +14,7 @@
 //! - `series.rs`: per-second figures of a run; `hist.rs`: histograms out (base64 V2, `--hgrm`).
 //! - `merge.rs`: `wsm load merge`, several runs' reports as one.
 //! - `html.rs`: `--report`, the HTML page with the charts.
+//! - `plan.rs`: `--plan`, a run in phases (and the flags' one phase).
 //! - `chaos.rs`: `--chaos` faults (restart, blackhole, reset); `recovery.rs`: what they did
 //!   to the connections.
 //! - `phases.rs`: connect, measure, drain and collect.
@@ -41,6 +42,7 @@ mod hist;
 mod html;
 mod merge;
 mod phases;
+mod plan;
 mod recovery;
 mod report;
 mod schedule;
@@ -97,7 +99,7 @@ fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
             std::fs::write(file, hist::hgrm(&report.latency_hist))
                 .map_err(|e| args::bad(format!("cannot write --hgrm {}: {e}", file.display())))?;
         }
-        let crossed = judge_thresholds(&args.threshold, &mut report);
+        let crossed = judge_thresholds(&args.threshold, &args.phases, &mut report);
         if let Some(file) = &args.report {
             let (rows, notes) = report.table();
             let page = html::Page {
@@ -127,6 +129,15 @@ fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
 /// joins the roots the clients trust), and resolve the URLs (saying which are not on this
 /// machine). Answers the embedded server's certificate and key, with `--tls`.
 fn prepare(args: &mut LoadArgs) -> Result<Option<Pem>> {
+    args.phases = plan::Phases::one(args);
+    if let Some(file) = &args.plan {
+        let (phases, overall) = plan::Phases::read(file, args.scenario)?;
+        args.duration = phases.total();
+        args.connections = phases.max_connections();
+        args.rate = phases.list.iter().filter_map(|p| p.rate).reduce(f64::max);
+        args.threshold.extend(overall);
+        args.phases = phases;
+    }
     args.check()?;
     if let Some(ca) = &args.ca {
         args.roots.push(crate::tlsfiles::read_pem("--ca", ca)?);
@@ -161,16 +172,36 @@ async fn stop_servers(embedded: Option<server::Server>, child: Option<ChildServe
     drop(child);
 }
 
-/// Judge `report` against every threshold, recording the outcomes in it. Answers the stderr
-/// line of each crossed one.
-fn judge_thresholds(thresholds: &[thresholds::Threshold], report: &mut Report) -> Vec<String> {
+/// Judge `report` against every threshold, the run's and each phase's, recording the outcomes
+/// in it. Answers the stderr line of each crossed one.
+fn judge_thresholds(
+    thresholds: &[thresholds::Threshold],
+    phases: &plan::Phases,
+    report: &mut Report,
+) -> Vec<String> {
     let mut crossed = Vec::new();
     for t in thresholds {
-        let outcome = t.judge(report);
+        let outcome = t.judge(&report.figures());
         if !outcome.passed {
             crossed.push(t.crossed_line(&outcome));
         }
         report.thresholds.push(outcome);
+    }
+    for (i, phase) in phases.list.iter().enumerate() {
+        for t in &phase.thresholds {
+            let Some(out) = report.phases.get(i) else {
+                break;
+            };
+            let outcome = t.judge(&out.figures(report));
+            if !outcome.passed {
+                let in_phase = format!("threshold crossed in phase {}:", phase.name);
+                crossed.push(
+                    t.crossed_line(&outcome)
+                        .replacen("threshold crossed:", &in_phase, 1),
+                );
+            }
+            report.phases[i].thresholds.push(outcome);
+        }
     }
     crossed
 }

@@ -6,6 +6,7 @@ use actix_ws_manager::{Error, Result};
 use serde::Serialize;
 
 use super::hist::Histograms;
+use super::plan::PhaseOut;
 use super::recovery::RecoveryOut;
 use super::series::SecondOut;
 use super::thresholds::Outcome;
@@ -70,6 +71,9 @@ pub(super) struct Report {
     pub(super) server_mode: &'static str,
     pub(super) rss_note: &'static str,
     pub(super) first_connect_error: Option<String>,
+    /// With `--plan`: each phase's results.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) phases: Vec<PhaseOut>,
     /// With `--chaos`: what the faults did to the connections.
     pub(super) recovery: Option<RecoveryOut>,
     /// The start of the measurement, seconds since 1970 (`wsm load merge` lines runs up by it).
@@ -202,6 +206,9 @@ impl Report {
         if let Some(r) = &self.recovery {
             rows.extend(recovery_rows(r));
         }
+        for p in &self.phases {
+            rows.push(("phase", phase_row(p)));
+        }
         rows
     }
 
@@ -210,6 +217,10 @@ impl Report {
         match (self.rate_requested, self.arrival) {
             (Some(r), Some(a)) => format!(
                 "{:.0} (open loop: --rate {r}, {a})",
+                self.messages_per_second
+            ),
+            (None, Some(a)) => format!(
+                "{:.0} (open loop: each phase's rate, {a})",
                 self.messages_per_second
             ),
             _ => format!("{:.0}", self.messages_per_second),
@@ -268,6 +279,29 @@ impl Report {
             _ => (k, v),
         }
     }
+}
+
+/// One phase in a row: its name, span, connections, rate, latency and errors.
+fn phase_row(p: &PhaseOut) -> String {
+    let passed = p.thresholds.iter().filter(|t| t.passed).count();
+    format!(
+        "{} ({:.0}-{:.0} s, {} connections): {:.0} messages/s, p50 {} p99 {} max {} µs, missing \
+         {}, errors {}{}",
+        p.name,
+        p.start_seconds,
+        p.start_seconds + p.duration_seconds,
+        p.connections,
+        p.messages_per_second,
+        p.latency_us.p50,
+        p.latency_us.p99,
+        p.latency_us.max,
+        p.missing,
+        p.errors,
+        match p.thresholds.len() {
+            0 => String::new(),
+            n => format!(", thresholds {passed} passed, {} crossed", n - passed),
+        }
+    )
 }
 
 /// The rows of a run with `--chaos`.

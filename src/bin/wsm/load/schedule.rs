@@ -56,6 +56,16 @@ impl Schedule {
         self.next
     }
 
+    /// From now on, `rate` sends per second.
+    pub(super) fn set_rate(&mut self, rate: f64) {
+        self.mean_gap = 1.0 / rate.max(f64::MIN_POSITIVE);
+    }
+
+    /// The next send is due at `at` (a connection idle for a while starts again).
+    pub(super) fn restart_at(&mut self, at: Instant) {
+        self.next = at;
+    }
+
     /// The next send left: the one after it is due one gap later.
     pub(super) fn advance(&mut self) {
         let gap = match self.arrival {

@@ -19,6 +19,7 @@ use super::hist;
 pub(super) struct Second {
     pub(super) hist: Histogram<u64>,
     pub(super) messages: u64,
+    pub(super) missing: u64,
     pub(super) errors: u64,
 }
 
@@ -27,6 +28,7 @@ impl Second {
         Second {
             hist: second_histogram(),
             messages: 0,
+            missing: 0,
             errors: 0,
         }
     }
@@ -36,6 +38,7 @@ impl Second {
             tracing::warn!(error = %e, "series histogram add");
         }
         self.messages += other.messages;
+        self.missing += other.missing;
         self.errors += other.errors;
     }
 }
@@ -107,9 +110,14 @@ impl Timeline {
         });
     }
 
-    /// Connection `idx` saw an error, or a message went missing.
+    /// Connection `idx` saw an error.
     pub(super) fn error(&self, idx: usize) {
         self.with_second(idx, |s| s.errors += 1);
+    }
+
+    /// A message of connection `idx` went missing.
+    pub(super) fn missing(&self, idx: usize) {
+        self.with_second(idx, |s| s.missing += 1);
     }
 
     /// `f` on the current second of connection `idx`'s shard.
@@ -182,7 +190,10 @@ pub(crate) struct SecondOut {
     pub(crate) messages: u64,
     /// Connections up (sampled in this second).
     pub(crate) connections: u64,
-    /// Errors and missing messages seen in this second.
+    /// Messages found missing in this second.
+    #[serde(default)]
+    pub(crate) missing: u64,
+    /// Errors seen in this second.
     pub(crate) errors: u64,
     /// Corrected latency percentiles of this second's messages, microseconds.
     pub(crate) p50: u64,
@@ -206,6 +217,7 @@ impl SecondOut {
         SecondOut {
             t,
             messages: figures.messages,
+            missing: figures.missing,
             connections,
             errors: figures.errors,
             p50: q(0.5),
@@ -220,6 +232,7 @@ impl SecondOut {
         Ok(Second {
             hist: hist::decode(&self.hist)?,
             messages: self.messages,
+            missing: self.missing,
             errors: self.errors,
         })
     }

@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 
-use super::report::Report;
+use super::report::{Latency, Report};
 
 /// The exit code of a run that crossed a threshold (k6's).
 pub const EXIT_CROSSED: u8 = 99;
@@ -67,20 +67,45 @@ impl Metric {
         )
     }
 
-    /// The metric's figure in `report`: microseconds for durations.
-    fn value(self, r: &Report) -> f64 {
-        let l = &r.latency_us;
+    /// The metric's figure in `f`: microseconds for durations.
+    fn value(self, f: &Figures) -> f64 {
+        let l = f.latency;
         match self {
             Metric::P50 => l.p50 as f64,
             Metric::P90 => l.p90 as f64,
             Metric::P99 => l.p99 as f64,
             Metric::P999 => l.p999 as f64,
             Metric::Max => l.max as f64,
-            Metric::ConnectP99 => r.connect_us.p99 as f64,
-            Metric::Missing => r.missing as f64,
-            Metric::Errors => r.errors as f64,
-            Metric::Rate => r.messages_per_second,
-            Metric::RecoverP99 => r.recovery.as_ref().map_or(0.0, |x| x.recover_us.p99 as f64),
+            Metric::ConnectP99 => f.connect_p99 as f64,
+            Metric::Missing => f.missing as f64,
+            Metric::Errors => f.errors as f64,
+            Metric::Rate => f.rate,
+            Metric::RecoverP99 => f.recover_p99 as f64,
+        }
+    }
+}
+
+/// The figures thresholds look at: a whole run's, or one phase's.
+pub(super) struct Figures<'a> {
+    pub(super) latency: &'a Latency,
+    pub(super) connect_p99: u64,
+    pub(super) recover_p99: u64,
+    pub(super) missing: u64,
+    pub(super) errors: u64,
+    /// Messages received per second.
+    pub(super) rate: f64,
+}
+
+impl Report {
+    /// The whole run's figures.
+    pub(super) fn figures(&self) -> Figures<'_> {
+        Figures {
+            latency: &self.latency_us,
+            connect_p99: self.connect_us.p99,
+            recover_p99: self.recovery.as_ref().map_or(0, |x| x.recover_us.p99),
+            missing: self.missing,
+            errors: self.errors,
+            rate: self.messages_per_second,
         }
     }
 }
@@ -206,9 +231,9 @@ fn duration_unit(unit: &str) -> Option<(&'static str, f64)> {
 }
 
 impl Threshold {
-    /// Judge `report` against this threshold.
-    pub fn judge(&self, report: &Report) -> Outcome {
-        let raw = self.metric.value(report);
+    /// Judge `figures` against this threshold.
+    pub(super) fn judge(&self, figures: &Figures) -> Outcome {
+        let raw = self.metric.value(figures);
         let value = raw / self.unit.map_or(1.0, |(_, us)| us);
         Outcome {
             expr: self.expr.clone(),
