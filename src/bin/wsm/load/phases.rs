@@ -33,6 +33,15 @@ pub(super) fn progress(len: u64, msg: &'static str) -> ProgressBar {
     bar
 }
 
+/// The live progress line's figures: connections up now, and the last second's messages and
+/// corrected p99.
+pub(super) fn progress_line(connections: usize, messages: u64, p99_us: u64) -> String {
+    format!(
+        "{connections} connections  {messages} messages/s  p99 {:.1} ms (last second)",
+        p99_us as f64 / 1e3
+    )
+}
+
 /// How the connect phase ended.
 pub(super) struct Connected {
     /// Connections up when the phase ended.
@@ -173,6 +182,11 @@ pub(super) async fn measure(
 ) -> ConnResult {
     let args = &shared.args;
     let bar = progress(args.duration.as_secs().max(1), "measure");
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} s  {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix("measure");
     let mut churned = ConnResult::new();
     if args.scenario == Scenario::Churn {
         churned = churn(manager, args, url, deadline, &bar, started).await;
@@ -185,9 +199,12 @@ pub(super) async fn measure(
         // Connections up, once a second (the manager's stats visit every connection).
         if sampled != Some(second) && Instant::now() < deadline {
             sampled = Some(second);
-            shared
-                .timeline
-                .connections(manager.stats().states.connected);
+            let connected = manager.stats().states.connected;
+            shared.timeline.connections(connected);
+            if let Some(last) = second.checked_sub(1) {
+                let (messages, p99) = shared.timeline.peek(last as usize);
+                bar.set_message(progress_line(connected, messages, p99));
+            }
         }
     }
     bar.finish_and_clear();

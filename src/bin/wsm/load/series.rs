@@ -149,6 +149,27 @@ impl Timeline {
         seconds[at].add(figures);
     }
 
+    /// Messages received in second `at` and their corrected p99 (µs), so far: what the shards
+    /// still hold of it included.
+    pub(super) fn peek(&self, at: usize) -> (u64, u64) {
+        let mut sum = Second::new();
+        if let Some(s) = lock(&self.seconds).get(at) {
+            sum.add(s);
+        }
+        for shard in &self.shards {
+            let shard = lock(shard);
+            if shard.second == at {
+                sum.add(&shard.current);
+            }
+        }
+        let p99 = if sum.hist.is_empty() {
+            0
+        } else {
+            sum.hist.value_at_quantile(0.99)
+        };
+        (sum.messages, p99)
+    }
+
     /// `n` connections are up now.
     pub(super) fn connections(&self, n: usize) {
         let Some(now) = self.second_now() else {
@@ -246,4 +267,31 @@ pub(super) fn add_second(into: &mut Second, other: &Second) {
 /// An empty second (a merge's start).
 pub(super) fn empty_second() -> Second {
     Second::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second's figures so far are what every shard recorded in it, flushed or not; the
+    /// progress line shows them.
+    #[test]
+    fn peek_sees_every_shard() {
+        let t = Timeline::new(2);
+        t.start(Instant::now());
+        for (idx, us) in [(0, 1000), (1, 2000), (1, 3000)] {
+            t.message(idx, us);
+        }
+        let (messages, p99) = t.peek(0);
+        assert_eq!(messages, 3);
+        assert!((2990..=3010).contains(&p99), "{p99}");
+        assert_eq!(t.peek(5), (0, 0));
+        assert_eq!(
+            super::super::phases::progress_line(50, messages, p99),
+            format!(
+                "50 connections  3 messages/s  p99 {:.1} ms (last second)",
+                p99 as f64 / 1e3
+            )
+        );
+    }
 }
