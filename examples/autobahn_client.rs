@@ -14,8 +14,8 @@
 //!  "cases": ["*"], "exclude-cases": [], "exclude-agent-cases": {}}
 //! SPEC
 //! wstest -m fuzzingserver -s fuzzingserver.json &
-//! cargo run --release --example autobahn_client
-//! cargo run --release --example autobahn_client -- ws://127.0.0.1:9001 wsm-client   # the defaults
+//! cargo run --example autobahn_client                 # 12.* and 13.* want --release too
+//! cargo run --example autobahn_client -- ws://127.0.0.1:9001 wsm-client   # the defaults
 //! ```
 
 use std::process::ExitCode;

@@ -4,62 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use actix_ws_manager::config::ServerConfig;
 use actix_ws_manager::server;
-
-/// Every run must end well within this; a hang fails the test instead of blocking it.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// Run `wsm` with `args` on a thread, and give up after `BOUND`.
-fn wsm(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsm"));
-    cmd.args(args);
-    run_bounded(cmd)
-}
-
-/// Run `cmd` on a thread, and give up after `BOUND`.
-fn run_bounded(mut cmd: Command) -> Output {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let out = cmd.env_remove("RUST_LOG").output();
-        let _ = tx.send(out);
-    });
-    rx.recv_timeout(BOUND)
-        .expect("wsm load finished within the bound")
-        .expect("wsm runs")
-}
-
-/// [`wsm`] from an async test, without blocking the actix system that serves the target.
-async fn wsm_async(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    actix_rt::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        wsm(&refs)
-    })
-    .await
-    .expect("runner thread")
-}
-
-fn report(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "exactly one JSON object on stdout: {stdout}"
-    );
-    serde_json::from_str(lines[0]).expect("stdout is JSON")
-}
+use common::load::{assert_one_line_error, report, run_bounded, wsm, wsm_async};
 
 fn check_common(r: &serde_json::Value, scenario: &str) {
     assert_eq!(r["scenario"], scenario);
@@ -93,6 +42,9 @@ fn echo_scenario_reports_json() {
     let r = report(&out);
     check_common(&r, "echo");
     assert_eq!(r["sent"], r["received"]);
+    // Closed loop: each message is due when it is sent, so both latencies are the same.
+    assert_eq!(r["latency_us"], r["latency_uncorrected_us"], "{r}");
+    assert_eq!(r["late_sends"], 0, "{r}");
 }
 
 /// The broadcast scenario: every receipt of every publish reaches every member
@@ -114,28 +66,7 @@ fn broadcast_scenario_reports_json() {
     let sent = r["sent"].as_u64().unwrap();
     assert!(sent > 0, "{r}");
     assert_eq!(r["received"].as_u64().unwrap(), sent * 50, "{r}");
-}
-
-fn assert_one_line_error(out: &Output, needle: &str) {
-    assert!(!out.status.success(), "must fail");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(needle), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    // Without --json nothing goes to stdout; with it, one JSON object with the error.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !stdout.is_empty() {
-        assert_eq!(
-            stdout.trim().lines().count(),
-            1,
-            "one JSON object: {stdout}"
-        );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON on stdout");
-        assert!(
-            v["error"].as_str().is_some_and(|e| e.contains(needle)),
-            "{stdout}"
-        );
-    }
+    assert_eq!(r["latency_us"], r["latency_uncorrected_us"], "{r}");
 }
 
 /// Nothing listening: one clear line on stderr and a non-zero exit, within the bound.
@@ -185,8 +116,16 @@ async fn server_closing_at_once_fails_cleanly() {
 fn bad_flags_fail_cleanly() {
     let out = wsm(&["load", "--scenario", "broadcast", "--protocol", "echo"]);
     assert_one_line_error(&out, "broadcast scenario needs the rooms protocol");
-    let out = wsm(&["load", "--url", "ws://192.0.2.1/ws"]);
-    assert_one_line_error(&out, "only targets loopback");
+    let out = wsm(&["load", "--scenario", "idle", "--rate", "100"]);
+    assert_one_line_error(&out, "the idle scenario sends none");
+}
+
+/// Any host is a target (issue 24): a name that does not resolve fails with one line naming the
+/// host and the resolution, not a loopback refusal; `--sender-url` is checked the same way.
+#[test]
+fn unresolvable_host_fails_with_a_resolution_error() {
+    let out = wsm(&["load", "--url", "ws://no-such-host.invalid/ws"]);
+    assert_one_line_error(&out, "cannot resolve host \"no-such-host.invalid\"");
     let out = wsm(&[
         "load",
         "--scenario",
@@ -194,9 +133,34 @@ fn bad_flags_fail_cleanly() {
         "--url",
         "ws://127.0.0.1:9/ws",
         "--sender-url",
-        "ws://192.0.2.1/ws",
+        "wss://no-such-host.invalid/ws",
+        "--json",
     ]);
-    assert_one_line_error(&out, "only targets loopback");
+    assert_one_line_error(&out, "cannot resolve host \"no-such-host.invalid\"");
+}
+
+/// A target not on this machine is tried (no loopback refusal), with one note on stderr that
+/// the figures include the network. 192.0.2.1 (TEST-NET-1) answers nobody, so the run then
+/// fails on the connect: the note and the error, one line each.
+#[test]
+fn remote_target_gets_one_note() {
+    let out = wsm(&[
+        "load",
+        "--url",
+        "ws://192.0.2.1:9/ws",
+        "--connect-timeout",
+        "1s",
+    ]);
+    assert!(!out.status.success(), "must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 2, "the note and the error: {stderr}");
+    assert!(
+        lines[0].contains("ws://192.0.2.1:9/ws is not on this machine"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("192.0.2.1:9"), "{stderr}");
+    assert!(!stderr.contains("loopback"), "{stderr}");
 }
 
 /// The idle scenario: 50 connections stay up for the whole run, nothing is lost, and the report
@@ -445,6 +409,7 @@ fn every_numeric_flag_is_range_checked() {
         ("--window", EXTREME_COUNTS),
         ("--size", sizes),
         ("--rate", EXTREME_RATES),
+        ("--connect-rate", EXTREME_RATES),
         ("--rooms", EXTREME_COUNTS),
         ("--senders", EXTREME_COUNTS),
         ("--publish-rate", EXTREME_RATES),

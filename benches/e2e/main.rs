@@ -13,7 +13,7 @@
 //! | `E2E_BCAST_SECS` | 10 | seconds of publishing for the broadcast point |
 //! | `E2E_RATE` | 20 | publishes per second (one sender) for the broadcast point |
 //! | `E2E_RUNS` | 1 | repetitions; the table shows the median ratio of each point |
-//! | `E2E_ONLY` | all | comma-separated points to run: `client`, `server`, `memory`, `broadcast` |
+//! | `E2E_ONLY` | all | comma-separated points to run: `client`, `server`, `memory`, `broadcast`, `tool` |
 //!
 //! Every server runs in a child process (this bench binary, re-executed with `__serve ...`), so
 //! that client and server memory are measured apart: server RSS from `/proc/<child>/status`
@@ -44,7 +44,7 @@
 //!
 //! Layout: `servers.rs` (the servers, in child processes), `clients.rs` (the bare client pool,
 //! the Manager, and what each measurement does with them), `points.rs` (the points, by group),
-//! `report.rs` (the table).
+//! `report.rs` (the table), `tool.rs` (`wsm load` itself: the generator budget).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -57,6 +57,7 @@ mod points;
 mod procfs;
 mod report;
 mod servers;
+mod tool;
 
 /// How long any connect phase may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -143,6 +144,9 @@ fn parent(quick: bool) {
         }
         if settings.want("broadcast") {
             points::broadcast_latency(&settings, &mut rows);
+        }
+        if settings.want("tool") {
+            tool::tool(&settings, &mut rows);
         }
         runs_rows.push(rows);
     }

@@ -54,7 +54,7 @@ impl Settings {
             rate: env_usize("E2E_RATE", 20).max(1) as u64,
             runs: env_usize("E2E_RUNS", 1).max(1),
             only: std::env::var("E2E_ONLY")
-                .unwrap_or_else(|_| "client,server,memory,broadcast".into()),
+                .unwrap_or_else(|_| "client,server,memory,broadcast,tool".into()),
         }
     }
 

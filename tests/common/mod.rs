@@ -13,6 +13,7 @@
 //! - `oversize.rs`: the forged 1 GiB frame of the frame-guard tests and its memory bounds.
 //! - `pki.rs`: certificates made at test time.
 //! - `process.rs`: child processes killed when dropped, their files, `wsm serve`.
+//! - `load.rs`: running the built `wsm load` within a bound, its JSON report and error lines.
 //! - `flags.rs`: out-of-range flag values and the check that `wsm` refuses them.
 //! - `redis.rs`: a real `redis-server` on a free port.
 //! - `cluster.rs`: Redis backplane nodes, members and look-ups.
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod flags;
 pub mod flood;
 pub mod jwt;
+pub mod load;
 pub mod oversize;
 pub mod peer;
 pub mod pki;

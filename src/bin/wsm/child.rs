@@ -32,11 +32,17 @@ impl ChildServer {
     /// Start `wsm serve --bind 127.0.0.1:0 <args>` and wait for its two URL lines. `pem`, when
     /// given, is a certificate chain and key to serve TLS with (written to temporary files).
     pub fn spawn(args: &[String], pem: Option<(&str, &str)>) -> Result<ChildServer> {
+        Self::spawn_on("127.0.0.1:0", args, pem)
+    }
+
+    /// [`spawn`](Self::spawn) on the address `bind` (`wsm load --chaos restart` starts the
+    /// server again on its port).
+    pub fn spawn_on(bind: &str, args: &[String], pem: Option<(&str, &str)>) -> Result<ChildServer> {
         let exe = std::env::current_exe().map_err(|e| {
             Error::Config(format!("cannot find this program to run its server: {e}"))
         })?;
         let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--bind", "127.0.0.1:0"]).args(args);
+        cmd.args(["serve", "--bind", bind]).args(args);
         let files = match pem {
             Some((cert, key)) => tls_files(&mut cmd, cert, key)?,
             None => Vec::new(),

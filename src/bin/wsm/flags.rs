@@ -25,12 +25,13 @@ pub const MAX_SESSIONS: u64 = 10_000_000;
 /// large is already a mistake; the bound keeps size arithmetic far from overflowing.
 pub const MAX_MESSAGE_SIZE: u64 = 1 << 30;
 
-/// Most messages per second a rate flag may give (`--rate`, `--publish-rate`,
+/// Most messages per second a rate flag may give (`--rate`, `--connect-rate`, `--publish-rate`,
 /// `--rate-limit`, `--rate-burst`): a million, beyond what one process sends or accepts.
 pub const MAX_PER_SECOND: u64 = 1_000_000;
 
-/// Fewest events per second a fractional rate may give (`--rate`, `--publish-rate`): one every
-/// 100 seconds, so that one interval stays a representable duration.
+/// Fewest events per second a fractional rate may give (`--rate`, `--connect-rate`,
+/// `--publish-rate`): one every 100 seconds, so that one interval stays a representable
+/// duration.
 pub const MIN_PER_SECOND: f64 = 0.01;
 
 /// Most echo messages in flight per connection (`wsm load --window`).

@@ -37,6 +37,7 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Open many connections (to an embedded rooms server by default) and measure echo round
     /// trips or room broadcasts.
+    #[command(args_conflicts_with_subcommands = true)]
     Load(load::LoadArgs),
 }
 
@@ -53,12 +54,13 @@ fn main() -> std::process::ExitCode {
         _ => "info",
     });
     let result = match cli.command {
-        Command::Serve(args) => serve::run(*args),
+        Command::Serve(args) => serve::run(*args).map(|()| std::process::ExitCode::SUCCESS),
+        // `load` exits 99 when a threshold was crossed.
         Command::Load(args) => load::run(args),
-        Command::Connect(args) => connect::run(args),
+        Command::Connect(args) => connect::run(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line, once: the log subscriber would print the same error again.
             eprintln!("wsm: {e}");

@@ -4,17 +4,22 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use actix_ws_manager::client::{self, Manager, ManagerConfig, ManagerStats};
 use actix_ws_manager::{Error, Result};
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 
-use super::args::{LoadArgs, Protocol, Scenario};
+use super::args::{Arrival, LoadArgs, Protocol, Scenario};
+use super::chaos::Injector;
 use super::drivers::{ConnResult, Coordination, Plan};
+use super::hist::{self, Histograms};
 use super::phases::{self, Connected};
+use super::plan;
+use super::recovery::{Recovery, RecoveryOut};
 use super::report::{Latency, Report};
+use super::series::{SecondOut, Timeline};
 use super::target::{client_config, name_emfile, preflight, ServerMode};
 use crate::procfs;
 
@@ -31,6 +36,7 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 
 /// Memory and CPU of this process and of the server child (when there is one) at one moment.
 struct Sample {
+    at: Instant,
     rss: Option<u64>,
     server_rss: Option<u64>,
     cpu: Option<f64>,
@@ -45,6 +51,7 @@ impl Sample {
         let cpu = cpu_seconds(None);
         let server_cpu = server_pid.and_then(|pid| cpu_seconds(Some(pid)));
         Sample {
+            at: Instant::now(),
             rss,
             server_rss,
             cpu,
@@ -59,7 +66,8 @@ pub(super) async fn drive(
     args: &LoadArgs,
     url: &str,
     mode: ServerMode,
-    server_pid: Option<u32>,
+    server_pid: &dyn Fn() -> Option<u32>,
+    injector: &Injector,
 ) -> Result<Report> {
     preflight(
         url,
@@ -67,27 +75,21 @@ pub(super) async fn drive(
         &"x".repeat(args.size),
     )
     .await?;
-    let before = Sample::take(server_pid);
+    if let Some(at) = args.start_at {
+        wait_for_start(at).await;
+    }
+    let before = Sample::take(server_pid());
     let manager = Arc::new(Manager::new(
         ManagerConfig::default()
             .arbiters(args.arbiters)
-            .connect_rate(Some(args.rate))
+            .connect_rate(Some(args.connect_rate))
             .client(client_config(args).connect_timeout(args.connect_timeout)),
     )?);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let (start_tx, start_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Coordination {
-        args: args.clone(),
-        pad: "x".repeat(args.size),
-        ready: ready_tx,
-        results: results_tx,
-        start: start_rx,
-        stop: stop_rx,
-        receipts: AtomicU64::new(0),
-        published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
-    });
+    let shared = coordination(args, ready_tx, results_tx, start_rx, stop_rx);
 
     let mut up = phases::connect(&manager, &shared, &mut ready_rx, url).await;
     if up.count == 0 {
@@ -99,11 +101,9 @@ pub(super) async fn drive(
         say_partial(args, &up);
     }
 
-    let started = Instant::now();
-    let deadline = started + args.duration;
-    let admitted = std::mem::take(&mut up.admitted);
-    let _ = start_tx.send(Some(Arc::new(Plan { deadline, admitted })));
-    let churned = phases::measure(&manager, args, url, started, deadline).await;
+    let (started, started_unix, deadline) = start_measuring(&shared, &mut up, &start_tx);
+    injector.start(started);
+    let churned = phases::measure(&manager, &shared, url, started, deadline).await;
     if args.scenario == Scenario::Broadcast {
         phases::drain(&shared, &up.per_room).await;
     }
@@ -112,11 +112,11 @@ pub(super) async fn drive(
 
     let mut totals = phases::collect(&mut results_rx, churned, up.count, args.timeout).await;
     if args.scenario == Scenario::Broadcast {
-        totals.missing =
-            phases::expected_receipts(&shared, &up.per_room).saturating_sub(totals.received);
+        let unique = totals.received.saturating_sub(totals.duplicated);
+        totals.missing = phases::expected_receipts(&shared, &up.per_room).saturating_sub(unique);
     }
     let stats = manager.stats();
-    let mut after = Sample::take(server_pid);
+    let mut after = Sample::take(server_pid());
     finish(manager).await;
     // At the file-descriptor limit /proc cannot be opened; it can once the sockets are closed.
     after.rss = after.rss.or_else(process_rss_bytes);
@@ -126,8 +126,69 @@ pub(super) async fn drive(
         mode,
         up,
         measured,
+        started_unix,
+        series: shared.timeline.finish(),
+        recovery: (!args.chaos.is_empty()).then(|| shared.recovery.out(injector.log())),
     };
     Ok(run.report(&totals, &stats, &before, &after))
+}
+
+/// What the drivers and the coordinator share, with the channels between them.
+fn coordination(
+    args: &LoadArgs,
+    ready: mpsc::UnboundedSender<(usize, std::result::Result<u64, String>)>,
+    results: mpsc::UnboundedSender<ConnResult>,
+    start: watch::Receiver<Option<Arc<Plan>>>,
+    stop: watch::Receiver<bool>,
+) -> Arc<Coordination> {
+    Arc::new(Coordination {
+        args: args.clone(),
+        pad: "x".repeat(args.size),
+        ready,
+        results,
+        start,
+        stop,
+        receipts: AtomicU64::new(0),
+        published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
+        recovery: Recovery::new(),
+        timeline: Timeline::new(
+            args.arbiters
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        ),
+    })
+}
+
+/// Start the measurement: the timeline and the drivers' [`Plan`] (the admitted connections,
+/// the deadline, the open-loop rate per sender). Answers the start, as an instant and in
+/// seconds since 1970, and the deadline.
+fn start_measuring(
+    shared: &Coordination,
+    up: &mut Connected,
+    start_tx: &watch::Sender<Option<Arc<Plan>>>,
+) -> (Instant, f64, Instant) {
+    let args = &shared.args;
+    let started = Instant::now();
+    let started_unix = unix_now();
+    shared.timeline.start(started);
+    let deadline = started + args.duration;
+    let admitted = std::mem::take(&mut up.admitted);
+    let _ = start_tx.send(Some(Arc::new(Plan {
+        started,
+        deadline,
+        senders: senders(args, &admitted),
+        admitted,
+    })));
+    (started, started_unix, deadline)
+}
+
+/// The admitted connections that send: all of them for echo, the publishers for broadcast.
+fn senders(args: &LoadArgs, admitted: &[bool]) -> usize {
+    let publishers = args.senders.saturating_mul(args.rooms);
+    admitted
+        .iter()
+        .enumerate()
+        .filter(|(i, up)| **up && (args.scenario != Scenario::Broadcast || *i < publishers))
+        .count()
 }
 
 /// Say on stderr that only some connections came up, and the first error.
@@ -164,6 +225,10 @@ struct Run<'a> {
     up: Connected,
     /// Seconds from the start of the measurement to the end of the drain.
     measured: f64,
+    /// The start of the measurement, seconds since 1970.
+    started_unix: f64,
+    series: Vec<SecondOut>,
+    recovery: Option<RecoveryOut>,
 }
 
 impl Run<'_> {
@@ -177,6 +242,8 @@ impl Run<'_> {
         after: &Sample,
     ) -> Report {
         let (args, connected) = (self.args, self.up.count);
+        let cpu_percent = client_cpu_percent(before, after);
+        let generator_note = generator_note(totals, cpu_percent);
         let per_connection = |b: Option<u64>, a: Option<u64>| match (b, a) {
             (Some(b), Some(a)) => Some(a.saturating_sub(b) / connected as u64),
             _ => None,
@@ -196,7 +263,23 @@ impl Run<'_> {
             sent: totals.sent,
             received: totals.received,
             messages_per_second: totals.received as f64 / self.measured.max(1e-9),
+            // With --plan, each phase has its own (see `phases`).
+            rate_requested: args.rate.filter(|_| !args.phases.planned),
+            arrival: args.rate.map(|_| match args.arrival {
+                Arrival::Constant => "constant",
+                Arrival::Poisson => "poisson",
+            }),
             latency_us: latency(&totals.hist),
+            latency_uncorrected_us: latency(&totals.uncorrected),
+            latency_note: args
+                .rate
+                .and_then(|_| latency_note(&totals.hist, &totals.uncorrected)),
+            late_sends: totals.late,
+            due_not_sent: totals.due_not_sent,
+            client_cpu_percent: cpu_percent,
+            generator_bound: generator_note.is_some(),
+            generator_note,
+            connect_us: latency(&self.up.connect_hist),
             missing: totals.missing,
             errors: totals.errors,
             reconnects: stats.reconnects,
@@ -209,13 +292,77 @@ impl Run<'_> {
             server_cpu_seconds: before.server_cpu.zip(after.server_cpu).map(|(b, a)| a - b),
             server_mode: self.mode.name(),
             rss_note: rss_note(self.mode),
+            histograms: Histograms {
+                latency: hist::encode(&totals.hist),
+                latency_uncorrected: hist::encode(&totals.uncorrected),
+                connect: hist::encode(&self.up.connect_hist),
+            },
+            latency_hist: totals.hist.clone(),
+            uncorrected_hist: totals.uncorrected.clone(),
+            started_unix: self.started_unix,
+            phases: if args.phases.planned {
+                plan::results(&args.phases, &self.series)
+            } else {
+                Vec::new()
+            },
+            series: self.series,
+            duplicated: totals.duplicated,
+            reordered: totals.reordered,
+            recovery: self.recovery,
             first_connect_error: self.up.first_error,
+            thresholds: Vec::new(),
         }
     }
 }
 
+/// This process's CPU between the samples, in percent of every core of the machine.
+fn client_cpu_percent(before: &Sample, after: &Sample) -> Option<f64> {
+    let wall = after.at.duration_since(before.at).as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu = after.cpu? - before.cpu?;
+    (wall > 0.0).then(|| (cpu / wall / cores * 1000.0).round() / 10.0)
+}
+
+/// Why the run is generator-bound, when it is: over 1 % of the sends late, or this process
+/// over 80 % of the machine's CPU.
+fn generator_note(totals: &ConnResult, cpu_percent: Option<f64>) -> Option<String> {
+    let late = totals.late as f64 / totals.sent.max(1) as f64 * 100.0;
+    let mut why = Vec::new();
+    if late > 1.0 {
+        why.push(format!(
+            "{} of {} sends ({late:.1} %) left more than 1 ms late",
+            totals.late, totals.sent
+        ));
+    }
+    if let Some(cpu) = cpu_percent.filter(|c| *c > 80.0) {
+        why.push(format!("the client used {cpu:.0} % of the CPU"));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "generator-bound: {}; the figures measure this load tool as much as the server \
+             (fewer connections or a lower --rate per process, or more processes)",
+            why.join(" and ")
+        )
+    })
+}
+
+/// What the corrected and uncorrected latencies say together, when the corrected p99 is over
+/// twice the uncorrected one (and at least 1 ms above it): sends waited for the server.
+fn latency_note(corrected: &Histogram<u64>, uncorrected: &Histogram<u64>) -> Option<String> {
+    let (c, u) = (latency(corrected).p99, latency(uncorrected).p99);
+    (c > 2 * u && c - u >= 1000).then(|| {
+        format!(
+            "corrected p99 {:.1} ms, uncorrected p99 {:.1} ms: sends waited for a slow or \
+             stalled server (their wait counts from when they were due; the uncorrected \
+             figures leave it out)",
+            c as f64 / 1e3,
+            u as f64 / 1e3
+        )
+    })
+}
+
 /// The percentiles of `hist` (all zero when nothing was measured).
-fn latency(hist: &Histogram<u64>) -> Latency {
+pub(super) fn latency(hist: &Histogram<u64>) -> Latency {
     let q = |p: f64| {
         if hist.is_empty() {
             0
@@ -245,6 +392,25 @@ fn rss_note(mode: ServerMode) -> &'static str {
             "client_rss_bytes is this process; the server's RSS is not measured"
         }
     }
+}
+
+/// Wait until the wall-clock time `at` (`--start-at`; at most a day ahead, checked when the
+/// flag was read). A time already past starts at once, with a note.
+async fn wait_for_start(at: SystemTime) {
+    match at.duration_since(SystemTime::now()) {
+        Ok(wait) => tokio::time::sleep(wait).await,
+        Err(e) => eprintln!(
+            "wsm load: note: --start-at was {} ago; starting now",
+            client::round_duration(e.duration())
+        ),
+    }
+}
+
+/// Now, in seconds since 1970.
+pub(super) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Close every connection (bounded by the manager's close timeout) and stop the arbiters.

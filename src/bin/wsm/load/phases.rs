@@ -9,15 +9,19 @@ use std::time::{Duration, Instant};
 
 use actix_ws_manager::client::Manager;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::args::{LoadArgs, Scenario};
-use super::drivers::{broadcast_driver, echo_driver, idle_driver, ConnResult, Coordination};
+use super::drivers::{
+    broadcast_driver, echo_driver, idle_driver, new_histogram, ConnResult, Coordination,
+};
+use super::recovery::watch;
 use super::target::{is_emfile, name_emfile};
 
 /// What a driver reports when its connection is up, or is not.
-pub(super) type Ready = (usize, std::result::Result<(), String>);
+pub(super) type Ready = (usize, std::result::Result<u64, String>);
 
 /// A progress bar on stderr.
 pub(super) fn progress(len: u64, msg: &'static str) -> ProgressBar {
@@ -27,6 +31,15 @@ pub(super) fn progress(len: u64, msg: &'static str) -> ProgressBar {
     }
     bar.set_message(msg);
     bar
+}
+
+/// The live progress line's figures: connections up now, and the last second's messages and
+/// corrected p99.
+pub(super) fn progress_line(connections: usize, messages: u64, p99_us: u64) -> String {
+    format!(
+        "{connections} connections  {messages} messages/s  p99 {:.1} ms (last second)",
+        p99_us as f64 / 1e3
+    )
 }
 
 /// How the connect phase ended.
@@ -41,12 +54,14 @@ pub(super) struct Connected {
     pub(super) first_error: Option<String>,
     /// From the first connect to the last connection up.
     pub(super) seconds: f64,
+    /// Each connection's time to come up, microseconds.
+    pub(super) connect_hist: Histogram<u64>,
 }
 
 /// The connect phase: open `--connections` connections to `url` (broadcast senders to
 /// `--sender-url` when given), each with its scenario's driver on the connection's arbiter, and
 /// wait until each has reported or the phase's deadline (`--connect-timeout` twice, plus the
-/// time `--rate` needs) has passed.
+/// time `--connect-rate` needs) has passed.
 pub(super) async fn connect(
     manager: &Arc<Manager>,
     shared: &Arc<Coordination>,
@@ -57,7 +72,8 @@ pub(super) async fn connect(
     let n = args.connections;
     let abort = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    let deadline = t0 + args.connect_timeout * 2 + Duration::from_secs_f64(n as f64 / args.rate);
+    let deadline =
+        t0 + args.connect_timeout * 2 + Duration::from_secs_f64(n as f64 / args.connect_rate);
     spawn_connects(
         manager.clone(),
         shared.clone(),
@@ -71,6 +87,7 @@ pub(super) async fn connect(
         admitted: vec![false; n],
         first_error: None,
         seconds: 0.0,
+        connect_hist: new_histogram(),
     };
     let mut first_error_is_emfile = false;
     let mut reported = 0usize;
@@ -79,7 +96,8 @@ pub(super) async fn connect(
             Ok(Some((i, r))) => {
                 reported += 1;
                 match r {
-                    Ok(()) => {
+                    Ok(us) => {
+                        up.connect_hist.saturating_record(us);
                         up.count += 1;
                         up.per_room[i % args.rooms] += 1;
                         if let Some(a) = up.admitted.get_mut(i) {
@@ -126,6 +144,10 @@ fn spawn_connects(
             };
             match manager.connect(name.clone(), target).await {
                 Ok(c) => {
+                    if !shared.args.chaos.is_empty() {
+                        // What the faults do to this connection (not spawned: no way to run it).
+                        let _ = manager.spawn_on(&name, watch(c.clone(), i, shared.clone()));
+                    }
                     let driver_shared = shared.clone();
                     let spawned = match shared.args.scenario {
                         Scenario::Echo => manager.spawn_on(&name, echo_driver(c, i, driver_shared)),
@@ -153,19 +175,37 @@ fn spawn_connects(
 /// for the other scenarios, whose drivers report their own figures).
 pub(super) async fn measure(
     manager: &Manager,
-    args: &LoadArgs,
+    shared: &Coordination,
     url: &str,
     started: Instant,
     deadline: Instant,
 ) -> ConnResult {
+    let args = &shared.args;
     let bar = progress(args.duration.as_secs().max(1), "measure");
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} s  {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix("measure");
     let mut churned = ConnResult::new();
     if args.scenario == Scenario::Churn {
         churned = churn(manager, args, url, deadline, &bar, started).await;
     }
+    let mut sampled = None;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;
-        bar.set_position(started.elapsed().as_secs());
+        let second = started.elapsed().as_secs();
+        bar.set_position(second);
+        // Connections up, once a second (the manager's stats visit every connection).
+        if sampled != Some(second) && Instant::now() < deadline {
+            sampled = Some(second);
+            let connected = manager.stats().states.connected;
+            shared.timeline.connections(connected);
+            if let Some(last) = second.checked_sub(1) {
+                let (messages, p99) = shared.timeline.peek(last as usize);
+                bar.set_message(progress_line(connected, messages, p99));
+            }
+        }
     }
     bar.finish_and_clear();
     churned
@@ -257,7 +297,7 @@ async fn churn(
         }
         match inflight.next().await {
             None => break,
-            Some(Ok(Some(us))) => res.record(us),
+            Some(Ok(Some(us))) => res.record(us, us),
             Some(Ok(None)) => res.missing += 1,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "churn reconnect failed");

@@ -2,7 +2,7 @@
 //! (a `wsm serve` child, or in this process), the open-file limit the run needs, and the one
 //! preflight connection that turns bad targets into one clear error before any load starts.
 
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 use actix_ws_manager::client::{self, ConnectionState, Event};
 use actix_ws_manager::config::{self, ClientConfig, ReconnectPolicy, ServerConfig};
@@ -15,14 +15,15 @@ use crate::child::ChildServer;
 /// A certificate chain and key, in PEM, for the embedded server's TLS (`--tls`).
 pub(super) type Pem = (String, String);
 
-/// The loopback address of `url`, or an error: `wsm load` only targets this machine.
-pub(super) fn loopback_addr(url: &str) -> Result<SocketAddr> {
+/// The addresses `url`'s host resolves to (any host: a staging server is as good a target as
+/// this machine). A name that does not resolve is one error naming the host, before anything
+/// starts, rather than a connect phase full of failures.
+pub(super) fn resolve(url: &str) -> Result<Vec<SocketAddr>> {
     client::validate_url(url)?;
-    let invalid = |reason: &str| Error::InvalidUrl {
+    let uri: awc::http::Uri = url.parse().map_err(|_| Error::InvalidUrl {
         url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: awc::http::Uri = url.parse().map_err(|_| invalid("does not parse"))?;
+        reason: "does not parse".to_owned(),
+    })?;
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
     let port = uri
         .port_u16()
@@ -31,17 +32,47 @@ pub(super) fn loopback_addr(url: &str) -> Result<SocketAddr> {
         } else {
             80
         });
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        return Err(invalid(
-            "wsm load only targets loopback hosts (127.0.0.1, ::1, localhost)",
-        ));
-    }
-    (host, port)
+    let unresolved = |reason: String| Error::ConnectFailed {
+        url: url.to_owned(),
+        reason: format!("cannot resolve host {host:?}: {reason}"),
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| invalid(&e.to_string()))?
-        .next()
-        .ok_or_else(|| invalid("the host resolves to no address"))
+        .map_err(|e| unresolved(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(unresolved("it has no address".to_owned()));
+    }
+    Ok(addrs)
+}
+
+/// Whether `addrs` are all on this machine. Loopback is the test: a target on another address
+/// of this host is rare, and then the note it gets ("the figures include the network") is only
+/// too cautious.
+pub(super) fn on_this_machine(addrs: &[SocketAddr]) -> bool {
+    addrs.iter().all(|a| a.ip().to_canonical().is_loopback())
+}
+
+/// Resolve `urls` (failing on the first that does not resolve), and say in one stderr line
+/// which of them are not on this machine: their figures include the network.
+pub(super) fn check_targets(urls: &[&str]) -> Result<()> {
+    let mut remote = Vec::new();
+    for url in urls {
+        if !on_this_machine(&resolve(url)?) {
+            remote.push(*url);
+        }
+    }
+    match remote.as_slice() {
+        [] => {}
+        [one] => {
+            eprintln!("wsm: note: {one} is not on this machine; the figures include the network")
+        }
+        many => eprintln!(
+            "wsm: note: {} are not on this machine; the figures include the network",
+            many.join(" and ")
+        ),
+    }
+    Ok(())
 }
 
 /// Where the server under load runs.
@@ -169,18 +200,23 @@ pub(super) fn max_message_size(args: &LoadArgs) -> usize {
 /// with `pem` when given.
 pub(super) fn spawn_child(args: &LoadArgs, pem: Option<&Pem>) -> Result<ChildServer> {
     ChildServer::spawn(
-        &[
-            "--max-sessions".into(),
-            (args.connections.max(1) + 64).to_string(),
-            "--max-message-size".into(),
-            max_message_size(args).to_string(),
-            "--session-queue".into(),
-            "4096".into(),
-            // One descriptor per connection, so 10,000 fit under a limit of 20,000.
-            "--no-socket-handle".into(),
-        ],
+        &child_flags(args),
         pem.map(|(c, k)| (c.as_str(), k.as_str())),
     )
+}
+
+/// The flags of the embedded `wsm serve` child (besides `--bind` and TLS).
+pub(super) fn child_flags(args: &LoadArgs) -> Vec<String> {
+    vec![
+        "--max-sessions".into(),
+        (args.connections.max(1) + 64).to_string(),
+        "--max-message-size".into(),
+        max_message_size(args).to_string(),
+        "--session-queue".into(),
+        "4096".into(),
+        // One descriptor per connection, so 10,000 fit under a limit of 20,000.
+        "--no-socket-handle".into(),
+    ]
 }
 
 /// Start the embedded server in this process (`--in-process`), serving TLS with `pem` when
@@ -224,12 +260,14 @@ pub(super) fn target_url(
 /// one clear error before any load is started.
 pub(super) async fn preflight(url: &str, config: ClientConfig, pad: &str) -> Result<()> {
     let connect_timeout = config.connect_timeout;
-    let addr = loopback_addr(url)?;
-    let tcp = actix_rt::task::spawn_blocking(move || {
-        TcpStream::connect_timeout(&addr, connect_timeout).map(drop)
+    // Name resolution blocks: off the actix thread, with the connect.
+    let owned = url.to_owned();
+    let (addr, tcp) = actix_rt::task::spawn_blocking(move || {
+        let addr = *resolve(&owned)?.first().ok_or_else(|| bad("no address"))?;
+        Ok::<_, Error>((addr, TcpStream::connect_timeout(&addr, connect_timeout)))
     })
     .await
-    .map_err(|e| bad(e.to_string()))?;
+    .map_err(|e| bad(e.to_string()))??;
     if let Err(e) = tcp {
         return Err(Error::ConnectFailed {
             url: url.to_owned(),
