@@ -190,8 +190,11 @@ fn time_chart(y: &str, lines: &[Line]) -> Result<String, String> {
     let points = || lines.iter().flat_map(|l| l.points.iter());
     let x_max = points().map(|p| p.0).fold(1.0, f64::max);
     let y_max = points().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+    // Ticks fall between whole seconds on a short run: one decimal there, so that no two
+    // ticks read the same.
+    let decimals = if x_max < 20.0 { 1 } else { 0 };
     draw(0f64..x_max, 0f64..y_max, "seconds", y, lines, &|x| {
-        format!("{x:.0}")
+        format!("{x:.decimals$}")
     })
 }
 
