@@ -41,9 +41,8 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
     let mut joined = client.subscribe::<Joined>(4);
     let mut msgs = client.subscribe::<RoomMessage>(8192);
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let t0 = Instant::now();
     let up = join_room(&client, &room, &mut joined, shared.args.connect_timeout).await;
-    let up = timed(t0, up);
+    let up = timed(&shared, idx, up);
     let ok = up.is_ok();
     let _ = shared.ready.send((idx, up));
     if !ok {
