@@ -74,7 +74,8 @@ pub struct LoadArgs {
     /// 365 days).
     #[arg(long, default_value = "10s", value_parser = flags::duration)]
     pub(super) duration: Duration,
-    /// Echo messages in flight per connection, 1 to 10000.
+    /// Messages in flight per connection, 1 to 10000: echo requests awaiting their reply; with
+    /// --rate, also broadcast publishes whose own copy has not come back.
     #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_WINDOW))]
     pub(super) window: usize,
     /// Payload bytes per message (a padding string inside `data`), 0 to 16 MiB less 4 KiB
@@ -86,8 +87,9 @@ pub struct LoadArgs {
     pub(super) connect_rate: f64,
     /// Open loop: messages per second in total (as wrk2's -R), 0.01 to 1000000, spread evenly
     /// over the connections (echo) or the publishing connections (broadcast, instead of
-    /// --publish-rate). Each send has a due time; a send due while --window is full waits, and
-    /// latency is timed from the due time (corrected, the `latency_us` figures) as well as from
+    /// --publish-rate). Each send has a due time; a send due while --window is full waits (a
+    /// broadcast publish is in flight until the publisher's own copy comes back), and latency
+    /// is timed from the due time (corrected, the `latency_us` figures) as well as from
     /// the actual send (uncorrected, `latency_uncorrected_us`), so a server that stalls shows
     /// in the percentiles instead of pausing the load (coordinated omission). Sends that left
     /// more than 1 ms late are counted; past 1 % (or past 80 % client CPU) the report calls the

@@ -41,9 +41,8 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
     let mut joined = client.subscribe::<Joined>(4);
     let mut msgs = client.subscribe::<RoomMessage>(8192);
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let t0 = Instant::now();
     let up = join_room(&client, &room, &mut joined, shared.args.connect_timeout).await;
-    let up = timed(t0, up);
+    let up = timed(&shared, idx, up);
     let ok = up.is_ok();
     let _ = shared.ready.send((idx, up));
     if !ok {
@@ -52,12 +51,14 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
     let Some(plan) = wait_start(&shared, idx).await else {
         return;
     };
+    let own = OwnCopies::default();
     let publisher = Publisher {
         client: &client,
         shared: &shared,
         room: &room,
         room_idx,
         idx,
+        own: &own,
     };
     let sending = async {
         if !is_sender {
@@ -65,10 +66,11 @@ pub(crate) async fn broadcast_driver(client: Client, idx: usize, shared: Arc<Coo
         }
         publisher.publish_until(&plan).await
     };
-    let receiving = receive_until_stop(&shared, idx, &mut msgs);
+    let receiving = receive_until_stop(&shared, idx, &own, &mut msgs);
     let (published, mut res) = futures_util::future::join(sending, receiving).await;
     res.sent = published.sent;
     res.late = published.late;
+    res.due_not_sent = published.due_not_sent;
     res.errors += published.errors;
     while errors_rx.try_recv().is_ok() {
         res.errors += 1;
@@ -102,8 +104,20 @@ async fn join_room(
 struct Published {
     sent: u64,
     errors: u64,
-    /// Publishes that left more than [`LATE`] after they were due.
+    /// Publishes that left more than [`LATE`] after they could have.
     late: u64,
+    /// Open loop: publishes due before the end that never left (the window stayed full).
+    due_not_sent: u64,
+}
+
+/// A publisher's own copies of its publishes (it is a member of its room too): a publish is
+/// in flight until its own copy comes back, and `--window` caps those in flight.
+#[derive(Default)]
+struct OwnCopies {
+    /// The highest sequence number of its own that came back.
+    back: std::sync::atomic::AtomicU64,
+    /// Wakes the publisher when one comes back.
+    notify: tokio::sync::Notify,
 }
 
 /// One publishing connection.
@@ -114,6 +128,7 @@ struct Publisher<'a> {
     room_idx: usize,
     /// The connection's index (its schedule's seed, its series shard).
     idx: usize,
+    own: &'a OwnCopies,
 }
 
 impl Publisher<'_> {
@@ -121,46 +136,89 @@ impl Publisher<'_> {
     /// sender (each publish due on its [`Schedule`]), else at `--publish-rate` (each due when
     /// it is sent).
     async fn publish_until(&self, plan: &Plan) -> Published {
-        let mut out = Published::default();
         let args = &self.shared.args;
-        let phases = &args.phases;
-        let mut schedule = plan
-            .rate_at(phases, plan.started, true)
-            .map(|rate| Schedule::new(plan.started, rate, args.arrival, self.idx as u64));
+        if let Some(rate) = plan.rate_at(&args.phases, plan.started, true) {
+            return self.open_loop(plan, rate).await;
+        }
+        let mut out = Published::default();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.publish_rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
         loop {
-            let due = match &mut schedule {
-                Some(s) => {
-                    let due = s.due();
-                    if let Some(rate) = plan.rate_at(phases, due, true) {
-                        s.set_rate(rate);
-                    }
-                    s.advance();
-                    tokio::time::sleep_until(wake_for(due).into()).await;
-                    // A publish that leaves early (see `wake_for`) is timed from its send.
-                    Some(due.min(Instant::now()))
-                }
-                None => {
-                    tick.tick().await;
-                    None
-                }
-            };
-            if due.is_some_and(|d| d >= plan.deadline) || Instant::now() >= plan.deadline {
+            tick.tick().await;
+            if Instant::now() >= plan.deadline {
                 break;
             }
             seq += 1;
-            out.late += u64::from(due.is_some_and(|d| d.elapsed() > LATE));
-            if self.publish(seq, due).await {
-                out.sent += 1;
-                self.shared.published[self.room_idx].fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.shared.timeline.error(self.idx);
-                out.errors += 1;
+            let ok = self.publish(seq, None).await;
+            self.count(ok, &mut out);
+        }
+        out
+    }
+
+    /// Open loop: each publish leaves at its due time, at most `--window` in flight (sent and
+    /// its own copy not back yet; one not back within `--timeout` stops counting): a publish due
+    /// while the window is full waits, and its receipts count from its due time. Late and
+    /// never-sent publishes count as in the echo driver.
+    async fn open_loop(&self, plan: &Plan, rate: f64) -> Published {
+        let (args, mut out) = (&self.shared.args, Published::default());
+        let mut schedule = Schedule::new(plan.started, rate, args.arrival, self.idx as u64);
+        let (mut seq, mut given_up, mut freed) = (0u64, 0u64, plan.started);
+        let in_flight = |seq: u64, given_up: u64| {
+            seq.saturating_sub(self.own.back.load(Ordering::Relaxed).max(given_up)) as usize
+        };
+        loop {
+            let now = Instant::now();
+            while in_flight(seq, given_up) < args.window
+                && wake_for(schedule.due()) <= now
+                && schedule.due() < plan.deadline
+                && now < plan.deadline
+            {
+                seq += 1;
+                let due = schedule.due();
+                out.late += u64::from(now.saturating_duration_since(due.max(freed)) > LATE);
+                let ok = self.publish(seq, Some(due.min(now))).await;
+                self.count(ok, &mut out);
+                self.advance(&mut schedule, plan);
+            }
+            if Instant::now() >= plan.deadline || schedule.due() >= plan.deadline {
+                while schedule.due() < plan.deadline {
+                    out.due_not_sent += 1;
+                    self.advance(&mut schedule, plan);
+                }
+                break;
+            }
+            let room = in_flight(seq, given_up) < args.window;
+            tokio::select! {
+                _ = self.own.notify.notified(), if !room => freed = Instant::now(),
+                _ = tokio::time::sleep(args.timeout), if !room => {
+                    // The oldest in flight never came back: stop waiting for it.
+                    given_up = self.own.back.load(Ordering::Relaxed).max(given_up) + 1;
+                }
+                _ = tokio::time::sleep_until(wake_for(schedule.due()).into()), if room => {}
+                _ = tokio::time::sleep_until(plan.deadline.into()) => {}
             }
         }
         out
+    }
+
+    /// The schedule's next due time, at the rate in force at the current one.
+    fn advance(&self, schedule: &mut Schedule, plan: &Plan) {
+        if let Some(rate) = plan.rate_at(&self.shared.args.phases, schedule.due(), true) {
+            schedule.set_rate(rate);
+        }
+        schedule.advance();
+    }
+
+    /// Count one publish: taken by the client, or failed.
+    fn count(&self, ok: bool, out: &mut Published) {
+        if ok {
+            out.sent += 1;
+            self.shared.published[self.room_idx].fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.shared.timeline.error(self.idx);
+            out.errors += 1;
+        }
     }
 
     /// Publish tick `seq`, due at `due` (`None`: now); whether the client took it.
@@ -186,6 +244,7 @@ impl Publisher<'_> {
 async fn receive_until_stop(
     shared: &Coordination,
     idx: usize,
+    own: &OwnCopies,
     msgs: &mut mpsc::Receiver<client::Inbound<RoomMessage>>,
 ) -> ConnResult {
     let mut stop = shared.stop.clone();
@@ -199,6 +258,10 @@ async fn receive_until_stop(
                 shared.timeline.message(idx, now.saturating_sub(due));
                 res.record(now.saturating_sub(due), now.saturating_sub(sent));
                 order.take(publisher, seq, &mut res);
+                if publisher == idx as u64 && seq > own.back.load(Ordering::Relaxed) {
+                    own.back.store(seq, Ordering::Relaxed);
+                    own.notify.notify_one();
+                }
                 shared.receipts.fetch_add(1, Ordering::Relaxed);
             }
             _ => res.errors += 1,

@@ -150,6 +150,7 @@ fn coordination(
         stop,
         receipts: AtomicU64::new(0),
         published: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
+        connect_started: (0..args.connections).map(|_| AtomicU64::new(0)).collect(),
         recovery: Recovery::new(),
         timeline: Timeline::new(
             args.arbiters

@@ -143,6 +143,9 @@ pub(super) struct Coordination {
     pub(super) published: Vec<AtomicU64>,
     /// The per-second series every driver records into.
     pub(super) timeline: Timeline,
+    /// When each connection's connect call began (the [`now_us`] clock): its connect time
+    /// counts from there.
+    pub(super) connect_started: Vec<AtomicU64>,
     /// With `--chaos`: what the connections' watchers saw.
     pub(super) recovery: Recovery,
 }
@@ -158,12 +161,18 @@ pub(super) async fn wait_up(client: &Client, timeout: Duration) -> std::result::
         })
 }
 
-/// `up`, with the microseconds since `started` when it is a success.
+/// `up`, with the microseconds since connection `idx`'s connect call began when it is a
+/// success.
 pub(super) fn timed(
-    started: Instant,
+    shared: &Coordination,
+    idx: usize,
     up: std::result::Result<(), String>,
 ) -> std::result::Result<u64, String> {
-    up.map(|()| (started.elapsed().as_micros() as u64).max(1))
+    let started = shared
+        .connect_started
+        .get(idx)
+        .map_or(0, |s| s.load(std::sync::atomic::Ordering::Relaxed));
+    up.map(|()| now_us().saturating_sub(started).max(1))
 }
 
 /// What the coordinator tells the drivers when the measurement starts.
@@ -204,8 +213,11 @@ pub(super) async fn wait_start(shared: &Coordination, idx: usize) -> Option<Arc<
 /// Idle and churn: stay connected, send nothing, until the coordinator says stop.
 pub(super) async fn idle_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let t0 = Instant::now();
-    let up = timed(t0, wait_up(&client, shared.args.connect_timeout).await);
+    let up = timed(
+        &shared,
+        idx,
+        wait_up(&client, shared.args.connect_timeout).await,
+    );
     let ok = up.is_ok();
     let _ = shared.ready.send((idx, up));
     if !ok || wait_start(&shared, idx).await.is_none() {

@@ -16,8 +16,11 @@ use super::schedule::{wake_for, Schedule, LATE};
 /// Echo: keep up to `--window` echo messages in flight until the deadline and time each reply.
 pub(crate) async fn echo_driver(client: Client, idx: usize, shared: Arc<Coordination>) {
     let mut errors_rx = client.subscribe::<ErrorReply>(64);
-    let t0 = Instant::now();
-    let up = timed(t0, wait_up(&client, shared.args.connect_timeout).await);
+    let up = timed(
+        &shared,
+        idx,
+        wait_up(&client, shared.args.connect_timeout).await,
+    );
     let ok = up.is_ok();
     let _ = shared.ready.send((idx, up));
     if !ok {

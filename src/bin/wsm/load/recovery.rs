@@ -26,8 +26,12 @@ struct Seen {
     not_back: u64,
     close_codes: BTreeMap<u16, u64>,
     handshake_failures: u64,
-    first_failure: Option<String>,
+    /// Failed attempts by cause (at most [`MAX_CAUSES`] causes; the rest under "other").
+    causes: BTreeMap<String, u64>,
 }
+
+/// Most distinct causes of failed attempts the report lists.
+const MAX_CAUSES: usize = 16;
 
 /// The recovery figures of a run, as the report has them.
 #[derive(Debug, Serialize)]
@@ -43,8 +47,8 @@ pub(super) struct RecoveryOut {
     pub(super) close_codes: BTreeMap<String, u64>,
     /// Reconnect attempts that failed (refused, upgrade failed, timed out).
     pub(super) handshake_failures: u64,
-    /// Why the first of them failed.
-    pub(super) first_handshake_failure: Option<String>,
+    /// The same by cause, in the client's words (at most 16 causes, then "other").
+    pub(super) handshake_failure_causes: BTreeMap<String, u64>,
     /// What the faults did, in words.
     pub(super) chaos: Vec<String>,
 }
@@ -62,7 +66,7 @@ impl Recovery {
                 not_back: 0,
                 close_codes: BTreeMap::new(),
                 handshake_failures: 0,
-                first_failure: None,
+                causes: BTreeMap::new(),
             }),
         }
     }
@@ -80,7 +84,7 @@ impl Recovery {
                 .map(|(c, n)| (c.to_string(), *n))
                 .collect(),
             handshake_failures: seen.handshake_failures,
-            first_handshake_failure: seen.first_failure.clone(),
+            handshake_failure_causes: seen.causes.clone(),
             chaos,
         }
     }
@@ -117,7 +121,13 @@ pub(super) async fn watch(client: Client, idx: usize, shared: Arc<Coordination>)
             ConnectionState::Reconnecting { cause, .. } => {
                 if std::mem::take(&mut connecting) {
                     seen.handshake_failures += 1;
-                    seen.first_failure.get_or_insert(cause);
+                    let key = if seen.causes.len() < MAX_CAUSES || seen.causes.contains_key(&cause)
+                    {
+                        cause
+                    } else {
+                        "other".to_owned()
+                    };
+                    *seen.causes.entry(key).or_default() += 1;
                 } else if lost_at.is_none() {
                     seen.lost += 1;
                     lost_at = Some(Instant::now());

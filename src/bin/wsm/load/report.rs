@@ -321,9 +321,15 @@ fn recovery_rows(r: &RecoveryOut) -> Vec<(&'static str, String)> {
         ("close codes", codes.join(", ")),
         (
             "failed attempts",
-            match &r.first_handshake_failure {
-                Some(why) => format!("{} (first: {why})", r.handshake_failures),
-                None => r.handshake_failures.to_string(),
+            if r.handshake_failure_causes.is_empty() {
+                r.handshake_failures.to_string()
+            } else {
+                let causes: Vec<String> = r
+                    .handshake_failure_causes
+                    .iter()
+                    .map(|(c, n)| format!("{n} x {c}"))
+                    .collect();
+                format!("{} ({})", r.handshake_failures, causes.join("; "))
             },
         ),
     ]
