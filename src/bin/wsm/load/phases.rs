@@ -209,6 +209,7 @@ pub(super) async fn measure(
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix("measure");
+    bar.set_message("");
     let mut churned = ConnResult::new();
     if args.scenario == Scenario::Churn {
         churned = churn(manager, args, url, deadline, &bar, started).await;
@@ -223,10 +224,14 @@ pub(super) async fn measure(
             sampled = Some(second);
             let connected = manager.stats().states.connected;
             shared.timeline.connections(connected);
-            if let Some(last) = second.checked_sub(1) {
-                let (messages, p99) = shared.timeline.peek(last as usize);
-                bar.set_message(progress_line(connected, messages, p99));
-            }
+            let line = match second.checked_sub(1) {
+                Some(last) => {
+                    let (messages, p99) = shared.timeline.peek(last as usize);
+                    progress_line(connected, messages, p99)
+                }
+                None => format!("{connected} connections  (messages/s and p99 after 1 s)"),
+            };
+            bar.set_message(line);
         }
     }
     bar.finish_and_clear();

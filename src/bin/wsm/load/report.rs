@@ -131,6 +131,10 @@ impl Report {
             Some(b) => format!("{:.1} MiB", b as f64 / 1048576.0),
             None => "unknown".into(),
         };
+        let kib = |b: Option<u64>| match b {
+            Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
+            None => "unknown".into(),
+        };
         let mut rows = vec![
             ("scenario", format!("{} ({})", self.scenario, self.protocol)),
             ("url", self.url.clone()),
@@ -149,18 +153,7 @@ impl Report {
             ("messages/s", self.rate_row()),
             ("latency µs", percentiles(l)),
             ("uncorrected µs", percentiles(&self.latency_uncorrected_us)),
-            (
-                "late sends",
-                format!(
-                    "{} of {} more than 1 ms late{}",
-                    self.late_sends,
-                    self.sent,
-                    match self.due_not_sent {
-                        0 => String::new(),
-                        n => format!("; {n} due never left (window full)"),
-                    }
-                ),
-            ),
+            ("late sends", self.late_row()),
             (
                 "connect µs",
                 format!(
@@ -177,21 +170,9 @@ impl Report {
             ("reconnects", self.reconnects.to_string()),
             ("dropped", self.dropped.to_string()),
             ("client RSS", rss(self.client_rss_bytes)),
-            (
-                "RSS/connection",
-                match self.rss_per_connection_bytes {
-                    Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
-                    None => "unknown".into(),
-                },
-            ),
+            ("RSS/connection", kib(self.rss_per_connection_bytes)),
             ("server RSS", rss(self.server_rss_bytes)),
-            (
-                "server RSS/conn",
-                match self.server_rss_per_connection_bytes {
-                    Some(b) => format!("{:.1} KiB", b as f64 / 1024.0),
-                    None => "unknown".into(),
-                },
-            ),
+            ("server RSS/conn", kib(self.server_rss_per_connection_bytes)),
             (
                 "CPU s",
                 match (self.client_cpu_seconds, self.server_cpu_seconds) {
@@ -210,6 +191,18 @@ impl Report {
             rows.push(("phase", phase_row(p)));
         }
         rows
+    }
+
+    /// How many sends left more than 1 ms late, and how many due never left.
+    fn late_row(&self) -> String {
+        let never = match self.due_not_sent {
+            0 => String::new(),
+            n => format!("; {n} due never left (window full)"),
+        };
+        format!(
+            "{} of {} more than 1 ms late{never}",
+            self.late_sends, self.sent
+        )
     }
 
     /// Messages per second, and the rate asked for in an open loop.
