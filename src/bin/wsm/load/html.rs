@@ -26,6 +26,10 @@ pub(super) struct Page<'a> {
     pub(super) rows: Vec<(String, String)>,
     pub(super) notes: Vec<String>,
     pub(super) series: &'a [SecondOut],
+    /// The seconds measured: the charts over time end there. (A last second that starts at
+    /// or just before the end holds mostly replies that came after it; the totals count them,
+    /// the charts do not draw them as a second of their own.)
+    pub(super) span_seconds: f64,
     pub(super) corrected: &'a Histogram<u64>,
     pub(super) uncorrected: &'a Histogram<u64>,
 }
@@ -61,7 +65,7 @@ pub(super) fn render(page: &Page) -> Result<String, String> {
     for note in &page.notes {
         let _ = writeln!(html, "<p>{}</p>", escape(note));
     }
-    let groups = downsample(page.series);
+    let groups = charted(page.series, page.span_seconds);
     let charts = [
         (
             "Messages per second",
@@ -110,6 +114,8 @@ fn escape(text: &str) -> String {
 struct Group {
     /// Seconds from the start to the group's first second.
     t: f64,
+    /// Where its seconds end (the span at the latest).
+    end: f64,
     messages_per_second: f64,
     connections: f64,
     errors_per_second: f64,
@@ -118,9 +124,20 @@ struct Group {
     max_ms: f64,
 }
 
+/// The groups the charts over time draw: the seconds of the span (a second that starts within
+/// half a second of the end is that sliver plus replies that came after the end: left out).
+fn charted(series: &[SecondOut], span_seconds: f64) -> Vec<Group> {
+    let span = span_seconds.max(1.0);
+    let measured: Vec<&SecondOut> = series
+        .iter()
+        .filter(|s| (s.t as f64) + 0.5 <= span)
+        .collect();
+    downsample(&measured, span)
+}
+
 /// The series in at most [`MAX_POINTS`] groups of seconds, their histograms added (a histogram
 /// that does not decode counts with its second's own percentiles).
-fn downsample(series: &[SecondOut]) -> Vec<Group> {
+fn downsample(series: &[&SecondOut], span: f64) -> Vec<Group> {
     let size = series.len().div_ceil(MAX_POINTS).max(1);
     series
         .chunks(size)
@@ -144,8 +161,10 @@ fn downsample(series: &[SecondOut]) -> Vec<Group> {
                 };
                 v.max(or) as f64 / 1e3
             };
+            let t = chunk[0].t as f64;
             Group {
-                t: chunk[0].t as f64,
+                t,
+                end: (t + chunk.len() as f64).min(span),
                 messages_per_second: chunk.iter().map(|s| s.messages).sum::<u64>() as f64 / n,
                 connections: chunk.last().map_or(0, |s| s.connections) as f64,
                 errors_per_second: chunk.iter().map(|s| s.errors).sum::<u64>() as f64 / n,
@@ -161,7 +180,11 @@ fn line(name: &'static str, color: RGBColor, g: &[Group], f: fn(&Group) -> f64) 
     Line {
         name,
         color,
-        points: g.iter().map(|g| (g.t, f(g))).collect(),
+        // Each group's value holds over its seconds: a step, not a slope between seconds.
+        points: g
+            .iter()
+            .flat_map(|g| [(g.t, f(g)), (g.end, f(g))])
+            .collect(),
     }
 }
 
@@ -300,6 +323,28 @@ mod tests {
     use super::*;
     use crate::load::series::second_histogram;
 
+    /// The charts end at the span: a trailing second of late replies is not drawn, and each
+    /// second's value holds to the next (the last one to the span).
+    #[test]
+    fn charts_end_at_the_span() {
+        let second = |t: u64, messages: u64| SecondOut {
+            t,
+            messages,
+            ..SecondOut::default()
+        };
+        let series = [second(0, 10), second(1, 10), second(2, 10), second(3, 2)];
+        let groups = charted(&series, 3.0009);
+        assert_eq!(groups.len(), 3);
+        let last = &groups[2];
+        assert_eq!((last.t, last.end), (2.0, 3.0));
+        assert_eq!(last.messages_per_second, 10.0);
+        let points = line("m", BLUE, &groups, |g| g.messages_per_second).points;
+        assert_eq!(points.first(), Some(&(0.0, 10.0)));
+        assert_eq!(points.last(), Some(&(3.0, 10.0)));
+        // A run cut 0.6 s into its fourth second draws that partial second too.
+        assert_eq!(charted(&series, 3.6).last().map(|g| g.end), Some(3.6));
+    }
+
     /// A 10-minute series with busy histograms renders to one page under 1 MiB, with five
     /// inline SVG charts and nothing fetched.
     #[test]
@@ -332,6 +377,7 @@ mod tests {
             rows: vec![("url".into(), "ws://a/?x=<1>".into())],
             notes: vec![],
             series: &series,
+            span_seconds: 600.0,
             corrected: &whole,
             uncorrected: &whole,
         };

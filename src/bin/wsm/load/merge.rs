@@ -91,6 +91,7 @@ pub fn run(args: &MergeArgs) -> Result<()> {
                 .collect(),
             notes: vec![format!("runs: {}", merged.urls.join(", "))],
             series: &merged.series,
+            span_seconds: merged.duration_seconds,
             corrected: &merged.latency_hist,
             uncorrected: &merged.uncorrected_hist,
         };

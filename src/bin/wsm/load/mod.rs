@@ -107,6 +107,7 @@ fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
                 rows,
                 notes,
                 series: &report.series,
+                span_seconds: report.duration_seconds,
                 corrected: &report.latency_hist,
                 uncorrected: &report.uncorrected_hist,
             };

@@ -203,7 +203,7 @@ impl Timeline {
 }
 
 /// One second of the series, as `--json` has it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct SecondOut {
     /// Seconds since the start of the measurement.
     pub(crate) t: u64,
