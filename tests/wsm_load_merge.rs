@@ -120,6 +120,53 @@ fn two_runs_merged_give_the_percentiles_of_one_histogram() {
         .sum();
     assert_eq!(merged_series, sum("received"), "{m}");
     assert_eq!(m["runs"], 2, "{m}");
+    merged_thresholds(&fa, &fb, &m);
+}
+
+/// `wsm load merge --threshold`: judged on the merged figures (exit 0 when they hold, 99 naming
+/// the crossed one), listed under `thresholds`; `recover_p99` (not in a merged report) refused.
+fn merged_thresholds(fa: &str, fb: &str, m: &serde_json::Value) {
+    let ok = wsm(&[
+        "load",
+        "merge",
+        fa,
+        fb,
+        "--json",
+        "--threshold",
+        "missing==0",
+        "--threshold",
+        "p99<60s",
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let r = report(&ok);
+    assert_eq!(r["thresholds"][1]["passed"], true, "{r}");
+    let received = m["received"].as_u64().expect("received");
+    let over = format!(
+        "rate>={}",
+        m["messages_per_second"].as_f64().unwrap_or(0.0) * 2.0 + 1.0
+    );
+    let crossed = wsm(&["load", "merge", fa, fb, "--threshold", &over]);
+    assert_eq!(crossed.status.code(), Some(99), "{received}: {crossed:?}");
+    let stderr = String::from_utf8_lossy(&crossed.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "wsm load merge: threshold crossed: {over} (rate was "
+        )),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&crossed.stdout).contains("0 passed, 1 crossed"));
+    let refused = wsm(&["load", "merge", fa, fb, "--threshold", "recover_p99<5s"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("recover_p99 is not in a merged report"),
+        "{stderr}"
+    );
 }
 
 /// The HTML report (issue 24, test 3): `--report` writes one self-contained file (no scripts,

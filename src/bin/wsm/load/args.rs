@@ -204,7 +204,7 @@ pub enum LoadCommand {
     /// Merge the --json reports of several runs (copies on several machines, say) into one:
     /// histograms added, so the percentiles are exact; counts added; the per-second series
     /// lined up by wall-clock second and added.
-    Merge(super::merge::MergeArgs),
+    Merge(Box<super::merge::MergeArgs>),
 }
 
 /// `--start-at`: RFC 3339, or seconds since 1970; at most a day from now.

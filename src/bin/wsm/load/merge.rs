@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use actix_ws_manager::{Error, Result};
 use clap::Args;
@@ -17,6 +18,7 @@ use super::hist::{self, Histograms};
 use super::html;
 use super::report::Latency;
 use super::series::{self, Second, SecondOut};
+use super::thresholds::{self, Figures, Outcome, Threshold};
 
 /// Flags of `wsm load merge`.
 #[derive(Debug, Clone, Args)]
@@ -30,6 +32,12 @@ pub struct MergeArgs {
     /// Write the merged runs as an HTML report to FILE (as `wsm load --report`).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// A pass/fail condition on the merged runs, repeatable, as `wsm load --threshold` (p50,
+    /// p90, p99, p999, max, connect_p99, missing, errors, rate; not recover_p99): each crossed
+    /// one is named on stderr after the report and the exit code is 99; --json lists every one
+    /// under `thresholds`. So a run spread over several machines passes or fails as a whole.
+    #[arg(long, value_name = "EXPR", value_parser = thresholds::parse_merged)]
+    threshold: Vec<Threshold>,
 }
 
 /// The figures of one run that a merge reads.
@@ -68,20 +76,38 @@ struct Merged {
     started_unix: f64,
     series: Vec<SecondOut>,
     histograms: Histograms,
+    /// How each `--threshold` fared over the merged runs.
+    thresholds: Vec<Outcome>,
     #[serde(skip)]
     latency_hist: Histogram<u64>,
     #[serde(skip)]
     uncorrected_hist: Histogram<u64>,
 }
 
-/// Run `wsm load merge`.
-pub fn run(args: &MergeArgs) -> Result<()> {
+/// Run `wsm load merge`. Answers the exit code: success, or 99 when a `--threshold` was
+/// crossed (each named on stderr after the report).
+pub fn run(args: &MergeArgs) -> Result<ExitCode> {
     let inputs = args
         .files
         .iter()
         .map(|f| read(f))
         .collect::<Result<Vec<_>>>()?;
-    let merged = merge(&args.files, &inputs)?;
+    let mut merged = merge(&args.files, &inputs)?;
+    let mut crossed = Vec::new();
+    for t in &args.threshold {
+        let outcome = t.judge(&Figures {
+            latency: &merged.latency_us,
+            connect_p99: merged.connect_us.p99,
+            recover_p99: 0,
+            missing: merged.missing,
+            errors: merged.errors,
+            rate: merged.messages_per_second,
+        });
+        if !outcome.passed {
+            crossed.push(t.crossed_line(&outcome));
+        }
+        merged.thresholds.push(outcome);
+    }
     if let Some(file) = &args.report {
         let page = html::Page {
             title: &format!("wsm load merge: {} runs", merged.runs),
@@ -97,7 +123,15 @@ pub fn run(args: &MergeArgs) -> Result<()> {
         };
         html::write(file, &page)?;
     }
-    print(&merged, args.json)
+    print(&merged, args.json)?;
+    for line in &crossed {
+        eprintln!("wsm load merge: {line}");
+    }
+    Ok(if crossed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(thresholds::EXIT_CROSSED)
+    })
 }
 
 /// One report, read and parsed; the error names the file.
@@ -159,6 +193,7 @@ fn merge(files: &[PathBuf], inputs: &[Input]) -> Result<Merged> {
             latency_uncorrected: hist::encode(&uncorrected),
             connect: hist::encode(&connect),
         },
+        thresholds: Vec::new(),
         latency_hist: lat,
         uncorrected_hist: uncorrected,
     })
@@ -227,5 +262,15 @@ fn rows(m: &Merged) -> Vec<(&'static str, String)> {
         ("connect µs", pct(&m.connect_us)),
         ("missing", m.missing.to_string()),
         ("errors", m.errors.to_string()),
+        ("thresholds", thresholds_row(&m.thresholds)),
     ]
+}
+
+/// How many thresholds passed and how many were crossed.
+pub(super) fn thresholds_row(outcomes: &[Outcome]) -> String {
+    let passed = outcomes.iter().filter(|t| t.passed).count();
+    match outcomes.len() {
+        0 => "none".to_owned(),
+        n => format!("{passed} passed, {} crossed", n - passed),
+    }
 }

@@ -59,7 +59,7 @@ use target::{Pem, ServerMode};
 /// a `--threshold` was crossed (each named on stderr after the report).
 pub fn run(args: LoadArgs) -> Result<ExitCode> {
     if let Some(args::LoadCommand::Merge(m)) = &args.command {
-        return merge::run(m).map(|()| ExitCode::SUCCESS);
+        return merge::run(m);
     }
     let (json, url) = (args.json, args.url.clone());
     let result = run_inner(args);

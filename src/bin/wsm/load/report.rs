@@ -222,11 +222,7 @@ impl Report {
 
     /// `2 passed, 1 crossed`, or `none`.
     fn thresholds_row(&self) -> String {
-        let passed = self.thresholds.iter().filter(|t| t.passed).count();
-        match self.thresholds.len() {
-            0 => "none".to_owned(),
-            n => format!("{passed} passed, {} crossed", n - passed),
-        }
+        super::merge::thresholds_row(&self.thresholds)
     }
 
     /// The table's rows in this scenario's words, and the notes under it (for `--report`).

@@ -167,6 +167,18 @@ pub struct Outcome {
     pub passed: bool,
 }
 
+/// Parse `text` as a threshold of `wsm load merge`: as [`parse`], but `recover_p99` is
+/// refused (a merged report holds no recovery figures; each copy judges its own).
+pub fn parse_merged(text: &str) -> Result<Threshold, String> {
+    let t = parse(text)?;
+    if t.metric == Metric::RecoverP99 {
+        return Err(format!(
+            "{text:?}: recover_p99 is not in a merged report (give it to each copy's --chaos run)"
+        ));
+    }
+    Ok(t)
+}
+
 /// Parse `text` as a threshold: clap's value parser for `--threshold`, so a bad expression is
 /// clap's one-line error naming the flag and the expression.
 pub fn parse(text: &str) -> Result<Threshold, String> {
