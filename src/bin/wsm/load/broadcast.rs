@@ -157,11 +157,14 @@ impl Publisher<'_> {
     }
 
     /// Open loop: each publish leaves at its due time, at most `--window` in flight (sent and
-    /// its own copy not back yet; one not back within `--timeout` stops counting): a publish due
-    /// while the window is full waits, and its receipts count from its due time. Late and
-    /// never-sent publishes count as in the echo driver.
+    /// its own copy not back yet; one not back within `--timeout`, or in flight when the
+    /// connection is lost, stops counting, as a lost connection fails the echo driver's
+    /// requests at once): a publish due while the window is full waits, and its receipts count
+    /// from its due time. Late and never-sent publishes count as in the echo driver.
     async fn open_loop(&self, plan: &Plan, rate: f64) -> Published {
         let (args, mut out) = (&self.shared.args, Published::default());
+        // Subscribed once up: every state from here on is news.
+        let mut events = self.client.subscribe_events(16);
         let mut schedule = Schedule::new(plan.started, rate, args.arrival, self.idx as u64);
         let (mut seq, mut given_up, mut freed) = (0u64, 0u64, plan.started);
         let in_flight = |seq: u64, given_up: u64| {
@@ -194,6 +197,13 @@ impl Publisher<'_> {
                 _ = tokio::time::sleep(args.timeout), if !room => {
                     // The oldest in flight never came back: stop waiting for it.
                     given_up = self.own.back.load(Ordering::Relaxed).max(given_up) + 1;
+                }
+                Some(ev) = events.recv() => {
+                    if let client::Event::State(client::ConnectionState::Disconnected { .. }) = ev {
+                        // Lost with the connection (a copy that still comes back, recovered
+                        // after the rejoin, counts as received all the same).
+                        given_up = seq;
+                    }
                 }
                 _ = tokio::time::sleep_until(wake_for(schedule.due()).into()), if room => {}
                 _ = tokio::time::sleep_until(plan.deadline.into()) => {}

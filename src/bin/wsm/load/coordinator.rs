@@ -104,10 +104,12 @@ pub(super) async fn drive(
     let (started, started_unix, deadline) = start_measuring(&shared, &mut up, &start_tx);
     injector.start(started);
     let churned = phases::measure(&manager, &shared, url, started, deadline).await;
+    // The measurement's length: up to the deadline, not the wait for late receipts after it
+    // (they count, but the rate is over the time the load ran).
+    let measured = started.elapsed().as_secs_f64();
     if args.scenario == Scenario::Broadcast {
         phases::drain(&shared, &up.per_room).await;
     }
-    let measured = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
 
     let mut totals = phases::collect(&mut results_rx, churned, up.count, args.timeout).await;
