@@ -124,14 +124,7 @@ pub fn run(args: &MergeArgs) -> Result<ExitCode> {
         html::write(file, &page)?;
     }
     print(&merged, args.json)?;
-    for line in &crossed {
-        eprintln!("wsm load merge: {line}");
-    }
-    Ok(if crossed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(thresholds::EXIT_CROSSED)
-    })
+    Ok(thresholds::exit_code("wsm load merge", &crossed))
 }
 
 /// One report, read and parsed; the error names the file.

@@ -115,14 +115,7 @@ fn run_inner(mut args: LoadArgs) -> Result<ExitCode> {
         }
         report.print(args.json)?;
         judge(&report, url)?;
-        for line in &crossed {
-            eprintln!("wsm load: {line}");
-        }
-        Ok(if crossed.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(thresholds::EXIT_CROSSED)
-        })
+        Ok(thresholds::exit_code("wsm load", &crossed))
     })
 }
 

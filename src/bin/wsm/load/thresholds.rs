@@ -167,6 +167,19 @@ pub struct Outcome {
     pub passed: bool,
 }
 
+/// Name each crossed threshold on stderr (`who: threshold crossed: ...`), after the report,
+/// and answer the exit code: success, or [`EXIT_CROSSED`] when any was crossed.
+pub(super) fn exit_code(who: &str, crossed: &[String]) -> std::process::ExitCode {
+    for line in crossed {
+        eprintln!("{who}: {line}");
+    }
+    if crossed.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(EXIT_CROSSED)
+    }
+}
+
 /// Parse `text` as a threshold of `wsm load merge`: as [`parse`], but `recover_p99` is
 /// refused (a merged report holds no recovery figures; each copy judges its own).
 pub fn parse_merged(text: &str) -> Result<Threshold, String> {
