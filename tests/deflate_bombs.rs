@@ -13,8 +13,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use actix_ws_manager::client::{connect, ConnectionState};
 use common::process::spawn_wsm_serve_lines;
 use common::python::{deflate_client_ok, DeflatePeer};
@@ -87,15 +85,11 @@ async fn contexts_are_counted_and_released() {
     drop(kept);
     idle.close().await;
     // The connection's actors let go of their codec as they stop: wait for it (bounded).
-    let deadline = std::time::Instant::now() + WAIT;
-    while held() != Default::default() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still held: {:?}",
-            held()
-        );
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait::until("every compressor and inflater let go", WAIT, || {
+        held() == Default::default()
+    })
+    .await;
+    assert_eq!(held(), Default::default());
 }
 
 /// `wsm serve` (deflate on by default) under both Python bombs.

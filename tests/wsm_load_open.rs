@@ -96,18 +96,6 @@ fn bad_threshold_is_refused_like_any_flag() {
     }
 }
 
-/// Poll `cond` every 10 ms until it holds; panic naming `what` after `within`.
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + within;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} within {within:?}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Open loop corrects coordinated omission (issue 24, test 1): `wsm load --rate 1000` over 50
 /// connections (window 1) for 6 s through a `FaultProxy` that forwards nothing for 1 s in the
 /// middle. Every send due during the stall waits for the window and counts from its due time:
@@ -147,12 +135,12 @@ async fn open_loop_rate_shows_a_stall_that_closed_loop_hides() {
         .await
     });
     // The preflight and the 50 connections, then the echo load flowing (~130 bytes a message).
-    wait_until("51 connections through the proxy", BOUND, || {
+    common::wait::until("51 connections through the proxy", BOUND, || {
         proxy.connections() >= 51
     })
     .await;
     let connected = proxy.bytes_up();
-    wait_until("echo load through the proxy", BOUND, || {
+    common::wait::until("echo load through the proxy", BOUND, || {
         proxy.bytes_up() > connected + 50_000
     })
     .await;

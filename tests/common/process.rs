@@ -60,17 +60,27 @@ pub fn spawn_wsm_serve_lines(args: &[&str], n: usize) -> (KillOnDrop, Vec<String
 /// [`spawn_wsm_serve_lines`] with another `wsm` binary (a test comparing builds).
 #[cfg(unix)]
 pub fn spawn_serve_of(bin: &std::ffi::OsStr, args: &[&str], n: usize) -> (KillOnDrop, Vec<String>) {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null());
+    spawn_lines(&mut cmd, n, "wsm serve")
+}
+
+/// Start `cmd` (killed when dropped) and answer its first `n` stdout lines, each within
+/// [`WAIT`]; later lines are read and dropped, so the child never blocks on a full pipe.
+/// `what` names the child in the panic of a line that does not come.
+pub fn spawn_lines(
+    cmd: &mut std::process::Command,
+    n: usize,
+    what: &str,
+) -> (KillOnDrop, Vec<String>) {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let mut child = KillOnDrop(Some(
-        Command::new(bin)
-            .arg("serve")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+        cmd.stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("wsm runs"),
+            .unwrap_or_else(|e| panic!("{what} runs: {e}")),
     ));
     let stdout = child
         .0
@@ -92,7 +102,7 @@ pub fn spawn_serve_of(bin: &std::ffi::OsStr, args: &[&str], n: usize) -> (KillOn
         .map(|i| {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             rx.recv_timeout(left)
-                .unwrap_or_else(|_| panic!("stdout line {} of wsm serve", i + 1))
+                .unwrap_or_else(|_| panic!("stdout line {} of {what}", i + 1))
         })
         .collect();
     (child, lines)

@@ -155,29 +155,12 @@ pub struct DeflatePeer {
 impl DeflatePeer {
     /// Start it; waits (bounded) for the port it prints.
     pub fn start(args: &[&str]) -> DeflatePeer {
-        let mut child = KillOnDrop(Some(
-            Command::new(python())
-                .arg(interop_script("deflate_peer.py"))
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("python runs"),
-        ));
-        let stdout = child
-            .0
-            .as_mut()
-            .and_then(|c| c.stdout.take())
-            .expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(WAIT)
-            .expect("deflate_peer.py prints its port");
+        let mut cmd = Command::new(python());
+        cmd.arg(interop_script("deflate_peer.py"))
+            .args(args)
+            .stdin(Stdio::piped());
+        let (child, lines) = super::process::spawn_lines(&mut cmd, 1, "deflate_peer.py");
+        let line = &lines[0];
         let port = line.trim().parse().expect("a port on the first line");
         DeflatePeer {
             _child: child,

@@ -55,3 +55,16 @@ pub async fn wait_state(
         other => panic!("{other:?}"),
     }
 }
+
+/// Look at `cond` every 10 ms until it holds, panicking with `what` after `within`: for a
+/// figure that nothing signals (a counter, a proxy's byte count), bounded like the waits above.
+pub async fn until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {within:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
