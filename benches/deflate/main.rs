@@ -43,8 +43,7 @@
 //! `clients.rs` (the Manager of each variant), `feed.rs`, `broadcast.rs` and `memory.rs` (the
 //! three points; `memory.rs` also holds the `__client-idle` child), `report.rs` (the table).
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod broadcast;
 mod children;
@@ -53,8 +52,11 @@ mod feed;
 mod market;
 mod memory;
 // The `/proc` readers of `wsm load` (as in `benches/e2e`).
+#[path = "../common/host.rs"]
+mod host;
 #[path = "../../src/bin/wsm/procfs.rs"]
 mod procfs;
+use host::{cores, cpu_us, env_usize, now_us, raise_nofile, rss_of};
 mod report;
 
 /// How long any connect phase may take.
@@ -65,43 +67,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const CHILD_TIMEOUT: Duration = Duration::from_secs(90);
 /// Receipts are awaited this long after the last publish.
 const BCAST_GRACE: Duration = Duration::from_secs(2);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-/// Microseconds since the first call; one clock for every thread.
-fn now_us() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
-
-/// Resident set size of `pid` (`None`: this process) in bytes, 0 when unknown.
-fn rss_of(pid: Option<u32>) -> u64 {
-    procfs::rss_bytes(pid).unwrap_or(0)
-}
-
-/// CPU time (user + system) of `pid` (`None`: this process) in µs, 10 ms resolution.
-fn cpu_us(pid: Option<u32>) -> u64 {
-    procfs::cpu_ticks(pid)
-        .map(|t| t * (1_000_000 / procfs::TICKS_PER_SECOND))
-        .unwrap_or(0)
-}
-
-fn raise_nofile() {
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
-    }
-}
 
 /// The variant's name in the output: `deflate` or `plain`.
 fn name(deflate: bool) -> &'static str {

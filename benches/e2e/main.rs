@@ -46,15 +46,17 @@
 //! the Manager, and what each measurement does with them), `points.rs` (the points, by group),
 //! `report.rs` (the table), `tool.rs` (`wsm load` itself: the generator budget).
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod clients;
 mod points;
 // The `/proc` readers of `wsm load`: one copy for both programs (a bench cannot use a binary's
 // modules, and these readers are no part of the library's API).
+#[path = "../common/host.rs"]
+mod host;
 #[path = "../../src/bin/wsm/procfs.rs"]
 mod procfs;
+use host::{cores, cpu_us, env_usize, now_us, raise_nofile, rss_of};
 mod report;
 mod servers;
 mod tool;
@@ -63,47 +65,6 @@ mod tool;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an echo reply may take before the connection stops measuring.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The environment variable `name` as a number, or `default`.
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The cores this process may use.
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-/// Microseconds since the first call; one clock for every thread.
-fn now_us() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
-
-/// The resident set size of process `pid` (`None`: this process), in bytes; 0 when unknown.
-fn rss_of(pid: Option<u32>) -> u64 {
-    procfs::rss_bytes(pid).unwrap_or(0)
-}
-
-/// CPU time (user + system) a process has used (`None`: this process), in µs, from
-/// `/proc/<pid>/stat`; the resolution is one clock tick (10 ms).
-fn cpu_us(pid: Option<u32>) -> u64 {
-    procfs::cpu_ticks(pid)
-        .map(|t| t * (1_000_000 / procfs::TICKS_PER_SECOND))
-        .unwrap_or(0)
-}
-
-/// Raise the open-file limit to the hard limit: thousands of connections.
-fn raise_nofile() {
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
-    }
-}
 
 /// An echo request of the rooms protocol, with 64 bytes of padding.
 fn echo_payload(seq: u64) -> String {
