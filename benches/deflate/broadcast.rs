@@ -10,7 +10,7 @@ use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 use crate::children::{server_stats, wait_no_sessions, Proc};
-use crate::clients::manager;
+use crate::clients::{connect_all, manager};
 use crate::market::{send_time, with_send_time, Feed};
 use crate::report::Row;
 use crate::{cpu_us, name, now_us, Settings, BCAST_GRACE, CONNECT_TIMEOUT};
@@ -154,8 +154,8 @@ fn broadcast_variant(s: &Settings, deflate: bool, url: &str, srv: &mut Proc) -> 
     })
 }
 
-/// Connect `members` clients, subscribe each and join `room` (the join is sent once
-/// connected), then wait (bounded) until every connected member joined.
+/// Connect `members` clients, then subscribe each and join `room`, and wait (bounded) until
+/// every connected member joined.
 async fn join_members(
     manager: &Manager,
     srv: &mut Proc,
@@ -165,30 +165,15 @@ async fn join_members(
     deflate: bool,
 ) -> Members {
     let base_members = server_stats(srv).1;
-    let mut clients = Vec::with_capacity(members);
-    let mut rxs = Vec::with_capacity(members);
-    for i in 0..members {
-        match manager.connect(format!("m{i}"), url).await {
-            Ok(c) => {
-                rxs.push(c.subscribe_text(1024));
-                if let Err(e) = c.join(room).await {
-                    eprintln!("  join m{i}: {e}");
-                }
-                clients.push(c);
-            }
-            Err(e) => eprintln!("  connect m{i}: {e}"),
+    let (clients, up) = connect_all(manager, "m", url, members).await;
+    let mut rxs = Vec::with_capacity(clients.len());
+    for (i, c) in clients.iter().enumerate() {
+        rxs.push(c.subscribe_text(1024));
+        if let Err(e) = c.join(room).await {
+            eprintln!("  join m{i}: {e}");
         }
     }
     let deadline = Instant::now() + CONNECT_TIMEOUT;
-    let mut up = 0;
-    for c in &clients {
-        if c.wait_connected(deadline.saturating_duration_since(Instant::now()))
-            .await
-            .is_ok()
-        {
-            up += 1;
-        }
-    }
     while server_stats(srv).1 < base_members + up as u64 && Instant::now() < deadline {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
